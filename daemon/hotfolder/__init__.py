@@ -1,0 +1,3 @@
+"""hotfolder: a hot-folder service for image processing."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,236 @@
+"""The configuration file `hotfolder.yaml` (SPEC 5), as pydantic models."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hotfolder import yamlfile
+from hotfolder.errors import ConfigError
+
+DEFAULT_CONFIG = Path("/etc/hotfolder/hotfolder.yaml")
+ENV_PREFIX = "HOTFOLDER_"
+FORMATS = ("jpeg", "png", "gif", "bmp", "tiff", "webp", "svg")
+DEFAULT_IGNORE = [".*", "~$*", "*.tmp", "*.part", "*.crdownload", "Thumbs.db", "desktop.ini"]
+
+
+class Section(BaseModel):
+    """Base of every configuration section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class WatchConfig(Section):
+    mode: Literal["auto", "events", "polling"] = "auto"
+    settle_seconds: float = Field(2.0, ge=0)
+    rescan_seconds: float = Field(60.0, gt=0)
+    ignore: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE))
+
+
+class LimitsConfig(Section):
+    max_file_mb: float = Field(50.0, gt=0)
+    max_pixels: int = Field(100_000_000, gt=0)
+    job_timeout_seconds: float = Field(300.0, gt=0)
+    formats: list[Literal["jpeg", "png", "gif", "bmp", "tiff", "webp", "svg"]] = Field(
+        default_factory=lambda: list(FORMATS)
+    )
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
+
+class ScannerConfig(Section):
+    clamd: str = "unix:///run/clamav/clamd.ctl"
+    on_unavailable: Literal["hold", "reject", "allow"] = "hold"
+    timeout_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("clamd")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if value == "off" or value.startswith(("unix://", "tcp://")):
+            return value
+        raise ValueError("must be off, unix:///path/to/socket or tcp://host:port")
+
+    @property
+    def enabled(self) -> bool:
+        return self.clamd != "off"
+
+
+class S3Config(Section):
+    bucket: str = Field(min_length=3)
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    sse: Literal["AES256", "aws:kms"] | None = None
+    kms_key_id: str | None = None
+    keep_local: bool = False
+
+
+class QueueConfig(Section):
+    url: str = "sqlite:///state/queue.db"
+    workers: int | Literal["auto"] = "auto"
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if value.startswith(("sqlite://", "redis://", "rediss://", "memory://")):
+            return value
+        raise ValueError("must start with sqlite://, redis:// or memory://")
+
+    @field_validator("workers")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be at least 1, or auto")
+        return value
+
+    @property
+    def worker_count(self) -> int:
+        if self.workers == "auto":
+            return os.cpu_count() or 1
+        return int(self.workers)
+
+
+class OutputConfig(Section):
+    s3: S3Config | None = None
+    archive: bool = True
+    archive_days: float | None = Field(30.0, gt=0)
+    on_conflict: Literal["rename", "overwrite", "skip"] = "rename"
+
+
+class MetricsConfig(Section):
+    listen: str | None = "127.0.0.1:9464"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None or value == "off":
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError("must be host:port, for example 127.0.0.1:9464, or off")
+        return value
+
+
+class PathsConfig(Section):
+    """Where each folder lives; relative paths are relative to the root."""
+
+    inbox: Path = Path("inbox")
+    outbox: Path = Path("outbox")
+    failed: Path = Path("failed")
+    quarantine: Path = Path("quarantine")
+    archive: Path = Path("archive")
+    state: Path = Path("state")
+    recipes: Path = Path("recipes")
+    work: Path | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The absolute folders of a hot-folder root (SPEC 2)."""
+
+    root: Path
+    inbox: Path
+    outbox: Path
+    failed: Path
+    quarantine: Path
+    archive: Path
+    state: Path
+    recipes: Path
+    work: Path
+
+
+class Config(Section):
+    root: Path = Path(".")
+    default_recipe: str | None = None
+    watch: WatchConfig = Field(default_factory=WatchConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    scanner: ScannerConfig = Field(default_factory=ScannerConfig)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+
+    @property
+    def layout(self) -> Layout:
+        """The folders, made absolute against the root."""
+        root = self.root.resolve()
+
+        def at(path: Path) -> Path:
+            return path if path.is_absolute() else root / path
+
+        inbox = at(self.paths.inbox)
+        return Layout(
+            root=root,
+            inbox=inbox,
+            outbox=at(self.paths.outbox),
+            failed=at(self.paths.failed),
+            quarantine=at(self.paths.quarantine),
+            archive=at(self.paths.archive),
+            state=at(self.paths.state),
+            recipes=at(self.paths.recipes),
+            work=at(self.paths.work) if self.paths.work else inbox / ".hotfolder",
+        )
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Nested settings from `HOTFOLDER_SECTION__KEY=value` variables (values read as YAML)."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == "HOTFOLDER_CONFIG":
+            continue
+        keys = name[len(ENV_PREFIX) :].lower().split("__")
+        node = tree
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = yaml.safe_load(raw) if raw else None
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_path(explicit: str | Path | None, environ: Mapping[str, str] = os.environ) -> Path:
+    """`-c` first, then `$HOTFOLDER_CONFIG`, then /etc/hotfolder/hotfolder.yaml."""
+    if explicit:
+        return Path(explicit)
+    if environ.get("HOTFOLDER_CONFIG"):
+        return Path(environ["HOTFOLDER_CONFIG"])
+    return DEFAULT_CONFIG
+
+
+def load_config(
+    explicit: str | Path | None = None, environ: Mapping[str, str] = os.environ
+) -> Config:
+    """Read the configuration, apply environment overrides, and validate it."""
+    path = config_path(explicit, environ)
+    if not path.is_file():
+        raise ConfigError(f"{path}: configuration file not found")
+    try:
+        doc = yamlfile.load(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    data = doc.data if doc.data is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the configuration must be a mapping of settings")
+    data = _merge(data, env_overrides(environ))
+    root = Path(data.get("root") or ".")
+    data["root"] = root if root.is_absolute() else path.parent.resolve() / root
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(doc.explain(exc), detail=str(exc)) from None

@@ -1,0 +1,283 @@
+"""Recipes: the YAML format, the inline folder-name grammar, and how a path chooses steps (SPEC 3).
+
+A file at `inbox/A/B/photo.jpg` gets the steps of `A`, then those of `B`. Each
+folder contributes the first that exists of: `A/recipe.yaml`, the named recipe
+`recipes/a.yaml`, or the folder name read as an inline chain
+(`resize=800x600,fill+grayscale+png`).
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
+
+from hotfolder import yamlfile
+from hotfolder.errors import RecipeError
+from hotfolder.ops import REGISTRY, Operation, lookup
+from hotfolder.pipeline import Step
+
+RECIPE_FILE = "recipe.yaml"
+OUTPUT_FORMATS = ("jpeg", "png", "gif", "bmp", "tiff", "webp", "svg")
+# Bare format words in a chain (`+png`, `jpeg=85`) are the `format` operation.
+FORMAT_WORDS = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png", "gif": "gif", "bmp": "bmp",
+                "tiff": "tiff", "tif": "tiff", "webp": "webp", "svg": "svg"}
+NAME_FIELDS = {"stem", "ext", "recipe", "date", "sha8", "width", "height"}
+
+
+def word_to_step(word: str, args: Any) -> Step:
+    """A step from an operation word and its arguments (None, a mapping, or inline args)."""
+    if word in FORMAT_WORDS and word not in REGISTRY:
+        fmt = FORMAT_WORDS[word]
+        args = [fmt, *args] if isinstance(args, list) else ([fmt] if args is None else args)
+        word = "format"
+    op: Operation = lookup(word)
+    return Step(op.name, op.parse(args))
+
+
+def parse_step(value: Any) -> Step:
+    """A step from its YAML form: `grayscale`, `resize=800x600`, or `{resize: {...}}`."""
+    if isinstance(value, Step):
+        return value
+    if isinstance(value, str):
+        word, _, rest = value.strip().partition("=")
+        return word_to_step(word.strip(), rest.split(",") if rest else None)
+    if isinstance(value, dict) and len(value) == 1:
+        ((word, args),) = value.items()
+        return word_to_step(str(word), args)
+    raise RecipeError("a step is an operation name, or a mapping with one operation name as key")
+
+
+def _validate_step(value: Any) -> Step:
+    try:
+        return parse_step(value)
+    except RecipeError as exc:
+        raise ValueError(exc.message) from None
+
+
+def _step_schema() -> dict[str, Any]:
+    """JSON Schema of one step: a bare operation name, or `{op: params}`."""
+    choices: list[dict[str, Any]] = [
+        {"type": "string", "enum": sorted([*REGISTRY, *FORMAT_WORDS])},
+    ]
+    for name, op in sorted(REGISTRY.items()):
+        choices.append({
+            "type": "object",
+            "description": op.summary,
+            "properties": {name: {"anyOf": [
+                op.params.model_json_schema(), {"type": ["string", "number", "array", "null"]}
+            ]}},
+            "required": [name],
+            "additionalProperties": False,
+        })
+    return {"anyOf": choices}
+
+
+StepField = Annotated[
+    Step,
+    PlainValidator(_validate_step),
+    PlainSerializer(lambda s: s.describe(), return_type=dict),
+    WithJsonSchema(_step_schema()),
+]
+
+
+class OutputSpec(BaseModel):
+    """How the result is written: format, quality, DPI, name, metadata."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["jpeg", "png", "gif", "bmp", "tiff", "webp", "svg"] | None = Field(
+        None, description="output format; by default the input's format"
+    )
+    quality: int = Field(90, ge=1, le=100, description="JPEG/WebP quality")
+    progressive: bool = Field(False, description="progressive JPEG")
+    compression: int | None = Field(
+        None, ge=0, le=9, description="PNG zlib level (0-9); by default a fast level"
+    )
+    lossless: bool = Field(False, description="lossless WebP")
+    dpi: float | None = Field(None, gt=0, description="resolution written into the file")
+    name: str = Field("{stem}.{ext}", description="output file name template")
+    metadata: Literal["strip", "keep"] = "strip"
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _format_word(cls, value: Any) -> Any:
+        return FORMAT_WORDS.get(str(value).lower(), value) if value is not None else None
+
+    @field_validator("name")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"bad name template: {exc}") from None
+        unknown = fields - NAME_FIELDS
+        if unknown:
+            raise ValueError(
+                f"unknown field {{{sorted(unknown)[0]}}} in name; known: "
+                + " ".join(f"{{{f}}}" for f in sorted(NAME_FIELDS))
+            )
+        if "/" in value or "\\" in value:
+            raise ValueError("the name may not contain a folder separator")
+        return value
+
+    def merged(self, other: OutputSpec) -> OutputSpec:
+        """This spec with the settings that `other` sets explicitly."""
+        return self.model_copy(update={k: getattr(other, k) for k in other.model_fields_set})
+
+
+class Recipe(BaseModel):
+    """A recipe file: a description, steps, output settings, and the sidecar switch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    steps: list[StepField] = Field(default_factory=list)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    sidecar: bool = False
+
+
+def load_recipe(path: Path) -> Recipe:
+    """Read a recipe file; errors name the file, the line and the key."""
+    try:
+        doc = yamlfile.load(path)
+    except (OSError, ValueError) as exc:
+        raise RecipeError(str(exc)) from None
+    data = doc.data if doc.data is not None else {}
+    if isinstance(data, list):  # a bare list of steps
+        data = {"steps": data}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping with steps, output and sidecar")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(doc.explain(exc), detail=str(exc)) from None
+
+
+def parse_chain(text: str) -> Recipe:
+    """A recipe from an inline chain `step+step+...` (a folder name, or `process -s`)."""
+    steps = []
+    for part in text.split("+"):
+        if not part.strip():
+            raise RecipeError(f"empty step in {text!r}")
+        steps.append(parse_step(part))
+    return Recipe(steps=steps)
+
+
+def recipe_name(folder: str) -> str:
+    """The named recipe a folder refers to: lower-case, spaces and underscores as hyphens."""
+    return folder.strip().lower().replace(" ", "-").replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a file will get: its steps, output settings, and where they came from."""
+
+    name: str
+    steps: list[Step] = field(default_factory=list)
+    output: OutputSpec = field(default_factory=OutputSpec)
+    sidecar: bool = False
+    sources: tuple[str, ...] = ()
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The steps as recorded in the sidecar."""
+        return [s.describe() for s in self.steps]
+
+
+def combine(parts: list[tuple[str, str, Recipe]]) -> Plan:
+    """One plan from (label, source, recipe) parts in folder order."""
+    steps: list[Step] = []
+    output = OutputSpec()
+    sidecar = False
+    for _, _, recipe in parts:
+        steps.extend(recipe.steps)
+        output = output.merged(recipe.output)
+        if "sidecar" in recipe.model_fields_set:
+            sidecar = recipe.sidecar
+    return Plan(
+        name="/".join(label for label, _, _ in parts) or "none",
+        steps=steps,
+        output=output,
+        sidecar=sidecar,
+        sources=tuple(source for _, source, _ in parts),
+    )
+
+
+class RecipeBook:
+    """Finds recipes for folders and names; files are re-read when they change."""
+
+    def __init__(self, recipes_dir: Path, default_recipe: str | None = None) -> None:
+        self.recipes_dir = recipes_dir
+        self.default_recipe = default_recipe
+        self._cache: dict[Path, tuple[int, Recipe]] = {}
+
+    def _load(self, path: Path) -> Recipe:
+        mtime = path.stat().st_mtime_ns
+        cached = self._cache.get(path)
+        if cached and cached[0] == mtime:
+            return cached[1]
+        recipe = load_recipe(path)
+        self._cache[path] = (mtime, recipe)
+        return recipe
+
+    def named(self, name: str) -> Recipe | None:
+        """The recipe `recipes/NAME.yaml`, or None."""
+        path = self.recipes_dir / f"{recipe_name(name)}.yaml"
+        return self._load(path) if path.is_file() else None
+
+    def get(self, name_or_path: str) -> Plan:
+        """A plan for `-r`: a recipe name or a path to a recipe file."""
+        path = Path(name_or_path)
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            return combine([(path.stem, str(path), self._load(path))])
+        recipe = self.named(name_or_path)
+        if recipe is None:
+            known = ", ".join(self.names()) or "none"
+            raise RecipeError(f"no recipe named {name_or_path!r} (known: {known})")
+        return combine([(recipe_name(name_or_path), str(self.recipes_dir), recipe)])
+
+    def names(self) -> list[str]:
+        """The named recipes available."""
+        if not self.recipes_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.recipes_dir.glob("*.yaml"))
+
+    def folder(self, folder: Path) -> tuple[str, str, Recipe]:
+        """The (label, source, recipe) that one inbox folder contributes."""
+        local = folder / RECIPE_FILE
+        if local.is_file():
+            return folder.name, str(local), self._load(local)
+        recipe = self.named(folder.name)
+        if recipe is not None:
+            return recipe_name(folder.name), f"recipes/{recipe_name(folder.name)}.yaml", recipe
+        try:
+            return folder.name, "folder name", parse_chain(folder.name)
+        except RecipeError as exc:
+            raise RecipeError(
+                f"folder {folder.name!r} is not a recipe: {exc.message}", detail=exc.detail
+            ) from None
+
+    def resolve(self, inbox: Path, file: Path) -> Plan:
+        """The plan for `file` inside `inbox`, from its folders (SPEC 3)."""
+        rel = file.parent.relative_to(inbox)
+        parts = []
+        folder = inbox
+        for name in rel.parts:
+            folder = folder / name
+            parts.append(self.folder(folder))
+        if not parts and self.default_recipe:
+            plan = self.get(self.default_recipe)
+            return plan
+        return combine(parts)

@@ -1,0 +1,86 @@
+"""YAML loading that remembers where each key stood, for errors that name the line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Located:
+    """A parsed YAML document with the line (1-based) of every key and list item."""
+
+    data: Any
+    lines: dict[Loc, int]
+    source: str
+
+    def line_of(self, loc: Loc) -> int | None:
+        """The line of the deepest known prefix of `loc`."""
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self.lines:
+                return self.lines[loc[:end]]
+        return None
+
+    def where(self, loc: Loc) -> str:
+        """`file, line N, key a.b` for an error message."""
+        line = self.line_of(loc)
+        key = ".".join(str(p) for p in loc)
+        parts = [self.source]
+        if line is not None:
+            parts.append(f"line {line}")
+        if key:
+            parts.append(f"key {key}")
+        return ", ".join(parts)
+
+    def explain(self, exc: ValidationError, prefix: Loc = ()) -> str:
+        """Every pydantic error of `exc` located in this document, one per line."""
+        lines = []
+        for err in exc.errors():
+            loc = prefix + tuple(p for p in err["loc"] if not _is_union_tag(p))
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"{self.where(loc)}: {msg}")
+        return "\n".join(lines)
+
+
+def _is_union_tag(part: str | int) -> bool:
+    """Pydantic inserts validator names (`function-before[...]`) into locations."""
+    return isinstance(part, str) and ("[" in part or part.startswith("function-"))
+
+
+def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = (*loc, str(key.value))
+            lines[child] = key.start_mark.line + 1
+            _walk(value, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, (*loc, index), lines)
+
+
+def parse(text: str, source: str) -> Located:
+    """Parse YAML text; a syntax error is a ValueError naming `source` and the line."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ValueError(f"{source}{at}: not valid YAML: {problem}") from None
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        _walk(node, (), lines)
+    return Located(data=data, lines=lines, source=source)
+
+
+def load(path: Path) -> Located:
+    """Read and parse a YAML file."""
+    return parse(path.read_text(encoding="utf-8"), str(path))
