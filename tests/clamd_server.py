@@ -1,0 +1,156 @@
+"""A real clamd for the tests: Debian's daemon in the foreground, on its own socket, with a test DB.
+
+The signature database is a hash file (`MD5:SIZE:Name`) with EICAR and a
+harmless PNG made here, so clamd starts offline in well under a second.
+`StreamMaxLength` is small (`STREAM_MAX_BYTES`) so that the size-limit reply
+can be provoked without huge files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+EICAR_SIGNATURE = "Eicar-Test-Signature"
+IMAGE_SIGNATURE = "Hotfolder-Test-Image"
+STREAM_MAX_BYTES = 8 * 1024 * 1024
+START_SECONDS = 60.0
+
+CONFIG = """\
+LocalSocket {socket}
+Foreground yes
+User root
+DatabaseDirectory {db}
+PidFile {dir}/clamd.pid
+LogFile {dir}/clamd.log
+TemporaryDirectory {dir}
+StreamMaxLength {stream_max}
+AlertExceedsMax yes
+SelfCheck 0
+"""
+
+
+def png(size: tuple[int, int], seed: int) -> bytes:
+    """A small deterministic PNG; different seeds give different bytes."""
+    image = Image.new("RGB", size)
+    image.putdata([((x * 7 + seed) % 256, (x * 3) % 256, seed % 256)
+                   for x in range(size[0] * size[1])])
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def ping(path: Path, timeout: float = 1.0) -> bool:
+    """True when a clamd answers zPING on the unix socket at path."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            sock.sendall(b"zPING\0")
+            return sock.recv(16).startswith(b"PONG")
+    except OSError:
+        return False
+
+
+class Clamd:
+    """One clamd process, started and stopped on demand."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.socket = directory / "clamd.sock"
+        self.address = f"unix://{self.socket}"
+        self.eicar = EICAR
+        self.stream_max_bytes = STREAM_MAX_BYTES
+        self.signed_image = directory / "signed.png"
+        self.clean_image = directory / "clean.png"
+        self.signed_image.write_bytes(png((32, 32), seed=1))
+        self.clean_image.write_bytes(png((32, 32), seed=2))
+        signed = self.signed_image.read_bytes()
+        db = directory / "db"
+        db.mkdir(exist_ok=True)
+        (db / "hotfolder-test.hdb").write_text(
+            f"{hashlib.md5(EICAR).hexdigest()}:{len(EICAR)}:{EICAR_SIGNATURE}\n"
+            f"{hashlib.md5(signed).hexdigest()}:{len(signed)}:{IMAGE_SIGNATURE}\n"
+        )
+        self.config = directory / "clamd.conf"
+        self.config.write_text(CONFIG.format(
+            socket=self.socket, db=db, dir=directory, stream_max=STREAM_MAX_BYTES))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        """Start clamd (if it is not running) and wait until it answers PING."""
+        if self.running:
+            return
+        with (self.dir / "clamd.out").open("ab") as out:
+            self.process = subprocess.Popen(
+                ["clamd", "-c", str(self.config)], stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_SECONDS
+        while not ping(self.socket):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                log = (self.dir / "clamd.out").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"clamd did not start on {self.socket}:\n{log}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop clamd and wait until it is gone."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        self.socket.unlink(missing_ok=True)
+
+    @contextmanager
+    def stopped(self) -> Iterator[None]:
+        """clamd is stopped inside the block and running again after it."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """clamd is suspended (SIGSTOP) inside the block: it accepts connections, answers none."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.process.pid, signal.SIGCONT)
+
+
+@pytest.fixture(scope="session")
+def clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clamd]:
+    """A running clamd for the whole session (tests that stop it use `clamd.stopped()`)."""
+    if shutil.which("clamd") is None:
+        pytest.fail("clamd is not installed: run `make setup` (Debian package clamav-daemon)")
+    server = Clamd(tmp_path_factory.mktemp("clamd"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

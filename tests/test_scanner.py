@@ -1,0 +1,170 @@
+"""The Scanner seam: one contract run against the real clamd and the in-memory scanner."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from clamd_server import EICAR, EICAR_SIGNATURE, IMAGE_SIGNATURE, Clamd, png
+from hotfolder.config import ScannerConfig
+from hotfolder.errors import Unavailable
+from hotfolder.scanner import ClamdScanner, MemoryScanner, Scanner, make_scanner, parse_address
+
+
+@pytest.fixture
+def samples(tmp_path: Path) -> dict[str, Path]:
+    """A clean image, the signed test image and EICAR, as files."""
+    files = {"clean.png": png((32, 32), seed=2), "signed.png": png((32, 32), seed=1),
+             "eicar.com": EICAR}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    return {name.split(".")[0]: tmp_path / name for name in files}
+
+
+class ScannerContract:
+    """What every Scanner does; subclasses provide `scanner` and an unavailable `offline` one."""
+
+    def test_clean_image_is_clean(self, scanner: Scanner, samples: dict[str, Path]) -> None:
+        verdict = scanner.scan(samples["clean"])
+        assert verdict.clean
+        assert verdict.signature is None
+
+    def test_eicar_is_found(self, scanner: Scanner, samples: dict[str, Path]) -> None:
+        verdict = scanner.scan(samples["eicar"])
+        assert not verdict.clean
+        assert verdict.signature is not None
+        assert verdict.signature.startswith(EICAR_SIGNATURE)
+
+    def test_signed_image_is_found(self, scanner: Scanner, samples: dict[str, Path]) -> None:
+        verdict = scanner.scan(samples["signed"])
+        assert not verdict.clean
+        assert verdict.signature is not None
+        assert verdict.signature.startswith(IMAGE_SIGNATURE)
+
+    def test_answers_ping(self, scanner: Scanner) -> None:
+        assert scanner.ping()
+
+    def test_unavailable_is_never_clean(self, offline: Scanner, samples: dict[str, Path]) -> None:
+        with pytest.raises(Unavailable) as info:
+            offline.scan(samples["clean"])
+        assert info.value.message.startswith("clean.png could not be scanned: ")
+        assert info.value.stage == "scan"
+        assert not offline.ping()
+
+
+class TestMemoryScanner(ScannerContract):
+    @pytest.fixture
+    def scanner(self) -> MemoryScanner:
+        scanner = MemoryScanner()
+        scanner.sign(EICAR, EICAR_SIGNATURE)
+        scanner.sign(png((32, 32), seed=1), IMAGE_SIGNATURE)
+        return scanner
+
+    @pytest.fixture
+    def offline(self) -> MemoryScanner:
+        return MemoryScanner(available=False)
+
+    def test_records_what_it_scanned(self, scanner: MemoryScanner,
+                                     samples: dict[str, Path]) -> None:
+        scanner.scan(samples["clean"])
+        assert scanner.scanned == [samples["clean"]]
+
+
+class TestClamdScanner(ScannerContract):
+    @pytest.fixture
+    def scanner(self, clamd: Clamd) -> ClamdScanner:
+        return ClamdScanner(clamd.address, timeout=10)
+
+    @pytest.fixture
+    def offline(self, tmp_path: Path) -> ClamdScanner:
+        return ClamdScanner(f"unix://{tmp_path}/no-clamd.sock")
+
+    def test_fixture_files_are_what_clamd_knows(self, scanner: ClamdScanner,
+                                                clamd: Clamd) -> None:
+        assert scanner.scan(clamd.signed_image).signature == f"{IMAGE_SIGNATURE}.UNOFFICIAL"
+        assert scanner.scan(clamd.clean_image).clean
+
+    def test_eicar_inside_a_zip_is_found(self, scanner: ClamdScanner, tmp_path: Path) -> None:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("readme.txt", "nothing to see")
+            archive.writestr("tools/eicar.com", EICAR)
+        path = tmp_path / "bundle.zip"
+        path.write_bytes(buffer.getvalue())
+        verdict = scanner.scan(path)
+        assert not verdict.clean
+        assert verdict.signature == f"{EICAR_SIGNATURE}.UNOFFICIAL"
+
+    def test_missing_socket_says_clamd_is_not_reachable(self, offline: ClamdScanner,
+                                                        samples: dict[str, Path]) -> None:
+        with pytest.raises(Unavailable, match=r"clamd at unix://.*no-clamd.sock is not reachable"):
+            offline.scan(samples["clean"])
+
+    def test_stopped_clamd_is_unavailable_until_it_is_back(
+        self, scanner: ClamdScanner, clamd: Clamd, samples: dict[str, Path]
+    ) -> None:
+        with clamd.stopped():
+            assert not scanner.ping()
+            with pytest.raises(Unavailable, match="is not reachable"):
+                scanner.scan(samples["eicar"])
+        assert scanner.ping()
+        assert not scanner.scan(samples["eicar"]).clean
+
+    def test_file_over_stream_max_length_is_unavailable(
+        self, scanner: ClamdScanner, clamd: Clamd, tmp_path: Path
+    ) -> None:
+        big = tmp_path / "poster.tiff"
+        big.write_bytes(os.urandom(clamd.stream_max_bytes + 1024 * 1024))
+        with pytest.raises(Unavailable, match="larger than its StreamMaxLength") as info:
+            scanner.scan(big)
+        assert info.value.message.startswith("poster.tiff could not be scanned")
+        assert scanner.ping()
+
+    def test_file_just_under_stream_max_length_is_scanned(
+        self, scanner: ClamdScanner, clamd: Clamd, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "large.bin"
+        path.write_bytes(bytes(clamd.stream_max_bytes - 1024))
+        assert scanner.scan(path).clean
+
+    def test_silent_clamd_times_out(self, clamd: Clamd, samples: dict[str, Path]) -> None:
+        scanner = ClamdScanner(clamd.address, timeout=0.5)
+        with clamd.frozen(), pytest.raises(Unavailable, match=r"did not answer within 0.5 s"):
+            scanner.scan(samples["clean"])
+        assert scanner.ping()
+
+    def test_refused_tcp_port_is_unavailable(self, samples: dict[str, Path]) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        scanner = ClamdScanner(f"tcp://127.0.0.1:{port}", timeout=2)
+        with pytest.raises(Unavailable, match=f"clamd at tcp://127.0.0.1:{port} is not reachable"):
+            scanner.scan(samples["clean"])
+        assert not scanner.ping()
+
+
+@pytest.mark.parametrize(("address", "target"), [
+    ("unix:///run/clamav/clamd.ctl", "/run/clamav/clamd.ctl"),
+    ("tcp://127.0.0.1:3310", ("127.0.0.1", 3310)),
+    ("tcp://[::1]:3310", ("::1", 3310)),
+])
+def test_parse_address(address: str, target: object) -> None:
+    assert parse_address(address) == target
+
+
+@pytest.mark.parametrize("address", ["unix://relative.sock", "tcp://host", "tcp://:3310", "off"])
+def test_parse_address_refuses_nonsense(address: str) -> None:
+    with pytest.raises(ValueError, match="is not unix:///path/to/socket or tcp://host:port"):
+        parse_address(address)
+
+
+def test_make_scanner_follows_the_configuration() -> None:
+    assert make_scanner(ScannerConfig(clamd="off")) is None
+    scanner = make_scanner(ScannerConfig(clamd="tcp://127.0.0.1:3310", timeout_seconds=7))
+    assert isinstance(scanner, ClamdScanner)
+    assert (scanner.address, scanner.timeout) == ("tcp://127.0.0.1:3310", 7)
