@@ -16,7 +16,8 @@ from hotfolder.errors import ConfigError
 
 DEFAULT_CONFIG = Path("/etc/hotfolder/hotfolder.yaml")
 ENV_PREFIX = "HOTFOLDER_"
-FORMATS = ("jpeg", "png", "gif", "bmp", "tiff", "webp", "svg")
+Format = Literal["jpeg", "png", "gif", "bmp", "tiff", "webp", "svg"]
+FORMATS: tuple[Format, ...] = ("jpeg", "png", "gif", "bmp", "tiff", "webp", "svg")
 DEFAULT_IGNORE = [".*", "~$*", "*.tmp", "*.part", "*.crdownload", "Thumbs.db", "desktop.ini"]
 
 
@@ -37,7 +38,7 @@ class LimitsConfig(Section):
     max_file_mb: float = Field(50.0, gt=0)
     max_pixels: int = Field(100_000_000, gt=0)
     job_timeout_seconds: float = Field(300.0, gt=0)
-    formats: list[Literal["jpeg", "png", "gif", "bmp", "tiff", "webp", "svg"]] = Field(
+    formats: list[Format] = Field(
         default_factory=lambda: list(FORMATS)
     )
 

@@ -43,7 +43,9 @@ class Located:
         lines = []
         for err in exc.errors():
             loc = prefix + tuple(p for p in err["loc"] if not _is_union_tag(p))
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
             lines.append(f"{self.where(loc)}: {msg}")
         return "\n".join(lines)
 

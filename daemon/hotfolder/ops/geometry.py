@@ -1,1 +1,289 @@
-"""Geometry operations."""
+"""Geometry operations: auto_orient, resize, crop, trim, rotate, flip, mirror.
+
+Physical lengths (`100mm`, `4in`, `800`, `800px`) are parsed once here
+(`parse_length`, `to_pixels`, the `LengthField` parameter type) for every
+operation that sizes things. Geometry keeps the image's mode where Pillow can
+resample it (16-bit grey included); palette images become RGB(A) first
+(resampling palette indexes would be meaningless) and 1-bit images become L
+when resampled, so edges stay smooth rather than jagged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Annotated, Any, Literal, NamedTuple
+
+from PIL import Image, ImageOps
+from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
+
+from hotfolder.canvas import Canvas
+from hotfolder.errors import RecipeError
+from hotfolder.ops.modes import RGBA, Color, fill_for, unpalette
+from hotfolder.ops.registry import NoParams, Params, operation
+
+RESAMPLE = Image.Resampling.LANCZOS
+REDUCING_GAP = 3.0  # shrink by whole factors first: faster, indistinguishable at 3
+MM_PER_INCH = 25.4
+ORIENTATION_TAG = 0x0112
+
+# Lengths -------------------------------------------------------------------
+
+Unit = Literal["px", "mm", "cm", "in"]
+UNITS: dict[str, Unit] = {"": "px", "px": "px", "mm": "mm", "cm": "cm", "in": "in",
+                          "inch": "in", "inches": "in", '"': "in"}
+_LENGTH_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z\"]*)\s*$")
+
+
+class Length(NamedTuple):
+    """A length as written: a positive number and its unit (px, mm, cm or in)."""
+
+    value: float
+    unit: Unit
+
+    def __str__(self) -> str:
+        number = f"{self.value:g}"
+        return number if self.unit == "px" else f"{number}{self.unit}"
+
+
+def parse_length(value: Any) -> Length:
+    """A Length from `800`, `"800px"`, `"100mm"`, `"2.5cm"`, `"4in"` or a Length."""
+    if isinstance(value, Length):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a length")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), "px"
+    else:
+        match = _LENGTH_RE.match(str(value).lower())
+        if not match or match.group(2) not in UNITS:
+            raise ValueError(
+                f"{value!r} is not a length (write 800, 800px, 100mm, 2.5cm or 4in)"
+            )
+        number, unit = float(match.group(1)), match.group(2)
+    if number <= 0:
+        raise ValueError(f"{value!r}: a length must be more than zero")
+    return Length(number, UNITS[unit])
+
+
+def to_pixels(length: Length, dpi: float | None) -> int:
+    """The length in whole pixels (at least 1); physical units need a DPI."""
+    if length.unit == "px":
+        return max(1, round(length.value))
+    if not dpi:
+        raise ValueError(f"{length} needs a DPI: give dpi (for example dpi: 300)")
+    inches = length.value / {"mm": MM_PER_INCH, "cm": MM_PER_INCH / 10, "in": 1.0}[length.unit]
+    return max(1, round(inches * dpi))
+
+
+LengthField = Annotated[
+    Length,
+    BeforeValidator(parse_length),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({
+        "anyOf": [{"type": "integer", "exclusiveMinimum": 0}, {"type": "string"}],
+        "description": "pixels, or a length with unit: 800, 800px, 100mm, 2.5cm, 4in",
+    }),
+]
+
+Gravity = Literal["center", "north", "south", "east", "west",
+                  "northeast", "northwest", "southeast", "southwest"]
+GRAVITIES: tuple[str, ...] = Gravity.__args__  # type: ignore[attr-defined]
+
+
+def _anchor(gravity: str) -> tuple[float, float]:
+    """Where the kept or placed part sits, as fractions (0 left/top, 1 right/bottom)."""
+    x = 1.0 if "east" in gravity else 0.0 if "west" in gravity else 0.5
+    y = 0.0 if "north" in gravity else 1.0 if "south" in gravity else 0.5
+    return x, y
+
+
+def _dpi_of(canvas: Canvas, dpi: float | None) -> float | None:
+    if dpi:
+        return dpi
+    return canvas.dpi[0] if canvas.dpi else None
+
+
+def _swap_dpi(canvas: Canvas) -> tuple[float, float] | None:
+    return (canvas.dpi[1], canvas.dpi[0]) if canvas.dpi else None
+
+
+# auto_orient ---------------------------------------------------------------
+
+@operation("auto_orient")
+def auto_orient(canvas: Canvas, p: NoParams) -> Canvas:
+    """Turn the image upright as its EXIF orientation says, and reset that tag."""
+    image = canvas.image.copy()
+    if canvas.exif is not None:
+        image.info["exif"] = canvas.exif
+    orientation = image.getexif().get(ORIENTATION_TAG, 1)
+    if orientation == 1:
+        return canvas
+    upright = ImageOps.exif_transpose(image)
+    assert upright is not None
+    exif = upright.info.get("exif", canvas.exif)
+    return dataclasses.replace(
+        canvas,
+        image=upright,
+        exif=exif if isinstance(exif, bytes) else canvas.exif,
+        dpi=_swap_dpi(canvas) if orientation in (5, 6, 7, 8) else canvas.dpi,
+    )
+
+
+# resize --------------------------------------------------------------------
+
+ResizeMode = Literal["fit", "fill", "stretch", "pad"]
+RESIZE_MODES: tuple[str, ...] = ResizeMode.__args__  # type: ignore[attr-defined]
+_SIZE_RE = re.compile(r"^([^x]*)x([^x]*)$")
+
+
+def parse_resize(args: list[str]) -> dict[str, Any]:
+    """`800x600,fill`, `1200` (within 1200x1200), `800x` (width only), `100mmx50mm,fit,300`.
+
+    After the size come, in any order: a mode, `upscale`, a gravity, a DPI
+    number and a pad colour.
+    """
+    if not args or not args[0].strip():
+        raise ValueError("give a size, for example resize=800x600 or resize=1200")
+    size, *rest = (a.strip() for a in args)
+    out: dict[str, Any] = {}
+    match = _SIZE_RE.match(size.lower())
+    if match:
+        if match.group(1):
+            out["width"] = match.group(1)
+        if match.group(2):
+            out["height"] = match.group(2)
+    else:
+        out["width"] = out["height"] = size
+    for word in rest:
+        low = word.lower().removesuffix("dpi")
+        if low in RESIZE_MODES:
+            out["mode"] = low
+        elif low == "upscale":
+            out["upscale"] = True
+        elif low in GRAVITIES:
+            out["gravity"] = low
+        elif re.fullmatch(r"\d+(\.\d*)?", low):
+            out["dpi"] = low
+        else:
+            out["fill"] = word
+    return out
+
+
+class ResizeParams(Params):
+    width: LengthField | None = Field(None, description="target width: px, mm, cm or in")
+    height: LengthField | None = Field(None, description="target height: px, mm, cm or in")
+    mode: ResizeMode = Field(
+        "fit",
+        description="fit: within the box; fill: cover it and crop; stretch: exactly; "
+        "pad: fit, then fill the rest of the box",
+    )
+    dpi: float | None = Field(
+        None, gt=0, description="for mm/cm/in, and written to the output; default: the image's"
+    )
+    upscale: bool = Field(False, description="allow enlarging smaller images")
+    gravity: Gravity = Field("center", description="what fill keeps, where pad places the image")
+    fill: Color | None = Field(
+        None, description="pad colour; default white, or transparent when the image has alpha"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ResizeParams:
+        if self.width is None and self.height is None:
+            raise ValueError("give a width, a height, or both")
+        if self.mode != "fit" and (self.width is None or self.height is None):
+            raise ValueError(f"mode {self.mode} needs both a width and a height")
+        return self
+
+
+def _fit_size(size: tuple[int, int], box: tuple[int | None, int | None],
+              upscale: bool) -> tuple[int, int]:
+    """The largest size of the same aspect ratio within `box` (None: unbounded)."""
+    w, h = size
+    scales = [b / s for b, s in ((box[0], w), (box[1], h)) if b is not None]
+    scale = min(scales)
+    if not upscale:
+        scale = min(scale, 1.0)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def aspect_box(size: tuple[int, int], ratio: float,
+               gravity: str) -> tuple[int, int, int, int]:
+    """The largest (left, top, right, bottom) box of aspect `ratio` (w/h) in `size`."""
+    w, h = size
+    cw, ch = (w, max(1, round(w / ratio))) if w / h < ratio else (max(1, round(h * ratio)), h)
+    cw, ch = min(cw, w), min(ch, h)
+    ax, ay = _anchor(gravity)
+    left, top = round((w - cw) * ax), round((h - ch) * ay)
+    return left, top, left + cw, top + ch
+
+
+def _resample(image: Image.Image, size: tuple[int, int],
+              box: tuple[int, int, int, int] | None = None) -> Image.Image:
+    """`image` (or its `box`) resampled to `size` with Lanczos; 1-bit images become L."""
+    if image.mode == "1":
+        image = image.convert("L")
+    if size == image.size and box in (None, (0, 0, *image.size)):
+        return image.copy()
+    if box is not None and size == (box[2] - box[0], box[3] - box[1]):
+        return image.crop(box)
+    return image.resize(size, RESAMPLE, box=box, reducing_gap=REDUCING_GAP)
+
+
+def fit(image: Image.Image, box: tuple[int | None, int | None],
+        upscale: bool = False) -> Image.Image:
+    """The image scaled to fit within `box`, aspect ratio kept."""
+    return _resample(image, _fit_size(image.size, box, upscale))
+
+
+def pad(image: Image.Image, size: tuple[int, int], color: RGBA | None, gravity: str = "center",
+        upscale: bool = False) -> Image.Image:
+    """The image fitted within `size`, then placed on a `size` background of `color`."""
+    image, value = fill_for(image, color)
+    fitted = fit(image, size, upscale)
+    background = Image.new(fitted.mode, size, value)
+    ax, ay = _anchor(gravity)
+    background.paste(fitted, (round((size[0] - fitted.width) * ax),
+                              round((size[1] - fitted.height) * ay)))
+    return background
+
+
+def fill(image: Image.Image, size: tuple[int, int], gravity: str = "center",
+         upscale: bool = False) -> Image.Image:
+    """The image cropped to the aspect ratio of `size` (by gravity), then scaled to cover it."""
+    box = aspect_box(image.size, size[0] / size[1], gravity)
+    crop_size = (box[2] - box[0], box[3] - box[1])
+    target = size if upscale else _fit_size(size, crop_size, upscale=False)
+    return _resample(image, target, box)
+
+
+def stretch(image: Image.Image, size: tuple[int, int], upscale: bool = False) -> Image.Image:
+    """The image scaled to exactly `size` (or, without upscale, that shape at most its size)."""
+    target = size if upscale else _fit_size(size, image.size, upscale=False)
+    return _resample(image, target)
+
+
+@operation("resize", ResizeParams, inline=parse_resize,
+           inline_form="resize=WxH[,fit|fill|stretch|pad][,DPI][,upscale][,GRAVITY][,COLOUR]")
+def resize(canvas: Canvas, p: ResizeParams) -> Canvas:
+    """Scale the image: fit within, fill (crop), stretch or pad to a size in px, mm or in."""
+    dpi = _dpi_of(canvas, p.dpi)
+    try:
+        width = to_pixels(p.width, dpi) if p.width else None
+        height = to_pixels(p.height, dpi) if p.height else None
+    except ValueError as exc:
+        raise RecipeError(f"resize: {exc}; the image has no DPI of its own") from None
+    image = unpalette(canvas.image)
+    if p.mode == "fit":
+        result = fit(image, (width, height), p.upscale)
+    else:
+        assert width is not None and height is not None
+        if p.mode == "pad":
+            result = pad(image, (width, height), p.fill, p.gravity, p.upscale)
+        elif p.mode == "fill":
+            result = fill(image, (width, height), p.gravity, p.upscale)
+        else:
+            result = stretch(image, (width, height), p.upscale)
+    physical = any(length and length.unit != "px" for length in (p.width, p.height))
+    new_dpi = (dpi, dpi) if dpi and (p.dpi or physical) else canvas.dpi
+    return dataclasses.replace(canvas, image=result, dpi=new_dpi)
