@@ -72,6 +72,7 @@ class S3Config(Section):
     sse: Literal["AES256", "aws:kms"] | None = None
     kms_key_id: str | None = None
     keep_local: bool = False
+    multipart_threshold_mb: float = Field(16.0, ge=5)
 
 
 class QueueConfig(Section):
@@ -104,6 +105,17 @@ class OutputConfig(Section):
     archive: bool = True
     archive_days: float | None = Field(30.0, gt=0)
     on_conflict: Literal["rename", "overwrite", "skip"] = "rename"
+
+
+class CacheConfig(Section):
+    """Duplicate detection: results kept in state/cache/ by input content and recipe."""
+
+    enabled: bool = True
+    max_mb: float = Field(500.0, ge=0)
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_mb * 1024 * 1024)
 
 
 class MetricsConfig(Section):
@@ -156,6 +168,7 @@ class Config(Section):
     scanner: ScannerConfig = Field(default_factory=ScannerConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
 

@@ -1,0 +1,267 @@
+"""Delivery to S3 and S3-compatible stores (MinIO, Ceph, ...) through boto3 (SPEC 5 `output.s3`).
+
+An object becomes visible only once complete: small results are one PUT, large ones
+a multipart upload that is completed at the end or aborted on failure. Names are
+claimed with conditional writes (`If-None-Match: *`), so two workers never overwrite
+each other's result. Credentials come only from the standard AWS chain.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+from collections.abc import Iterator, Mapping
+from pathlib import PurePosixPath
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from hotfolder.config import S3Config
+from hotfolder.errors import ConfigError, InputError, Unavailable
+
+MIB = 1024 * 1024
+MAX_KEY_BYTES = 1024
+MAX_RENAMES = 1000
+PROBE_NAME = ".hotfolder-check"
+THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+             "TooManyRequests", "RequestTimeout", "ServiceUnavailable", "InternalError"}
+TAKEN = {"PreconditionFailed", "ConditionalRequestConflict"}
+DENIED = {"AccessDenied", "AllAccessDisabled", "AccountProblem"}
+BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+                   "InvalidToken", "TokenRefreshRequired"}
+
+
+def key_parts(text: str, what: str) -> list[str]:
+    """The components of a relative object path; raises ValueError when it could escape."""
+    if "\\" in text:
+        raise ValueError(f"{what} {text!r} contains a backslash")
+    if text.startswith("/"):
+        raise ValueError(f"{what} {text!r} is absolute")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError(f"{what} {text!r} contains a control character")
+    parts = text.split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise ValueError(f"{what} {text!r} has an empty, '.' or '..' component")
+    return parts
+
+
+def prefix_parts(prefix: str) -> list[str]:
+    """The configured prefix as components (surrounding slashes allowed); ConfigError if unsafe."""
+    stripped = prefix.strip("/")
+    if not stripped:
+        return []
+    try:
+        return key_parts(stripped, "output.s3.prefix")
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; use a plain path such as results/engraving") from None
+
+
+def object_key(prefix: str, key: PurePosixPath | str) -> str:
+    """The object key for a relative result path, always inside the prefix."""
+    try:
+        parts = key_parts(str(key), "the name")
+    except ValueError as exc:
+        raise InputError(f"{exc}, so it cannot be stored in the bucket", stage="deliver") from None
+    full = "/".join([*prefix_parts(prefix), *parts])
+    if len(full.encode()) > MAX_KEY_BYTES:
+        raise InputError(f"the name {str(key)!r} is too long for an S3 key", stage="deliver")
+    return full
+
+
+def renamed(key: str) -> Iterator[str]:
+    """`key`, then `stem-1.ext`, `stem-2.ext`, ... in the same folder."""
+    folder, _, name = key.rpartition("/")
+    path = PurePosixPath(name)
+    yield key
+    for n in range(1, MAX_RENAMES):
+        candidate = f"{path.stem}-{n}{path.suffix}"
+        yield f"{folder}/{candidate}" if folder else candidate
+
+
+def header_value(value: str) -> str:
+    """A metadata value S3 accepts: printable ASCII as is, anything else RFC 2047 encoded."""
+    if all(32 <= ord(c) < 127 for c in value):
+        return value
+    return f"=?UTF-8?B?{base64.b64encode(value.encode()).decode()}?="
+
+
+def _status(exc: ClientError) -> tuple[str, int]:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return code, status
+
+
+def explain(exc: Exception, cfg: S3Config) -> str:
+    """One sentence for an operator on why the bucket can't be used."""
+    bucket = cfg.bucket
+    where = cfg.endpoint_url or "AWS"
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return ("no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                "AWS_PROFILE or an instance role")
+    if isinstance(exc, ClientError):
+        code, status = _status(exc)
+        if code in ("NoSuchBucket", "404") or (status == 404 and code != "NoSuchKey"):
+            return f"S3 bucket {bucket!r} does not exist at {where}"
+        if code in BAD_CREDENTIALS:
+            return f"S3 at {where} rejected the AWS credentials ({code})"
+        if code in DENIED or status == 403:
+            return (f"access denied to S3 bucket {bucket!r}: check the bucket policy and the "
+                    "permissions of the AWS credentials")
+        if code.startswith("KMS") or "KMS" in str(exc):
+            return f"S3 could not encrypt with KMS key {cfg.kms_key_id!r}: {code}"
+        if code in THROTTLED or status >= 500:
+            return f"S3 at {where} is overloaded or failing ({code or status})"
+        return f"S3 refused the request on bucket {bucket!r}: {code or status}"
+    if isinstance(exc, EndpointConnectionError):
+        return f"S3 endpoint {where} cannot be reached"
+    return f"S3 at {where} did not answer properly ({type(exc).__name__})"
+
+
+def make_client(cfg: S3Config) -> Any:
+    """A boto3 S3 client for the configuration; credentials from the standard AWS chain."""
+    options: dict[str, Any] = {
+        "connect_timeout": 5,
+        "read_timeout": 60,
+        "retries": {"max_attempts": 2, "mode": "standard"},
+    }
+    if cfg.endpoint_url:
+        options["s3"] = {"addressing_style": "path"}
+    return boto3.session.Session().client(
+        "s3", endpoint_url=cfg.endpoint_url, region_name=cfg.region,
+        config=BotoConfig(**options),
+    )
+
+
+class S3Sink:
+    """Stores results as objects under `bucket/prefix/` (Sink protocol)."""
+
+    name = "s3"
+
+    def __init__(self, cfg: S3Config, client: Any = None) -> None:
+        prefix_parts(cfg.prefix)
+        self.cfg = cfg
+        self.client = client if client is not None else make_client(cfg)
+        self.part_size = max(int(cfg.multipart_threshold_mb * MIB), 5 * MIB)
+
+    def location(self, key: str) -> str:
+        """The URL shown in sidecars and logs."""
+        return f"s3://{self.cfg.bucket}/{key}"
+
+    def deliver(self, key: PurePosixPath, data: bytes, *, media_type: str,
+                metadata: Mapping[str, str], on_conflict: str) -> str | None:
+        """Upload `data` at prefix/key; identical content already there counts as delivered."""
+        target = object_key(self.cfg.prefix, key)
+        digest = hashlib.sha256(data).hexdigest()
+        extra = self._extra_args(media_type, {**metadata, "sha256": digest})
+        try:
+            if on_conflict == "overwrite":
+                if not self._holds(target, digest):
+                    self._upload(target, data, extra, exclusive=False)
+                return self.location(target)
+            candidates = renamed(target) if on_conflict == "rename" else iter([target])
+            for candidate in candidates:
+                if self._upload(candidate, data, extra, exclusive=True) or self._holds(
+                    candidate, digest
+                ):
+                    return self.location(candidate)
+        except (BotoCoreError, ClientError) as exc:
+            raise Unavailable(
+                f"cannot store {target} in S3: {explain(exc, self.cfg)}", detail=str(exc)
+            ) from None
+        if on_conflict == "skip":
+            return None
+        raise Unavailable(f"cannot store {target} in S3: {MAX_RENAMES} names are taken")
+
+    def _extra_args(self, media_type: str, metadata: Mapping[str, str]) -> dict[str, Any]:
+        extra: dict[str, Any] = {
+            "ContentType": media_type,
+            "Metadata": {k.lower(): header_value(v) for k, v in metadata.items()},
+        }
+        if self.cfg.sse:
+            extra["ServerSideEncryption"] = self.cfg.sse
+        if self.cfg.sse == "aws:kms" and self.cfg.kms_key_id:
+            extra["SSEKMSKeyId"] = self.cfg.kms_key_id
+        return extra
+
+    def _holds(self, key: str, digest: str) -> bool:
+        """Whether the object at `key` exists with this content (by its sha256 metadata)."""
+        try:
+            head = self.client.head_object(Bucket=self.cfg.bucket, Key=key)
+        except ClientError as exc:
+            # 403 is what S3 answers for a missing key without s3:ListBucket.
+            if _status(exc)[1] in (403, 404):
+                return False
+            raise
+        return bool(head.get("Metadata", {}).get("sha256") == digest)
+
+    def _upload(self, key: str, data: bytes, extra: dict[str, Any], *, exclusive: bool) -> bool:
+        """Write the object; False when `exclusive` and the name is taken."""
+        condition = {"IfNoneMatch": "*"} if exclusive else {}
+        try:
+            if len(data) <= self.part_size:
+                self.client.put_object(
+                    Bucket=self.cfg.bucket, Key=key, Body=data, **extra, **condition
+                )
+            else:
+                self._multipart(key, data, extra, condition)
+        except ClientError as exc:
+            if exclusive and _status(exc)[0] in TAKEN:
+                return False
+            raise
+        return True
+
+    def _multipart(self, key: str, data: bytes, extra: dict[str, Any],
+                   condition: dict[str, str]) -> None:
+        """A multipart upload: invisible until completed, aborted when any step fails."""
+        bucket = self.cfg.bucket
+        upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key, **extra)[
+            "UploadId"
+        ]
+        try:
+            parts = []
+            for number, start in enumerate(range(0, len(data), self.part_size), start=1):
+                reply = self.client.upload_part(
+                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                    Body=data[start : start + self.part_size],
+                )
+                parts.append({"ETag": reply["ETag"], "PartNumber": number})
+            self.client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id,
+                MultipartUpload={"Parts": parts}, **condition,
+            )
+        except BaseException:
+            # When the store is unreachable the parts stay; a lifecycle rule removes them (README).
+            with contextlib.suppress(BotoCoreError, ClientError):
+                self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            raise
+
+    def probe(self) -> None:
+        """Check that the bucket exists and takes writes: put and remove an empty object."""
+        prefix = "/".join(prefix_parts(self.cfg.prefix))
+        probe = f"{prefix}/{PROBE_NAME}" if prefix else PROBE_NAME
+        self.client.head_bucket(Bucket=self.cfg.bucket)
+        self._upload(probe, b"", self._extra_args("text/plain", {}), exclusive=False)
+        # Writing works; a policy that forbids deleting leaves the empty probe object.
+        with contextlib.suppress(ClientError):
+            self.client.delete_object(Bucket=self.cfg.bucket, Key=probe)
+
+
+def check_bucket(cfg: S3Config, client: Any = None) -> str | None:
+    """None when the bucket can be written, else one line on what is wrong."""
+    try:
+        S3Sink(cfg, client).probe()
+    except ConfigError as exc:
+        return exc.message
+    except (BotoCoreError, ClientError) as exc:
+        return explain(exc, cfg)
+    return None
