@@ -1,0 +1,498 @@
+"""Watching the inbox (SPEC 5 `watch`): watchdog observers, settling, periodic rescans.
+
+A file is offered to intake only when it looks complete:
+- inotify (local folders): when a writer closes it (IN_CLOSE_WRITE), or at once when it is
+  renamed into the tree (a rename publishes a finished file: rsync, Samba, `mv`);
+- anything else (a hard link, a file found by a rescan, every file in polling mode): when its
+  size and mtime stay unchanged for `settle_seconds` and, on inotify, no writer has it open.
+  The modification time alone is not trusted: SMB clients set it to the source file's time
+  while they are still writing.
+Network mounts (NFS, SMB, FUSE, ...) send no inotify events for changes made elsewhere, so they
+are polled. A full rescan at start-up and every `rescan_seconds` catches what events missed.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import logging
+import os
+import re
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import (
+    FileClosedEvent,
+    FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.inotify import InotifyObserver
+from watchdog.observers.polling import PollingObserver
+
+from hotfolder.config import WatchConfig
+
+log = logging.getLogger(__name__)
+
+MOUNTS = Path("/proc/self/mounts")
+
+# Filesystems whose changes made on other machines raise no inotify event on this one.
+NETWORK_FS = frozenset(
+    {
+        "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "9p", "ceph", "glusterfs", "lustre",
+        "gpfs", "beegfs", "afs", "coda", "davfs", "fuse", "gfs2", "ocfs2", "vboxsf", "vmhgfs",
+        "virtiofs", "drvfs", "orangefs",
+    }
+)  # fmt: skip
+LOCAL_FUSE = frozenset({"fuseblk"})  # FUSE over a local block device (ntfs-3g, exfat-fuse)
+
+# Temporary and housekeeping names of copy tools, sync clients, editors and desktops, matched
+# case-insensitively against every path component. Names starting with a dot (rsync
+# `.name.XXXXXX`, Syncthing `.syncthing.*.tmp`, `.~lock.*#`, `.DS_Store`, `._*`, `.dropbox*`,
+# `.nfsXXXX`, the work folder `.hotfolder`) are always ignored.
+TOOL_TEMPORARY = (
+    "~$*", "~*.tmp", "*~", "*.tmp", "*.temp", "*.~tmp", "*.part", "*.partial", "*.filepart",
+    "*.crdownload", "*.download", "*.opdownload", "*.!sync", "*.!ut", "*.!qb", "*.swp",
+    "*.swx", "*.kate-swp", "*.sb-*", "thumbs.db", "ehthumbs.db", "desktop.ini",
+    "icon\r", "$recycle.bin", "system volume information", "@eadir", "#recycle",
+    "#snapshot", "@recycle", "lost+found",
+)  # fmt: skip
+
+DEDUP_SECONDS = 10.0  # the same (path, size, mtime) is offered at most once in this window
+STALE_OPEN_SECONDS = 600.0  # an open writer unseen for this long is presumed gone (lost events)
+RESTART_SECONDS = 1.0  # least time between two attempts to start an observer
+JOIN_SECONDS = 10.0
+
+
+# -- Decisions (pure functions) -------------------------------------------------------------
+
+
+def ignored(name: str, patterns: Sequence[str]) -> bool:
+    """True for a file or folder name that is never an input: hidden, temporary, or a pattern."""
+    if name.startswith("."):
+        return True
+    folded = name.casefold()
+    return any(
+        fnmatch.fnmatchcase(folded, pattern.casefold()) for pattern in (*patterns, *TOOL_TEMPORARY)
+    )
+
+
+def _unescape_mount(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_of(path: str, mounts: str) -> tuple[str, str]:
+    """The (mount point, filesystem type) holding an absolute path, from a mount table's text."""
+    best = ("/", "")
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point, fstype = _unescape_mount(fields[1]), fields[2]
+        inside = point in ("/", path) or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best[0]):
+            best = (point, fstype)  # the later of two mounts on one point hides the earlier
+    return best
+
+
+def network_type(fstype: str) -> bool:
+    """True for a filesystem type whose remote changes raise no local inotify event."""
+    if fstype in LOCAL_FUSE:
+        return False
+    return fstype in NETWORK_FS or fstype.startswith("fuse.")
+
+
+def is_network_fs(path: Path, mounts: str | None = None) -> bool:
+    """True when the path lives on a network or FUSE filesystem (from /proc/self/mounts)."""
+    if mounts is None:
+        try:
+            mounts = MOUNTS.read_text(encoding="utf-8", errors="surrogateescape")
+        except OSError:
+            return False
+    return network_type(mount_of(os.path.realpath(path), mounts)[1])
+
+
+def polling_wanted(mode: str, network: bool) -> bool:
+    """Whether to poll: forced by `watch.mode`, else only on network filesystems."""
+    return mode == "polling" or (mode == "auto" and network)
+
+
+def poll_interval(settle_seconds: float) -> float:
+    """Seconds between two polls of the tree: each poll stats every file, so not too often."""
+    return max(settle_seconds, 2.0)
+
+
+def tick_interval(settle_seconds: float) -> float:
+    """Seconds between two checks of the files waiting to settle."""
+    return min(max(settle_seconds / 4, 0.05), 0.5)
+
+
+class Action(enum.Enum):
+    """What an event means for one path."""
+
+    TAKE = "take"  # complete now: offer it
+    SETTLE = "settle"  # may still be written: offer it once it has settled
+    OPENED = "opened"  # a process opened it
+    CLOSED = "closed"  # a process closed it
+    FORGET = "forget"  # it left the tree
+
+
+def route(event: FileSystemEvent, *, polling: bool) -> list[tuple[Action, str]]:
+    """The actions that one watchdog event asks for, in order."""
+    if event.is_directory:
+        return []
+    src, dest = os.fsdecode(event.src_path), os.fsdecode(event.dest_path)
+    if isinstance(event, FileMovedEvent):
+        actions = [(Action.FORGET, src)] if src else []
+        if dest:
+            actions.append((Action.SETTLE if polling else Action.TAKE, dest))
+        return actions
+    if isinstance(event, FileDeletedEvent):
+        return [(Action.FORGET, src)]
+    if polling:
+        return (
+            [(Action.SETTLE, src)]
+            if isinstance(event, FileCreatedEvent | FileModifiedEvent)
+            else []
+        )
+    if isinstance(event, FileClosedEvent):
+        return [(Action.CLOSED, src), (Action.TAKE, src)]
+    if isinstance(event, FileClosedNoWriteEvent):
+        return [(Action.CLOSED, src)]
+    if isinstance(event, FileOpenedEvent):
+        return [(Action.OPENED, src)]
+    if isinstance(event, FileCreatedEvent):
+        # Synthetic creations list the content of a folder renamed into the tree: complete.
+        return [(Action.TAKE if event.is_synthetic else Action.SETTLE, src)]
+    return []
+
+
+@dataclass
+class _Waiting:
+    signature: tuple[int, int] | None  # (size, mtime_ns) last seen, None before the first look
+    since: float  # clock time since when it has looked like that
+
+
+class Settler:
+    """Files waiting to look complete: same size and mtime for `settle_seconds`, no open writer."""
+
+    def __init__(self, settle_seconds: float, clock: Callable[[], float]) -> None:
+        self.settle_seconds = settle_seconds
+        self._clock = clock
+        self._waiting: dict[str, _Waiting] = {}
+        self._open: dict[str, tuple[int, float]] = {}  # path -> (open count, clock at last change)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+    def wait(self, path: str, signature: tuple[int, int] | None = None) -> None:
+        """Start watching a path, unless it is already waiting."""
+        with self._lock:
+            if path not in self._waiting:
+                self._waiting[path] = _Waiting(signature, self._clock())
+
+    def forget(self, path: str) -> None:
+        """Drop a path that left the tree or was offered."""
+        with self._lock:
+            self._waiting.pop(path, None)
+            self._open.pop(path, None)
+
+    def opened(self, path: str) -> None:
+        """Count a process that opened the file."""
+        with self._lock:
+            count, _ = self._open.get(path, (0, 0.0))
+            self._open[path] = (count + 1, self._clock())
+
+    def closed(self, path: str) -> None:
+        """Count a process that closed the file (closes of opens before we watched are ignored)."""
+        with self._lock:
+            count, _ = self._open.pop(path, (0, 0.0))
+            if count > 1:
+                self._open[path] = (count - 1, self._clock())
+
+    def due(
+        self, look: Callable[[str], tuple[int, int] | None]
+    ) -> list[tuple[str, tuple[int, int]]]:
+        """Settled paths with their signature; `look` gives (size, mtime_ns), or None if gone."""
+        with self._lock:
+            paths = list(self._waiting)
+        ready = []
+        for path in paths:
+            signature = look(path)
+            with self._lock:
+                entry = self._waiting.get(path)
+                if entry is None:
+                    continue
+                now = self._clock()
+                if signature is None:
+                    del self._waiting[path]
+                    self._open.pop(path, None)
+                elif signature != entry.signature:
+                    entry.signature, entry.since = signature, now
+                elif now - entry.since >= self.settle_seconds and not self._writer(path, now):
+                    del self._waiting[path]
+                    ready.append((path, signature))
+        return ready
+
+    def _writer(self, path: str, now: float) -> bool:
+        count, changed = self._open.get(path, (0, 0.0))
+        return count > 0 and now - changed < STALE_OPEN_SECONDS
+
+
+class Recent:
+    """Remembers what was offered lately, so that one file's many events give one call."""
+
+    def __init__(self, window: float, clock: Callable[[], float]) -> None:
+        self.window = window
+        self._clock = clock
+        self._seen: dict[str, tuple[tuple[int, int], float]] = {}
+        self._lock = threading.Lock()
+
+    def first(self, path: str, signature: tuple[int, int]) -> bool:
+        """True if this version of the file was not offered within the window (and records it)."""
+        now = self._clock()
+        with self._lock:
+            previous = self._seen.get(path)
+            if (
+                previous is not None
+                and previous[0] == signature
+                and now - previous[1] < self.window
+            ):
+                return False
+            self._seen[path] = (signature, now)
+            if len(self._seen) > 1024:
+                self._seen = {p: v for p, v in self._seen.items() if now - v[1] < self.window}
+            return True
+
+
+def signature_of(st: os.stat_result) -> tuple[int, int]:
+    """What tells two versions of a file apart: size and mtime in nanoseconds."""
+    return st.st_size, st.st_mtime_ns
+
+
+# -- The watcher -----------------------------------------------------------------------------
+
+
+class _Handler(FileSystemEventHandler):
+    """Turns each watchdog event into actions for the watcher, and nothing more."""
+
+    def __init__(self, act: Callable[[Action, str], None], *, polling: bool) -> None:
+        self._act = act
+        self._polling = polling
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        for action, path in route(event, polling=self._polling):
+            self._act(action, path)
+
+
+class Watcher:
+    """Calls `on_file(path)` for each complete file that appears under the inbox."""
+
+    def __init__(
+        self,
+        inbox: Path,
+        cfg: WatchConfig,
+        on_file: Callable[[Path], None],
+        *,
+        exclude: Sequence[Path] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.inbox = Path(os.path.abspath(inbox))
+        self.cfg = cfg
+        self.on_file = on_file
+        self.exclude = tuple(Path(os.path.abspath(path)) for path in exclude)
+        self.last_scan = 0.0
+        self.polling = polling_wanted(cfg.mode, is_network_fs(self.inbox))
+        self._clock = clock
+        self._settler = Settler(cfg.settle_seconds, clock)
+        self._recent = Recent(DEDUP_SECONDS, clock)
+        self._observer: BaseObserver | None = None
+        self._observer_lock = threading.Lock()
+        self._call_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_start = 0.0
+        self._start_failed = False
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        """Start the observer and the thread that settles files and rescans the tree."""
+        log.info("watching %s with %s", self.inbox, "polling" if self.polling else "inotify events")
+        self._stop.clear()
+        self._start_observer()
+        self._thread = threading.Thread(target=self._loop, name="hotfolder-rescan", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching and join every thread the watcher started."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(JOIN_SECONDS)
+            self._thread = None
+        with self._observer_lock:
+            observer, self._observer = self._observer, None
+        if observer is not None:
+            _halt(observer)
+
+    @property
+    def healthy(self) -> bool:
+        """True while the observer and all its emitters run."""
+        observer = self._observer
+        return (
+            observer is not None
+            and observer.is_alive()
+            and all(emitter.is_alive() for emitter in observer.emitters)
+        )
+
+    def _start_observer(self) -> None:
+        observer: BaseObserver = (
+            PollingObserver(timeout=poll_interval(self.cfg.settle_seconds))
+            if self.polling
+            else InotifyObserver(generate_full_events=True)
+        )
+        try:
+            observer.schedule(
+                _Handler(self._act, polling=self.polling), str(self.inbox), recursive=True
+            )
+            observer.start()
+        except OSError as exc:
+            _halt(observer)
+            if not self._start_failed:
+                log.error(
+                    "cannot watch %s (%s); retrying every %.0f s", self.inbox, exc, RESTART_SECONDS
+                )
+            self._start_failed = True
+            return
+        if self._start_failed:
+            log.info("watching %s again", self.inbox)
+        self._start_failed = False
+        with self._observer_lock:
+            self._observer = observer
+
+    def _loop(self) -> None:
+        period = tick_interval(self.cfg.settle_seconds)
+        next_scan = self._clock()
+        while not self._stop.is_set():
+            now = self._clock()
+            if not self.healthy and now >= self._next_start:
+                self._restart_observer()
+                next_scan = now  # whatever happened while it was down
+            if now >= next_scan:
+                self.rescan()
+                next_scan = now + self.cfg.rescan_seconds
+            self._settle()
+            self._stop.wait(period)
+
+    def _restart_observer(self) -> None:
+        self._next_start = self._clock() + RESTART_SECONDS
+        with self._observer_lock:
+            observer, self._observer = self._observer, None
+        if observer is not None:
+            log.warning("the watcher of %s stopped; restarting it", self.inbox)
+            _halt(observer)
+        self._start_observer()
+
+    # -- finding files
+
+    def rescan(self) -> int:
+        """Walk the tree now; offer each candidate once it looks complete; return how many."""
+        found = 0
+        try:
+            for path, st in self._walk(str(self.inbox)):
+                found += 1
+                self._settler.wait(path, signature_of(st))
+        except OSError as exc:
+            log.error("cannot scan %s: %s", self.inbox, exc)
+            return found
+        self.last_scan = time.time()
+        self._settle()
+        return found
+
+    def _walk(self, top: str) -> Iterator[tuple[str, os.stat_result]]:
+        folders = [top]
+        while folders:
+            folder = folders.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except (FileNotFoundError, NotADirectoryError):
+                if folder == top:
+                    raise
+                continue  # removed while we walked
+            for entry in entries:
+                if not self._candidate(entry.path):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    folders.append(entry.path)
+                else:
+                    yield entry.path, st
+
+    def _candidate(self, path: str) -> bool:
+        """True for a path under the inbox that is neither ignored nor excluded."""
+        candidate = Path(path)
+        if candidate == self.inbox or not candidate.is_relative_to(self.inbox):
+            return False
+        if any(candidate.is_relative_to(excluded) for excluded in self.exclude):
+            return False
+        parts = candidate.relative_to(self.inbox).parts
+        return not any(ignored(part, self.cfg.ignore) for part in parts)
+
+    def _act(self, action: Action, path: str) -> None:
+        if not self._candidate(path):
+            return
+        if action is Action.TAKE:
+            self._offer(path, _look(path))
+        elif action is Action.SETTLE:
+            self._settler.wait(path)
+        elif action is Action.OPENED:
+            self._settler.opened(path)
+        elif action is Action.CLOSED:
+            self._settler.closed(path)
+        else:
+            self._settler.forget(path)
+
+    def _settle(self) -> None:
+        for path, signature in self._settler.due(_look):
+            self._offer(path, signature)
+
+    def _offer(self, path: str, signature: tuple[int, int] | None) -> None:
+        self._settler.forget(path)
+        if signature is None or not self._recent.first(path, signature):
+            return
+        with self._call_lock:
+            try:
+                self.on_file(Path(path))
+            except Exception:
+                log.exception("intake of %s failed", path)
+
+
+def _look(path: str) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a non-directory, or None when it is gone or a folder."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return None if stat.S_ISDIR(st.st_mode) else signature_of(st)
+
+
+def _halt(observer: BaseObserver) -> None:
+    """Stop an observer and join its threads."""
+    observer.stop()
+    if observer.is_alive():
+        observer.join(JOIN_SECONDS)
