@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hotfolder.errors import RecipeError
 from ops_helpers import apply, pixels, ramp
 
 
@@ -109,3 +110,158 @@ def test_autocontrast_converts_awkward_modes(mode: str, expected: str) -> None:
     assert out.mode == expected
     if mode == "I;16":
         assert pixels(out)[0, 0] == 0 and pixels(out)[-1, -1] == 255
+
+
+# invert ----------------------------------------------------------------------------
+
+
+def test_invert_makes_a_negative_and_keeps_alpha() -> None:
+    image = Image.new("RGBA", (2, 2), (10, 200, 255, 90))
+    out = apply(image, "invert").image
+    assert out.mode == "RGBA"
+    assert tuple(pixels(out)[0, 0]) == (245, 55, 0, 90)
+
+
+def test_invert_of_la_keeps_alpha() -> None:
+    out = apply(Image.new("LA", (2, 2), (40, 7)), "invert").image
+    assert tuple(pixels(out)[0, 0]) == (215, 7)
+
+
+def test_invert_of_a_bilevel_image_stays_bilevel() -> None:
+    image = Image.new("1", (4, 1), 0)
+    image.putpixel((0, 0), 255)
+    out = apply(image, "invert").image
+    assert out.mode == "1"
+    assert [out.getpixel((x, 0)) for x in range(4)] == [0, 255, 255, 255]
+
+
+def test_invert_of_a_palette_image_converts_to_rgba_first() -> None:
+    """Inverting palette indexes would pick random colours: the colours themselves are inverted."""
+    out = apply(_palette_with_transparency(), "invert").image
+    assert out.mode == "RGBA"
+    assert tuple(pixels(out)[0, 0]) == (0, 255, 255, 255)
+    assert pixels(out)[0, 3, 3] == 0
+
+
+def test_invert_of_cmyk_is_the_visible_negative_in_rgb() -> None:
+    """Pure black ink (K=255) inverts to white, as the operator sees it on screen."""
+    out = apply(Image.new("CMYK", (2, 2), (0, 0, 0, 255)), "invert").image
+    assert out.mode == "RGB" and tuple(pixels(out)[0, 0]) == (255, 255, 255)
+
+
+def test_invert_of_sixteen_bit_grey_gives_8_bit_l() -> None:
+    """65535 (white) scales to 255 and inverts to 0; 0 inverts to 255."""
+    image = Image.fromarray(np.array([[0, 65535]], np.uint16))
+    out = apply(image, "invert").image
+    assert out.mode == "L" and pixels(out).tolist() == [[255, 0]]
+
+
+# adjust ------------------------------------------------------------------------------
+
+
+def test_adjust_brightness_scales_levels() -> None:
+    out = apply(Image.new("L", (2, 2), 100), "adjust=1.5").image
+    assert pixels(out)[0, 0] == 150
+
+
+def test_adjust_contrast_spreads_levels_around_the_mean() -> None:
+    image = Image.fromarray(np.array([[100, 150]], np.uint8))
+    out = apply(image, {"adjust": {"contrast": 2}}).image
+    low, high = pixels(out)[0]
+    assert low < 100 and high > 150
+
+
+def test_adjust_saturation_zero_gives_grey_and_keeps_alpha() -> None:
+    out = apply(Image.new("RGBA", (2, 2), (255, 0, 0, 128)), {"adjust": {"saturation": 0}}).image
+    r, g, b, a = (int(c) for c in pixels(out)[0, 0])
+    assert r == g == b and a == 128
+
+
+def test_adjust_gamma_above_one_lightens_midtones_only() -> None:
+    """Gamma 2: 64 becomes 128 (255 x (64/255)^(1/2)); black and white stay."""
+    image = Image.fromarray(np.array([[0, 64, 255]], np.uint8))
+    out = apply(image, {"adjust": {"gamma": 2}}).image
+    assert pixels(out).tolist() == [[0, 128, 255]]
+
+
+def test_adjust_of_a_grey_image_stays_grey() -> None:
+    out = apply(Image.new("L", (2, 2), 100), {"adjust": {"saturation": 2, "gamma": 0.9}}).image
+    assert out.mode == "L"
+
+
+@pytest.mark.parametrize(("step", "message"), [
+    ({"adjust": {"gamma": 0}}, "gamma"),
+    ({"adjust": {"brightness": -1}}, "brightness"),
+    ({"adjust": {"hue": 2}}, "unknown key"),
+    ("adjust=1,2,3,4,5", "at most 4"),
+])
+def test_bad_adjustments_are_recipe_errors(step: object, message: str) -> None:
+    with pytest.raises(RecipeError, match=message):
+        apply(ramp(), step)
+
+
+# equalize -----------------------------------------------------------------------------
+
+
+def _low_contrast_noise(mode: str = "L") -> Image.Image:
+    values = np.random.default_rng(1).integers(110, 140, (64, 64)).astype(np.uint8)
+    return Image.fromarray(values, "L").convert(mode)
+
+
+def test_equalize_spreads_a_narrow_histogram() -> None:
+    out = apply(_low_contrast_noise(), "equalize").image
+    assert out.mode == "L"
+    assert np.ptp(pixels(out)) > 2 * 30
+
+
+def test_equalize_clip_limit_sets_the_strength() -> None:
+    gentle = pixels(apply(_low_contrast_noise(), "equalize=1").image).std()
+    strong = pixels(apply(_low_contrast_noise(), "equalize=8").image).std()
+    assert strong > gentle
+
+
+def test_equalize_of_colour_changes_lightness_not_hue_and_keeps_alpha() -> None:
+    """CLAHE runs on the L channel of Lab: a grey image stays grey, alpha is untouched."""
+    image = _low_contrast_noise("RGBA")
+    image.putalpha(Image.new("L", image.size, 99))
+    out = pixels(apply(image, {"equalize": {"clip_limit": 3, "tile": 4}}).image)
+    assert (out[..., 3] == 99).all()
+    assert np.abs(out[..., 0].astype(int) - out[..., 2]).max() <= 2
+    assert np.ptp(out[..., 0]) > 60
+
+
+# sharpen ------------------------------------------------------------------------------
+
+
+def test_sharpen_overshoots_at_an_edge() -> None:
+    """Unsharp mask: the dark side of an edge gets darker, the light side lighter."""
+    image = Image.new("L", (20, 4), 100)
+    image.paste(150, (10, 0, 20, 4))
+    out = pixels(apply(image, "sharpen=2,2,0").image)
+    assert out[2, 9] < 100 and out[2, 10] > 150
+    assert out[2, 0] == 100
+
+
+def test_sharpen_threshold_leaves_small_differences_alone() -> None:
+    image = Image.new("L", (20, 4), 100)
+    image.paste(104, (10, 0, 20, 4))
+    out = pixels(apply(image, {"sharpen": {"threshold": 10}}).image)
+    assert np.array_equal(out, pixels(image))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "1", "CMYK", "I;16", "I"])
+@pytest.mark.parametrize("op", ["invert", "adjust=1.2,1.1,1.3,0.9", "autocontrast", "equalize",
+                                "sharpen", "grayscale"])
+def test_colour_ops_never_crash_and_keep_alpha(mode: str, op: str) -> None:
+    """Every mode goes through every colour op; alpha comes out exactly as it went in."""
+    base = ramp((16, 8), "L", low=40, high=220)
+    if mode in ("I;16", "I"):
+        image = Image.fromarray(np.asarray(base).astype(np.uint16) * 257).convert(mode)
+    else:
+        image = base.convert(mode)
+    if mode in ("RGBA", "LA"):
+        image.putalpha(Image.new("L", image.size, 123))
+    out = apply(image, op).image
+    assert out.size == image.size
+    if mode in ("RGBA", "LA"):
+        assert (pixels(out.getchannel("A")) == 123).all()

@@ -230,3 +230,176 @@ def test_auto_orient_leaves_upright_images_alone() -> None:
     assert apply(canvas, "auto_orient") is canvas
     plain = Canvas(_red_left_column())
     assert apply(plain, "auto_orient") is plain
+
+
+# crop ----------------------------------------------------------------------------
+
+
+def _quadrants() -> Image.Image:
+    """A 40x20 image: red top-left, green top-right, blue bottom-left, white bottom-right."""
+    image = Image.new("RGB", (40, 20), "white")
+    image.paste((255, 0, 0), (0, 0, 20, 10))
+    image.paste((0, 255, 0), (20, 0, 40, 10))
+    image.paste((0, 0, 255), (0, 10, 20, 20))
+    return image
+
+
+def test_crop_box_is_x_y_width_height() -> None:
+    out = apply(_quadrants(), "crop=20,0,20,10").image
+    assert out.size == (20, 10)
+    assert {tuple(c) for c in pixels(out).reshape(-1, 3)} == {(0, 255, 0)}
+
+
+def test_crop_box_past_the_edge_is_cut_at_the_edge() -> None:
+    assert apply(_quadrants(), {"crop": {"box": [30, 15, 100, 100]}}).image.size == (10, 5)
+
+
+def test_crop_box_outside_the_image_is_a_recipe_error() -> None:
+    with pytest.raises(RecipeError, match=r"crop: the box 50,0,10,10 lies outside the 40 x 20"):
+        apply(_quadrants(), "crop=50,0,10,10")
+
+
+@pytest.mark.parametrize(("step", "size", "corner"), [
+    ("crop=1:1", (20, 20), (255, 0, 0)),  # centre: columns 10-30, starting in red
+    ("crop=1:1,west", (20, 20), (255, 0, 0)),
+    ("crop=1:1,east", (20, 20), (0, 255, 0)),
+    ("crop=4:1,south", (40, 10), (0, 0, 255)),
+    ("crop=4:1,north", (40, 10), (255, 0, 0)),
+])
+def test_crop_to_an_aspect_ratio_keeps_the_part_the_gravity_names(
+        step: str, size: tuple[int, int], corner: tuple[int, int, int]) -> None:
+    """The top-left pixel of the result shows which part was kept."""
+    out = apply(_quadrants(), step).image
+    assert out.size == size
+    assert tuple(pixels(out)[0, 0]) == corner
+
+
+def test_crop_to_an_aspect_ratio_from_yaml() -> None:
+    """`aspect: "16:9"`, `aspect: 1.5` and `aspect: 4/3` are all ratios."""
+    image = ramp((160, 160))
+    assert apply(image, {"crop": {"aspect": "16:9"}}).image.size == (160, 90)
+    assert apply(image, {"crop": {"aspect": 2}}).image.size == (160, 80)
+    assert apply(image, {"crop": {"aspect": "4/3", "gravity": "north"}}).image.size == (160, 120)
+
+
+@pytest.mark.parametrize(("step", "message"), [
+    ("crop", "either a box"),
+    ("crop=16:0", "not an aspect ratio"),
+    ("crop=1,2,0,5", "width and height above 0"),
+    ({"crop": {"aspect": "16:9", "box": [0, 0, 1, 1]}}, "either a box"),
+])
+def test_bad_crops_are_recipe_errors(step: object, message: str) -> None:
+    with pytest.raises(RecipeError, match=message):
+        apply(ramp(), step)
+
+
+# trim ------------------------------------------------------------------------------
+
+
+def test_trim_cuts_a_uniform_border() -> None:
+    image = Image.new("RGB", (50, 40), "white")
+    image.paste((200, 30, 30), (10, 5, 30, 25))
+    out = apply(image, "trim").image
+    assert out.size == (20, 20)
+    assert tuple(pixels(out)[0, 0]) == (200, 30, 30)
+
+
+def test_trim_fuzz_tolerates_noise_in_the_border() -> None:
+    """A scanned border a few levels off white is border with the default 5% fuzz, not at 0."""
+    image = Image.new("L", (50, 40), 255)
+    image.putpixel((2, 2), 245)
+    image.paste(0, (10, 5, 30, 25))
+    assert apply(image, "trim").image.size == (20, 20)
+    assert apply(image, "trim=0").image.size == (28, 23)
+
+
+def test_trim_of_transparent_borders_keeps_the_mode() -> None:
+    """Fully transparent pixels are border whatever colour they hold; RGBA stays RGBA."""
+    image = Image.new("RGBA", (30, 30), (0, 0, 0, 0))
+    image.putpixel((1, 1), (255, 255, 255, 0))
+    image.paste((0, 0, 0, 255), (10, 10, 20, 15))
+    out = apply(image, "trim").image
+    assert out.mode == "RGBA" and out.size == (10, 5)
+
+
+def test_trim_of_a_uniform_image_leaves_it_alone() -> None:
+    image = Image.new("RGB", (10, 10), "white")
+    assert apply(image, "trim").image.size == (10, 10)
+
+
+@pytest.mark.parametrize("mode", ["P", "1", "CMYK", "I;16", "LA"])
+def test_trim_works_in_every_mode_and_keeps_it(mode: str) -> None:
+    image = Image.new("L", (30, 20), 255)
+    image.paste(0, (5, 5, 15, 10))
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(image).astype(np.uint16) * 257)
+    else:
+        image = image.convert(mode)
+    out = apply(image, "trim").image
+    assert out.mode == image.mode and out.size == (10, 5)
+
+
+# rotate, flip, mirror ------------------------------------------------------------------
+
+
+def test_rotate_by_quarter_turns_is_exact_and_clockwise() -> None:
+    """90 degrees clockwise: the red top-left quadrant ends up top-right; size swaps, DPI too."""
+    canvas = Canvas(_quadrants(), dpi=(300, 100))
+    out = apply(canvas, "rotate=90")
+    assert out.image.size == (20, 40)
+    assert tuple(pixels(out.image)[0, -1]) == (255, 0, 0)
+    assert out.dpi == (100, 300)
+    assert tuple(pixels(apply(canvas, "rotate=-90").image)[-1, 0]) == (255, 0, 0)
+    assert tuple(pixels(apply(canvas, "rotate=180").image)[-1, -1]) == (255, 0, 0)
+
+
+def test_rotate_any_angle_expands_and_fills_corners_with_white() -> None:
+    out = apply(Image.new("RGB", (40, 40), "black"), "rotate=45").image
+    assert out.size == (58, 58)  # 40 x sqrt(2), rounded up to whole pixels
+    assert tuple(pixels(out)[0, 0]) == (255, 255, 255)
+    assert tuple(pixels(out)[28, 28]) == (0, 0, 0)
+
+
+def test_rotate_without_expand_keeps_the_size() -> None:
+    out = apply(Image.new("RGB", (40, 20), "black"), "rotate=30,crop,red").image
+    assert out.size == (40, 20)
+    assert tuple(pixels(out)[0, 0]) == (255, 0, 0)
+
+
+def test_rotate_fills_transparent_for_alpha_and_adds_alpha_when_asked() -> None:
+    rgba = apply(Image.new("RGBA", (20, 20), (0, 0, 0, 255)), "rotate=45").image
+    assert rgba.mode == "RGBA" and pixels(rgba)[0, 0, 3] == 0
+    grey = apply(Image.new("L", (20, 20), 0), "rotate=45,transparent").image
+    assert grey.mode == "LA" and tuple(pixels(grey)[0, 0]) == (255, 0)
+    assert tuple(pixels(grey)[14, 14]) == (0, 255)
+
+
+@pytest.mark.parametrize(("mode", "expected", "corner"), [
+    ("1", "1", 255),
+    ("P", "RGB", (255, 255, 255)),
+    ("CMYK", "CMYK", (0, 0, 0, 0)),
+    ("I;16", "I;16", 65535),
+])
+def test_rotate_fills_each_mode_with_its_own_white(mode: str, expected: str,
+                                                   corner: object) -> None:
+    """White in CMYK is no ink; in 16-bit, 65535; 1-bit stays 1-bit; palette becomes RGB."""
+    image = (Image.fromarray(np.zeros((20, 20), np.uint16)) if mode == "I;16"
+             else Image.new("L", (20, 20), 0).convert(mode))
+    out = apply(image, "rotate=30").image
+    assert out.mode == expected
+    assert out.getpixel((0, 0)) == corner
+    assert out.getpixel((14, 14)) in (0, (0, 0, 0), (0, 0, 0, 255))
+
+
+def test_flip_and_mirror() -> None:
+    flipped = apply(_quadrants(), "flip").image
+    mirrored = apply(_quadrants(), "mirror").image
+    assert tuple(pixels(flipped)[0, 0]) == (0, 0, 255)
+    assert tuple(pixels(mirrored)[0, 0]) == (0, 255, 0)
+    assert flipped.size == mirrored.size == (40, 20)
+
+
+@pytest.mark.parametrize("step", ["rotate", "rotate=abc", {"rotate": {"angle": 5, "fill": "x"}}])
+def test_bad_rotations_are_recipe_errors(step: object) -> None:
+    with pytest.raises(RecipeError, match="rotate"):
+        apply(ramp(), step)

@@ -14,12 +14,21 @@ import dataclasses
 import re
 from typing import Annotated, Any, Literal, NamedTuple
 
+import numpy as np
 from PIL import Image, ImageOps
 from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
 
 from hotfolder.canvas import Canvas
 from hotfolder.errors import RecipeError
-from hotfolder.ops.modes import RGBA, Color, fill_for, unpalette
+from hotfolder.ops.modes import (
+    RGBA,
+    Color,
+    colour_ready,
+    fill_for,
+    has_alpha,
+    is_sixteen_bit,
+    unpalette,
+)
 from hotfolder.ops.registry import NoParams, Params, operation
 
 RESAMPLE = Image.Resampling.LANCZOS
@@ -287,3 +296,162 @@ def resize(canvas: Canvas, p: ResizeParams) -> Canvas:
     physical = any(length and length.unit != "px" for length in (p.width, p.height))
     new_dpi = (dpi, dpi) if dpi and (p.dpi or physical) else canvas.dpi
     return dataclasses.replace(canvas, image=result, dpi=new_dpi)
+
+
+# crop and trim -----------------------------------------------------------------
+
+_RATIO_RE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*[:/]\s*(\d+(?:\.\d*)?)\s*$")
+
+
+def parse_ratio(value: Any) -> float:
+    """An aspect ratio (width / height) from `"16:9"`, `"4/3"` or a number such as 1.5."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        ratio = float(value)
+    else:
+        match = _RATIO_RE.match(str(value))
+        try:
+            ratio = float(match.group(1)) / float(match.group(2)) if match else float(value)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"{value!r} is not an aspect ratio (write 16:9, 4:3 or 1.5)") from None
+    if not ratio > 0:
+        raise ValueError(f"{value!r}: an aspect ratio must be more than zero")
+    return ratio
+
+
+Ratio = Annotated[
+    float,
+    BeforeValidator(parse_ratio),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "number"}],
+                    "description": "width:height, for example 16:9, or a number"}),
+]
+
+
+class CropParams(Params):
+    box: tuple[int, int, int, int] | None = Field(
+        None, description="x, y, width, height in pixels from the top-left corner"
+    )
+    aspect: Ratio | None = Field(None, description="keep the largest part of this aspect ratio")
+    gravity: Gravity = Field("center", description="which part an aspect crop keeps")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> CropParams:
+        if (self.box is None) == (self.aspect is None):
+            raise ValueError("give either a box (x,y,width,height) or an aspect ratio (16:9)")
+        if self.box is not None and (self.box[2] <= 0 or self.box[3] <= 0 or min(self.box) < 0):
+            raise ValueError("the box needs x, y of 0 or more and a width and height above 0")
+        return self
+
+
+def parse_crop(args: list[str]) -> dict[str, Any]:
+    """`crop=16:9`, `crop=16:9,north`, `crop=X,Y,W,H`."""
+    words = [a.strip().lower() for a in args]
+    if len(words) == 4:
+        return {"box": words}
+    out: dict[str, Any] = {}
+    for word in words:
+        out["gravity" if word in GRAVITIES else "aspect"] = word
+    return out
+
+
+@operation("crop", CropParams, inline=parse_crop, inline_form="crop=X,Y,W,H | crop=16:9[,GRAVITY]")
+def crop(canvas: Canvas, p: CropParams) -> Canvas:
+    """Cut out a box in pixels, or the largest part of an aspect ratio placed by gravity."""
+    image = canvas.image
+    if p.aspect is not None:
+        return canvas.with_image(image.crop(aspect_box(image.size, p.aspect, p.gravity)))
+    assert p.box is not None
+    x, y, w, h = p.box
+    right, bottom = min(x + w, image.width), min(y + h, image.height)
+    if x >= image.width or y >= image.height:
+        raise RecipeError(
+            f"crop: the box {x},{y},{w},{h} lies outside the {image.width} x {image.height} image"
+        )
+    return canvas.with_image(image.crop((x, y, right, bottom)))
+
+
+class TrimParams(Params):
+    fuzz: float = Field(
+        5.0, ge=0, le=100, description="percent a border pixel may differ from the corner colour"
+    )
+
+
+@operation("trim", TrimParams, inline_form="trim[=FUZZ%]")
+def trim(canvas: Canvas, p: TrimParams) -> Canvas:
+    """Cut away uniform borders: the colour of the top-left corner, within `fuzz` percent."""
+    image = canvas.image
+    values = np.asarray(colour_ready(image), dtype=np.int16)
+    if values.ndim == 2:
+        values = values[..., np.newaxis]
+    difference = np.abs(values - values[0, 0]).max(axis=2)
+    if has_alpha(image):  # transparent pixels are border wherever they are
+        difference[(values[..., -1] == 0) & (values[0, 0, -1] == 0)] = 0
+    rows = np.flatnonzero((difference > p.fuzz * 255 / 100).any(axis=1))
+    cols = np.flatnonzero((difference > p.fuzz * 255 / 100).any(axis=0))
+    if rows.size == 0:  # all border: nothing to keep but the image itself
+        return canvas
+    box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    return canvas.with_image(image.crop(box))
+
+
+# rotate, flip, mirror --------------------------------------------------------------
+
+_QUARTER_TURNS = {90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_180,
+                  270: Image.Transpose.ROTATE_90}
+
+
+class RotateParams(Params):
+    angle: float = Field(description="degrees clockwise")
+    expand: bool = Field(True, description="grow the image so no corner is cut off")
+    fill: Color | None = Field(
+        None, description="colour of the uncovered corners; default white, or transparent "
+        "when the image has alpha"
+    )
+
+
+def parse_rotate(args: list[str]) -> dict[str, Any]:
+    """`rotate=90`, `rotate=-12.5,black`, `rotate=30,crop` (keep the size, cut the corners)."""
+    if not args or not args[0].strip():
+        raise ValueError("give an angle in degrees, for example rotate=90")
+    angle, *rest = (a.strip() for a in args)
+    out: dict[str, Any] = {"angle": angle}
+    for word in rest:
+        if word.lower() in ("crop", "noexpand"):
+            out["expand"] = False
+        elif word.lower() == "expand":
+            out["expand"] = True
+        else:
+            out["fill"] = word
+    return out
+
+
+@operation("rotate", RotateParams, inline=parse_rotate,
+           inline_form="rotate=DEGREES[,crop][,COLOUR]")
+def rotate(canvas: Canvas, p: RotateParams) -> Canvas:
+    """Turn the image clockwise by any angle; the uncovered corners get the fill colour."""
+    angle = p.angle % 360
+    image = canvas.image
+    if angle == 0:
+        return canvas
+    if angle in _QUARTER_TURNS and (p.expand or angle == 180 or image.width == image.height):
+        turned = image.transpose(_QUARTER_TURNS[int(angle)])
+        return dataclasses.replace(
+            canvas, image=turned, dpi=canvas.dpi if angle == 180 else _swap_dpi(canvas)
+        )
+    image, value = fill_for(image, p.fill)
+    mode = image.mode
+    if is_sixteen_bit(image):  # Pillow interpolates I;16 as bytes: rotate as 32-bit I
+        image = image.convert("I")
+    turned = image.rotate(-angle, Image.Resampling.BICUBIC, expand=p.expand, fillcolor=value)
+    return canvas.with_image(turned.convert(mode) if turned.mode != mode else turned)
+
+
+@operation("flip")
+def flip(canvas: Canvas, p: NoParams) -> Canvas:
+    """Turn the image upside down (top to bottom)."""
+    return canvas.with_image(canvas.image.transpose(Image.Transpose.FLIP_TOP_BOTTOM))
+
+
+@operation("mirror")
+def mirror(canvas: Canvas, p: NoParams) -> Canvas:
+    """Swap left and right, as in a mirror (for engraving on the back of glass)."""
+    return canvas.with_image(canvas.image.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
