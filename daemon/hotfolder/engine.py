@@ -1,0 +1,169 @@
+"""One file through one plan: decode, run the steps, encode; no folders, no queue.
+
+`render` is what both `hotfolder process` and the service's workers call. It returns
+the encoded outputs (main first, then extras such as thumbnails) with their final
+names, and the sidecar record of what was done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hotfolder import imaging, pipeline
+from hotfolder.canvas import Canvas
+from hotfolder.config import LimitsConfig
+from hotfolder.errors import InputError
+from hotfolder.ops.geometry import ResizeParams, to_pixels
+from hotfolder.pipeline import Step
+from hotfolder.recipes import OutputSpec, Plan
+
+# Operations that change pixel values but not the geometry: decoding may shrink across them.
+PIXELWISE = {"grayscale", "invert", "autocontrast", "adjust", "format", "optimize", "metadata",
+             "dpi"}
+UNSAFE_NAME = re.compile(r"[/\\\x00-\x1f]")
+
+
+@dataclass(frozen=True)
+class Output:
+    """One encoded file of a job, with its final name."""
+
+    name: str
+    data: bytes
+    media_type: str
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The result of a job: outputs (main first) and the sidecar record."""
+
+    outputs: list[Output]
+    sidecar: dict[str, Any]
+
+    @property
+    def main(self) -> Output:
+        """The main output."""
+        return self.outputs[0]
+
+
+def render(data: bytes, name: str, plan: Plan, limits: LimitsConfig) -> Rendered:
+    """Decode `data` (the file `name`), apply `plan`, and encode the outputs."""
+    if len(data) > limits.max_file_bytes:
+        raise InputError(
+            f"the file is {len(data) / 2**20:.1f} MB, over the limit of {limits.max_file_mb:g} MB"
+            " (limits.max_file_mb)"
+        )
+    sha256 = hashlib.sha256(data).hexdigest()
+    started = time.perf_counter()
+    decoded = imaging.decode(data, limits, size_hint(plan))
+    decoded_at = time.perf_counter()
+    canvas = pipeline.run(decoded.canvas, plan.steps)
+    processed_at = time.perf_counter()
+
+    settings = output_settings(plan.output, canvas)
+    fmt = str(settings.get("format") or ("png" if decoded.kind == "svg" else decoded.kind))
+    main_data = imaging.encode(canvas, fmt, settings)
+    width, height = canvas.image.size
+    main_name = output_name(
+        plan.output.name if "name" not in canvas.output else str(canvas.output["name"]),
+        stem=Path(name).stem, ext=imaging.EXTENSIONS[fmt], recipe=plan.name,
+        sha8=sha256[:8], width=width, height=height,
+    )
+    outputs = [Output(main_name, main_data, imaging.MEDIA_TYPES[fmt])]
+    extras = []
+    for extra in canvas.extras:
+        extra_data = imaging.encode(canvas.with_image(extra.image), extra.format, settings)
+        extra_name = f"{Path(main_name).stem}{extra.suffix}.{imaging.EXTENSIONS[extra.format]}"
+        outputs.append(Output(extra_name, extra_data, imaging.MEDIA_TYPES[extra.format]))
+        extras.append({"name": extra_name, "format": extra.format, "size": len(extra_data),
+                       "width": extra.image.width, "height": extra.image.height})
+    encoded_at = time.perf_counter()
+
+    dpi = settings.get("dpi") or (canvas.dpi[0] if canvas.dpi else None)
+    sidecar: dict[str, Any] = {
+        **canvas.notes,
+        "input": {"name": name, "size": len(data), "sha256": sha256, "type": decoded.kind,
+                  "width": decoded.size[0], "height": decoded.size[1]},
+        "exif": decoded.exif,
+        "recipe": plan.name,
+        "steps": plan.describe(),
+        "output": {"name": main_name, "format": fmt, "size": len(main_data),
+                   "width": width, "height": height,
+                   "dpi": round(float(dpi), 3) if dpi and fmt in DPI_FORMATS else None},
+        "timings": {"decode": round(decoded_at - started, 4),
+                    "process": round(processed_at - decoded_at, 4),
+                    "encode": round(encoded_at - processed_at, 4)},
+    }
+    if extras:
+        sidecar["extras"] = extras
+    return Rendered(outputs, sidecar)
+
+
+DPI_FORMATS = {"png", "jpeg", "tiff", "bmp"}
+
+
+def output_settings(spec: OutputSpec, canvas: Canvas) -> dict[str, Any]:
+    """The recipe's output settings with the overrides that steps made (format, quality...)."""
+    settings = spec.model_dump()
+    settings.update({k: v for k, v in canvas.output.items() if k in settings})
+    return settings
+
+
+def output_name(template: str, *, stem: str, ext: str, recipe: str, sha8: str, width: int,
+                height: int) -> str:
+    """The output file name from the plan's template; always one plain name, never a path."""
+    text = template.format(
+        stem=stem, ext=ext, recipe=recipe.replace("/", "-"), sha8=sha8, width=width,
+        height=height, date=datetime.now(UTC).strftime("%Y-%m-%d"),
+    )
+    text = UNSAFE_NAME.sub("_", text).lstrip(". ")
+    return text or f"output.{ext}"
+
+
+def sidecar_name(output: str) -> str:
+    """The name of the sidecar JSON written beside an output (`photo.png.json`)."""
+    return f"{output}.json"
+
+
+def size_hint(plan: Plan) -> imaging.SizeHint | None:
+    """How small decoding may make the image and still give the plan all the pixels it needs."""
+    steps = plan.steps
+
+    def hint(size: tuple[int, int], orientation: int) -> tuple[int, int] | None:
+        swapped = False
+        for step in steps:
+            if step.op == "auto_orient":
+                swapped = orientation in (5, 6, 7, 8)
+            elif step.op == "resize":
+                current = (size[1], size[0]) if swapped else size
+                need = resize_need(step, current)
+                if need is None:
+                    return None
+                return (need[1], need[0]) if swapped else need
+            elif step.op not in PIXELWISE:
+                return None
+        return None
+
+    return hint if any(step.op == "resize" for step in steps) else None
+
+
+def resize_need(step: Step, size: tuple[int, int]) -> tuple[int, int] | None:
+    """The smallest source size (same aspect) from which a resize step gives the same result.
+
+    It can be larger than `size`: an SVG is then drawn at that size, a JPEG decoded in full.
+    """
+    params = step.params
+    assert isinstance(params, ResizeParams)
+    try:
+        box = [to_pixels(length, params.dpi) if length else None
+               for length in (params.width, params.height)]
+    except ValueError:  # a physical length with the image's own DPI: not known yet
+        return None
+    scales = [target / have for target, have in zip(box, size, strict=True) if target]
+    scale = min(scales) if params.mode in ("fit", "pad") else max(scales)
+    return int(size[0] * scale) + 1, int(size[1] * scale) + 1

@@ -1,0 +1,410 @@
+"""Safe decoding and encoding: the only place where untrusted bytes become pixels (SPEC 8.5).
+
+Decoding trusts the content, never the file name: libmagic names the type, and only
+allow-listed types reach a decoder, which is told the one format it may use. The pixel
+count is checked before any pixel is decoded, a truncated file is an error, and an SVG
+is checked with defusedxml and refused when it refers to anything outside itself.
+Encoding always rebuilds the file from pixels, so data hidden after the image is gone,
+and writes metadata only when asked to keep it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import secrets
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.etree.ElementTree import Element, ParseError, tostring
+
+import magic
+import numpy as np
+import resvg_py
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+from PIL import ExifTags, Image, ImageCms
+
+from hotfolder.canvas import Canvas
+from hotfolder.config import LimitsConfig
+from hotfolder.errors import InputError, RecipeError
+
+# libmagic's media type -> the format name used everywhere else.
+MEDIA_KINDS = {
+    "image/jpeg": "jpeg",
+    "image/png": "png",
+    "image/gif": "gif",
+    "image/bmp": "bmp",
+    "image/x-ms-bmp": "bmp",
+    "image/tiff": "tiff",
+    "image/webp": "webp",
+    "image/svg+xml": "svg",
+}
+PIL_FORMATS = {
+    "jpeg": "JPEG", "png": "PNG", "gif": "GIF", "bmp": "BMP", "tiff": "TIFF", "webp": "WEBP",
+}
+EXTENSIONS = {
+    "jpeg": "jpg", "png": "png", "gif": "gif", "bmp": "bmp", "tiff": "tif", "webp": "webp",
+    "svg": "svg",
+}
+MEDIA_TYPES = {
+    "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "bmp": "image/bmp",
+    "tiff": "image/tiff", "webp": "image/webp", "svg": "image/svg+xml",
+}
+# Formats that keep an alpha channel; the others are flattened on white.
+ALPHA_FORMATS = {"png", "webp", "gif", "tiff"}
+# Modes that operations work on; every decoded image is brought to one of them.
+WORKING_MODES = {"1", "L", "LA", "RGB", "RGBA"}
+PNG_FAST_LEVEL = 1
+SNIFF_BYTES = 8192
+
+SizeHint = Callable[[tuple[int, int], int], tuple[int, int] | None]
+"""Given a stored size and EXIF orientation, the smallest stored size the recipe needs."""
+
+
+def sniff(data: bytes) -> str:
+    """The type of `data` by its content ('jpeg', 'png', ...); InputError outside the allow-list."""
+    if not data:
+        raise InputError("the file is empty (0 bytes)")
+    head = data[:SNIFF_BYTES]
+    media = magic.from_buffer(head, mime=True)
+    kind = MEDIA_KINDS.get(media)
+    if kind is None and media in ("text/xml", "application/xml", "text/plain", "text/html"):
+        kind = "svg" if b"<svg" in head else None
+    if kind is None:
+        what = magic.from_buffer(head).split(",")[0]
+        raise InputError(
+            f"the file is {_article(what)} {what} ({media}), not an image type hotfolder accepts"
+            f" ({', '.join(sorted(set(MEDIA_KINDS.values())))})",
+            detail=f"libmagic: {media}",
+        )
+    return kind
+
+
+def _article(what: str) -> str:
+    return "an" if what[:1].lower() in "aeiou" else "a"
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded input: the canvas, its detected type, its stored size and an EXIF summary."""
+
+    canvas: Canvas
+    kind: str
+    size: tuple[int, int]
+    exif: dict[str, Any]
+
+
+def decode(data: bytes, limits: LimitsConfig, hint: SizeHint | None = None) -> Decoded:
+    """Pixels from untrusted bytes, within `limits`; `hint` lets decoding shrink early."""
+    kind = sniff(data)
+    if kind not in limits.formats:
+        raise InputError(
+            f"{kind} files are not accepted here (limits.formats: {', '.join(limits.formats)})"
+        )
+    if kind == "svg":
+        data = rasterise_svg(data, limits, hint)
+        decoded = _decode_raster(data, "png", limits, None)
+        return Decoded(decoded.canvas, "svg", decoded.size, {})
+    return _decode_raster(data, kind, limits, hint)
+
+
+def _decode_raster(data: bytes, kind: str, limits: LimitsConfig, hint: SizeHint | None) -> Decoded:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = limits.max_pixels
+            im = Image.open(io.BytesIO(data), formats=[PIL_FORMATS[kind]])
+            size = im.size
+            check_pixels(size, limits)
+            exif = im.getexif()
+            orientation = int(exif.get(ExifTags.Base.Orientation, 1) or 1)
+            if hint is not None and kind == "jpeg":
+                need = hint(size, orientation)
+                if need is not None and need[0] < size[0] and need[1] < size[1]:
+                    im.draft(None, (max(need[0], 1), max(need[1], 1)))
+            im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        size_text = f"{int(claimed.group(1)) / 1e6:.0f} megapixels" if claimed else "more pixels"
+        raise InputError(
+            f"the image claims {size_text}, over the limit of {limits.max_pixels / 1e6:.0f}"
+            " megapixels (limits.max_pixels); refused before decoding as a decompression bomb",
+            detail=str(exc),
+        ) from None
+    except InputError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+        text = str(exc)
+        reason = "truncated" if "truncated" in text else "damaged or not a valid image"
+        raise InputError(
+            f"the {kind} file is {reason}", detail=f"{type(exc).__name__}: {text}"
+        ) from None
+    info = im.info
+    dpi = info.get("dpi")
+    canvas = Canvas(
+        image=to_working_mode(im),
+        dpi=(float(dpi[0]), float(dpi[1])) if dpi and dpi[0] and dpi[1] else None,
+        exif=info.get("exif") or None,
+        icc_profile=None if im.mode == "CMYK" else info.get("icc_profile") or None,
+    )
+    return Decoded(canvas, kind, size, exif_summary(exif))
+
+
+def check_pixels(size: tuple[int, int], limits: LimitsConfig) -> None:
+    """InputError when `size` has more pixels than limits.max_pixels."""
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise InputError(f"the image claims an impossible size of {width} x {height} pixels")
+    if width * height > limits.max_pixels:
+        raise InputError(
+            f"the image is {width} x {height} pixels ({width * height / 1e6:.0f} megapixels),"
+            f" over the limit of {limits.max_pixels / 1e6:.0f} megapixels (limits.max_pixels)"
+        )
+
+
+def to_working_mode(im: Image.Image) -> Image.Image:
+    """The image in a mode every operation handles: 1, L, LA, RGB or RGBA."""
+    has_key = "transparency" in im.info
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(im, dtype=np.uint32)
+        return Image.fromarray(((arr * 255 + 32767) // 65535).astype(np.uint8), "L")
+    if im.mode == "F":
+        return Image.fromarray(np.clip(np.asarray(im), 0, 255).astype(np.uint8), "L")
+    if im.mode == "CMYK":
+        return cmyk_to_rgb(im)
+    if im.mode in ("P", "PA"):
+        alpha = has_key or im.mode == "PA" or (im.palette is not None and "A" in im.palette.mode)
+        return im.convert("RGBA" if alpha else "RGB")
+    if im.mode in ("L", "RGB") and has_key:
+        return im.convert("LA" if im.mode == "L" else "RGBA")
+    if im.mode in WORKING_MODES:
+        return im
+    if im.mode == "La":
+        return im.convert("LA")
+    return im.convert("RGBA" if "A" in im.mode or "a" in im.mode else "RGB")
+
+
+def cmyk_to_rgb(im: Image.Image) -> Image.Image:
+    """A CMYK image in sRGB, through its embedded ICC profile when it has one."""
+    icc = im.info.get("icc_profile")
+    if icc:
+        try:
+            profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            srgb = ImageCms.createProfile("sRGB")
+            converted = ImageCms.profileToProfile(im, profile, srgb, outputMode="RGB")
+            if converted is not None:
+                return converted
+        except (ImageCms.PyCMSError, OSError):
+            pass  # a broken profile: fall back to the plain formula below
+    return im.convert("RGB")
+
+
+EXIF_FIELDS = {
+    "make": ExifTags.Base.Make,
+    "model": ExifTags.Base.Model,
+    "software": ExifTags.Base.Software,
+    "orientation": ExifTags.Base.Orientation,
+    "datetime": ExifTags.Base.DateTime,
+}
+
+
+def exif_summary(exif: Image.Exif) -> dict[str, Any]:
+    """The few EXIF fields an operator cares about, as plain JSON values."""
+    out: dict[str, Any] = {}
+    for key, tag in EXIF_FIELDS.items():
+        value = exif.get(tag)
+        if value not in (None, ""):
+            out[key] = value if isinstance(value, int) else str(value).strip("\x00 ")
+    taken = exif.get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.DateTimeOriginal)
+    if taken:
+        out["taken"] = str(taken).strip("\x00 ")
+    if exif.get_ifd(ExifTags.IFD.GPSInfo):
+        out["gps"] = True
+    return out
+
+
+# --- SVG -----------------------------------------------------------------------------
+
+XLINK = "{http://www.w3.org/1999/xlink}href"
+URL_REF = re.compile(r"url\(\s*['\"]?\s*([^)'\"\s]*)", re.IGNORECASE)
+SAFE_DATA = re.compile(r"data:image/(png|jpeg|gif|webp)[;,]", re.IGNORECASE)
+UNITS = {"": 1.0, "px": 1.0, "pt": 96 / 72, "pc": 16.0, "mm": 96 / 25.4, "cm": 96 / 2.54,
+         "in": 96.0}
+LENGTH = re.compile(r"^\s*([0-9.]+(?:e[-+]?\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+def rasterise_svg(data: bytes, limits: LimitsConfig, hint: SizeHint | None = None) -> bytes:
+    """PNG bytes of a self-contained SVG; InputError for entities or outside references."""
+    try:
+        root = fromstring(data, forbid_dtd=False, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as exc:
+        raise InputError(
+            "the SVG declares XML entities, which hotfolder never expands",
+            detail=f"{type(exc).__name__}: {exc}",
+        ) from None
+    except ParseError as exc:
+        raise InputError("the SVG is not well-formed XML", detail=str(exc)) from None
+    if not root.tag.endswith("svg"):
+        raise InputError(f"the file is XML but its root element is {root.tag!r}, not an svg")
+    outside = outside_reference(root)
+    if outside is not None:
+        raise InputError(
+            f"the SVG refers to an outside resource ({outside[:80]}), which hotfolder never"
+            " loads; embed images in the SVG instead",
+            detail=outside,
+        )
+    width, height = svg_size(root)
+    zoom = 1.0
+    if hint is not None:
+        need = hint((round(width), round(height)), 1)
+        if need is not None:
+            zoom = max(need[0] / width, need[1] / height)
+    check_pixels((round(width * zoom), round(height * zoom)), limits)
+    root.set("width", f"{width:.4f}")  # the renderer reads plain pixel lengths only
+    root.set("height", f"{height:.4f}")
+    text = tostring(root, encoding="unicode")
+    try:
+        png = resvg_py.svg_to_bytes(
+            svg_string=text, zoom=zoom, skip_system_fonts=False, resources_dir=None
+        )
+    except ValueError as exc:
+        raise InputError("the SVG could not be drawn", detail=str(exc)) from None
+    return bytes(png)
+
+
+def outside_reference(root: Element) -> str | None:
+    """The first reference in the SVG that points outside the document, if any."""
+    for element in root.iter():
+        tag = element.tag.rsplit("}", 1)[-1].lower()
+        if tag == "script" or (tag == "style" and "@import" in (element.text or "")):
+            return f"<{tag}>"
+        if tag == "style" and element.text:
+            for ref in URL_REF.findall(element.text):
+                if not _internal(ref):
+                    return str(ref)
+        for name, raw in element.attrib.items():
+            local = name.rsplit("}", 1)[-1].lower()
+            value = str(raw)
+            if (name == XLINK or local in ("href", "src")) and not _internal(value):
+                return value
+            if local == "base" or (local != "href" and "url(" in value.lower() and any(
+                not _internal(ref) for ref in URL_REF.findall(value)
+            )):
+                return value
+    return None
+
+
+def _internal(ref: str) -> bool:
+    ref = ref.strip()
+    return ref.startswith("#") or bool(SAFE_DATA.match(ref))
+
+
+def svg_size(root: Element) -> tuple[float, float]:
+    """The drawing size in CSS pixels from width/height or the viewBox (100 x 100 otherwise)."""
+    box = [float(v) for v in re.split(r"[\s,]+", root.get("viewBox", "").strip()) if v] or None
+    sizes = []
+    for attr, index in (("width", 2), ("height", 3)):
+        match = LENGTH.match(root.get(attr, ""))
+        if match and match.group(2).lower() in UNITS:
+            sizes.append(float(match.group(1)) * UNITS[match.group(2).lower()])
+        elif box and len(box) == 4:
+            sizes.append(box[index])
+        else:
+            sizes.append(100.0)
+    if sizes[0] <= 0 or sizes[1] <= 0:
+        raise InputError(f"the SVG has an empty size ({sizes[0]:g} x {sizes[1]:g})")
+    return sizes[0], sizes[1]
+
+
+# --- encoding ------------------------------------------------------------------------
+
+
+def encode(canvas: Canvas, fmt: str, settings: dict[str, Any]) -> bytes:
+    """The canvas as a file of format `fmt`, rebuilt from pixels; `settings` as in OutputSpec."""
+    if fmt == "svg":
+        if canvas.vector is None:
+            raise RecipeError("SVG output needs a step that makes vectors (trace)")
+        return canvas.vector.encode("utf-8")
+    image = for_format(canvas.image, fmt)
+    options: dict[str, Any] = {}
+    dpi = settings.get("dpi") or canvas.dpi
+    if dpi and fmt in ("png", "jpeg", "tiff", "bmp"):
+        options["dpi"] = (dpi, dpi) if isinstance(dpi, int | float) else tuple(dpi)
+    keep = settings.get("metadata") == "keep"
+    if keep and canvas.exif and fmt in ("jpeg", "png", "webp", "tiff"):
+        options["exif"] = canvas.exif
+    if canvas.icc_profile and _icc_fits(canvas.icc_profile, image.mode):
+        options["icc_profile"] = canvas.icc_profile
+    quality = int(settings.get("quality") or 90)
+    if fmt == "jpeg":
+        options.update(quality=quality, progressive=bool(settings.get("progressive")))
+    elif fmt == "png":
+        level = settings.get("compression")
+        options["compress_level"] = PNG_FAST_LEVEL if level is None else int(level)
+    elif fmt == "webp":
+        options.update(quality=quality, lossless=bool(settings.get("lossless")), method=4)
+    elif fmt == "tiff":
+        options["compression"] = "tiff_lzw"
+    out = io.BytesIO()
+    image.save(out, PIL_FORMATS[fmt], **options)
+    return out.getvalue()
+
+
+def for_format(image: Image.Image, fmt: str) -> Image.Image:
+    """The image in a mode `fmt` can store; transparency is flattened on white where lost."""
+    mode = image.mode
+    if fmt not in ALPHA_FORMATS and mode in ("LA", "RGBA"):
+        background = Image.new(mode[:-1], image.size, "white")
+        background.paste(image.convert(mode[:-1]), mask=image.getchannel("A"))
+        image, mode = background, mode[:-1]
+    if fmt == "jpeg" and mode == "1":
+        return image.convert("L")
+    if fmt == "webp" and mode in ("1", "L", "LA"):
+        return image.convert("RGBA" if mode == "LA" else "RGB")
+    if fmt == "gif" and mode == "LA":
+        return image.convert("RGBA")  # Pillow keeps transparency when writing RGBA as GIF
+    return image
+
+
+def _icc_fits(profile: bytes, mode: str) -> bool:
+    """True when the ICC profile's colour space matches the image mode (RGB or grey)."""
+    space = profile[16:20]
+    return (space == b"RGB " and mode in ("RGB", "RGBA")) or (
+        space == b"GRAY" and mode in ("L", "LA")
+    )
+
+
+# --- files ---------------------------------------------------------------------------
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write `data` to `path` atomically: temporary name in the same folder, fsync, rename."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or creation inside `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+

@@ -1,0 +1,342 @@
+"""Safe decoding and encoding, and the engine that joins them (imaging.py, engine.py)."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import MakeImage, exif_with, image_bytes, png_file
+from hotfolder import imaging
+from hotfolder.config import LimitsConfig
+from hotfolder.engine import Rendered, output_name, render
+from hotfolder.errors import InputError, RecipeError
+from hotfolder.recipes import Recipe, combine, parse_chain
+
+LIMITS = LimitsConfig()
+
+
+def plan_of(chain: str | None = None, **recipe: object):  # type: ignore[no-untyped-def]
+    """A plan from an inline chain and/or recipe fields (output, sidecar)."""
+    steps = parse_chain(chain).steps if chain else []
+    return combine([("test", "test", Recipe.model_validate({"steps": steps, **recipe}))])
+
+
+def opened(rendered: Rendered, index: int = 0) -> Image.Image:
+    return Image.open(io.BytesIO(rendered.outputs[index].data))
+
+
+# --- type by content -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt,kind", [("JPEG", "jpeg"), ("PNG", "png"), ("GIF", "gif"),
+                                      ("BMP", "bmp"), ("TIFF", "tiff"), ("WEBP", "webp")])
+def test_sniff_names_each_allowed_type_by_content(fmt: str, kind: str) -> None:
+    assert imaging.sniff(image_bytes(fmt)) == kind
+
+
+@pytest.mark.parametrize("data,words", [
+    (b"", "empty"),
+    (b"just some notes\n", "ASCII text"),
+    (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "PostScript"),
+    (b"8BPS\x00\x01" + b"\0" * 40, "not an image type"),
+])
+def test_sniff_refuses_what_is_not_allowed(data: bytes, words: str) -> None:
+    with pytest.raises(InputError, match=words):
+        imaging.sniff(data)
+
+
+def test_format_outside_configured_list_is_refused() -> None:
+    limits = LimitsConfig(formats=["jpeg"])
+    with pytest.raises(InputError, match="png files are not accepted"):
+        imaging.decode(image_bytes("PNG"), limits)
+
+
+# --- limits and damage -----------------------------------------------------------------
+
+
+def test_pixel_limit_is_checked_before_pixels_are_decoded() -> None:
+    # The header claims 65535 x 65535 but no row is stored: decoding would report a
+    # truncated file, so a message about the size proves the check came first.
+    with pytest.raises(InputError, match=r"claims 4295 megapixels, over the limit"):
+        imaging.decode(png_file(65535, 65535, rows=0), LIMITS)
+
+
+def test_decompression_bomb_warning_is_an_error() -> None:
+    # 12000 x 12000 is over max_pixels but under twice it, where Pillow only warns.
+    with pytest.raises(InputError, match="decompression bomb"):
+        imaging.decode(png_file(12000, 12000, bit_depth=1), LIMITS)
+
+
+def test_configured_pixel_limit_applies() -> None:
+    limits = LimitsConfig(max_pixels=1000)
+    with pytest.raises(InputError, match=r"limits\.max_pixels"):
+        imaging.decode(image_bytes("PNG", (40, 30)), limits)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_truncated_file_is_an_error_not_a_partial_image(fmt: str) -> None:
+    data = image_bytes(fmt, (200, 150))
+    with pytest.raises(InputError, match="truncated"):
+        imaging.decode(data[: len(data) // 2], LIMITS)
+
+
+def test_file_size_limit() -> None:
+    with pytest.raises(InputError, match=r"over the limit of 0.01 MB"):
+        render(image_bytes("PNG", (200, 150)), "a.png", plan_of(), LimitsConfig(max_file_mb=0.01))
+
+
+# --- colour modes ----------------------------------------------------------------------
+
+
+def test_cmyk_jpeg_becomes_correct_rgb() -> None:
+    cyan = Image.new("CMYK", (32, 32), (255, 0, 0, 0))
+    out = io.BytesIO()
+    cyan.save(out, "JPEG", quality=95)
+    canvas = imaging.decode(out.getvalue(), LIMITS).canvas
+    assert canvas.image.mode == "RGB"
+    r, g, b = canvas.image.getpixel((16, 16))  # type: ignore[misc]
+    assert r < 20 and g > 235 and b > 235
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
+    grey = Image.fromarray(np.array([[0, 32896, 65535]], dtype=np.uint16))
+    out = io.BytesIO()
+    grey.save(out, "PNG")
+    image = imaging.decode(out.getvalue(), LIMITS).canvas.image
+    assert image.mode == "L"
+    assert [image.getpixel((x, 0)) for x in range(3)] == [0, 128, 255]
+
+
+def test_sixteen_bit_rgb_png_decodes_to_eight_bits() -> None:
+    image = imaging.decode(png_file(8, 4, bit_depth=16, colour=2), LIMITS).canvas.image
+    assert image.mode == "RGB" and image.size == (8, 4)
+
+
+def transparent_palette_png() -> bytes:
+    image = Image.new("RGBA", (20, 10), (255, 0, 0, 255))
+    image.paste((0, 0, 0, 0), (10, 0, 20, 10))
+    out = io.BytesIO()
+    image.convert("P").save(out, "PNG")  # palette with a transparent entry
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["png", "webp", "gif"])
+def test_transparency_is_kept_where_the_format_has_it(fmt: str) -> None:
+    result = opened(render(transparent_palette_png(), "p.png", plan_of(fmt), LIMITS))
+    rgba = result.convert("RGBA")
+    assert rgba.getpixel((15, 5))[3] == 0  # type: ignore[index]
+    assert rgba.getpixel((5, 5))[:3] == pytest.approx((255, 0, 0), abs=8)  # type: ignore[index]
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "bmp"])
+def test_transparency_is_flattened_on_white_otherwise(fmt: str) -> None:
+    result = opened(render(transparent_palette_png(), "p.png", plan_of(fmt), LIMITS))
+    assert result.mode == "RGB"
+    assert result.getpixel((15, 5)) == pytest.approx((255, 255, 255), abs=4)
+    assert result.getpixel((5, 5)) == pytest.approx((255, 0, 0), abs=8)
+
+
+# --- what is written -------------------------------------------------------------------
+
+
+def test_appended_data_is_gone_from_the_output() -> None:
+    hidden = b"PK\x03\x04" + b"secret.txt" + b"\0" * 64
+    rendered = render(image_bytes("JPEG", (64, 48)) + hidden, "a.jpg", plan_of(), LIMITS)
+    assert rendered.main.name == "a.jpg"
+    assert b"secret.txt" not in rendered.main.data
+    assert opened(rendered).size == (64, 48)
+
+
+def test_exif_is_kept_for_operations_and_summarised() -> None:
+    data = image_bytes("JPEG", (40, 30), exif=exif_with(6))
+    decoded = imaging.decode(data, LIMITS)
+    assert decoded.canvas.exif is not None
+    assert decoded.exif == {"make": "TestCam", "orientation": 6}
+
+
+@pytest.mark.parametrize("metadata,kept", [("strip", False), ("keep", True)])
+def test_metadata_is_stripped_unless_kept(metadata: str, kept: bool) -> None:
+    data = image_bytes("JPEG", (40, 30), exif=exif_with(1))
+    rendered = render(data, "a.jpg", plan_of(output={"metadata": metadata}), LIMITS)
+    assert (opened(rendered).getexif().get(0x010F) == "TestCam") is kept
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "tiff", "bmp"])
+def test_dpi_is_written(fmt: str) -> None:
+    rendered = render(image_bytes("PNG"), "a.png", plan_of(output={"format": fmt, "dpi": 300}),
+                      LIMITS)
+    assert opened(rendered).info["dpi"] == pytest.approx((300, 300), abs=0.1)
+    assert rendered.sidecar["output"]["dpi"] == 300
+
+
+def test_png_is_written_at_a_fast_level_unless_asked() -> None:
+    data = image_bytes("PNG", (300, 200))
+    fast = render(data, "a.png", plan_of(), LIMITS).main.data
+    small = render(data, "a.png", plan_of(output={"compression": 9}), LIMITS).main.data
+    assert len(small) < len(fast)
+
+
+def test_svg_output_needs_vectors() -> None:
+    with pytest.raises(RecipeError, match="SVG output"):
+        render(image_bytes("PNG"), "a.png", plan_of("svg"), LIMITS)
+
+
+def test_sidecar_and_name_template() -> None:
+    data = image_bytes("JPEG", (400, 300), exif=exif_with(1))
+    plan = plan_of("resize=200+png", output={"name": "{stem}-{width}x{height}-{sha8}.{ext}"})
+    rendered = render(data, "photo.jpg", plan, LIMITS)
+    side = rendered.sidecar
+    assert rendered.main.name == f"photo-200x150-{side['input']['sha256'][:8]}.png"
+    assert rendered.main.media_type == "image/png"
+    assert side["input"]["name"] == "photo.jpg" and side["input"]["type"] == "jpeg"
+    assert side["input"]["size"] == len(data)
+    assert side["exif"]["make"] == "TestCam"
+    assert [next(iter(step)) for step in side["steps"]] == ["resize", "format"]
+    assert side["output"]["width"] == 200 and side["output"]["format"] == "png"
+    assert side["output"]["size"] == len(rendered.main.data)
+    assert set(side["timings"]) == {"decode", "process", "encode"}
+
+
+def test_output_name_never_leaves_its_folder() -> None:
+    name = output_name("{recipe}-{stem}.{ext}", stem="..", ext="png", recipe="a/b", sha8="0",
+                       width=1, height=1)
+    assert name == "a-b-...png"
+    assert output_name("{stem}", stem="..", ext="png", recipe="r", sha8="0", width=1,
+                       height=1) == "output.png"
+
+
+# --- shrinking while decoding ------------------------------------------------------------
+
+
+def test_jpeg_is_shrunk_while_decoding_when_a_resize_follows() -> None:
+    data = image_bytes("JPEG", (2400, 1600))
+    plan = plan_of("grayscale+resize=300")
+    rendered = render(data, "a.jpg", plan, LIMITS)
+    assert opened(rendered).size == (300, 200)
+    hint = __import__("hotfolder.engine", fromlist=["size_hint"]).size_hint(plan)
+    assert imaging.decode(data, LIMITS, hint).canvas.image.size == (600, 400)
+
+
+def test_shrink_honours_auto_orient_swapping_axes() -> None:
+    data = image_bytes("JPEG", (2400, 800), exif=exif_with(6))  # stored wide, upright tall
+    rendered = render(data, "a.jpg", plan_of("auto_orient+resize=x400"), LIMITS)
+    assert opened(rendered).size == (133, 400)
+
+
+# --- SVG ---------------------------------------------------------------------------------
+
+SVG = b"""<svg xmlns="http://www.w3.org/2000/svg" width="40mm" height="20mm" viewBox="0 0 40 20">
+<rect width="20" height="20" fill="#ff0000"/></svg>"""
+
+
+def test_svg_is_rasterised_with_transparency() -> None:
+    rendered = render(SVG, "logo.svg", plan_of(), LIMITS)
+    image = opened(rendered)
+    assert rendered.main.name == "logo.png" and image.size == (151, 76)
+    assert image.getpixel((10, 10)) == (255, 0, 0, 255)
+    assert image.getpixel((140, 10))[3] == 0  # type: ignore[index]
+
+
+def test_svg_is_drawn_at_the_size_the_recipe_needs() -> None:
+    svg = SVG.replace(b'width="40mm" height="20mm"', b'width="40" height="20"')
+    image = opened(render(svg, "logo.svg", plan_of("resize=1200"), LIMITS))
+    assert image.size == (1200, 600)
+    assert image.getpixel((590, 300)) == (255, 0, 0, 255)
+
+
+class Recorder(http.server.BaseHTTPRequestHandler):
+    hits: list[str] = []  # noqa: RUF012
+
+    def do_GET(self) -> None:
+        Recorder.hits.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.end_headers()
+        self.wfile.write(image_bytes("PNG", (10, 10)))
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def web() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    Recorder.hits.clear()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def svg_with_image(href: str, attr: str = "href") -> bytes:
+    return (
+        '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"'
+        f' width="20" height="20"><image {attr}="{href}" width="20" height="20"/></svg>'
+    ).encode()
+
+
+def test_svg_reference_to_a_local_file_is_refused(tmp_path: Path) -> None:
+    # The referenced file exists and the renderer would draw it: only the guard stops it.
+    green = tmp_path / "green.png"
+    green.write_bytes(image_bytes("PNG", (20, 20), mode="RGB"))
+    for href, attr in ((str(green), "href"), (f"file://{green}", "xlink:href"),
+                       ("green.png", "href")):
+        with pytest.raises(InputError, match="outside resource"):
+            render(svg_with_image(href, attr), "x.svg", plan_of(), LIMITS)
+
+
+def test_svg_reference_to_a_url_loads_nothing(web: str) -> None:
+    for svg in (svg_with_image(f"{web}/pixel.png"),
+                f'<svg xmlns="http://www.w3.org/2000/svg"><style>@import url({web}/a.css);'
+                "</style></svg>".encode(),
+                f'<svg xmlns="http://www.w3.org/2000/svg"><rect width="5" height="5" '
+                f'style="fill:url({web}/p.svg#g)"/></svg>'.encode()):
+        with pytest.raises(InputError, match="outside resource"):
+            render(svg, "x.svg", plan_of(), LIMITS)
+    assert Recorder.hits == []
+
+
+def test_svg_entities_are_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("hunter2")
+    svg = (f'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY x SYSTEM "file://{secret}">]>'
+           '<svg xmlns="http://www.w3.org/2000/svg"><text>&x;</text></svg>').encode()
+    with pytest.raises(InputError, match="entities"):
+        render(svg, "x.svg", plan_of(), LIMITS)
+
+
+def test_svg_internal_references_and_embedded_images_are_fine() -> None:
+    svg = (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+           b'<defs><linearGradient id="g"><stop offset="0" stop-color="#00f"/></linearGradient>'
+           b'</defs><rect width="10" height="10" fill="url(#g)"/></svg>')
+    image = opened(render(svg, "x.svg", plan_of(), LIMITS))
+    assert image.getpixel((5, 5)) == (0, 0, 255, 255)
+
+
+# --- atomic writes -----------------------------------------------------------------------
+
+
+def test_write_atomic_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "out.png"
+    target.write_bytes(b"old")
+    imaging.write_atomic(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+def test_write_atomic_failure_leaves_old_file(tmp_path: Path, make_image: MakeImage) -> None:
+    target = tmp_path / "out.png"
+    target.write_bytes(b"old")
+    with pytest.raises(TypeError):
+        imaging.write_atomic(target, 123)  # type: ignore[arg-type]
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
