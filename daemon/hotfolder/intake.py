@@ -1,0 +1,208 @@
+"""Intake: check a dropped file without trusting it, then claim it as a job (SPEC 2, 8).
+
+A file is looked at with `lstat` first: links, FIFOs, sockets and devices are refused
+without being opened. A regular file is checked for size and, by its first bytes, for
+type. A good file is claimed by one atomic rename into `work/<job id>/<relative path>`,
+then recorded in the journal; the work folder layout alone is enough to find the job
+again if the service dies between the two. A refused file moves to failed/ with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import stat
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+from hotfolder import imaging
+from hotfolder.config import Layout, LimitsConfig
+from hotfolder.errors import InputError
+from hotfolder.journal import Job, Journal
+from hotfolder.sinks import key_parts, renamed
+from hotfolder.sinks.local import open_folder, replace, to_failed
+
+log = logging.getLogger("hotfolder.intake")
+
+
+def new_job_id() -> str:
+    """A short random job id, also the name of the job's folder in the work folder."""
+    return secrets.token_hex(6)
+
+
+def special_kind(st: os.stat_result) -> str | None:
+    """Why a file must not be opened (link, FIFO, socket, device), or None for a plain file."""
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        return "it is a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "it is a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "it is a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "it is a device"
+    if stat.S_ISREG(mode) and st.st_nlink > 1:
+        return f"it has {st.st_nlink} hard links (another name points to the same data)"
+    return None
+
+
+def read_head(path: Path, expect: os.stat_result, size: int) -> bytes:
+    """The first `size` bytes of a regular file, refusing one swapped since `expect`."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino) or not stat.S_ISREG(
+            st.st_mode
+        ):
+            raise InputError("the file was replaced while it was being checked", stage="intake")
+        return os.read(fd, size)
+    finally:
+        os.close(fd)
+
+
+def park_special(path: Path, failed_dir: Path, rel: PurePosixPath, error: InputError) -> bool:
+    """Move a link, FIFO, socket or device to failed/ by renaming only; False across filesystems."""
+    parts = key_parts(rel)
+    report = {"message": error.message, "stage": error.stage, "detail": error.detail,
+              "time": datetime.now(UTC).isoformat(timespec="seconds"), "original": str(rel)}
+    with open_folder(failed_dir, parts[:-1]) as fd:
+        if os.fstat(fd).st_dev != os.lstat(path).st_dev:
+            return False
+        for candidate in renamed(PurePosixPath(parts[-1])):
+            try:
+                os.lstat(candidate.name, dir_fd=fd)
+                continue
+            except FileNotFoundError:
+                pass
+            replace(fd, json.dumps(report, indent=2).encode() + b"\n",
+                    candidate.name + ".error.json")
+            os.rename(path, candidate.name, dst_dir_fd=fd)
+            os.fsync(fd)
+            return True
+    return False
+
+
+class Intake:
+    """Checks and claims files of one inbox into its work folder and journal."""
+
+    def __init__(self, layout: Layout, limits: LimitsConfig, journal: Journal) -> None:
+        self.layout = layout
+        self.limits = limits
+        self.journal = journal
+        self._left: set[tuple[int, int]] = set()
+
+    def work_file(self, job: Job) -> Path:
+        """Where a claimed job's file waits."""
+        return self.layout.work / job.id / job.rel
+
+    def offer(self, path: Path) -> Job | None:
+        """Check and claim one file; None when it is gone, not a file, or refused."""
+        try:
+            rel = PurePosixPath(path.relative_to(self.layout.inbox).as_posix())
+            st = os.lstat(path)
+        except (ValueError, FileNotFoundError):
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            return None
+        why = special_kind(st)
+        if why is not None:
+            self._refuse(path, rel, st, InputError(f"{rel}: refused, {why}", stage="intake"))
+            return None
+        try:
+            kind = self._check(path, rel, st)
+        except FileNotFoundError:
+            return None
+        except InputError as exc:
+            self._refuse(path, rel, st, exc)
+            return None
+        return self._claim(path, rel, st, kind)
+
+    def _check(self, path: Path, rel: PurePosixPath, st: os.stat_result) -> str:
+        """The file's type by content, after the size limit; raises InputError."""
+        if st.st_size > self.limits.max_file_bytes:
+            raise InputError(
+                f"{rel}: the file is {st.st_size / 1048576:.1f} MB, more than the limit of"
+                f" {self.limits.max_file_mb:g} MB (limits.max_file_mb)", stage="intake",
+            )
+        try:
+            kind = imaging.sniff(read_head(path, st, imaging.SNIFF_BYTES))
+        except InputError as exc:
+            raise InputError(f"{rel}: {exc.message}", detail=exc.detail, stage="intake") from None
+        if kind not in self.limits.formats:
+            raise InputError(
+                f"{rel}: {kind} files are not accepted here (limits.formats:"
+                f" {', '.join(self.limits.formats)})", stage="intake",
+            )
+        return kind
+
+    def _claim(self, path: Path, rel: PurePosixPath, st: os.stat_result, kind: str) -> Job | None:
+        job_id = new_job_id()
+        target = self.layout.work / job_id / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(path, target)
+        except FileNotFoundError:  # claimed by a concurrent offer, or removed meanwhile
+            shutil.rmtree(self.layout.work / job_id, ignore_errors=True)
+            return None
+        moved = os.lstat(target)
+        if (moved.st_dev, moved.st_ino) != (st.st_dev, st.st_ino):
+            error = InputError(f"{rel}: the file was replaced while it was being checked",
+                               stage="intake")
+            self._refuse(target, rel, moved, error, job_id)
+            return None
+        self.journal.add(job_id, rel.as_posix(), kind=kind, size=st.st_size)
+        log.info("job %s: claimed %s (%s, %d bytes)", job_id, rel, kind, st.st_size)
+        return self.journal.get(job_id)
+
+    def _refuse(self, path: Path, rel: PurePosixPath, st: os.stat_result, error: InputError,
+                job_id: str | None = None) -> None:
+        """Move a refused file to failed/ with its reason; a special file is never opened."""
+        key = (st.st_dev, st.st_ino)
+        if key in self._left:
+            return
+        job_id = job_id or new_job_id()
+        try:
+            if special_kind(st) is None:
+                to_failed(path, self.layout.failed, rel, error)
+            elif not park_special(path, self.layout.failed, rel, error):
+                self._left.add(key)
+                log.warning("%s; left in place (failed/ is on another filesystem)", error.message)
+                return
+        except FileNotFoundError:
+            return
+        finally:
+            shutil.rmtree(self.layout.work / job_id, ignore_errors=True)
+        self.journal.add(job_id, rel.as_posix(), kind=None, size=st.st_size, state="failed",
+                         reason=error.message)
+        log.warning("job %s: %s; moved to failed/", job_id, error.message)
+
+    def adopt(self) -> list[Job]:
+        """Jobs for work-folder entries the journal lacks (a crash right after a claim)."""
+        if not self.layout.work.is_dir():
+            return []
+        known = self.journal.ids()
+        adopted = []
+        for entry in sorted(self.layout.work.iterdir()):
+            if not entry.is_dir() or entry.name in known:
+                continue
+            files = [p for p in entry.rglob("*") if not p.is_dir()]
+            if not files:
+                shutil.rmtree(entry, ignore_errors=True)
+                continue
+            for number, file in enumerate(files):
+                job_id = entry.name if number == 0 else new_job_id()
+                rel = PurePosixPath(file.relative_to(entry).as_posix())
+                if number:
+                    target = self.layout.work / job_id / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(file, target)
+                st = os.lstat(self.layout.work / job_id / rel)
+                self.journal.add(job_id, rel.as_posix(), kind=None, size=st.st_size)
+                log.info("job %s: found %s in the work folder, queued again", job_id, rel)
+                job = self.journal.get(job_id)
+                if job is not None:
+                    adopted.append(job)
+        return adopted

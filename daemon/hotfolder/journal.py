@@ -1,0 +1,247 @@
+"""The journal: one SQLite row per claimed file, the record of what remains to do.
+
+Huey forgets a task the moment a worker takes it; the journal does not. A job is
+`queued` when claimed, `running` while a worker holds it (with that worker's pid
+and the count of consecutive starts), `waiting` while a resource it needs is
+unavailable, and ends `done`, `failed` or `quarantined`. Every process (the
+service, its workers, `status`) opens its own connection to the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+UNFINISHED = ("queued", "running", "waiting")
+ENDED = ("done", "failed", "quarantined")
+
+SCHEMA = """
+create table if not exists jobs (
+    id text primary key,
+    rel text not null,
+    state text not null,
+    attempts integer not null default 0,
+    waits integer not null default 0,
+    pid integer,
+    kind text,
+    size integer,
+    reason text,
+    outputs text,
+    created real not null,
+    started real,
+    updated real not null,
+    next_try real
+);
+create index if not exists jobs_state on jobs (state, updated);
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One claimed file: where it came from and where it stands."""
+
+    id: str
+    rel: str
+    state: str
+    attempts: int
+    waits: int
+    pid: int | None
+    kind: str | None
+    size: int | None
+    reason: str | None
+    outputs: list[str] | None
+    created: float
+    started: float | None
+    updated: float
+    next_try: float | None
+
+
+def _job(row: sqlite3.Row) -> Job:
+    data = dict(row)
+    data["outputs"] = json.loads(data["outputs"]) if data["outputs"] is not None else None
+    return Job(**data)
+
+
+class Journal:
+    """The jobs table in `state/journal.db`, safe to use from threads and forked processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        with self._lock:
+            self._connect().executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("pragma journal_mode=wal")
+            conn.execute("pragma synchronous=full")
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    @contextmanager
+    def _tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction; `durable=False` skips the fsync (the work folder has it)."""
+        with self._lock:
+            conn = self._connect()
+            if not durable:
+                conn.execute("pragma synchronous=normal")
+            conn.execute("begin immediate")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("rollback")
+                raise
+            else:
+                conn.execute("commit")
+            finally:
+                if not durable:
+                    conn.execute("pragma synchronous=full")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._connect().execute(sql, params))
+
+    def close(self) -> None:
+        """Close this process's connection."""
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def add(self, job_id: str, rel: str, *, kind: str | None, size: int | None,
+            state: str = "queued", reason: str | None = None) -> None:
+        """Record a claimed file (or one refused at intake, with state failed)."""
+        now = time.time()
+        with self._tx(durable=False) as conn:
+            conn.execute(
+                "insert or ignore into jobs (id, rel, state, kind, size, reason, created, updated)"
+                " values (?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, rel, state, kind, size, reason, now, now),
+            )
+
+    def get(self, job_id: str) -> Job | None:
+        """The job with this id, or None."""
+        rows = self._query("select * from jobs where id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    def start(self, job_id: str, pid: int) -> Job | None:
+        """Mark the job running in worker `pid`; None when it is not queued or waiting."""
+        now = time.time()
+        with self._tx() as conn:
+            cur = conn.execute(
+                "update jobs set state = 'running', attempts = attempts + 1, pid = ?,"
+                " started = ?, updated = ?, next_try = null"
+                " where id = ? and state in ('queued', 'waiting')",
+                (pid, now, now, job_id),
+            )
+            if cur.rowcount != 1:
+                return None
+        return self.get(job_id)
+
+    def requeue(self, job_id: str, *, forgive: bool = False) -> None:
+        """Put a running job back in the queue (`forgive`: this start does not count)."""
+        with self._tx() as conn:
+            conn.execute(
+                "update jobs set state = 'queued', pid = null, updated = ?,"
+                " attempts = max(attempts - ?, 0) where id = ? and state = 'running'",
+                (time.time(), 1 if forgive else 0, job_id),
+            )
+
+    def wait(self, job_id: str, reason: str, delay: float) -> None:
+        """Park the job until `delay` seconds from now because `reason` is unavailable."""
+        now = time.time()
+        with self._tx() as conn:
+            conn.execute(
+                "update jobs set state = 'waiting', reason = ?, attempts = 0, waits = waits + 1,"
+                " pid = null, updated = ?, next_try = ? where id = ? and state = 'running'",
+                (reason, now, now + delay, job_id),
+            )
+
+    def wake(self, reason: str | None = None) -> list[Job]:
+        """Waiting jobs made queued: those due now, or all waiting for `reason`."""
+        now = time.time()
+        with self._tx() as conn:
+            params: tuple[float | str, ...]
+            if reason is None:
+                where, params = "state = 'waiting' and next_try <= ?", (now,)
+            else:
+                where, params = "state = 'waiting' and reason = ?", (reason,)
+            rows = list(conn.execute(f"select * from jobs where {where}", params))  # noqa: S608
+            conn.execute(
+                f"update jobs set state = 'queued', updated = ? where {where}",  # noqa: S608
+                (now, *params),
+            )
+        return [_job(r) for r in rows]
+
+    def delivered(self, job_id: str, outputs: list[str]) -> None:
+        """Record that the outputs are stored (a retry then only finishes the original)."""
+        with self._tx() as conn:
+            conn.execute(
+                "update jobs set outputs = ?, updated = ? where id = ?",
+                (json.dumps(outputs), time.time(), job_id),
+            )
+
+    def finish(self, job_id: str, state: str, reason: str | None = None) -> bool:
+        """End an unfinished job as done, failed or quarantined; False if it had ended already."""
+        if state not in ENDED:
+            raise ValueError(f"not an end state: {state}")
+        with self._tx() as conn:
+            cur = conn.execute(
+                "update jobs set state = ?, reason = ?, pid = null, updated = ?, next_try = null"
+                " where id = ? and state in ('queued', 'running', 'waiting')",
+                (state, reason, time.time(), job_id),
+            )
+            return cur.rowcount == 1
+
+    def in_state(self, *states: str) -> list[Job]:
+        """The jobs in any of these states, oldest first."""
+        marks = ",".join("?" * len(states))
+        rows = self._query(
+            f"select * from jobs where state in ({marks}) order by created", states  # noqa: S608
+        )
+        return [_job(r) for r in rows]
+
+    def ids(self) -> set[str]:
+        """Every job id the journal knows."""
+        return {r[0] for r in self._query("select id from jobs")}
+
+    def counts(self) -> dict[str, int]:
+        """Number of jobs by state."""
+        return {r[0]: r[1] for r in self._query("select state, count(*) from jobs group by state")}
+
+    def waiting_counts(self) -> dict[str, int]:
+        """Number of waiting jobs by reason."""
+        rows = self._query(
+            "select reason, count(*) from jobs where state = 'waiting' group by reason"
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def recent(self, state: str, limit: int = 10) -> list[Job]:
+        """The latest jobs that ended in `state`, newest first."""
+        rows = self._query(
+            "select * from jobs where state = ? order by updated desc limit ?", (state, limit)
+        )
+        return [_job(r) for r in rows]
+
+    def forget_ended(self, before: float) -> int:
+        """Drop rows of jobs that ended before `before` (epoch seconds)."""
+        with self._tx(durable=False) as conn:
+            cur = conn.execute(
+                "delete from jobs where state in ('done', 'failed', 'quarantined')"
+                " and updated < ?", (before,)
+            )
+            return cur.rowcount
+

@@ -1,0 +1,156 @@
+"""Intake: refusals without opening, size and type checks, and a claim that happens once."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from hotfolder.config import Config, Layout
+from hotfolder.intake import Intake
+from hotfolder.journal import Journal
+
+
+def jpeg(size: tuple[int, int] = (32, 24)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, (200, 40, 40)).save(out, "JPEG")
+    return out.getvalue()
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Layout:
+    layout = Config(root=tmp_path).layout
+    for folder in (layout.inbox, layout.failed, layout.state):
+        folder.mkdir(parents=True)
+    return layout
+
+
+@pytest.fixture
+def intake(layout: Layout) -> Intake:
+    cfg = Config(root=layout.root, limits={"max_file_mb": 0.01, "formats": ["jpeg", "png"]})
+    return Intake(layout, cfg.limits, Journal(layout.state / "journal.db"))
+
+
+def drop(layout: Layout, rel: str, data: bytes) -> Path:
+    path = layout.inbox / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def error_of(layout: Layout, rel: str) -> dict[str, str]:
+    report: dict[str, str] = json.loads((layout.failed / f"{rel}.error.json").read_text())
+    return report
+
+
+def test_a_good_file_is_claimed_into_the_work_folder(layout: Layout, intake: Intake) -> None:
+    data = jpeg()
+    path = drop(layout, "Engrave/photo.jpg", data)
+    job = intake.offer(path)
+    assert job is not None
+    assert (job.state, job.rel, job.kind, job.size) == ("queued", "Engrave/photo.jpg", "jpeg",
+                                                        len(data))
+    assert not path.exists()
+    assert intake.work_file(job) == layout.work / job.id / "Engrave" / "photo.jpg"
+    assert intake.work_file(job).read_bytes() == data
+
+
+def test_offering_a_file_again_or_concurrently_gives_one_job(layout: Layout,
+                                                            intake: Intake) -> None:
+    path = drop(layout, "photo.jpg", jpeg())
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(intake.offer(path)))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len([r for r in results if r is not None]) == 1
+    assert intake.offer(path) is None
+    assert intake.journal.counts() == {"queued": 1}
+    assert len(list(layout.work.iterdir())) == 1
+
+
+def test_a_symlink_is_moved_to_failed_and_its_target_left_alone(layout: Layout, intake: Intake,
+                                                                tmp_path: Path) -> None:
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(jpeg())
+    link = layout.inbox / "A" / "link.jpg"
+    link.parent.mkdir()
+    link.symlink_to(secret)
+    assert intake.offer(link) is None
+    moved = layout.failed / "A" / "link.jpg"
+    assert moved.is_symlink() and os.readlink(moved) == str(secret)
+    assert secret.read_bytes() == jpeg()
+    report = error_of(layout, "A/link.jpg")
+    assert report["message"] == "A/link.jpg: refused, it is a symbolic link"
+    assert report["stage"] == "intake"
+    assert intake.journal.counts() == {"failed": 1}
+
+
+def test_a_hardlink_is_refused(layout: Layout, intake: Intake, tmp_path: Path) -> None:
+    other = tmp_path / "other.jpg"
+    other.write_bytes(jpeg())
+    os.link(other, layout.inbox / "hard.jpg")
+    assert intake.offer(layout.inbox / "hard.jpg") is None
+    assert "has 2 hard links" in error_of(layout, "hard.jpg")["message"]
+    assert (layout.failed / "hard.jpg").exists()
+
+
+def test_a_fifo_is_refused_without_blocking(layout: Layout, intake: Intake) -> None:
+    fifo = layout.inbox / "pipe.jpg"
+    os.mkfifo(fifo)
+    assert intake.offer(fifo) is None  # opening it for reading would block forever
+    assert "FIFO" in error_of(layout, "pipe.jpg")["message"]
+    assert (layout.failed / "pipe.jpg").is_fifo()
+
+
+def test_a_socket_is_refused(layout: Layout, intake: Intake) -> None:
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(layout.inbox / "s.jpg"))
+        assert intake.offer(layout.inbox / "s.jpg") is None
+    finally:
+        server.close()
+    assert error_of(layout, "s.jpg")["message"] == "s.jpg: refused, it is a socket"
+
+
+def test_an_oversized_file_fails_with_the_limit_named(layout: Layout, intake: Intake) -> None:
+    path = drop(layout, "big.jpg", jpeg() + bytes(20000))
+    assert intake.offer(path) is None
+    message = error_of(layout, "big.jpg")["message"]
+    assert "more than the limit of 0.01 MB (limits.max_file_mb)" in message
+    assert (layout.failed / "big.jpg").stat().st_size > 20000
+
+
+def test_content_not_name_decides_the_type(layout: Layout, intake: Intake) -> None:
+    path = drop(layout, "Wood/notes.jpg", b"just some text, not a picture\n" * 10)
+    assert intake.offer(path) is None
+    assert (layout.failed / "Wood" / "notes.jpg").exists()
+    assert "not an image type" in error_of(layout, "Wood/notes.jpg")["message"]
+
+
+def test_an_allowed_type_outside_limits_formats_is_refused(layout: Layout,
+                                                           intake: Intake) -> None:
+    out = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(out, "GIF")
+    path = drop(layout, "a.gif", out.getvalue())
+    assert intake.offer(path) is None
+    assert "gif files are not accepted here" in error_of(layout, "a.gif")["message"]
+
+
+def test_adopt_finds_a_claim_the_journal_never_recorded(layout: Layout, intake: Intake) -> None:
+    orphan = layout.work / "0123456789ab" / "A" / "B" / "photo.jpg"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(jpeg())
+    (layout.work / "deadbeef0000").mkdir()
+    jobs = intake.adopt()
+    assert [(j.id, j.rel, j.state) for j in jobs] == [("0123456789ab", "A/B/photo.jpg", "queued")]
+    assert not (layout.work / "deadbeef0000").exists()
+    assert intake.adopt() == []
