@@ -1,0 +1,269 @@
+"""Local folders: results into outbox/, originals into failed/, quarantine/ or archive/.
+
+Every write is atomic: the bytes go to a temporary dot-name in the destination
+folder (`.hf-<random>.tmp`, which the watcher ignores and the cleanup removes),
+are fsynced, and are given their final name with `link` (never replaces anything)
+or `rename` (overwrite); then the folder is fsynced. Folders are opened one
+level at a time without following symlinks, so nothing is written outside
+the root, whatever links someone plants in it.
+
+Moving an original out of the work folder, in crash order:
+1. the report (NAME.error.json, NAME.scan.json) is written atomically where
+   the file will go, so the file is never anywhere without its reason;
+2. the file gets its new name (a hard link on the same filesystem; across
+   filesystems a fsynced copy under a temporary name, then linked);
+3. the work folder's name is removed.
+A crash after 1 leaves the original in the work folder and its job in the
+journal: the job runs again and rewrites the report. A crash after 2 leaves
+identical content at the destination: the repeated move recognises it and only
+removes the work folder's name. Moves into one folder hold a lock on it, so two
+workers never pick the same name.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from hotfolder.errors import HotfolderError, InputError, Unavailable
+from hotfolder.sinks import KeyedSink, key_parts, renamed
+
+if TYPE_CHECKING:
+    from hotfolder.scanner import Verdict
+
+TEMP_GLOB = ".hf-*.tmp"
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# Errors of the place, not of the file: the job waits and is retried.
+WAIT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+               errno.ELOOP, errno.ENOTDIR}
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+
+
+@contextmanager
+def place_errors(where: Path) -> Iterator[None]:
+    """OSError as a plain sentence: Unavailable for disk and permission problems."""
+    try:
+        yield
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            reason = "a folder on the way is a symlink or a file"
+        if exc.errno == errno.ENAMETOOLONG:
+            raise InputError(f"cannot write {where}: the name is too long",
+                             detail=str(exc), stage="deliver") from None
+        if exc.errno in WAIT_ERRNOS:
+            raise Unavailable(f"cannot write {where}: {reason.lower()}", detail=str(exc)) from None
+        raise
+
+
+@contextmanager
+def open_folder(root: Path, parts: Sequence[str], *, private: bool = False) -> Iterator[int]:
+    """A descriptor of root/parts, creating folders, never following a symlink below root."""
+    mode = PRIVATE_DIR if private else 0o777
+    root.mkdir(mode=mode, parents=True, exist_ok=True)
+    fd = os.open(root, DIR_FLAGS & ~os.O_NOFOLLOW)
+    try:
+        if private:
+            os.fchmod(fd, PRIVATE_DIR)
+        for part in parts:
+            try:
+                os.mkdir(part, mode, dir_fd=fd)
+                os.fsync(fd)
+            except FileExistsError:
+                pass
+            child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+            if private:
+                os.fchmod(fd, PRIVATE_DIR)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def write_temp(folder: int, source: bytes | Path, mode: int = 0o666) -> str:
+    """Write bytes (or a file's content) to a new temporary name in folder, fsynced."""
+    name = f".hf-{secrets.token_hex(8)}.tmp"
+    fd = os.open(name, NEW_FILE_FLAGS, mode, dir_fd=folder)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if isinstance(source, bytes):
+                out.write(source)
+            else:
+                with source.open("rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        os.unlink(name, dir_fd=folder)
+        raise
+    return name
+
+
+def digest_at(folder: int, name: str) -> str | None:
+    """SHA-256 of the file called name in folder; '' for a symlink or non-file, None if absent."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     dir_fd=folder)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return ""
+        raise
+    with os.fdopen(fd, "rb") as src:
+        if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+            return ""
+        return hashlib.file_digest(src, "sha256").hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's content."""
+    with path.open("rb") as src:
+        return hashlib.file_digest(src, "sha256").hexdigest()
+
+
+def link_new(folder: int, temp: str, name: str) -> bool:
+    """Give the temporary file its final name unless that name is taken; removes the temp name."""
+    try:
+        os.link(temp, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(temp, dir_fd=folder)
+    os.fsync(folder)
+    return True
+
+
+def replace(folder: int, source: bytes, name: str, mode: int = 0o666) -> None:
+    """Write source under name in folder atomically, replacing what is there."""
+    temp = write_temp(folder, source, mode)
+    os.rename(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
+    os.fsync(folder)
+
+
+class OutboxSink(KeyedSink):
+    """Results as files under a root folder (the outbox), written atomically."""
+
+    name = "outbox"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def location(self, key: PurePosixPath) -> str:
+        """The absolute path of the file."""
+        return str(self.root / key)
+
+    @contextmanager
+    def _folder(self, key: PurePosixPath) -> Iterator[int]:
+        with place_errors(self.root / key), open_folder(self.root, key.parts[:-1]) as fd:
+            yield fd
+
+    def _digest(self, key: PurePosixPath) -> str | None:
+        with self._folder(key) as fd:
+            return digest_at(fd, key.name)
+
+    def _create(self, key: PurePosixPath, data: bytes, media_type: str,
+                metadata: Mapping[str, str]) -> bool:
+        with self._folder(key) as fd:
+            return link_new(fd, write_temp(fd, data), key.name)
+
+    def _replace(self, key: PurePosixPath, data: bytes, media_type: str,
+                 metadata: Mapping[str, str]) -> None:
+        with self._folder(key) as fd:
+            replace(fd, data, key.name)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _report_bytes(report: Mapping[str, Any]) -> bytes:
+    return (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def move_original(work_file: Path, root: Path, rel: PurePosixPath,
+                  report: tuple[str, Mapping[str, Any]] | None = None, *,
+                  private: bool = False) -> Path:
+    """Move work_file to root/rel (renamed on conflict), its report (suffix, fields) first."""
+    parts = key_parts(rel)
+    target = root.joinpath(*parts)
+    file_mode = PRIVATE_FILE if private else 0o666
+    with place_errors(target), open_folder(root, parts[:-1], private=private) as fd:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if private:
+            os.chmod(work_file, PRIVATE_FILE)
+        digest = file_digest(work_file)
+        for candidate in renamed(PurePosixPath(parts[-1])):
+            existing = digest_at(fd, candidate.name)
+            if existing not in (None, digest):
+                continue
+            if report is not None:
+                suffix, fields = report
+                replace(fd, _report_bytes(fields), candidate.name + suffix, file_mode)
+            if existing is None:
+                _place(work_file, fd, candidate.name, file_mode)
+            work_file.unlink()
+            _fsync_dir(work_file.parent)
+            return target.with_name(candidate.name)
+    raise Unavailable(f"cannot move {work_file.name} to {target.parent}: too many names taken")
+
+
+def _place(source: Path, folder: int, name: str, mode: int) -> None:
+    """Give source a second name in folder (a fsynced copy when it is on another filesystem)."""
+    try:
+        os.link(source, name, dst_dir_fd=folder, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        if not link_new(folder, write_temp(folder, source, mode), name):
+            raise FileExistsError(errno.EEXIST, "the name was taken", name) from None
+    os.fsync(folder)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def to_failed(work_file: Path, failed_dir: Path, rel: PurePosixPath,
+              error: HotfolderError) -> Path:
+    """Move a problem job's original to failed/ with NAME.error.json (SPEC 4)."""
+    report = {"message": error.message, "stage": error.stage, "detail": error.detail,
+              "time": _now(), "original": str(rel)}
+    return move_original(work_file, failed_dir, rel, (".error.json", report))
+
+
+def to_quarantine(  # noqa: PLR0917 - the argument order of the module contract
+    work_file: Path, quarantine_dir: Path, rel: PurePosixPath, verdict: Verdict,
+    sha256: str, original: Path | str,
+) -> Path:
+    """Move an infected original to quarantine/ (folders 0700, files 0600) with NAME.scan.json."""
+    report = {"signature": verdict.signature, "scanner": verdict.scanner, "sha256": sha256,
+              "original": str(original), "time": _now()}
+    return move_original(work_file, quarantine_dir, rel, (".scan.json", report), private=True)
+
+
+def to_archive(work_file: Path, archive_dir: Path | None, rel: PurePosixPath) -> Path | None:
+    """Move a processed original to archive/, or delete it when archive_dir is None."""
+    if archive_dir is not None:
+        return move_original(work_file, archive_dir, rel)
+    with place_errors(work_file):
+        work_file.unlink(missing_ok=True)
+        _fsync_dir(work_file.parent)
+    return None
