@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest_plugins = ["clamd_server"]
+pytest_plugins = ["clamd_server", "moto_server", "redis_server"]
 
 MakeImage = Callable[..., bytes]
 

@@ -1,0 +1,90 @@
+"""A real S3 endpoint for the tests: moto's server over HTTP on its own port.
+
+`moto_server -H 127.0.0.1 -p PORT` speaks the S3 API; boto3 reaches it with
+`endpoint_url`. A stopped server comes back empty, so tests that stop it create
+their bucket again (`S3Endpoint.bucket()`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config as BotoConfig
+
+from server_process import ServerProcess, free_port
+
+REGION = "us-east-1"
+
+
+class S3Endpoint(ServerProcess):
+    """moto's S3 server; `client()` talks to it with test credentials."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(["moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
+                         log_dir / "moto.log", self.answers)
+
+    def answers(self) -> bool:
+        """True when the server answers HTTP."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1):
+                return True
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def reset(self) -> None:
+        """Forget every bucket and object."""
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+
+    def client(self) -> Any:
+        """A boto3 S3 client for this endpoint (credentials from the test environment)."""
+        return boto3.session.Session().client(
+            "s3", endpoint_url=self.url, region_name=REGION,
+            config=BotoConfig(s3={"addressing_style": "path"}),
+        )
+
+    def bucket(self, name: str = "hotfolder-results") -> str:
+        """Create `name` (again, after a restart) and return it."""
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    """A running moto server for the whole session."""
+    if shutil.which("moto_server") is None:
+        pytest.fail("moto_server is not installed: run `make setup` (pip moto[server])")
+    server = S3Endpoint(tmp_path_factory.mktemp("moto"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch,
+       tmp_path_factory: pytest.TempPathFactory) -> S3Endpoint:
+    """The moto server, emptied, with test credentials in the standard AWS environment."""
+    home = tmp_path_factory.mktemp("aws")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    s3_endpoint.start()
+    s3_endpoint.reset()
+    return s3_endpoint

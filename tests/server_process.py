@@ -1,0 +1,69 @@
+"""A server process for tests: started on demand, ready when a probe answers, stopped cleanly."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+START_SECONDS = 60.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """One server started from `argv`, its output in `log`, ready when `probe()` is true."""
+
+    def __init__(self, argv: list[str], log: Path, probe: Callable[[], bool]) -> None:
+        self.argv = argv
+        self.log = log
+        self.probe = probe
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        """Start the server (if it is not running) and wait until the probe answers."""
+        if self.running:
+            return
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_SECONDS
+        while not self.probe():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = self.log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{self.argv[0]} did not start:\n{tail}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the server and wait until it is gone."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    @contextmanager
+    def stopped(self) -> Iterator[None]:
+        """The server is stopped inside the block and running again after it."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()

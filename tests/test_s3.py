@@ -1,0 +1,220 @@
+"""The S3 sink against a real moto server over HTTP: objects, metadata, encryption, failures."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import PurePosixPath
+from typing import Any
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+from hotfolder.config import S3Config
+from hotfolder.errors import ConfigError, InputError, Unavailable
+from hotfolder.sinks.s3 import S3Sink, check_bucket, renamed
+from moto_server import S3Endpoint
+
+MIB = 1024 * 1024
+
+
+def config(s3: S3Endpoint, bucket: str, **settings: Any) -> S3Config:
+    return S3Config(bucket=bucket, endpoint_url=s3.url, region="us-east-1", **settings)
+
+
+def deliver(sink: S3Sink, key: str, data: bytes, on_conflict: str = "rename",
+            **metadata: str) -> str | None:
+    return sink.deliver(PurePosixPath(key), data, media_type="image/png",
+                        metadata=metadata, on_conflict=on_conflict)
+
+
+def keys(s3: S3Endpoint, bucket: str) -> list[str]:
+    listing = s3.client().list_objects_v2(Bucket=bucket)
+    return sorted(item["Key"] for item in listing.get("Contents", []))
+
+
+def body(s3: S3Endpoint, bucket: str, key: str) -> bytes:
+    return bytes(s3.client().get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def test_upload_under_prefix_with_type_metadata_and_encryption(s3: S3Endpoint) -> None:
+    bucket = s3.bucket()
+    sink = S3Sink(config(s3, bucket, prefix="/shop/results/", sse="AES256"))
+    data = b"\x89PNG result"
+
+    location = deliver(sink, "Engrave Wood/photo.png", data, recipe="Gravure bois été",
+                       source="A/photo.jpg")
+
+    key = "shop/results/Engrave Wood/photo.png"
+    assert location == f"s3://{bucket}/{key}"
+    assert keys(s3, bucket) == [key]
+    head = s3.client().head_object(Bucket=bucket, Key=key)
+    assert body(s3, bucket, key) == data
+    assert head["ContentType"] == "image/png"
+    assert head["ServerSideEncryption"] == "AES256"
+    assert head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert head["Metadata"]["source"] == "A/photo.jpg"
+    assert head["Metadata"]["recipe"] == "=?UTF-8?B?R3JhdnVyZSBib2lzIMOpdMOp?="
+
+
+def test_kms_encryption_names_the_key(s3: S3Endpoint) -> None:
+    bucket = s3.bucket()
+    sink = S3Sink(config(s3, bucket, sse="aws:kms", kms_key_id="alias/hotfolder"))
+
+    deliver(sink, "photo.png", b"data")
+
+    head = s3.client().head_object(Bucket=bucket, Key="photo.png")
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert head["SSEKMSKeyId"] == "alias/hotfolder"
+
+
+def test_large_result_goes_up_in_parts(s3: S3Endpoint) -> None:
+    bucket = s3.bucket()
+    sink = S3Sink(config(s3, bucket, multipart_threshold_mb=5, sse="AES256"))
+    data = os.urandom(11 * MIB)
+
+    location = deliver(sink, "big/scan.tiff", data, recipe="archive")
+
+    assert location == f"s3://{bucket}/big/scan.tiff"
+    head = s3.client().head_object(Bucket=bucket, Key="big/scan.tiff")
+    assert head["ETag"].strip('"').endswith("-3")  # three parts of 5, 5 and 1 MiB
+    assert head["Metadata"] == {"recipe": "archive", "sha256": hashlib.sha256(data).hexdigest()}
+    assert head["ServerSideEncryption"] == "AES256"
+    assert body(s3, bucket, "big/scan.tiff") == data
+    assert "Uploads" not in s3.client().list_multipart_uploads(Bucket=bucket)
+
+
+def test_connection_lost_mid_multipart_leaves_nothing_visible(s3: S3Endpoint) -> None:
+    bucket = s3.bucket()
+    sink = S3Sink(config(s3, bucket, multipart_threshold_mb=5))
+    sent: list[int] = []
+
+    def drop_second_part(params: dict[str, Any], **_: Any) -> None:
+        sent.append(params["PartNumber"])
+        if params["PartNumber"] == 2:
+            raise EndpointConnectionError(endpoint_url=s3.url)
+
+    sink.client.meta.events.register("provide-client-params.s3.UploadPart", drop_second_part)
+
+    with pytest.raises(Unavailable, match="cannot be reached"):
+        deliver(sink, "big.tiff", os.urandom(11 * MIB))
+
+    assert sent == [1, 2]
+    assert keys(s3, bucket) == []
+    assert "Uploads" not in s3.client().list_multipart_uploads(Bucket=bucket)
+
+
+def test_conflicts_rename_skip_overwrite_and_same_content(s3: S3Endpoint) -> None:
+    bucket = s3.bucket()
+    sink = S3Sink(config(s3, bucket))
+
+    first = deliver(sink, "A/photo.png", b"one")
+    again = deliver(sink, "A/photo.png", b"one")
+    second = deliver(sink, "A/photo.png", b"two")
+    skipped = deliver(sink, "A/photo.png", b"three", on_conflict="skip")
+    skipped_same = deliver(sink, "A/photo.png", b"one", on_conflict="skip")
+
+    assert first == again == skipped_same == f"s3://{bucket}/A/photo.png"
+    assert second == f"s3://{bucket}/A/photo-1.png"
+    assert skipped is None
+    assert keys(s3, bucket) == ["A/photo-1.png", "A/photo.png"]
+    assert body(s3, bucket, "A/photo.png") == b"one"
+
+    assert deliver(sink, "A/photo.png", b"four", on_conflict="overwrite") == first
+    assert body(s3, bucket, "A/photo.png") == b"four"
+    assert deliver(sink, "A/photo.png", b"two") == second  # found again under its renamed key
+
+
+@pytest.mark.parametrize("name", [
+    "../outside.png", "A/../../outside.png", "/etc/passwd", "A\\..\\..\\outside.png",
+    "..", "A/./../b.png", "new\nline.png", "nul\x00.png",
+])
+def test_hostile_names_never_leave_the_prefix(s3: S3Endpoint, name: str) -> None:
+    bucket = s3.bucket()
+    sink = S3Sink(config(s3, bucket, prefix="results"))
+
+    with pytest.raises(InputError, match="cannot be stored in the bucket"):
+        sink.deliver(PurePosixPath(name), b"x", media_type="image/png", metadata={},
+                     on_conflict="overwrite")
+
+    assert keys(s3, bucket) == []
+
+
+def test_odd_but_harmless_names_stay_inside_the_prefix(s3: S3Endpoint) -> None:
+    bucket = s3.bucket()
+    sink = S3Sink(config(s3, bucket, prefix="results"))
+
+    location = deliver(sink, "Engrave Wood/..photo ~ 1 (été).png", b"x")
+
+    assert location == f"s3://{bucket}/results/Engrave Wood/..photo ~ 1 (été).png"
+    assert keys(s3, bucket) == ["results/Engrave Wood/..photo ~ 1 (été).png"]
+
+
+@pytest.mark.parametrize("prefix", ["../up", "a/../../b", "a\\b"])
+def test_unsafe_prefix_is_a_configuration_error(s3: S3Endpoint, prefix: str) -> None:
+    with pytest.raises(ConfigError, match=r"output\.s3\.prefix"):
+        S3Sink(config(s3, "hotfolder-results", prefix=prefix))
+
+
+def test_endpoint_down_is_unavailable_then_delivery_works_when_back(s3: S3Endpoint) -> None:
+    cfg = config(s3, s3.bucket())
+    sink = S3Sink(cfg)
+
+    with s3.stopped():
+        with pytest.raises(Unavailable) as down:
+            deliver(sink, "A/photo.png", b"result")
+        assert down.value.message == (
+            f"cannot store A/photo.png in S3: S3 endpoint {s3.url} cannot be reached")
+        assert check_bucket(cfg) == f"S3 endpoint {s3.url} cannot be reached"
+
+    s3.bucket()  # a restarted moto server is empty
+    assert deliver(sink, "A/photo.png", b"result") == "s3://hotfolder-results/A/photo.png"
+    assert body(s3, "hotfolder-results", "A/photo.png") == b"result"
+
+
+def test_bucket_that_refuses_writes(s3: S3Endpoint) -> None:
+    bucket = s3.bucket()
+    deny = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*"}]}
+    s3.client().put_bucket_policy(Bucket=bucket, Policy=json.dumps(deny))
+    cfg = config(s3, bucket)
+
+    with pytest.raises(Unavailable, match=f"access denied to S3 bucket '{bucket}'"):
+        deliver(S3Sink(cfg), "photo.png", b"result")
+
+    assert check_bucket(cfg) == (
+        f"access denied to S3 bucket '{bucket}': check the bucket policy and the "
+        "permissions of the AWS credentials")
+    assert keys(s3, bucket) == []
+
+
+def test_missing_bucket(s3: S3Endpoint) -> None:
+    cfg = config(s3, "no-such-bucket")
+
+    with pytest.raises(Unavailable, match="bucket 'no-such-bucket' does not exist"):
+        deliver(S3Sink(cfg), "photo.png", b"result")
+    assert check_bucket(cfg) == f"S3 bucket 'no-such-bucket' does not exist at {s3.url}"
+
+
+def test_check_bucket(s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = s3.bucket()
+    cfg = config(s3, bucket, prefix="results")
+
+    assert check_bucket(cfg) is None
+    assert keys(s3, bucket) == []  # the probe object is removed again
+
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    assert check_bucket(cfg) == (
+        "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+        "AWS_PROFILE or an instance role")
+    assert check_bucket(config(s3, bucket, prefix="../x")) is not None
+
+
+def test_renamed_candidates() -> None:
+    names = renamed("A/B/photo.png")
+    assert [next(names) for _ in range(3)] == ["A/B/photo.png", "A/B/photo-1.png",
+                                               "A/B/photo-2.png"]
+    assert list(renamed("README"))[:2] == ["README", "README-1"]
