@@ -27,10 +27,10 @@ from botocore.exceptions import (
 
 from hotfolder.config import S3Config
 from hotfolder.errors import ConfigError, InputError, Unavailable
+from hotfolder.sinks import KeyedSink, key_parts
 
 MIB = 1024 * 1024
 MAX_KEY_BYTES = 1024
-MAX_RENAMES = 1000
 PROBE_NAME = ".hotfolder-check"
 THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
              "TooManyRequests", "RequestTimeout", "ServiceUnavailable", "InternalError"}
@@ -40,52 +40,18 @@ BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"
                    "InvalidToken", "TokenRefreshRequired"}
 
 
-def key_parts(text: str, what: str) -> list[str]:
-    """The components of a relative object path; raises ValueError when it could escape."""
-    if "\\" in text:
-        raise ValueError(f"{what} {text!r} contains a backslash")
-    if text.startswith("/"):
-        raise ValueError(f"{what} {text!r} is absolute")
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        raise ValueError(f"{what} {text!r} contains a control character")
-    parts = text.split("/")
-    for part in parts:
-        if part in ("", ".", ".."):
-            raise ValueError(f"{what} {text!r} has an empty, '.' or '..' component")
-    return parts
-
-
 def prefix_parts(prefix: str) -> list[str]:
     """The configured prefix as components (surrounding slashes allowed); ConfigError if unsafe."""
     stripped = prefix.strip("/")
     if not stripped:
         return []
     try:
-        return key_parts(stripped, "output.s3.prefix")
-    except ValueError as exc:
-        raise ConfigError(f"{exc}; use a plain path such as results/engraving") from None
-
-
-def object_key(prefix: str, key: PurePosixPath | str) -> str:
-    """The object key for a relative result path, always inside the prefix."""
-    try:
-        parts = key_parts(str(key), "the name")
-    except ValueError as exc:
-        raise InputError(f"{exc}, so it cannot be stored in the bucket", stage="deliver") from None
-    full = "/".join([*prefix_parts(prefix), *parts])
-    if len(full.encode()) > MAX_KEY_BYTES:
-        raise InputError(f"the name {str(key)!r} is too long for an S3 key", stage="deliver")
-    return full
-
-
-def renamed(key: str) -> Iterator[str]:
-    """`key`, then `stem-1.ext`, `stem-2.ext`, ... in the same folder."""
-    folder, _, name = key.rpartition("/")
-    path = PurePosixPath(name)
-    yield key
-    for n in range(1, MAX_RENAMES):
-        candidate = f"{path.stem}-{n}{path.suffix}"
-        yield f"{folder}/{candidate}" if folder else candidate
+        return key_parts(stripped)
+    except InputError as exc:
+        raise ConfigError(
+            f"output.s3.prefix {stripped!r} is not a plain path such as results/engraving",
+            detail=exc.message,
+        ) from None
 
 
 def header_value(value: str) -> str:
@@ -142,45 +108,80 @@ def make_client(cfg: S3Config) -> Any:
     )
 
 
-class S3Sink:
-    """Stores results as objects under `bucket/prefix/` (Sink protocol)."""
+class S3Sink(KeyedSink):
+    """Stores results as objects under `bucket/prefix/` (Sink protocol, shared conflict rules)."""
 
     name = "s3"
 
     def __init__(self, cfg: S3Config, client: Any = None) -> None:
-        prefix_parts(cfg.prefix)
+        self.prefix = prefix_parts(cfg.prefix)
         self.cfg = cfg
         self.client = client if client is not None else make_client(cfg)
         self.part_size = max(int(cfg.multipart_threshold_mb * MIB), 5 * MIB)
 
-    def location(self, key: str) -> str:
-        """The URL shown in sidecars and logs."""
-        return f"s3://{self.cfg.bucket}/{key}"
+    def object_key(self, key: PurePosixPath) -> str:
+        """The object key of a result path: always inside the prefix."""
+        full = "/".join([*self.prefix, *key_parts(key)])
+        if len(full.encode()) > MAX_KEY_BYTES:
+            raise InputError(f"the output name {str(key)!r} is too long for an S3 key",
+                             stage="deliver")
+        return full
 
-    def deliver(self, key: PurePosixPath, data: bytes, *, media_type: str,
-                metadata: Mapping[str, str], on_conflict: str) -> str | None:
-        """Upload `data` at prefix/key; identical content already there counts as delivered."""
-        target = object_key(self.cfg.prefix, key)
-        digest = hashlib.sha256(data).hexdigest()
-        extra = self._extra_args(media_type, {**metadata, "sha256": digest})
+    def location(self, key: PurePosixPath) -> str:
+        """`s3://bucket/prefix/A/photo.png`."""
+        return f"s3://{self.cfg.bucket}/{self.object_key(key)}"
+
+    @contextlib.contextmanager
+    def _errors(self, key: PurePosixPath) -> Iterator[None]:
+        """botocore's errors as Unavailable with a plain reason: the job waits and retries."""
         try:
-            if on_conflict == "overwrite":
-                if not self._holds(target, digest):
-                    self._upload(target, data, extra, exclusive=False)
-                return self.location(target)
-            candidates = renamed(target) if on_conflict == "rename" else iter([target])
-            for candidate in candidates:
-                if self._upload(candidate, data, extra, exclusive=True) or self._holds(
-                    candidate, digest
-                ):
-                    return self.location(candidate)
+            yield
         except (BotoCoreError, ClientError) as exc:
             raise Unavailable(
-                f"cannot store {target} in S3: {explain(exc, self.cfg)}", detail=str(exc)
+                f"cannot store {self.object_key(key)} in S3: {explain(exc, self.cfg)}",
+                detail=str(exc),
             ) from None
-        if on_conflict == "skip":
-            return None
-        raise Unavailable(f"cannot store {target} in S3: {MAX_RENAMES} names are taken")
+
+    def _digest(self, key: PurePosixPath) -> str | None:
+        with self._errors(key):
+            try:
+                head = self.client.head_object(Bucket=self.cfg.bucket, Key=self.object_key(key))
+            except ClientError as exc:
+                # 403 is what S3 answers for a missing key without s3:ListBucket; then the
+                # conditional write of _create finds out whether the name is taken.
+                if _status(exc)[1] in (403, 404):
+                    return None
+                raise
+        return str(head.get("Metadata", {}).get("sha256", ""))
+
+    def _create(self, key: PurePosixPath, data: bytes, media_type: str,
+                metadata: Mapping[str, str]) -> bool:
+        return self._put(key, data, media_type, metadata, exclusive=True)
+
+    def _replace(self, key: PurePosixPath, data: bytes, media_type: str,
+                 metadata: Mapping[str, str]) -> None:
+        self._put(key, data, media_type, metadata, exclusive=False)
+
+    def _put(self, key: PurePosixPath, data: bytes, media_type: str,
+             metadata: Mapping[str, str], *, exclusive: bool) -> bool:
+        """Write the object; False when `exclusive` and the name is taken (If-None-Match)."""
+        target = self.object_key(key)
+        extra = self._extra_args(media_type, {**metadata,
+                                              "sha256": hashlib.sha256(data).hexdigest()})
+        condition = {"IfNoneMatch": "*"} if exclusive else {}
+        with self._errors(key):
+            try:
+                if len(data) <= self.part_size:
+                    self.client.put_object(
+                        Bucket=self.cfg.bucket, Key=target, Body=data, **extra, **condition
+                    )
+                else:
+                    self._multipart(target, data, extra, condition)
+            except ClientError as exc:
+                if exclusive and _status(exc)[0] in TAKEN:
+                    return False
+                raise
+        return True
 
     def _extra_args(self, media_type: str, metadata: Mapping[str, str]) -> dict[str, Any]:
         extra: dict[str, Any] = {
@@ -192,33 +193,6 @@ class S3Sink:
         if self.cfg.sse == "aws:kms" and self.cfg.kms_key_id:
             extra["SSEKMSKeyId"] = self.cfg.kms_key_id
         return extra
-
-    def _holds(self, key: str, digest: str) -> bool:
-        """Whether the object at `key` exists with this content (by its sha256 metadata)."""
-        try:
-            head = self.client.head_object(Bucket=self.cfg.bucket, Key=key)
-        except ClientError as exc:
-            # 403 is what S3 answers for a missing key without s3:ListBucket.
-            if _status(exc)[1] in (403, 404):
-                return False
-            raise
-        return bool(head.get("Metadata", {}).get("sha256") == digest)
-
-    def _upload(self, key: str, data: bytes, extra: dict[str, Any], *, exclusive: bool) -> bool:
-        """Write the object; False when `exclusive` and the name is taken."""
-        condition = {"IfNoneMatch": "*"} if exclusive else {}
-        try:
-            if len(data) <= self.part_size:
-                self.client.put_object(
-                    Bucket=self.cfg.bucket, Key=key, Body=data, **extra, **condition
-                )
-            else:
-                self._multipart(key, data, extra, condition)
-        except ClientError as exc:
-            if exclusive and _status(exc)[0] in TAKEN:
-                return False
-            raise
-        return True
 
     def _multipart(self, key: str, data: bytes, extra: dict[str, Any],
                    condition: dict[str, str]) -> None:
@@ -247,13 +221,13 @@ class S3Sink:
 
     def probe(self) -> None:
         """Check that the bucket exists and takes writes: put and remove an empty object."""
-        prefix = "/".join(prefix_parts(self.cfg.prefix))
-        probe = f"{prefix}/{PROBE_NAME}" if prefix else PROBE_NAME
+        probe = PurePosixPath(PROBE_NAME)
         self.client.head_bucket(Bucket=self.cfg.bucket)
-        self._upload(probe, b"", self._extra_args("text/plain", {}), exclusive=False)
+        self.client.put_object(Bucket=self.cfg.bucket, Key=self.object_key(probe), Body=b"",
+                               **self._extra_args("text/plain", {}))
         # Writing works; a policy that forbids deleting leaves the empty probe object.
         with contextlib.suppress(ClientError):
-            self.client.delete_object(Bucket=self.cfg.bucket, Key=probe)
+            self.client.delete_object(Bucket=self.cfg.bucket, Key=self.object_key(probe))
 
 
 def check_bucket(cfg: S3Config, client: Any = None) -> str | None:
