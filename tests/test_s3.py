@@ -126,17 +126,20 @@ def test_conflicts_rename_skip_overwrite_and_same_content(s3: S3Endpoint) -> Non
     assert deliver(sink, "A/photo.png", b"two") == second  # found again under its renamed key
 
 
-@pytest.mark.parametrize("name", [
+HOSTILE_NAMES = [
     "../outside.png", "A/../../outside.png", "/etc/passwd", "A\\..\\..\\outside.png",
     "..", "A/./../b.png", "new\nline.png", "nul\x00.png", "x" * 1100 + ".png",
-])
-def test_hostile_names_never_leave_the_prefix(s3: S3Endpoint, name: str) -> None:
+]
+
+
+def test_hostile_names_never_leave_the_prefix(s3: S3Endpoint) -> None:
     bucket = s3.bucket()
     sink = S3Sink(config(s3, bucket, prefix="results"))
 
-    with pytest.raises(InputError, match="the output name"):
-        sink.deliver(PurePosixPath(name), b"x", media_type="image/png", metadata={},
-                     on_conflict="overwrite")
+    for name in HOSTILE_NAMES:
+        with pytest.raises(InputError, match="the output name"):
+            sink.deliver(PurePosixPath(name), b"x", media_type="image/png", metadata={},
+                         on_conflict="overwrite")
 
     assert keys(s3, bucket) == []
 
