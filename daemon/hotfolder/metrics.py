@@ -1,0 +1,230 @@
+"""Every Prometheus metric of SPEC 9, declared once, and the HTTP server for /metrics and probes.
+
+Jobs run in worker processes, so the metrics are split by what they describe:
+
+- Events (counters and the stage histogram: `files_detected_total`,
+  `jobs_total`, `stage_seconds`, `bytes_total`) are counted in whichever
+  process sees them. With `Metrics(directory=state/metrics)` they use
+  prometheus_client's multiprocess mode: each process writes its own
+  memory-mapped file there, forked workers switch to a file of their own, and
+  a scrape sums all files, so counts of a worker that was killed are kept.
+  The service clears the folder once at start-up (`clear_directory`), so
+  counters restart from zero as Prometheus expects after a restart.
+- The present state (`queue_depth`, `jobs_in_progress`, `waiting_jobs`,
+  `scanner_up`, `watcher_last_scan_timestamp_seconds`) is computed at scrape
+  time in the serving process by the callback given to `Metrics.follow`, from
+  the queue, the journal and the watcher. A gauge kept by a worker would stay
+  wrong after that worker is killed mid-job; a callback cannot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import socket
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, values
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from hotfolder import __version__
+
+PREFIX = "hotfolder_"
+OUTCOMES = ("done", "failed", "quarantined")
+STAGES = ("scan", "decode", "process", "encode", "deliver")
+DIRECTIONS = ("in", "out")
+STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                 120.0, 300.0)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# How often the server thread checks for shutdown.
+POLL_SECONDS = 0.05
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class State:
+    """What the gauges show at one scrape."""
+
+    queue_depth: int
+    jobs_in_progress: int
+    waiting_jobs: Mapping[str, int] = field(default_factory=dict)
+    scanner_up: bool = False
+    watcher_last_scan: float = 0.0
+
+
+def clear_directory(directory: Path) -> None:
+    """Remove the metric files of earlier runs; call once, before any worker starts."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in directory.glob("*.db"):
+        path.unlink()
+
+
+def _use_directory(directory: Path) -> None:
+    """Switch this process (and the processes it starts) to files in directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ[MULTIPROC_ENV] = str(directory)
+    # prometheus_client picks its value class when first imported; pick again now.
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
+
+class _StateCollector(Collector):
+    """The gauges, from the followed callback, plus build_info."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], State] | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        info = GaugeMetricFamily(PREFIX + "build_info", "Version of hotfolder and of Python",
+                                 labels=["version", "python"])
+        info.add_metric([__version__, platform.python_version()], 1)
+        yield info
+        if self.source is None:
+            return
+        state = self.source()
+        yield GaugeMetricFamily(PREFIX + "queue_depth", "Jobs queued and not yet started",
+                                value=state.queue_depth)
+        yield GaugeMetricFamily(PREFIX + "jobs_in_progress", "Jobs being worked on now",
+                                value=state.jobs_in_progress)
+        waiting = GaugeMetricFamily(PREFIX + "waiting_jobs",
+                                    "Jobs waiting for something outside the file",
+                                    labels=["reason"])
+        for reason, count in sorted(state.waiting_jobs.items()):
+            waiting.add_metric([reason], count)
+        yield waiting
+        yield GaugeMetricFamily(PREFIX + "scanner_up", "1 when the virus scanner answers",
+                                value=int(state.scanner_up))
+        yield GaugeMetricFamily(PREFIX + "watcher_last_scan_timestamp_seconds",
+                                "Unix time of the watcher's last full scan of the inbox",
+                                value=state.watcher_last_scan)
+
+
+class Metrics:
+    """The metrics of one service; `registry` is what /metrics serves."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *,
+                 directory: Path | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        own: CollectorRegistry | None = self.registry
+        if directory is not None:
+            _use_directory(directory)
+            MultiProcessCollector(self.registry, str(directory))  # type: ignore[no-untyped-call]
+            own = None  # values are read back from the files
+        self.files_detected = Counter(
+            PREFIX + "files_detected", "Files the watcher offered to intake", registry=own)
+        self.jobs = Counter(
+            PREFIX + "jobs", "Jobs finished, by recipe and outcome (done, failed, quarantined)",
+            ["recipe", "outcome"], registry=own)
+        self.stage_seconds = Histogram(
+            PREFIX + "stage_seconds", "Time spent per job in each stage",
+            ["stage"], buckets=STAGE_BUCKETS, registry=own)
+        self.bytes = Counter(
+            PREFIX + "bytes", "Bytes read from inputs (in) and written as results (out)",
+            ["direction"], registry=own)
+        self._state = _StateCollector()
+        self.registry.register(self._state)
+
+    def follow(self, source: Callable[[], State]) -> None:
+        """Compute the gauges from source at every scrape."""
+        self._state.source = source
+
+    def record_job(self, recipe: str, outcome: str, *, timings: Mapping[str, float],
+                   bytes_in: int = 0, bytes_out: int = 0) -> None:
+        """Count one finished job with its stage timings (seconds) and sizes."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
+        unknown = set(timings) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown stages {sorted(unknown)}; stages are {', '.join(STAGES)}")
+        self.jobs.labels(recipe=recipe, outcome=outcome).inc()
+        for stage, seconds in timings.items():
+            self.stage_seconds.labels(stage=stage).observe(seconds)
+        if bytes_in:
+            self.bytes.labels(direction="in").inc(bytes_in)
+        if bytes_out:
+            self.bytes.labels(direction="out").inc(bytes_out)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`127.0.0.1:9464` or `[::1]:9464` -> (host, port)."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: MetricsServer
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            self._reply(HTTPStatus.OK, encoder(self.server.registry), content_type)
+        elif path == "/healthz":
+            self._reply(HTTPStatus.OK, b"ok\n")
+        elif path == "/readyz":
+            if self.server.ready():
+                self._reply(HTTPStatus.OK, b"ready\n")
+            else:
+                self._reply(HTTPStatus.SERVICE_UNAVAILABLE, b"not ready\n")
+        else:
+            self._reply(HTTPStatus.NOT_FOUND, b"not found: try /metrics, /healthz or /readyz\n")
+
+    def _reply(self, status: HTTPStatus, body: bytes,
+               content_type: str = "text/plain; charset=utf-8") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("metrics http: " + format, *args)
+
+
+class MetricsServer(ThreadingHTTPServer):
+    """/metrics, /healthz and /readyz, served from a background thread."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], registry: CollectorRegistry,
+                 ready: Callable[[], bool]) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+        self.registry = registry
+        self.ready = ready
+        self._thread = threading.Thread(target=self.serve_forever, args=(POLL_SECONDS,),
+                                        name="metrics-http", daemon=True)
+
+    @property
+    def url(self) -> str:
+        """The base URL, with the port actually bound."""
+        host, port = str(self.server_address[0]), self.server_address[1]
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def start(self) -> None:
+        """Serve in the background."""
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self.shutdown()
+        self.server_close()
+        self._thread.join()
+
+
+def serve(listen: str, registry: CollectorRegistry, ready: Callable[[], bool]) -> MetricsServer:
+    """Serve /metrics, /healthz (200 while alive) and /readyz (200 when ready() else 503)."""
+    server = MetricsServer(parse_listen(listen), registry, ready)
+    server.start()
+    return server

@@ -1,0 +1,189 @@
+"""Metrics: the SPEC 9 names, counts from worker processes, and the HTTP endpoints."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from hotfolder import __version__
+from hotfolder.metrics import Metrics, MetricsServer, State, serve
+
+SPEC_NAMES = {
+    "hotfolder_files_detected", "hotfolder_jobs", "hotfolder_stage_seconds",
+    "hotfolder_queue_depth", "hotfolder_jobs_in_progress", "hotfolder_waiting_jobs",
+    "hotfolder_scanner_up",
+    "hotfolder_watcher_last_scan_timestamp_seconds", "hotfolder_bytes", "hotfolder_build_info",
+}
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Samples of an exposition fetched over HTTP, by name and sorted labels."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics(CollectorRegistry())
+
+
+def test_every_spec_metric_is_exposed(metrics: Metrics) -> None:
+    metrics.follow(lambda: State(queue_depth=0, jobs_in_progress=0))
+    names = {family.name for family in metrics.registry.collect()}
+    assert names == SPEC_NAMES
+
+
+def test_record_job_counts_outcome_stages_and_bytes(metrics: Metrics) -> None:
+    value = metrics.registry.get_sample_value
+    metrics.record_job("engrave-wood", "done", timings={"scan": 0.02, "decode": 0.04,
+                                                        "process": 0.3, "encode": 0.2,
+                                                        "deliver": 0.01},
+                       bytes_in=1000, bytes_out=400)
+    metrics.record_job("engrave-wood", "failed", timings={"decode": 0.001}, bytes_in=10)
+    assert value("hotfolder_jobs_total", {"recipe": "engrave-wood", "outcome": "done"}) == 1
+    assert value("hotfolder_jobs_total", {"recipe": "engrave-wood", "outcome": "failed"}) == 1
+    assert value("hotfolder_stage_seconds_count", {"stage": "decode"}) == 2
+    assert value("hotfolder_stage_seconds_sum", {"stage": "process"}) == pytest.approx(0.3)
+    assert value("hotfolder_stage_seconds_bucket", {"stage": "process", "le": "0.25"}) == 0
+    assert value("hotfolder_stage_seconds_bucket", {"stage": "process", "le": "0.5"}) == 1
+    assert value("hotfolder_bytes_total", {"direction": "in"}) == 1010
+    assert value("hotfolder_bytes_total", {"direction": "out"}) == 400
+
+
+def test_record_job_refuses_unknown_labels(metrics: Metrics) -> None:
+    with pytest.raises(ValueError, match="outcome must be one of done, failed, quarantined"):
+        metrics.record_job("r", "finished", timings={})
+    with pytest.raises(ValueError, match=r"unknown stages \['resize'\]"):
+        metrics.record_job("r", "done", timings={"resize": 1.0})
+    assert metrics.registry.get_sample_value("hotfolder_jobs_total",
+                                             {"recipe": "r", "outcome": "done"}) is None
+
+
+def test_gauges_follow_the_state_at_each_scrape(metrics: Metrics) -> None:
+    value = metrics.registry.get_sample_value
+    assert value("hotfolder_queue_depth") is None
+    state = State(queue_depth=7, jobs_in_progress=2, waiting_jobs={"scanner": 3},
+                  scanner_up=False, watcher_last_scan=1_700_000_000.5)
+    metrics.follow(lambda: state)
+    assert value("hotfolder_queue_depth") == 7
+    assert value("hotfolder_jobs_in_progress") == 2
+    assert value("hotfolder_waiting_jobs", {"reason": "scanner"}) == 3
+    assert value("hotfolder_scanner_up") == 0
+    assert value("hotfolder_watcher_last_scan_timestamp_seconds") == 1_700_000_000.5
+    state = State(queue_depth=0, jobs_in_progress=0, scanner_up=True)
+    assert value("hotfolder_queue_depth") == 0
+    assert value("hotfolder_waiting_jobs", {"reason": "scanner"}) is None
+    assert value("hotfolder_scanner_up") == 1
+
+
+def test_build_info_names_the_version(metrics: Metrics) -> None:
+    assert metrics.registry.get_sample_value(
+        "hotfolder_build_info", {"version": __version__, "python": sys.version.split()[0]}) == 1
+
+
+@pytest.fixture
+def server(metrics: Metrics) -> Iterator[tuple[MetricsServer, list[bool]]]:
+    ready = [False]
+    running = serve("127.0.0.1:0", metrics.registry, lambda: ready[0])
+    try:
+        yield running, ready
+    finally:
+        running.close()
+
+
+def test_http_endpoints(metrics: Metrics, server: tuple[MetricsServer, list[bool]]) -> None:
+    running, ready = server
+    metrics.files_detected.inc(3)
+    assert running.url.startswith("http://127.0.0.1:")
+    assert scrape(running.url)[("hotfolder_files_detected_total", ())] == 3
+    assert status(running.url + "/healthz") == 200
+    assert status(running.url + "/readyz") == 503
+    ready[0] = True
+    assert status(running.url + "/readyz") == 200
+    assert status(running.url + "/nothing") == 404
+
+
+def test_closed_server_releases_its_port(metrics: Metrics) -> None:
+    running = serve("127.0.0.1:0", metrics.registry, lambda: True)
+    url = running.url
+    running.close()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url + "/healthz", timeout=5)
+    again = serve(url.removeprefix("http://"), metrics.registry, lambda: True)
+    again.close()
+
+
+WORKERS = textwrap.dedent("""
+    import multiprocessing, os, signal, sys
+    from pathlib import Path
+    from hotfolder.metrics import Metrics, State, clear_directory, serve
+
+    directory = Path(sys.argv[1])
+    clear_directory(directory)
+    metrics = Metrics(directory=directory)
+    metrics.files_detected.inc(4)
+
+    def work(n):
+        metrics.record_job("wood", "done", timings={"process": 0.1 * n}, bytes_in=100)
+        if n == 3:
+            os.kill(os.getpid(), signal.SIGKILL)  # a worker killed after counting
+
+    if __name__ == "__main__":
+        workers = [multiprocessing.get_context("fork").Process(target=work, args=(n,))
+                   for n in (1, 2, 3)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        metrics.record_job("wood", "failed", timings={"decode": 0.01})
+        metrics.follow(lambda: State(queue_depth=5, jobs_in_progress=1, scanner_up=True))
+        server = serve("127.0.0.1:0", metrics.registry, lambda: True)
+        print(server.url, [w.exitcode for w in workers], flush=True)
+        sys.stdin.read()
+        server.close()
+""")
+
+
+def test_counts_from_worker_processes_reach_metrics(tmp_path: Path) -> None:
+    directory = tmp_path / "state/metrics"
+    directory.mkdir(parents=True)
+    (directory / "counter_99999.db").write_bytes(b"left by an earlier run")
+    script = tmp_path / "workers.py"
+    script.write_text(WORKERS)
+    main = subprocess.Popen([sys.executable, str(script), str(directory)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert main.stdout is not None
+        url, exitcodes = main.stdout.readline().split(" ", 1)
+        assert exitcodes.strip() == "[0, 0, -9]"
+        samples = scrape(url)
+    finally:
+        main.communicate("", timeout=30)
+    assert main.returncode == 0
+    assert samples[("hotfolder_jobs_total", (("outcome", "done"), ("recipe", "wood")))] == 3
+    assert samples[("hotfolder_jobs_total", (("outcome", "failed"), ("recipe", "wood")))] == 1
+    assert samples[("hotfolder_stage_seconds_count", (("stage", "process"),))] == 3
+    assert samples[("hotfolder_stage_seconds_sum", (("stage", "process"),))] == pytest.approx(0.6)
+    assert samples[("hotfolder_bytes_total", (("direction", "in"),))] == 300
+    assert samples[("hotfolder_files_detected_total", ())] == 4
+    assert samples[("hotfolder_queue_depth", ())] == 5
+    assert samples[("hotfolder_scanner_up", ())] == 1
