@@ -89,7 +89,7 @@ def grey_levels(image: Image.Image) -> Grey:
 
 def one_bit(white: Mask) -> Image.Image:
     """A true 1-bit image (mode "1") from a mask of white pixels."""
-    return Image.fromarray(np.ascontiguousarray(white), "1")
+    return Image.fromarray(np.ascontiguousarray(white))
 
 
 # Error diffusion --------------------------------------------------------------
@@ -191,8 +191,8 @@ def halftone(grey: Grey, cell: float, angle: float) -> Mask:
     y = (np.arange(height, dtype=np.float32) + 0.5)[:, None]
     x = (np.arange(width, dtype=np.float32) + 0.5)[None, :]
     cos, sin = np.float32(math.cos(theta)), np.float32(math.sin(theta))
-    spot = np.cos(freq * (x * cos + y * sin))
-    spot += np.cos(freq * (y * cos - x * sin))
+    spot = -np.cos(freq * (x * cos + y * sin))  # peaks (dot centres) in the middle of cells
+    spot -= np.cos(freq * (y * cos - x * sin))
     ranks = _spot_ranks()
     index = ((spot + 2) * ((len(ranks) - 1) / 4)).round().astype(np.int32)
     # The darkest share (1 - grey/255) of each cell, around its centre, is black.

@@ -1,0 +1,123 @@
+"""Speed of the engraving operations on a 24-megapixel grey photo, and numba's costs.
+
+Run by hand: `python bench/bench_engrave.py [--megapixels 24]`. Prints one line per
+method with its time and the ratio to its target (error diffusion 1.5 s, Bayer and
+threshold 0.3 s), Pillow's built-in Floyd-Steinberg for comparison, and what numba
+costs: its install size, its import time and the first call with and without a
+warm on-disk cache (each measured in a fresh process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from hotfolder.ops import engrave
+
+TARGETS = {"diffusion": 1.5, "ordered": 0.3, "threshold": 0.3}
+FIRST_CALL = """
+import time
+t0 = time.perf_counter()
+import numpy as np
+from hotfolder.ops import engrave
+t1 = time.perf_counter()
+engrave.error_diffusion(np.full((8, 8), 128, np.uint8), "jarvis")
+t2 = time.perf_counter()
+print(f"{t1 - t0:.3f} {t2 - t1:.3f}")
+"""
+
+
+def photo(width: int, height: int) -> np.ndarray:
+    """Grey levels like a photograph: smooth shading, edges and grain."""
+    rng = np.random.default_rng(1)
+    y = np.linspace(0, 1, height, dtype=np.float32)[:, None]
+    x = np.linspace(0, 1, width, dtype=np.float32)[None, :]
+    grey = 128 + 90 * np.sin(7 * x + 2) * np.cos(5 * y) + 30 * (x + y > 1)
+    grey = grey + rng.normal(0, 10, (height, width)).astype(np.float32)
+    return np.clip(grey, 0, 255).astype(np.uint8)
+
+
+def timed(func: Callable[[], object], repeat: int = 3) -> float:
+    """The best of `repeat` runs, in seconds."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def folder_mb(module: str) -> float:
+    """Size on disk of an installed package's folder, in MB."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None
+    root = Path(spec.origin).parent
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 2**20
+
+
+def first_call(cache_dir: str) -> tuple[float, float]:
+    """(import seconds, first Jarvis call seconds) in a fresh process using `cache_dir`."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+    out = subprocess.run([sys.executable, "-c", FIRST_CALL], env=env, check=True,
+                         capture_output=True, text=True).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--megapixels", type=float, default=24.0)
+    args = parser.parse_args()
+    width = round((args.megapixels * 1e6 * 1.5) ** 0.5)
+    height = round(width / 1.5)
+    grey = photo(width, height)
+    print(f"{width}x{height} grey ({width * height / 1e6:.1f} MP), best of 3, one core\n")
+
+    engrave.error_diffusion(grey[:8, :8], "jarvis")  # compile (or load) outside the timing
+    rows: list[tuple[str, str, float]] = []
+    for method in engrave.KERNELS:
+        for serpentine in (False, True):
+            label = method + (" serpentine" if serpentine else "")
+            seconds = timed(lambda m=method, s=serpentine: engrave.error_diffusion(grey, m, s))
+            rows.append((label, "diffusion", seconds))
+    for size in (2, 4, 8):
+        rows.append((f"bayer {size}", "ordered", timed(lambda s=size: engrave.bayer(grey, s))))
+    rows.append(("threshold 128", "threshold", timed(lambda: engrave.binarize(grey, 128))))
+    rows.append(("threshold otsu", "threshold", timed(lambda: engrave.binarize(grey, "otsu"))))
+    rows.append(("halftone 8 px 45 deg", "", timed(lambda: engrave.halftone(grey, 8, 45))))
+    rows.append(("1-bit image from mask", "",
+                 timed(lambda: engrave.one_bit(engrave.bayer(grey, 8)))))
+    image = Image.fromarray(grey, "L")
+    rows.append(("Pillow convert('1') (FS)", "", timed(lambda: image.convert("1"))))
+
+    print(f"{'method':28} {'seconds':>8} {'target':>7} {'ratio':>6}")
+    for label, kind, seconds in rows:
+        target = TARGETS.get(kind)
+        if target:
+            print(f"{label:28} {seconds:8.3f} {target:7.1f} {seconds / target:6.2f}")
+        else:
+            print(f"{label:28} {seconds:8.3f}")
+
+    print("\nnumba's costs")
+    print(f"  installed size: numba {folder_mb('numba'):.0f} MB, "
+          f"llvmlite {folder_mb('llvmlite'):.0f} MB")
+    with tempfile.TemporaryDirectory() as cache:
+        cold_import, cold_call = first_call(cache)
+        warm_import, warm_call = first_call(cache)
+    print(f"  fresh process, empty cache: import {cold_import:.2f} s, first call {cold_call:.2f} s"
+          " (numba import + compile)")
+    print(f"  fresh process, warm cache:  import {warm_import:.2f} s, first call {warm_call:.2f} s"
+          " (numba import + cache load)")
+
+
+if __name__ == "__main__":
+    main()

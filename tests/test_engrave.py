@@ -1,0 +1,279 @@
+"""Engraving: dither kernels against their published weights, threshold, dpi, size, 1-bit files."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import photo_pixels
+from hotfolder.canvas import Canvas
+from hotfolder.config import LimitsConfig
+from hotfolder.engine import render
+from hotfolder.errors import RecipeError
+from hotfolder.ops import engrave
+from hotfolder.recipes import Plan, RecipeBook, load_recipe, parse_chain
+from ops_helpers import apply, pixels, ramp
+
+RECIPES = Path(__file__).resolve().parent.parent / "config" / "recipes"
+
+# The kernels as their authors published them: {(dx, dy): weight}, and the divisor.
+PUBLISHED = {
+    "floyd-steinberg": (16, {(1, 0): 7, (-1, 1): 3, (0, 1): 5, (1, 1): 1}),
+    "atkinson": (8, {(1, 0): 1, (2, 0): 1, (-1, 1): 1, (0, 1): 1, (1, 1): 1, (0, 2): 1}),
+    "jarvis": (48, {(1, 0): 7, (2, 0): 5,
+                    (-2, 1): 3, (-1, 1): 5, (0, 1): 7, (1, 1): 5, (2, 1): 3,
+                    (-2, 2): 1, (-1, 2): 3, (0, 2): 5, (1, 2): 3, (2, 2): 1}),
+    "stucki": (42, {(1, 0): 8, (2, 0): 4,
+                    (-2, 1): 2, (-1, 1): 4, (0, 1): 8, (1, 1): 4, (2, 1): 2,
+                    (-2, 2): 1, (-1, 2): 2, (0, 2): 4, (1, 2): 2, (2, 2): 1}),
+    "sierra": (32, {(1, 0): 5, (2, 0): 3,
+                    (-2, 1): 2, (-1, 1): 4, (0, 1): 5, (1, 1): 4, (2, 1): 2,
+                    (-1, 2): 2, (0, 2): 3, (1, 2): 2}),
+    "burkes": (32, {(1, 0): 8, (2, 0): 4,
+                    (-2, 1): 2, (-1, 1): 4, (0, 1): 8, (1, 1): 4, (2, 1): 2}),
+}
+
+
+def reference(grey: np.ndarray, method: str, serpentine: bool = False) -> np.ndarray:
+    """Textbook error diffusion, one pixel at a time, pushing the error forward (slow)."""
+    divisor, taps = PUBLISHED[method]
+    height, width = grey.shape
+    work = grey.astype(np.float64)
+    white = np.zeros((height, width), bool)
+    for y in range(height):
+        backwards = serpentine and y % 2 == 1
+        for x in (range(width - 1, -1, -1) if backwards else range(width)):
+            white[y, x] = work[y, x] > 127.5
+            error = work[y, x] - (255.0 if white[y, x] else 0.0)
+            for (dx, dy), weight in taps.items():
+                tx = x - dx if backwards else x + dx
+                if 0 <= tx < width and y + dy < height:
+                    work[y + dy, tx] += error * weight / divisor
+    return white
+
+
+def flat(level: int, size: int = 64) -> np.ndarray:
+    return np.full((size, size), level, np.uint8)
+
+
+# Error diffusion ------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", list(PUBLISHED))
+@pytest.mark.parametrize("serpentine", [False, True])
+def test_error_diffusion_matches_the_published_kernel_pixel_for_pixel(
+        method: str, serpentine: bool) -> None:
+    grey = np.random.default_rng(7).integers(0, 256, (17, 23), dtype=np.uint8)
+    result = engrave.error_diffusion(grey, method, serpentine)
+    np.testing.assert_array_equal(result, reference(grey, method, serpentine))
+
+
+def test_floyd_steinberg_by_hand() -> None:
+    # 100 -> black, error 100: right +43.75, below +31.25, below-right +6.25.
+    # 143.75 -> white, error -111.25: below-left -20.86, below -34.77.
+    # Row 2: 110.39 -> black, error 110.39: right +48.30 -> 71.48 + 48.30 = 119.78 -> black.
+    grey = np.full((2, 2), 100, np.uint8)
+    assert engrave.error_diffusion(grey, "floyd-steinberg").tolist() == [[False, True],
+                                                                         [False, False]]
+    # Serpentine: row 2 runs right to left: 71.48 -> black, error 71.48: left +31.27 -> 141.66.
+    assert engrave.error_diffusion(grey, "floyd-steinberg", serpentine=True).tolist() == [
+        [False, True], [True, False]]
+    # One row: 100 black; 143.75 white; 100 - 48.67 = 51.33 black; 100 + 22.46 = 122.46 black.
+    assert engrave.error_diffusion(np.full((1, 4), 100, np.uint8), "floyd-steinberg").tolist() \
+        == [[False, True, False, False]]
+
+
+@pytest.mark.parametrize("method", list(PUBLISHED))
+def test_flat_grey_keeps_its_tone(method: str) -> None:
+    grey_fraction_black = {128: 127 / 255, 64: 191 / 255, 192: 63 / 255}
+    levels = [128] if method == "atkinson" else list(grey_fraction_black)  # Atkinson drops 1/4
+    for level in levels:
+        black = 1 - engrave.error_diffusion(flat(level), method).mean()
+        assert black == pytest.approx(grey_fraction_black[level], abs=0.01), level
+
+
+def test_atkinson_passes_on_three_quarters_of_the_error() -> None:
+    assert engrave.kernel_weights("atkinson").sum() == pytest.approx(0.75)
+    # Light grey loses its darkest dots: fewer black pixels than the tone asks for.
+    assert 1 - engrave.error_diffusion(flat(230), "atkinson").mean() < 25 / 255 * 0.8
+
+
+def test_pure_black_and_white_stay_pure() -> None:
+    for method in PUBLISHED:
+        assert not engrave.error_diffusion(flat(0, 16), method).any()
+        assert engrave.error_diffusion(flat(255, 16), method).all()
+
+
+# Ordered and halftone -------------------------------------------------------------
+
+def test_bayer_matrices_are_the_published_ones() -> None:
+    assert engrave.bayer_matrix(2).tolist() == [[0, 2], [3, 1]]
+    assert engrave.bayer_matrix(4).tolist() == [[0, 8, 2, 10], [12, 4, 14, 6],
+                                                [3, 11, 1, 9], [15, 7, 13, 5]]
+    assert sorted(engrave.bayer_matrix(8).ravel().tolist()) == list(range(64))
+
+
+def test_bayer_by_hand_and_flat_tones() -> None:
+    # Thresholds of the 2x2 matrix: (index + 0.5) * 255 / 4 = 31.9, 159.4 / 223.1, 95.6.
+    assert engrave.bayer(np.full((2, 2), 100, np.uint8), 2).tolist() == [[True, False],
+                                                                         [False, True]]
+    for size in (2, 4, 8):
+        assert 1 - engrave.bayer(flat(128), size).mean() == 0.5
+    # 64 -> white where (index + 0.5) * 255 / 64 < 64: indexes 0..15 of 64.
+    assert engrave.bayer(flat(64), 8).mean() == 16 / 64
+
+
+@pytest.mark.parametrize("level", [40, 128, 220])
+def test_halftone_keeps_the_tone(level: int) -> None:
+    white = engrave.halftone(flat(level, 128), cell=8, angle=45)
+    assert 1 - white.mean() == pytest.approx(1 - level / 255, abs=0.02)
+
+
+def test_halftone_draws_one_dot_per_cell_on_a_turned_grid() -> None:
+    light = flat(225, 64)
+    straight = engrave.halftone(light, cell=8, angle=0)
+    dots, _ = cv2.connectedComponents((~straight).astype(np.uint8))
+    assert dots - 1 == (64 // 8) ** 2  # one black dot in each 8x8 cell
+    np.testing.assert_array_equal(straight[:, :-8], straight[:, 8:])  # period 8 along rows
+    turned = engrave.halftone(light, cell=8, angle=45)
+    assert not np.array_equal(turned[:, :-8], turned[:, 8:])
+
+
+# The dither and threshold steps ---------------------------------------------------
+
+@pytest.mark.parametrize("step", ["dither", "dither=jarvis,serpentine", "dither=bayer,4",
+                                  "dither=halftone,6,30", "threshold", "threshold=100"])
+def test_steps_give_true_one_bit_images(step: str) -> None:
+    result = apply(ramp((40, 30), "RGB"), step).image
+    assert result.mode == "1"
+    assert result.size == (40, 30)
+    row = pixels(result.convert("L"))[15]
+    assert row[0] == 0 and row[-1] == 255  # the dark end black, the light end white
+
+
+def test_transparent_parts_are_not_engraved() -> None:
+    logo = Image.new("RGBA", (20, 10), (0, 0, 0, 0))
+    logo.paste((0, 0, 0, 255), (0, 0, 10, 10))
+    for step in ("dither=atkinson", "threshold"):
+        white = pixels(apply(logo, step).image)
+        assert not white[:, :10].any() and white[:, 10:].all()
+
+
+def test_threshold_fixed_and_otsu() -> None:
+    grey = Image.fromarray(np.array([[127, 128, 129, 30, 220]], np.uint8), "L")
+    assert pixels(apply(grey, "threshold=128").image).tolist() == [[False, False, True,
+                                                                    False, True]]
+    two_tone = np.where(np.arange(100) < 60, 40, 200).astype(np.uint8).reshape(10, 10)
+    result = apply(Image.fromarray(two_tone, "L"), "threshold=otsu")
+    assert 40 <= result.notes["threshold_level"] < 200
+    np.testing.assert_array_equal(pixels(result.image), two_tone == 200)
+
+
+@pytest.mark.parametrize("colour", [0, 255])
+def test_one_colour_images_stay_that_colour(colour: int) -> None:
+    image = Image.new("L", (16, 16), colour)
+    for step in ("threshold", "dither=jarvis", "dither=bayer", "dither=halftone"):
+        assert pixels(apply(image, step).image).all() == bool(colour), step
+
+
+@pytest.mark.parametrize(("chain", "words"), [
+    ("dither=jarvs", ["unknown dither method 'jarvs'", "did you mean 'jarvis'"]),
+    ("dither=halfton", ["did you mean 'halftone'"]),
+    ("dither=bayer,3", ["size", "2, 4 or 8"]),
+    ("dither=bayer,serpentine", ["serpentine does not apply to bayer"]),
+    ("threshold=300", ["0 to 255, or otsu"]),
+    ("threshold=-5", ["0 to 255, or otsu"]),
+])
+def test_bad_engraving_steps_say_what_is_wrong(chain: str, words: list[str]) -> None:
+    with pytest.raises(RecipeError) as caught:
+        parse_chain(chain)
+    for word in words:
+        assert word in caught.value.message
+
+
+def test_unknown_method_in_a_recipe_file_names_the_line(tmp_path: Path) -> None:
+    recipe = tmp_path / "photo.yaml"
+    recipe.write_text("steps:\n  - grayscale\n  - dither: floyd\n  - dither: jarvis-ninke\n")
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(recipe)
+    assert "line 4" in caught.value.message
+    assert "did you mean 'jarvis'" in caught.value.message
+
+
+# dpi and size -------------------------------------------------------------------------
+
+def test_dpi_changes_only_the_resolution() -> None:
+    image = ramp((30, 20), "L")
+    result = apply(Canvas(image, dpi=(72.0, 72.0)), "dpi=318")
+    assert result.dpi == (318.0, 318.0)
+    assert result.image.tobytes() == image.tobytes()
+
+
+@pytest.mark.parametrize("step", ["dpi=0", "dpi=-300", {"dpi": {"dpi": -1}}])
+def test_dpi_must_be_positive(step: object) -> None:
+    with pytest.raises(RecipeError, match="dpi: Input should be greater than 0"):
+        apply(ramp(), step)
+
+
+def test_size_scales_to_millimetres_at_a_dpi_even_upwards() -> None:
+    result = apply(ramp((500, 250)), {"size": {"width": "80mm", "dpi": 318}})
+    assert result.image.size == (1002, 501)  # 80 / 25.4 * 318 = 1001.6
+    assert result.dpi == (318.0, 318.0)
+    inline = apply(Canvas(ramp((400, 300)), dpi=(300.0, 300.0)), "size=2inx2in")
+    assert inline.image.size == (600, 450)
+
+
+@pytest.mark.parametrize(("step", "words"), [
+    ("size=0mmx,300", "a length must be more than zero"),
+    ("size=800x,300", "size takes lengths in mm, cm or in"),
+    ("size=80mmx", "give a dpi"),
+])
+def test_bad_sizes_are_explained(step: str, words: str) -> None:
+    with pytest.raises(RecipeError, match=words):
+        apply(ramp(), step)
+
+
+# Files as the user gets them --------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["png", "bmp", "tiff", "jpeg"])
+def test_dithered_files_are_one_bit_with_their_dpi(fmt: str) -> None:
+    source = io.BytesIO()
+    ramp((60, 40)).save(source, "PNG")
+    plan = Plan(name="t", steps=parse_chain(f"dither=stucki+dpi=318+{fmt}").steps)
+    rendered = render(source.getvalue(), "photo.png", plan, LimitsConfig())
+    with Image.open(io.BytesIO(rendered.main.data)) as out:
+        assert out.format == fmt.upper()
+        assert out.mode == ("L" if fmt == "jpeg" else "1")  # JPEG has no 1-bit form
+        assert out.info["dpi"] == pytest.approx((318, 318), abs=0.01)
+    assert rendered.sidecar["output"]["dpi"] == pytest.approx(318)
+
+
+# Material presets ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_recipe_is_valid_and_makes_a_file(path: Path) -> None:
+    recipe = load_recipe(path)
+    assert recipe.description and "\n" not in recipe.description.strip()
+    plan = RecipeBook(RECIPES).get(path.stem)
+    source = io.BytesIO()
+    Image.fromarray(photo_pixels(64, 48), "RGB").save(source, "JPEG")
+    rendered = render(source.getvalue(), "photo.jpg", plan, LimitsConfig())
+    if rendered.sidecar["output"]["format"] == "svg":
+        assert rendered.main.data.startswith(b"<?xml") or b"<svg" in rendered.main.data[:200]
+        return
+    with Image.open(io.BytesIO(rendered.main.data)) as out:
+        out.load()
+    ops = [step.op for step in plan.steps]
+    if {"dither", "threshold"} & set(ops):
+        assert out.mode == "1"
+    for step in plan.steps:
+        if step.op == "size":
+            params = step.params
+            assert out.info["dpi"] == pytest.approx((params.dpi, params.dpi), abs=0.01)
+            box_px = [round(length.value / 25.4 * params.dpi) for length in
+                      (params.width, params.height) if length]
+            assert max(out.size) == max(box_px)  # enlarged to the physical size
