@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import exif_with
 from hotfolder.canvas import Canvas
 from hotfolder.errors import RecipeError
 from hotfolder.ops.geometry import Length, parse_length, to_pixels
@@ -189,12 +190,6 @@ def test_resize_keeps_other_modes(mode: str) -> None:
 # auto_orient --------------------------------------------------------------------
 
 
-def _exif(orientation: int) -> bytes:
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    return exif.tobytes()
-
-
 def _red_left_column() -> Image.Image:
     image = Image.new("RGB", (4, 2), "white")
     image.paste((255, 0, 0), (0, 0, 1, 2))
@@ -203,7 +198,7 @@ def _red_left_column() -> Image.Image:
 
 def test_auto_orient_turns_the_image_upright_and_resets_the_tag() -> None:
     """Orientation 6 (camera turned right): the stored left column is the top of the picture."""
-    canvas = Canvas(_red_left_column(), exif=_exif(6), dpi=(300, 150))
+    canvas = Canvas(_red_left_column(), exif=exif_with(6), dpi=(300, 150))
     out = apply(canvas, "auto_orient")
     assert out.image.size == (2, 4)
     assert tuple(pixels(out.image)[0, 1]) == (255, 0, 0)
@@ -219,14 +214,14 @@ def test_auto_orient_turns_the_image_upright_and_resets_the_tag() -> None:
 
 def test_auto_orient_reads_the_orientation_from_the_image_when_the_canvas_has_none() -> None:
     image = _red_left_column()
-    image.info["exif"] = _exif(3)
+    image.info["exif"] = exif_with(3)
     out = apply(image, "auto_orient")
     assert out.image.size == (4, 2)
     assert tuple(pixels(out.image)[0, 3]) == (255, 0, 0)
 
 
 def test_auto_orient_leaves_upright_images_alone() -> None:
-    canvas = Canvas(_red_left_column(), exif=_exif(1))
+    canvas = Canvas(_red_left_column(), exif=exif_with(1))
     assert apply(canvas, "auto_orient") is canvas
     plain = Canvas(_red_left_column())
     assert apply(plain, "auto_orient") is plain

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hotfolder import yamlfile
@@ -204,7 +203,10 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         node = tree
         for key in keys[:-1]:
             node = node.setdefault(key, {})
-        node[keys[-1]] = yaml.safe_load(raw) if raw else None
+        try:
+            node[keys[-1]] = yamlfile.parse(raw, name).data if raw else None
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     return tree
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,16 +68,38 @@ def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
             _walk(item, (*loc, index), lines)
 
 
+# YAML 1.1 reads `16:9` as a base-60 number (969) and `off`/`on`/`yes`/`no` as booleans
+# (`clamd: off` would be False): keep them as text, as YAML 1.2 does. Boolean settings
+# still accept them, since pydantic reads "off" or "yes" as a bool.
+_SEXAGESIMAL = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
+_YAML11_BOOLS = {"yes", "no", "on", "off"}
+
+
+class Loader(yaml.SafeLoader):
+    """The safe loader, reading `16:9` and `off` as text rather than a number and a boolean."""
+
+    def resolve(self, kind: type[yaml.Node], value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is yaml.ScalarNode and implicit[0] and (
+            _SEXAGESIMAL.match(value) or value.lower() in _YAML11_BOOLS
+        ):
+            return "tag:yaml.org,2002:str"
+        resolved: str = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        return resolved
+
+
 def parse(text: str, source: str) -> Located:
     """Parse YAML text; a syntax error is a ValueError naming `source` and the line."""
+    loader = Loader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f", line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ValueError(f"{source}{at}: not valid YAML: {problem}") from None
+    finally:
+        loader.dispose()
     lines: dict[Loc, int] = {}
     if node is not None:
         _walk(node, (), lines)

@@ -51,8 +51,13 @@ class Length(NamedTuple):
     unit: Unit
 
     def __str__(self) -> str:
-        number = f"{self.value:g}"
-        return number if self.unit == "px" else f"{number}{self.unit}"
+        return f"{self.value:g}{'' if self.unit == 'px' else self.unit}"
+
+    def as_json(self) -> int | float | str:
+        """Pixels as a number, physical lengths as text (`100mm`)."""
+        if self.unit != "px":
+            return str(self)
+        return int(self.value) if self.value.is_integer() else self.value
 
 
 def parse_length(value: Any) -> Length:
@@ -88,9 +93,9 @@ def to_pixels(length: Length, dpi: float | None) -> int:
 LengthField = Annotated[
     Length,
     BeforeValidator(parse_length),
-    PlainSerializer(str, return_type=str),
+    PlainSerializer(Length.as_json),
     WithJsonSchema({
-        "anyOf": [{"type": "integer", "exclusiveMinimum": 0}, {"type": "string"}],
+        "anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string"}],
         "description": "pixels, or a length with unit: 800, 800px, 100mm, 2.5cm, 4in",
     }),
 ]
