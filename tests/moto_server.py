@@ -29,6 +29,7 @@ class S3Endpoint(ServerProcess):
     def __init__(self, log_dir: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self._client: Any = None
         super().__init__(["moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
                          log_dir / "moto.log", self.answers)
 
@@ -47,11 +48,14 @@ class S3Endpoint(ServerProcess):
             pass
 
     def client(self) -> Any:
-        """A boto3 S3 client for this endpoint (credentials from the test environment)."""
-        return boto3.session.Session().client(
-            "s3", endpoint_url=self.url, region_name=REGION,
-            config=BotoConfig(s3={"addressing_style": "path"}),
-        )
+        """A boto3 S3 client for this endpoint, with test credentials of its own."""
+        if self._client is None:
+            self._client = boto3.session.Session().client(
+                "s3", endpoint_url=self.url, region_name=REGION,
+                aws_access_key_id="testing", aws_secret_access_key="testing",
+                config=BotoConfig(s3={"addressing_style": "path"}),
+            )
+        return self._client
 
     def bucket(self, name: str = "hotfolder-results") -> str:
         """Create `name` (again, after a restart) and return it."""
