@@ -139,7 +139,7 @@ def size_hint(plan: Plan) -> imaging.SizeHint | None:
         for step in steps:
             if step.op == "auto_orient":
                 swapped = orientation in (5, 6, 7, 8)
-            elif step.op == "resize":
+            elif isinstance(step.params, ResizeParams):  # resize, and size built on it
                 current = (size[1], size[0]) if swapped else size
                 need = resize_need(step, current)
                 if need is None:
@@ -149,7 +149,7 @@ def size_hint(plan: Plan) -> imaging.SizeHint | None:
                 return None
         return None
 
-    return hint if any(step.op == "resize" for step in steps) else None
+    return hint if any(isinstance(step.params, ResizeParams) for step in steps) else None
 
 
 def resize_need(step: Step, size: tuple[int, int]) -> tuple[int, int] | None:

@@ -1,0 +1,402 @@
+"""The command line (SPEC 6): exit 0 on success, 1 when some inputs failed, 2 for usage errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from tqdm import tqdm
+
+from hotfolder import __version__, engine, imaging
+from hotfolder.config import Config, LimitsConfig, config_path, load_config
+from hotfolder.errors import ConfigError, HotfolderError, RecipeError
+from hotfolder.ops import REGISTRY
+from hotfolder.pipeline import Step
+from hotfolder.recipes import Plan, Recipe, RecipeBook, combine, load_recipe, parse_chain
+
+OK, FAILED, USAGE = 0, 1, 2
+
+
+def examples() -> Traversable:
+    """The example configuration and recipes that come with hotfolder (the single copy)."""
+    return resources.files("hotfolder") / "examples"
+
+
+# --- init ------------------------------------------------------------------------------
+
+FOLDERS = ("inbox", "outbox", "failed", "quarantine", "archive", "state", "recipes")
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Create a hot-folder root with a commented configuration and example recipes."""
+    root = Path(args.root).resolve()
+    for name in FOLDERS:
+        (root / name).mkdir(parents=True, exist_ok=True)
+    (root / "quarantine").chmod(0o700)
+    config = root / "hotfolder.yaml"
+    wrote = _copy_new(examples() / "hotfolder.yaml", config)
+    recipes = sorted(
+        (item for item in (examples() / "recipes").iterdir() if item.name.endswith(".yaml")),
+        key=lambda item: item.name,
+    )
+    for recipe in recipes:
+        _copy_new(recipe, root / "recipes" / recipe.name)
+        (root / "inbox" / recipe.name.removesuffix(".yaml")).mkdir(exist_ok=True)
+    names = [r.name.removesuffix(".yaml") for r in recipes]
+    first = names[0] if "engrave-wood" not in names else "engrave-wood"
+    print(f"hot-folder root ready in {root}")
+    print(f"  hotfolder.yaml  configuration{'' if wrote else ' (existing one left unchanged)'}")
+    print(f"  recipes/        example recipes: {', '.join(names)}")
+    print(f"  inbox/          drop files here; inbox/{first}/ uses recipes/{first}.yaml")
+    print("next steps:")
+    print(f"  1. review {config} (virus scanner, S3, limits)")
+    print(f"  2. hotfolder check -c {config}")
+    print(f"  3. hotfolder run -c {config}")
+    print(f"  4. copy a photo into {root / 'inbox' / first}/ and find the result in"
+          f" {root / 'outbox' / first}/")
+    print(f"  or without the service: hotfolder process PHOTO.jpg -c {config} -r {first} -o OUT/")
+    return OK
+
+
+def _copy_new(source: Traversable, target: Path) -> bool:
+    """Copy `source` to `target` unless it exists; True when written."""
+    if target.exists():
+        return False
+    imaging.write_atomic(target, source.read_bytes())
+    return True
+
+
+# --- process ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What every file of a `process` run gets: the plan, the limits, the output folder."""
+
+    plan: Plan
+    limits: LimitsConfig
+    outdir: Path
+
+
+class Result(NamedTuple):
+    """The outcome of one file: the paths written, or the reason it failed."""
+
+    source: str
+    written: list[str]
+    error: str | None
+
+
+_batch: Batch | None = None
+
+
+def _start_worker(batch: Batch) -> None:
+    global _batch  # noqa: PLW0603  (set once per worker process, read by process_file)
+    _batch = batch
+
+
+def _process_in_worker(source: str) -> Result:
+    assert _batch is not None
+    return process_file(Path(source), _batch)
+
+
+def process_file(source: Path, batch: Batch) -> Result:
+    """Render one file and write its outputs atomically; never raises for a bad file."""
+    try:
+        data = source.read_bytes()
+        rendered = engine.render(data, source.name, batch.plan, batch.limits)
+        files = [(batch.outdir / out.name, out.data) for out in rendered.outputs]
+        if batch.plan.sidecar:
+            sidecar = json.dumps(rendered.sidecar, indent=2, ensure_ascii=False) + "\n"
+            files.append((batch.outdir / engine.sidecar_name(rendered.main.name),
+                          sidecar.encode()))
+        for target, _ in files:
+            if target.exists() and target.samefile(source):
+                return Result(str(source), [], "the output would overwrite the input;"
+                              " choose another output folder with -o")
+        for target, payload in files:
+            imaging.write_atomic(target, payload)
+        return Result(str(source), [str(target) for target, _ in files], None)
+    except HotfolderError as exc:
+        return Result(str(source), [], exc.message)
+    except OSError as exc:
+        return Result(str(source), [], f"cannot be read or written ({exc.strerror or exc})")
+    except MemoryError:
+        return Result(str(source), [], "there was not enough memory to process it")
+    except Exception as exc:  # noqa: BLE001  (one file's crash must not end the batch)
+        return Result(str(source), [], f"failed unexpectedly ({type(exc).__name__}: {exc})")
+
+
+def expand_inputs(inputs: Iterable[str]) -> list[Path]:
+    """The files named, with the visible files of any folder named (not recursive)."""
+    files: list[Path] = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir()
+                                if p.is_file() and not p.name.startswith(".")))
+        else:
+            files.append(path)
+    return files
+
+
+def run_batch(files: list[Path], batch: Batch, jobs: int) -> Iterator[Result]:
+    """Results of processing `files`, as they finish; in parallel processes when worth it."""
+    jobs = max(1, min(jobs, len(files)))
+    if jobs == 1:
+        yield from (process_file(f, batch) for f in files)
+        return
+    with ProcessPoolExecutor(jobs, mp_context=get_context("fork"), initializer=_start_worker,
+                             initargs=(batch,)) as pool:
+        futures = [pool.submit(_process_in_worker, str(f)) for f in files]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    """Process files once with a recipe or steps, without the service."""
+    plan, limits = _plan_and_limits(args)
+    outdir = Path(args.output)
+    outdir.mkdir(parents=True, exist_ok=True)
+    files = expand_inputs(args.inputs)
+    if not files:
+        raise RecipeError("no input files (the folders named are empty)")
+    failed = 0
+    tqdm.monitor_interval = 0  # no monitor thread: worker processes are forked
+    bar = tqdm(total=len(files), unit="file", file=sys.stderr, leave=False, dynamic_ncols=True,
+               disable=None if len(files) > 1 else True)  # None: shown on a terminal only
+    with bar:
+        for result in run_batch(files, Batch(plan, limits, outdir), args.jobs):
+            bar.update()
+            if result.error:
+                failed += 1
+                bar.write(f"{result.source}: {result.error}", file=sys.stderr)
+            else:
+                bar.write(f"{result.source} -> {', '.join(result.written)}", file=sys.stdout)
+    if len(files) > 1:
+        print(f"{len(files) - failed} of {len(files)} files processed"
+              + (f", {failed} failed" if failed else ""), file=sys.stderr)
+    return FAILED if failed else OK
+
+
+def _plan_and_limits(args: argparse.Namespace) -> tuple[Plan, LimitsConfig]:
+    """The plan from -r or -s, and the limits of the configuration when there is one."""
+    config = _optional_config(args.config)
+    if args.steps is not None:
+        try:
+            recipe = parse_chain(args.steps)
+        except RecipeError as exc:
+            raise RecipeError(f"-s {args.steps!r}: {exc.message}") from None
+        plan = combine([("steps", "-s", recipe)])
+    else:
+        recipes = config.layout.recipes if config else Path(str(examples() / "recipes"))
+        plan = RecipeBook(recipes).get(args.recipe)
+    return plan, config.limits if config else LimitsConfig()
+
+
+def _optional_config(explicit: str | None) -> Config | None:
+    """The configuration given or found in the usual places; None when there is none."""
+    path = config_path(explicit)
+    if explicit or path.is_file():
+        return load_config(path)
+    return None
+
+
+# --- check -----------------------------------------------------------------------------
+
+
+class Finding(NamedTuple):
+    """One line of `hotfolder check`: good or not, and what was found."""
+
+    ok: bool
+    text: str
+
+
+Check = Callable[[Config], Iterable[tuple[bool, str]]]
+
+
+def check_recipes(config: Config) -> Iterator[Finding]:
+    """Every named recipe loads."""
+    folder = config.layout.recipes
+    if not folder.is_dir():
+        yield Finding(False, f"recipes folder {folder} does not exist")
+        return
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            recipe = load_recipe(path)
+        except RecipeError as exc:
+            yield Finding(False, exc.message)
+        else:
+            fmt = recipe.output.format or "same format"
+            yield Finding(True, f"recipe {path.stem}: {len(recipe.steps)} steps -> {fmt}")
+
+
+def check_inbox(config: Config) -> Iterator[Finding]:
+    """The pipeline each inbox folder gives its files (SPEC 3)."""
+    layout = config.layout
+    if not layout.inbox.is_dir():
+        yield Finding(False, f"inbox folder {layout.inbox} does not exist (hotfolder init creates"
+                      " it)")
+        return
+    book = RecipeBook(layout.recipes, config.default_recipe)
+    folders = [layout.inbox, *sorted(
+        Path(top) / name for top, dirs, _ in os.walk(layout.inbox) for name in dirs
+        if not name.startswith(".") and Path(top, name) != layout.work
+    )]
+    for folder in folders:
+        label = folder.relative_to(layout.root) if folder.is_relative_to(layout.root) else folder
+        try:
+            plan = book.resolve(layout.inbox, folder / "file")
+        except RecipeError as exc:
+            yield Finding(False, f"{label}/: {exc.message}")
+            continue
+        yield Finding(True, f"{label}/: {describe_plan(plan)}")
+
+
+def describe_plan(plan: Plan) -> str:
+    """A plan on one line: `auto_orient, resize(width=1200) -> png 300 dpi`."""
+    if not plan.steps and plan.name == "none":
+        return "delivered unchanged (no recipe)"
+    steps = ", ".join(describe_step(step) for step in plan.steps) or "no steps"
+    out = plan.output
+    fmt = out.format or "same format"
+    dpi = f" {out.dpi:g} dpi" if out.dpi else ""
+    return f"{steps} -> {fmt}{dpi} [{' + '.join(plan.sources)}]"
+
+
+def describe_step(step: Step) -> str:
+    """`op` or `op(key=value, ...)` with the parameters that differ from the defaults."""
+    params = step.params.model_dump(mode="json", exclude_defaults=True)
+    if not params:
+        return step.op
+    return f"{step.op}({', '.join(f'{k}={v}' for k, v in params.items())})"
+
+
+# Checks run by `hotfolder check`, in order; each yields (ok, text) pairs. Other parts
+# (scanner ping, S3 access, local state/ disk) add their own function to this list.
+CHECKS: list[Check] = [check_recipes, check_inbox]
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the configuration and recipes and show what each inbox folder does."""
+    path = config_path(args.config)
+    config = load_config(path)
+    print(f"ok    configuration {path}")
+    bad = 0
+    for check in CHECKS:
+        for ok, text in check(config):
+            bad += not ok
+            print(f"{'ok  ' if ok else 'FAIL'}  {text}")
+    if bad:
+        print(f"{bad} problem(s) found", file=sys.stderr)
+    return USAGE if bad else OK
+
+
+# --- ops and schema --------------------------------------------------------------------
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    """List the operations with their parameters and inline forms."""
+    for name, op in sorted(REGISTRY.items()):
+        print(f"{name}: {op.summary}")
+        print(f"    inline: {op.inline_form}")
+        schema = op.params.model_json_schema()
+        for field, spec in schema.get("properties", {}).items():
+            default = f" = {json.dumps(spec['default'])}" if "default" in spec else ""
+            doc = f"  {spec['description']}" if "description" in spec else ""
+            print(f"    {field}: {_type_of(spec, schema)}{default}{doc}")
+        print()
+    return OK
+
+
+def _type_of(spec: dict[str, Any], schema: dict[str, Any]) -> str:
+    """A short type for a JSON Schema property: `int`, `fit|fill`, `number|null`."""
+    if "$ref" in spec:
+        ref = schema.get("$defs", {}).get(spec["$ref"].rsplit("/", 1)[-1], {})
+        return _type_of(ref, schema) if ref else "object"
+    if "enum" in spec:
+        return "|".join(str(v) for v in spec["enum"])
+    if "const" in spec:
+        return str(spec["const"])
+    if "anyOf" in spec:
+        return "|".join(dict.fromkeys(_type_of(s, schema) for s in spec["anyOf"]))
+    kind = spec.get("type", "any")
+    if kind == "array":
+        return f"list[{_type_of(spec.get('items', {}), schema)}]"
+    return str(kind)
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the JSON Schema of recipe files."""
+    schema = Recipe.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "hotfolder recipe"
+    print(json.dumps(schema, indent=2))
+    return OK
+
+
+# --- entry point -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every command."""
+    parser = argparse.ArgumentParser(
+        prog="hotfolder", description="Hot-folder image processing for engraving and print.")
+    parser.add_argument("--version", action="version", version=f"hotfolder {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        doc = (func.__doc__ or "").strip()
+        cmd = sub.add_parser(name, help=doc, description=doc)
+        cmd.set_defaults(func=func)
+        return cmd
+
+    def config_option(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("-c", "--config", help="configuration file (default: $HOTFOLDER_CONFIG,"
+                         " then /etc/hotfolder/hotfolder.yaml)")
+
+    init = command("init", cmd_init)
+    init.add_argument("root", help="folder to create the hot-folder root in")
+
+    process = command("process", cmd_process)
+    process.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders")
+    how = process.add_mutually_exclusive_group(required=True)
+    how.add_argument("-r", "--recipe", help="recipe name (from the configuration's recipes/, or"
+                     " the examples without one) or path to a recipe file")
+    how.add_argument("-s", "--steps", help="inline steps, e.g. 'resize=800x600,fill+grayscale+png'")
+    process.add_argument("-o", "--output", default=".", help="output folder (default: here)")
+    process.add_argument("-j", "--jobs", type=int, default=len(os.sched_getaffinity(0)),
+                         help="parallel processes (default: one per CPU core)")
+    config_option(process)
+
+    check = command("check", cmd_check)
+    config_option(check)
+
+    command("ops", cmd_ops)
+    command("schema", cmd_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, RecipeError) as exc:
+        print(f"hotfolder: {exc.message}", file=sys.stderr)
+        return USAGE
+    except HotfolderError as exc:
+        print(f"hotfolder: {exc.message}", file=sys.stderr)
+        return FAILED
+    except KeyboardInterrupt:
+        return 130
+
