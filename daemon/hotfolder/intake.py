@@ -99,7 +99,7 @@ class Intake:
         return self.layout.work / job.id / job.rel
 
     def offer(self, path: Path) -> Job | None:
-        """Check and claim one file; None when it is gone, not a file, or refused."""
+        """Check and claim one file: a queued job, a failed one when refused, None when gone."""
         try:
             rel = PurePosixPath(path.relative_to(self.layout.inbox).as_posix())
             st = os.lstat(path)
@@ -109,15 +109,13 @@ class Intake:
             return None
         why = special_kind(st)
         if why is not None:
-            self._refuse(path, rel, st, InputError(f"{rel}: refused, {why}", stage="intake"))
-            return None
+            return self._refuse(path, rel, st, InputError(f"{rel}: refused, {why}", stage="intake"))
         try:
             kind = self._check(path, rel, st)
         except FileNotFoundError:
             return None
         except InputError as exc:
-            self._refuse(path, rel, st, exc)
-            return None
+            return self._refuse(path, rel, st, exc)
         return self._claim(path, rel, st, kind)
 
     def _check(self, path: Path, rel: PurePosixPath, st: os.stat_result) -> str:
@@ -151,18 +149,17 @@ class Intake:
         if (moved.st_dev, moved.st_ino) != (st.st_dev, st.st_ino):
             error = InputError(f"{rel}: the file was replaced while it was being checked",
                                stage="intake")
-            self._refuse(target, rel, moved, error, job_id)
-            return None
+            return self._refuse(target, rel, moved, error, job_id)
         self.journal.add(job_id, rel.as_posix(), kind=kind, size=st.st_size)
         log.info("job %s: claimed %s (%s, %d bytes)", job_id, rel, kind, st.st_size)
         return self.journal.get(job_id)
 
     def _refuse(self, path: Path, rel: PurePosixPath, st: os.stat_result, error: InputError,
-                job_id: str | None = None) -> None:
+                job_id: str | None = None) -> Job | None:
         """Move a refused file to failed/ with its reason; a special file is never opened."""
         key = (st.st_dev, st.st_ino)
         if key in self._left:
-            return
+            return None
         job_id = job_id or new_job_id()
         try:
             if special_kind(st) is None:
@@ -170,14 +167,15 @@ class Intake:
             elif not park_special(path, self.layout.failed, rel, error):
                 self._left.add(key)
                 log.warning("%s; left in place (failed/ is on another filesystem)", error.message)
-                return
+                return None
         except FileNotFoundError:
-            return
+            return None
         finally:
             shutil.rmtree(self.layout.work / job_id, ignore_errors=True)
         self.journal.add(job_id, rel.as_posix(), kind=None, size=st.st_size, state="failed",
                          reason=error.message)
         log.warning("job %s: %s; moved to failed/", job_id, error.message)
+        return self.journal.get(job_id)
 
     def adopt(self) -> list[Job]:
         """Jobs for work-folder entries the journal lacks (a crash right after a claim)."""

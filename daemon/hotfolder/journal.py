@@ -14,6 +14,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,6 +65,10 @@ class Job:
     next_try: float | None
 
 
+# Connections inherited through fork are kept, never used or closed (SQLite forbids both).
+_INHERITED: list[sqlite3.Connection] = []
+
+
 def _job(row: sqlite3.Row) -> Job:
     data = dict(row)
     data["outputs"] = json.loads(data["outputs"]) if data["outputs"] is not None else None
@@ -77,18 +82,37 @@ class Journal:
         self.path = path
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._pid = 0
+        ref = weakref.ref(self)
+
+        def reset() -> None:
+            journal = ref()
+            if journal is not None:
+                journal._after_fork()
+
+        os.register_at_fork(after_in_child=reset)
         with self._lock:
             self._connect().executescript(SCHEMA)
 
+    @property
+    def lock(self) -> threading.Lock:
+        """The lock every use of this process's connection holds."""
+        return self._lock
+
+    def _after_fork(self) -> None:
+        """In a forked child: a fresh lock, and a new connection on first use."""
+        self._lock = threading.Lock()
+        if self._conn is not None:
+            _INHERITED.append(self._conn)
+            self._conn = None
+
     def _connect(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():
+        if self._conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                    check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("pragma journal_mode=wal")
             conn.execute("pragma synchronous=full")
-            self._conn, self._pid = conn, os.getpid()
+            self._conn = conn
         return self._conn
 
     @contextmanager
@@ -117,7 +141,7 @@ class Journal:
     def close(self) -> None:
         """Close this process's connection."""
         with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
+            if self._conn is not None:
                 self._conn.close()
             self._conn = None
 

@@ -1,0 +1,135 @@
+"""The Huey queue from `queue.url`, and consumers whose worker processes suit a service.
+
+Workers are forked processes (a crashing decoder kills one worker, not the service).
+Each one dies with the process that forked it (PR_SET_PDEATHSIG), ignores the
+terminal's and systemd's stop signals (the service stops it through Huey's stop flag
+once its job is done), and sleeps on a pipe that the service writes to when it queues
+a job, so a dropped file never waits for Huey's idle polling back-off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import select
+import signal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from huey import MemoryHuey, RedisHuey, SqliteHuey
+from huey.api import Huey
+from huey.consumer import Consumer, ProcessEnvironment, Worker
+
+from hotfolder.config import Layout
+from hotfolder.errors import ConfigError
+
+PR_SET_PDEATHSIG = 1
+# Idle workers poll the queue this often at most (the wake pipe makes it rarely matter).
+MAX_POLL_SECONDS = 1.0
+QUEUE_NAME = "hotfolder"
+
+
+def make_huey(url: str, layout: Layout) -> Huey:
+    """The Huey instance for `queue.url`; sqlite paths are relative to the root."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = Path(parts.netloc + parts.path)
+        if not url.startswith("sqlite:////"):
+            path = layout.root / path.relative_to("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SqliteHuey(QUEUE_NAME, filename=str(path), results=False, fsync=False)
+    if parts.scheme in ("redis", "rediss"):
+        return RedisHuey(QUEUE_NAME, url=url, results=False)
+    if parts.scheme == "memory":
+        return MemoryHuey(QUEUE_NAME, results=False)
+    raise ConfigError(f"queue.url {url!r}: unknown scheme {parts.scheme!r}")
+
+
+def die_with_parent(parent: int) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies; exit if it already has."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+class WakePipe:
+    """A pipe whose bytes wake sleeping workers: one byte per queued job."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def ring(self) -> None:
+        """Wake one sleeping worker (a full pipe means they are all awake anyway)."""
+        with contextlib.suppress(BlockingIOError):
+            os.write(self.write_fd, b"!")
+
+    def take(self) -> None:
+        """Consume one wake-up byte, if any is left."""
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.read_fd, 1)
+
+    def close(self) -> None:
+        """Close both ends."""
+        for fd in (self.read_fd, self.write_fd):
+            os.close(fd)
+
+
+class _Environment(ProcessEnvironment):  # type: ignore[misc]
+    """Forked workers that die with their parent and leave stop signals to the service."""
+
+    def init_child(self, process: Any) -> None:
+        parent = os.getppid()
+        super().init_child(process)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        die_with_parent(parent)
+
+
+class _Worker(Worker):  # type: ignore[misc]
+    """A Huey worker that sleeps on the wake pipe as well as on the stop flag."""
+
+    wake: WakePipe | None = None
+    delay: float
+    default_delay: float
+    max_delay: float
+    backoff: float
+
+    def sleep(self) -> None:
+        delay = min(self.delay, self.max_delay)
+        if self.wake is None:
+            self.stop_flag.wait(delay)
+        else:
+            poller = select.poll()
+            poller.register(self.stop_flag._r, select.POLLIN)
+            poller.register(self.wake.read_fd, select.POLLIN)
+            if any(fd == self.wake.read_fd for fd, _ in poller.poll(delay * 1000)):
+                self.wake.take()
+                self.delay = self.default_delay
+                return
+        self.delay *= self.backoff
+
+
+class ServiceConsumer(Consumer):  # type: ignore[misc]
+    """Huey's consumer with process workers; the service, not Huey, handles signals."""
+
+    def __init__(self, huey: Huey, workers: int, wake: WakePipe | None) -> None:
+        self.worker_class = type("Worker", (_Worker,), {"wake": wake})
+        super().__init__(
+            huey, workers=workers, periodic=False, initial_delay=0.05, backoff=1.5,
+            max_delay=MAX_POLL_SECONDS, scheduler_interval=60, worker_type="process",
+            check_worker_health=True,
+        )
+
+    def get_environment(self, worker_type: str) -> ProcessEnvironment:
+        return _Environment(self._graceful_sig, self._interrupt_sig)
+
+    def _set_signal_handlers(self) -> None:
+        """Signals are the service's business."""
+
+    def worker_processes(self) -> list[Any]:
+        """The multiprocessing.Process of each worker."""
+        return [process for _, process in self.worker_threads]
