@@ -172,6 +172,15 @@ def test_resize_of_a_bilevel_image_gives_smooth_grey() -> None:
     assert ((row > 0) & (row < 255)).any()
 
 
+def test_resize_that_scales_nothing_keeps_a_bilevel_image_bilevel() -> None:
+    """Without upscaling a small 1-bit image is left as it is: still 1-bit, same pixels."""
+    image = Image.new("1", (40, 20), 0)
+    image.paste(255, (0, 0, 20, 20))
+    out = apply(image, "resize=1200").image
+    assert out.mode == "1" and out.size == (40, 20)
+    assert np.array_equal(pixels(out), pixels(image))
+
+
 def test_resize_keeps_sixteen_bit_precision() -> None:
     """I;16 stays I;16: values above 255 survive the resample."""
     image = Image.fromarray(np.full((20, 20), 40000, np.uint16))
@@ -183,6 +192,7 @@ def test_resize_keeps_sixteen_bit_precision() -> None:
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "CMYK", "I", "F"])
 def test_resize_keeps_other_modes(mode: str) -> None:
+    """Modes Pillow resamples well stay as they are, CMYK and 32-bit I/F included."""
     out = apply(ramp((40, 20), mode), "resize=20x20,pad").image
     assert out.mode == mode and out.size == (20, 20)
 
@@ -398,3 +408,18 @@ def test_flip_and_mirror() -> None:
 def test_bad_rotations_are_recipe_errors(step: object) -> None:
     with pytest.raises(RecipeError, match="rotate"):
         apply(ramp(), step)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "1", "CMYK", "I;16", "I", "F"])
+@pytest.mark.parametrize("step", ["crop=2,1,5,3", "flip", "mirror", "crop=1:1,east"])
+def test_crops_and_flips_keep_every_mode_and_its_pixels(mode: str, step: str) -> None:
+    """No resampling: the same mode (even palette and 16-bit) and exactly the moved pixels."""
+    base = ramp((8, 4), "L", low=0, high=255)
+    image = (Image.fromarray(np.asarray(base).astype(np.uint16) * 257) if mode == "I;16"
+             else base.convert(mode))
+    grid = pixels(image)
+    expected = {"crop=2,1,5,3": grid[1:4, 2:7], "flip": grid[::-1], "mirror": grid[:, ::-1],
+                "crop=1:1,east": grid[:, 4:]}[step]
+    out = apply(image, step).image
+    assert out.mode == image.mode
+    assert np.array_equal(pixels(out), expected)

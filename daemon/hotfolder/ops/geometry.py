@@ -234,13 +234,12 @@ def aspect_box(size: tuple[int, int], ratio: float,
 
 def _resample(image: Image.Image, size: tuple[int, int],
               box: tuple[int, int, int, int] | None = None) -> Image.Image:
-    """`image` (or its `box`) resampled to `size` with Lanczos; 1-bit images become L."""
+    """`image` (or its `box`) resampled to `size` with Lanczos; 1-bit images become L if scaled."""
+    box = box or (0, 0, *image.size)
+    if size == (box[2] - box[0], box[3] - box[1]):
+        return image.crop(box)  # nothing to scale: the pixels and mode as they are
     if image.mode == "1":
         image = image.convert("L")
-    if size == image.size and box in (None, (0, 0, *image.size)):
-        return image.copy()
-    if box is not None and size == (box[2] - box[0], box[3] - box[1]):
-        return image.crop(box)
     return image.resize(size, RESAMPLE, box=box, reducing_gap=REDUCING_GAP)
 
 
