@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from tqdm import tqdm
 
-from hotfolder import __version__, engine, imaging
+from hotfolder import __version__, engine, imaging, service
 from hotfolder.config import Config, LimitsConfig, config_path, load_config
 from hotfolder.errors import ConfigError, HotfolderError, RecipeError
 from hotfolder.ops import REGISTRY
@@ -344,6 +344,53 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return OK
 
 
+# --- the service: run, worker, status, retry ------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the service in the foreground: watcher, workers, metrics (systemd Type=notify)."""
+    service.setup_logging()
+    return service.run(load_config(args.config))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run workers only, taking jobs from the shared queue."""
+    service.setup_logging()
+    return service.run(load_config(args.config), watch=False)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show the queue depth, jobs by state and the latest failures."""
+    report = service.status(load_config(args.config))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return OK
+    jobs = report["jobs"]
+    print(f"queue depth: {report['queue_depth']}")
+    print("jobs: " + (", ".join(f"{state} {n}" for state, n in sorted(jobs.items())) or "none"))
+    if report["waiting"]:
+        print("waiting for: " + ", ".join(f"{why} {n}" for why, n in report["waiting"].items()))
+    if report["recent_failures"]:
+        print("recent failures:")
+        for failure in report["recent_failures"]:
+            print(f"  {failure['time']}  {failure['reason']}")
+    return OK
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    """Move failed files back into their inbox folder (and remove their error reports)."""
+    if bool(args.paths) == args.all:
+        raise ConfigError("give the failed files to retry, or --all")
+    moved, problems = service.retry(load_config(args.config), args.paths)
+    for line in moved:
+        print(line)
+    for line in problems:
+        print(f"hotfolder: {line}", file=sys.stderr)
+    if not moved and not problems:
+        print("nothing in failed/ to retry")
+    return FAILED if problems else OK
+
+
 # --- entry point -----------------------------------------------------------------------
 
 
@@ -383,6 +430,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("ops", cmd_ops)
     command("schema", cmd_schema)
+
+    for name, func in (("run", cmd_run), ("worker", cmd_worker)):
+        config_option(command(name, func))
+    status = command("status", cmd_status)
+    config_option(status)
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    retry = command("retry", cmd_retry)
+    config_option(retry)
+    retry.add_argument("paths", nargs="*", metavar="PATH", help="files in failed/ to retry")
+    retry.add_argument("--all", action="store_true", help="retry every file in failed/")
     return parser
 
 
@@ -400,3 +457,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
 
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from types import FrameType
 from typing import Any
@@ -36,6 +38,7 @@ from hotfolder.journal import ENDED, Job, Journal
 from hotfolder.metrics import Metrics, MetricsServer, State, clear_directory, serve
 from hotfolder.queue import ServiceConsumer, WakePipe, make_huey
 from hotfolder.scanner import make_scanner
+from hotfolder.sinks import renamed
 from hotfolder.sinks.local import TEMP_GLOB, to_failed
 from hotfolder.watcher import Watcher, is_network_fs
 
@@ -47,6 +50,7 @@ SCANNER_PING_SECONDS = 5.0
 CLEANUP_SECONDS = 60.0
 STOP_SECONDS = 20.0
 JOURNAL_KEEP_DAYS = 30
+ERROR_SUFFIX = ".error.json"
 
 
 def crash_reason(exitcode: int | None) -> str:
@@ -390,3 +394,76 @@ def remove_older(folder: Path, before: float) -> int:
 def run(cfg: Config, *, watch: bool = True) -> int:
     """`hotfolder run` (watch=True) or `hotfolder worker` (watch=False)."""
     return Service(cfg, watch=watch).run()
+
+
+def setup_logging(environ: Mapping[str, str] = os.environ) -> None:
+    """One line per event on stderr; no timestamps under systemd, whose journal adds them."""
+    under_systemd = "JOURNAL_STREAM" in environ or "INVOCATION_ID" in environ
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=logging.INFO, format=fmt if under_systemd else "%(asctime)s " + fmt)
+    logging.getLogger("huey").setLevel(logging.WARNING)
+
+
+def status(cfg: Config) -> dict[str, Any]:
+    """Queue depth, jobs by state and waiting reason, and the latest failures."""
+    path = cfg.layout.state / "journal.db"
+    if not path.exists():
+        return {"queue_depth": 0, "jobs": {}, "waiting": {}, "recent_failures": []}
+    journal = Journal(path)
+    try:
+        counts = journal.counts()
+        return {
+            "queue_depth": counts.get("queued", 0),
+            "jobs": counts,
+            "waiting": journal.waiting_counts(),
+            "recent_failures": [
+                {"job": job.id, "file": job.rel, "reason": job.reason,
+                 "time": datetime.fromtimestamp(job.updated, UTC).isoformat(timespec="seconds")}
+                for job in journal.recent("failed")
+            ],
+        }
+    finally:
+        journal.close()
+
+
+def failed_files(failed: Path) -> list[Path]:
+    """Every file in failed/ except the error reports."""
+    return sorted(p for p in failed.rglob("*")
+                  if not p.is_dir() and not p.name.endswith(ERROR_SUFFIX))
+
+
+def retry(cfg: Config, paths: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Move failed files back into their inbox folder, removing their reports.
+
+    `paths` are files in failed/ (absolute, or relative to failed/ or to the current
+    folder); empty means all of them. Returns what was moved and what could not be.
+    """
+    layout = cfg.layout
+    chosen = [(p, retry_target(layout.failed, p)) for p in paths] if paths else [
+        (str(p), PurePosixPath(p.relative_to(layout.failed).as_posix()))
+        for p in failed_files(layout.failed)
+    ]
+    moved, problems = [], []
+    for given, rel in chosen:
+        if rel is None or not os.path.lexists(layout.failed / rel):
+            problems.append(f"{given}: not a file in {layout.failed}")
+            continue
+        source = layout.failed / rel
+        target = next(layout.inbox / candidate for candidate in renamed(rel)
+                      if not os.path.lexists(layout.inbox / candidate))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(source, target)
+        Path(f"{source}{ERROR_SUFFIX}").unlink(missing_ok=True)
+        moved.append(f"{rel} -> {target}")
+    return moved, problems
+
+
+def retry_target(failed: Path, given: str) -> PurePosixPath | None:
+    """The path inside failed/ that an argument names, or None when it is outside."""
+    path = Path(given.removesuffix(ERROR_SUFFIX))
+    for candidate in (path if path.is_absolute() else Path.cwd() / path, failed / path):
+        try:
+            return PurePosixPath(candidate.resolve().relative_to(failed.resolve()).as_posix())
+        except ValueError:
+            continue
+    return None
