@@ -70,9 +70,13 @@ def test_env_overrides_tree() -> None:
         "scanner": {"clamd": "off"}, "default_recipe": "web"}
 
 
-def test_a_bad_environment_override_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"key scanner\.clamd: .*must be off"):
-        load_config(write_config(tmp_path, ""), environ={"HOTFOLDER_SCANNER__CLAMD": "bogus"})
+def test_a_bad_environment_override_names_the_variable_not_the_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "scanner:\n  clamd: unix:///run/clamav/clamd.ctl\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={"HOTFOLDER_SCANNER__CLAMD": "bogus"})
+    assert caught.value.message.startswith(
+        "HOTFOLDER_SCANNER__CLAMD, key scanner.clamd: must be off, unix:///path/to/socket"
+    )
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -193,13 +193,20 @@ class Config(Section):
         )
 
 
+def env_settings(environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """The `HOTFOLDER_SECTION__KEY` variables, by the setting (section, key) they override."""
+    return {
+        tuple(name[len(ENV_PREFIX) :].lower().split("__")): name
+        for name in environ
+        if name.startswith(ENV_PREFIX) and name != "HOTFOLDER_CONFIG"
+    }
+
+
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """Nested settings from `HOTFOLDER_SECTION__KEY=value` variables (values read as YAML)."""
     tree: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == "HOTFOLDER_CONFIG":
-            continue
-        keys = name[len(ENV_PREFIX) :].lower().split("__")
+    for keys, name in env_settings(environ).items():
+        raw = environ[name]
         node = tree
         for key in keys[:-1]:
             node = node.setdefault(key, {})
@@ -249,4 +256,6 @@ def load_config(
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(doc.explain(exc), detail=str(exc)) from None
+        raise ConfigError(
+            doc.explain(exc, elsewhere=env_settings(environ)), detail=str(exc)
+        ) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,15 +40,24 @@ class Located:
             parts.append(f"key {key}")
         return ", ".join(parts)
 
-    def explain(self, exc: ValidationError, prefix: Loc = ()) -> str:
-        """Every pydantic error of `exc` located in this document, one per line."""
+    def explain(
+        self, exc: ValidationError, prefix: Loc = (), elsewhere: Mapping[Loc, str] | None = None
+    ) -> str:
+        """Every pydantic error of `exc` located in this document, one per line.
+
+        `elsewhere` names the keys set outside the file (environment variables).
+        """
         lines = []
         for err in exc.errors():
             loc = prefix + tuple(p for p in err["loc"] if not _is_union_tag(p))
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
-            lines.append(f"{self.where(loc)}: {msg}")
+            origin = next(
+                (name for at, name in (elsewhere or {}).items() if loc[: len(at)] == at), None
+            )
+            where = f"{origin}, key {'.'.join(map(str, loc))}" if origin else self.where(loc)
+            lines.append(f"{where}: {msg}")
         return "\n".join(lines)
 
 
