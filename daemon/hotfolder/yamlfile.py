@@ -41,7 +41,8 @@ class Located:
         return ", ".join(parts)
 
     def explain(
-        self, exc: ValidationError, prefix: Loc = (), elsewhere: Mapping[Loc, str] | None = None
+        self, exc: ValidationError, prefix: Loc = (),
+        elsewhere: Mapping[tuple[str, ...], str] | None = None,
     ) -> str:
         """Every pydantic error of `exc` located in this document, one per line.
 
