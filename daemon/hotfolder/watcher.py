@@ -14,6 +14,7 @@ are polled. A full rescan at start-up and every `rescan_seconds` catches what ev
 from __future__ import annotations
 
 import enum
+import errno
 import fnmatch
 import logging
 import os
@@ -21,6 +22,7 @@ import re
 import stat
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +74,7 @@ DEDUP_SECONDS = 10.0  # the same (path, size, mtime) is offered at most once in 
 STALE_OPEN_SECONDS = 600.0  # an open writer unseen for this long is presumed gone (lost events)
 RESTART_SECONDS = 1.0  # least time between two attempts to start an observer
 JOIN_SECONDS = 10.0
+INOTIFY_LIMITS = frozenset({errno.ENOSPC, errno.EMFILE})  # out of inotify watches or instances
 
 
 # -- Decisions (pure functions) -------------------------------------------------------------
@@ -330,7 +333,11 @@ class Watcher:
 
     def start(self) -> None:
         """Start the observer and the thread that settles files and rescans the tree."""
-        log.info("watching %s with %s", self.inbox, "polling" if self.polling else "inotify events")
+        # A folder made together with its parents (mkdir -p) can be watched twice by watchdog's
+        # inotify observer, which warns and keeps the same callback: harmless, and not an error.
+        warnings.filterwarnings(
+            "ignore", message="Callback with id .* already exists", category=RuntimeWarning
+        )
         self._stop.clear()
         self._start_observer()
         self._thread = threading.Thread(target=self._loop, name="hotfolder-rescan", daemon=True)
@@ -358,27 +365,41 @@ class Watcher:
         )
 
     def _start_observer(self) -> None:
-        observer: BaseObserver = (
-            PollingObserver(timeout=poll_interval(self.cfg.settle_seconds))
-            if self.polling
-            else InotifyObserver(generate_full_events=True)
-        )
+        observer: BaseObserver | None = None
         try:
-            observer.schedule(
-                _Handler(self._act, polling=self.polling), str(self.inbox), recursive=True
+            observer = (
+                PollingObserver(timeout=poll_interval(self.cfg.settle_seconds))
+                if self.polling
+                else InotifyObserver(generate_full_events=True)
             )
+            handler = _Handler(self._act, polling=self.polling)
+            observer.schedule(handler, str(self.inbox), recursive=True)
             observer.start()
         except OSError as exc:
-            _halt(observer)
-            if not self._start_failed:
+            if observer is not None:
+                _halt(observer)
+            if not self.polling and exc.errno in INOTIFY_LIMITS:
+                log.warning(
+                    "inotify cannot watch %s (%s; see fs.inotify.max_user_watches and "
+                    "max_user_instances): polling it instead",
+                    self.inbox,
+                    exc.strerror,
+                )
+                self.polling = True
+                self._start_observer()
+            elif not self._start_failed:
+                self._start_failed = True
                 log.error(
                     "cannot watch %s (%s); retrying every %.0f s", self.inbox, exc, RESTART_SECONDS
                 )
-            self._start_failed = True
             return
-        if self._start_failed:
-            log.info("watching %s again", self.inbox)
         self._start_failed = False
+        how = (
+            f"polling every {poll_interval(self.cfg.settle_seconds):g} s"
+            if self.polling
+            else "inotify"
+        )
+        log.info("watching %s (%s)", self.inbox, how)
         with self._observer_lock:
             self._observer = observer
 
@@ -469,6 +490,8 @@ class Watcher:
 
     def _settle(self) -> None:
         for path, signature in self._settler.due(_look):
+            if self._stop.is_set():
+                return
             self._offer(path, signature)
 
     def _offer(self, path: str, signature: tuple[int, int] | None) -> None:

@@ -1,0 +1,500 @@
+"""The watcher: real files, real inotify and polling observers, decisions driven by a clock."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from watchdog.events import (
+    DirCreatedEvent,
+    FileClosedEvent,
+    FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+)
+
+from hotfolder import watcher as watcher_module
+from hotfolder.config import WatchConfig
+from hotfolder.watcher import (
+    Action,
+    Recent,
+    Settler,
+    Watcher,
+    ignored,
+    is_network_fs,
+    mount_of,
+    polling_wanted,
+    route,
+)
+
+DEADLINE = 5.0
+
+
+class Calls:
+    """Records the calls of on_file (name relative to the inbox, size at the time of the call)."""
+
+    def __init__(self, inbox: Path) -> None:
+        self.inbox = inbox
+        self.seen: list[tuple[str, int]] = []
+        self.fail_next = False
+        self._changed = threading.Condition()
+
+    def __call__(self, path: Path) -> None:
+        with self._changed:
+            self.seen.append((path.relative_to(self.inbox).as_posix(), path.stat().st_size))
+            self._changed.notify_all()
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("intake broke")
+
+    @property
+    def names(self) -> list[str]:
+        with self._changed:
+            return [name for name, _ in self.seen]
+
+    def wait(self, count: int, timeout: float = DEADLINE) -> bool:
+        """True once at least `count` calls were made, False when the deadline passes first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self.seen) >= count, timeout)
+
+
+def until(condition: Callable[[], bool], timeout: float = DEADLINE) -> bool:
+    """Wait for a condition with a deadline."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        pause.wait(0.02)
+    return True
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    before = threading.active_count()
+    yield
+    assert threading.active_count() == before, [t.name for t in threading.enumerate()]
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def watch(inbox: Path) -> Iterator[Callable[..., tuple[Watcher, Calls]]]:
+    started: list[Watcher] = []
+
+    def start(exclude: tuple[Path, ...] = (), **settings: Any) -> tuple[Watcher, Calls]:
+        calls = Calls(inbox)
+        settings.setdefault("mode", "events")
+        w = Watcher(inbox, WatchConfig(**settings), calls, exclude=exclude)
+        w.start()
+        started.append(w)
+        return w, calls
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+def write(path: Path, data: bytes = b"picture") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as out:
+        out.write(data)
+    return path
+
+
+# -- with real files ------------------------------------------------------------------------
+
+
+def test_a_file_written_and_closed_gives_one_call(watch, inbox):
+    w, calls = watch(settle_seconds=0.1)
+    write(inbox / "photo.jpg", b"x" * 5000)
+    assert calls.wait(1)
+    write(inbox / "marker.jpg")  # events arrive in order: a second call for photo would come first
+    assert calls.wait(2)
+    assert calls.seen == [("photo.jpg", 5000), ("marker.jpg", 7)]
+    assert w.healthy
+
+
+def test_a_file_closed_again_unchanged_gives_no_second_call(watch, inbox):
+    _, calls = watch(settle_seconds=0.1)
+    photo = write(inbox / "photo.jpg", b"x" * 5000)
+    for _ in range(3):  # opened for writing and closed without a change: same size and mtime
+        photo.open("ab").close()
+    write(inbox / "marker.jpg")
+    assert calls.wait(2)
+    assert not calls.wait(3, timeout=0.3)
+    assert calls.names == ["photo.jpg", "marker.jpg"]
+
+
+def test_a_file_written_slowly_is_taken_only_after_its_writer_closes_it(watch, inbox):
+    w, calls = watch(settle_seconds=0.1)
+    with (inbox / "slow.jpg").open("wb") as out:
+        out.write(b"a" * 1000)
+        out.flush()
+        assert not calls.wait(1, timeout=0.5)  # stalled five times longer than settle_seconds
+        assert w.rescan() == 1  # a rescan sees it too, and must not take it while it is open
+        assert not calls.wait(1, timeout=0.5)
+        out.write(b"b" * 1000)
+    assert calls.wait(1)
+    assert calls.seen == [("slow.jpg", 2000)]
+
+
+def test_a_file_renamed_into_the_inbox_is_taken_at_once(watch, inbox, tmp_path):
+    _, calls = watch(settle_seconds=30)  # only the rename can explain a call within the deadline
+    outside = write(tmp_path / "elsewhere" / "logo.png", b"png" * 10)
+    outside.rename(inbox / "logo.png")
+    write(inbox / ".logo2.png.Xy12Ab", b"rsync")  # rsync writes a hidden name, then renames it
+    (inbox / ".logo2.png.Xy12Ab").rename(inbox / "logo2.png")
+    assert calls.wait(2)
+    assert sorted(calls.seen) == [("logo.png", 30), ("logo2.png", 5)]
+
+
+def test_a_folder_renamed_into_the_inbox_gives_each_of_its_files(watch, inbox, tmp_path):
+    _, calls = watch(settle_seconds=30)
+    write(tmp_path / "job" / "a.jpg")
+    write(tmp_path / "job" / "deeper" / "b.jpg")
+    (tmp_path / "job").rename(inbox / "job")
+    assert calls.wait(2)
+    assert sorted(calls.names) == ["job/a.jpg", "job/deeper/b.jpg"]
+
+
+def test_a_hard_link_has_no_close_event_and_is_taken_once_settled(watch, inbox, tmp_path):
+    _, calls = watch(settle_seconds=0.2)
+    source = write(tmp_path / "source.jpg")
+    started = time.monotonic()
+    os.link(source, inbox / "linked.jpg")
+    assert calls.wait(1)
+    assert time.monotonic() - started >= 0.2
+    assert calls.names == ["linked.jpg"]
+
+
+def test_ignored_and_excluded_names_are_never_offered(watch, inbox):
+    work = inbox / "work"
+    _, calls = watch(settle_seconds=0.05, exclude=(work,), ignore=["*.raw"])
+    for name in [
+        ".DS_Store", "._photo.jpg", "photo.jpg.part", "photo.jpg.crdownload", "~$order.docx",
+        "Thumbs.db", "desktop.ini", "scan.TMP", "photo.jpg.filepart", ".syncthing.a.jpg.tmp",
+        "camera.raw", ".hotfolder/job1/photo.jpg", "work/photo.jpg", "@eaDir/photo.jpg",
+    ]:  # fmt: skip
+        write(inbox / name)
+    (inbox / "photo.jpg.part").rename(inbox / ".photo.jpg.sb-1234")
+    write(inbox / "ok.jpg")
+    assert calls.wait(1)
+    assert not calls.wait(2, timeout=0.3)  # settled files would have come by now
+    assert calls.names == ["ok.jpg"]
+
+
+def test_files_in_nested_folders_are_offered(watch, inbox):
+    _, calls = watch(settle_seconds=0.1)
+    write(inbox / "Engrave Wood" / "resize=800x600,fill" / "deep" / "photo.jpg")
+    (inbox / "A").mkdir()
+    write(inbox / "A" / "logo.png")
+    assert calls.wait(2)
+    assert sorted(calls.names) == [
+        "A/logo.png",
+        "Engrave Wood/resize=800x600,fill/deep/photo.jpg",
+    ]
+
+
+def test_the_first_rescan_finds_files_present_before_start(watch, inbox):
+    for name in ["a.jpg", "A/b.jpg", "A/B/c.jpg", "A/.hidden/d.jpg", "A/e.tmp"]:
+        write(inbox / name)
+    before = time.time()
+    w, calls = watch(settle_seconds=0.1)
+    assert calls.wait(3)
+    assert sorted(calls.names) == ["A/B/c.jpg", "A/b.jpg", "a.jpg"]
+    assert w.last_scan >= before
+
+
+def test_a_failing_intake_does_not_stop_the_watcher(watch, inbox, caplog):
+    _, calls = watch(settle_seconds=0.1)
+    calls.fail_next = True
+    write(inbox / "first.jpg")
+    assert calls.wait(1)
+    write(inbox / "second.jpg")
+    assert calls.wait(2)
+    assert calls.names == ["first.jpg", "second.jpg"]
+    assert "intake of" in caplog.text and "first.jpg failed" in caplog.text
+
+
+def test_a_dead_observer_is_restarted(watch, inbox, caplog):
+    caplog.set_level(logging.WARNING)
+    w, calls = watch(settle_seconds=0.05)
+    dead = w._observer
+    assert dead is not None
+    dead.stop()
+    dead.join()
+    assert until(lambda: w.healthy and w._observer is not dead)
+    write(inbox / "after.jpg")
+    assert calls.wait(1)
+    assert calls.names == ["after.jpg"]
+    assert "restarting" in caplog.text
+
+
+def test_an_inbox_that_goes_away_and_comes_back_is_watched_again(watch, inbox, caplog):
+    w, calls = watch(settle_seconds=0.05)
+    shutil.rmtree(inbox)
+    assert until(lambda: not w.healthy)
+    scanned = w.last_scan
+    write(inbox / "back.jpg")  # made while nothing watches: the rescan after the restart finds it
+    assert calls.wait(1)
+    assert calls.names == ["back.jpg"]
+    assert w.healthy and w.last_scan > scanned
+
+
+def test_out_of_inotify_watches_it_polls_instead(watch, inbox, monkeypatch, caplog):
+    class Exhausted(watcher_module.InotifyObserver):
+        def schedule(self, *args: Any, **kwargs: Any) -> Any:
+            raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    monkeypatch.setattr(watcher_module, "InotifyObserver", Exhausted)
+    monkeypatch.setattr(watcher_module, "poll_interval", lambda settle: 0.1)
+    w, calls = watch(settle_seconds=0.1)
+    assert w.polling and w.healthy
+    assert "polling it instead" in caplog.text
+    write(inbox / "photo.jpg")
+    assert calls.wait(1)
+    assert calls.names == ["photo.jpg"]
+
+
+def test_polling_takes_a_file_only_after_it_stops_growing(watch, inbox, monkeypatch):
+    monkeypatch.setattr(watcher_module, "poll_interval", lambda settle: 0.1)
+    w, calls = watch(mode="polling", settle_seconds=0.4)
+    assert w.polling
+    with (inbox / "growing.jpg").open("wb") as out:
+        for _ in range(12):  # grows every 0.1 s for 1.2 s: never unchanged for 0.4 s
+            out.write(b"x" * 100)
+            out.flush()
+            assert not calls.wait(1, timeout=0.1)
+    started = time.monotonic()
+    assert calls.wait(1)
+    assert time.monotonic() - started >= 0.3  # the last write is at most one poll old
+    assert calls.seen == [("growing.jpg", 1200)]
+
+
+# -- decisions, without files ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        ".DS_Store", "._photo.jpg", ".photo.jpg.a8Zk3q", ".~lock.order.odt#", ".dropbox.cache",
+        "~$order.docx", "photo.jpg.part", "PHOTO.JPG.PART", "photo.partial", "photo.crdownload",
+        "photo.download", "scan.tmp", "photo.jpg.filepart", "notes.txt.swp", "notes.kate-swp",
+        "photo.jpg.!sync", "Thumbs.db", "thumbs.db", "desktop.ini", "$RECYCLE.BIN", "@eaDir",
+        "#recycle", "photo.jpg~", ".hotfolder",
+    ],
+)  # fmt: skip
+def test_temporary_and_hidden_names_are_ignored(name):
+    assert ignored(name, [])
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["photo.jpg", "resize=800x600,fill+grayscale+png", "Engrave Wood", "tmp.jpg", "part.png"],
+)
+def test_ordinary_names_are_not_ignored(name):
+    assert not ignored(name, [])
+
+
+def test_configured_patterns_are_ignored_whatever_the_case():
+    assert ignored("camera.RAW", ["*.raw"])
+    assert not ignored("camera.jpg", ["*.raw"])
+
+
+MOUNTS = """\
+sysfs /sys sysfs rw,nosuid 0 0
+/dev/sda1 / ext4 rw,relatime 0 0
+server:/export /mnt/nfs nfs4 rw,vers=4.2 0 0
+/dev/sdb1 /mnt/nfs/local ext4 rw 0 0
+tmpfs /mnt/nfsdata tmpfs rw 0 0
+//nas/shop /srv/shop\\040share cifs rw,vers=3.0 0 0
+u@host: /mnt/ssh fuse.sshfs rw 0 0
+/dev/sdc1 /media/usb fuseblk rw 0 0
+/dev/sda1 /srv/plain ext4 rw 0 0
+server:/other /srv/plain nfs rw 0 0
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "network"),
+    [
+        ("/home/shop/inbox", False),
+        ("/mnt/nfs", True),
+        ("/mnt/nfs/inbox/A", True),
+        ("/mnt/nfs/local/inbox", False),  # a local disk mounted inside the share
+        ("/mnt/nfsdata/inbox", False),  # a prefix of the text, not of the path
+        ("/srv/shop share/inbox", True),  # spaces are escaped in the mount table
+        ("/mnt/ssh/inbox", True),
+        ("/media/usb/inbox", False),
+        ("/srv/plain/inbox", True),  # the later mount hides the earlier one
+    ],
+)
+def test_network_filesystems_are_found_in_the_mount_table(path, network):
+    assert is_network_fs(Path(path), mounts=MOUNTS) is network
+
+
+def test_the_mount_of_a_path_is_the_longest_mount_point_holding_it():
+    assert mount_of("/mnt/nfs/local/x", MOUNTS) == ("/mnt/nfs/local", "ext4")
+    assert mount_of("/srv/shop share/x", MOUNTS) == ("/srv/shop share", "cifs")
+    assert mount_of("/x", "") == ("/", "")
+
+
+def test_this_machines_temporary_folder_is_local(tmp_path):
+    assert not is_network_fs(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("mode", "network", "polls"),
+    [
+        ("auto", False, False),
+        ("auto", True, True),
+        ("events", True, False),
+        ("polling", False, True),
+    ],
+)
+def test_the_mode_decides_or_the_filesystem_does(mode, network, polls):
+    assert polling_wanted(mode, network) is polls
+
+
+@pytest.mark.parametrize(
+    ("event", "polling", "actions"),
+    [
+        (FileClosedEvent("/i/a"), False, [(Action.CLOSED, "/i/a"), (Action.TAKE, "/i/a")]),
+        (FileClosedNoWriteEvent("/i/a"), False, [(Action.CLOSED, "/i/a")]),
+        (FileOpenedEvent("/i/a"), False, [(Action.OPENED, "/i/a")]),
+        (FileCreatedEvent("/i/a"), False, [(Action.SETTLE, "/i/a")]),
+        (FileCreatedEvent("/i/a", is_synthetic=True), False, [(Action.TAKE, "/i/a")]),
+        (
+            FileMovedEvent("/i/.a.tmp", "/i/a"),
+            False,
+            [(Action.FORGET, "/i/.a.tmp"), (Action.TAKE, "/i/a")],
+        ),
+        (FileMovedEvent("", "/i/a"), False, [(Action.TAKE, "/i/a")]),
+        (FileMovedEvent("/i/a", ""), False, [(Action.FORGET, "/i/a")]),
+        (FileDeletedEvent("/i/a"), False, [(Action.FORGET, "/i/a")]),
+        (FileModifiedEvent("/i/a"), False, []),
+        (DirCreatedEvent("/i/A"), False, []),
+        (FileCreatedEvent("/i/a"), True, [(Action.SETTLE, "/i/a")]),
+        (FileModifiedEvent("/i/a"), True, [(Action.SETTLE, "/i/a")]),
+        (FileMovedEvent("/i/b", "/i/a"), True, [(Action.FORGET, "/i/b"), (Action.SETTLE, "/i/a")]),
+        (FileDeletedEvent("/i/a"), True, [(Action.FORGET, "/i/a")]),
+    ],
+)
+def test_each_event_asks_for_actions(event, polling, actions):
+    assert route(event, polling=polling) == actions
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Files:
+    """A fake filesystem for the settler: path -> (size, mtime_ns)."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, tuple[int, int]] = {}
+
+    def __call__(self, path: str) -> tuple[int, int] | None:
+        return self.state.get(path)
+
+
+def test_a_file_that_keeps_growing_never_settles():
+    clock, files = Clock(), Files()
+    settler = Settler(2.0, clock)
+    settler.wait("/i/a")
+    for size in range(1, 20):
+        files.state["/i/a"] = (size * 100, size)
+        assert settler.due(files) == []
+        clock.now += 1.0
+    assert len(settler) == 1
+
+
+def test_a_file_settles_when_unchanged_for_settle_seconds():
+    clock, files = Clock(), Files()
+    settler = Settler(2.0, clock)
+    files.state["/i/a"] = (100, 5)
+    settler.wait("/i/a")
+    assert settler.due(files) == []  # first look
+    clock.now += 1.9
+    assert settler.due(files) == []
+    clock.now += 0.1
+    assert settler.due(files) == [("/i/a", (100, 5))]
+    assert len(settler) == 0
+
+
+def test_a_file_seen_by_a_scan_starts_settling_from_that_look():
+    clock, files = Clock(), Files()
+    settler = Settler(2.0, clock)
+    files.state["/i/a"] = (100, 5)
+    settler.wait("/i/a", (100, 5))
+    clock.now += 2.0
+    assert settler.due(files) == [("/i/a", (100, 5))]
+
+
+def test_an_open_writer_holds_a_settled_file_until_it_closes():
+    clock, files = Clock(), Files()
+    settler = Settler(2.0, clock)
+    files.state["/i/a"] = (100, 5)
+    settler.closed("/i/a")  # the close of an open made before watching started counts for nothing
+    settler.wait("/i/a", (100, 5))
+    settler.opened("/i/a")
+    settler.opened("/i/a")
+    clock.now += 10
+    settler.closed("/i/a")
+    assert settler.due(files) == []
+    settler.closed("/i/a")
+    assert settler.due(files) == [("/i/a", (100, 5))]
+
+
+def test_a_writer_unheard_of_for_long_is_presumed_gone():
+    clock, files = Clock(), Files()
+    settler = Settler(2.0, clock)
+    files.state["/i/a"] = (100, 5)
+    settler.wait("/i/a", (100, 5))
+    settler.opened("/i/a")  # its close event was lost
+    clock.now += watcher_module.STALE_OPEN_SECONDS - 1
+    assert settler.due(files) == []
+    clock.now += 1
+    assert settler.due(files) == [("/i/a", (100, 5))]
+
+
+def test_a_file_that_disappears_stops_waiting():
+    clock, files = Clock(), Files()
+    settler = Settler(0.0, clock)
+    settler.wait("/i/a")
+    settler.wait("/i/b")
+    settler.forget("/i/b")
+    assert settler.due(files) == []
+    assert len(settler) == 0
+
+
+def test_one_version_of_a_file_is_offered_once_within_the_window():
+    clock = Clock()
+    recent = Recent(10.0, clock)
+    assert recent.first("/i/a", (100, 5))
+    assert not recent.first("/i/a", (100, 5))
+    assert recent.first("/i/a", (200, 6))  # a new version
+    assert recent.first("/i/b", (200, 6))
+    clock.now += 10.0
+    assert recent.first("/i/a", (200, 6))
