@@ -1,0 +1,221 @@
+"""Duplicate detection: the same content dropped again under the same recipe is not processed again.
+
+A result is found by a key made of the input's SHA-256 and a hash of the plan's
+steps and output settings (canonical JSON), so a changed recipe never reuses an
+old result. Results live in state/: an SQLite index (`cache.db`) and the encoded
+outputs as files (`cache/ab/<key>.<n>`). The cache is bounded in bytes and
+evicts the least recently used results first; `hotfolder cache clear` empties it.
+Each stored output carries its SHA-256, so a damaged file is a miss, never a
+wrong result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hotfolder.config import CacheConfig
+from hotfolder.engine import Output, Rendered, output_name
+from hotfolder.recipes import Plan
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY,
+    origin TEXT NOT NULL,
+    sidecar TEXT NOT NULL,
+    outputs TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    last_used REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_last_used ON results (last_used);
+"""
+
+
+def canonical(value: Any) -> bytes:
+    """JSON with sorted keys and no spaces: equal values give equal bytes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def cache_key(input_sha256: str, plan: Plan) -> str:
+    """The key of a result: the input's content and what the plan does to it."""
+    recipe = {"steps": plan.describe(), "output": plan.output.model_dump(mode="json")}
+    return hashlib.sha256(
+        canonical({"input": input_sha256, "recipe": hashlib.sha256(canonical(recipe)).hexdigest()})
+    ).hexdigest()
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A stored result and what it was first made for (`origin`, e.g. the first input's path)."""
+
+    origin: str
+    rendered: Rendered
+
+    def for_input(self, name: str, plan: Plan) -> Rendered:
+        """The result renamed for another input `name`; the sidecar says it is a duplicate."""
+        sidecar = copy.deepcopy(self.rendered.sidecar)
+        out = sidecar.get("output", {})
+        old_stem = Path(self.rendered.main.name).stem
+        main = output_name(
+            plan.output.name, stem=Path(name).stem, ext=Path(self.rendered.main.name).suffix[1:],
+            recipe=plan.name, sha8=str(sidecar.get("input", {}).get("sha256", ""))[:8],
+            width=int(out.get("width", 0)), height=int(out.get("height", 0)),
+        )
+        new_stem = Path(main).stem
+        outputs = [Output(main, self.rendered.main.data, self.rendered.main.media_type)]
+        names = {self.rendered.main.name: main}
+        for extra in self.rendered.outputs[1:]:
+            renamed = new_stem + extra.name[len(old_stem):]
+            names[extra.name] = renamed
+            outputs.append(Output(renamed, extra.data, extra.media_type))
+        sidecar.setdefault("input", {})["name"] = name
+        sidecar["recipe"] = plan.name
+        if out:
+            out["name"] = main
+        for extra_record in sidecar.get("extras", []):
+            extra_record["name"] = names.get(extra_record.get("name"), extra_record.get("name"))
+        sidecar.pop("timings", None)
+        sidecar["duplicate_of"] = self.origin
+        return Rendered(outputs, sidecar)
+
+
+class ResultCache:
+    """Results by key in `state/cache.db` and `state/cache/`, at most `max_bytes` of outputs."""
+
+    def __init__(self, state: Path, max_bytes: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.db = state / "cache.db"
+        self.folder = state / "cache"
+        self.max_bytes = max_bytes
+        self.clock = clock
+        self.folder.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.db, timeout=30)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A short-lived connection (workers are separate processes); commits on success."""
+        conn = sqlite3.connect(self.db, timeout=30, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def _path(self, key: str, index: int) -> Path:
+        return self.folder / key[:2] / f"{key}.{index}"
+
+    def get(self, key: str) -> Hit | None:
+        """The stored result for key (and it becomes the most recently used), or None."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT origin, sidecar, outputs FROM results WHERE key = ?", (key,)
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE results SET last_used = ? WHERE key = ?", (self.clock(), key))
+        origin, sidecar, listing = row
+        outputs = []
+        for index, item in enumerate(json.loads(listing)):
+            try:
+                data = self._path(key, index).read_bytes()
+            except FileNotFoundError:
+                data = b""
+            if hashlib.sha256(data).hexdigest() != item["sha256"]:
+                self.discard(key)  # removed by another worker's eviction, or damaged
+                return None
+            outputs.append(Output(item["name"], data, item["media_type"]))
+        return Hit(origin, Rendered(outputs, json.loads(sidecar)))
+
+    def put(self, key: str, rendered: Rendered, origin: str) -> None:
+        """Store a result, then evict the least recently used until the cache fits."""
+        size = sum(len(o.data) for o in rendered.outputs)
+        if size > self.max_bytes:
+            return
+        listing = []
+        for index, output in enumerate(rendered.outputs):
+            path = self._path(key, index)
+            path.parent.mkdir(exist_ok=True)
+            temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            temp.write_bytes(output.data)
+            temp.replace(path)
+            listing.append({"name": output.name, "media_type": output.media_type,
+                            "sha256": hashlib.sha256(output.data).hexdigest()})
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
+                (key, origin, json.dumps(rendered.sidecar), json.dumps(listing), size,
+                 self.clock()),
+            )
+            evicted = self._evict(conn)
+        for old_key, count in evicted:
+            self._remove_files(old_key, count)
+
+    def _evict(self, conn: sqlite3.Connection) -> list[tuple[str, int]]:
+        """Delete index rows, oldest use first, until the total fits; returns (key, outputs)."""
+        total = self._held(conn)[1]
+        evicted = []
+        rows = conn.execute("SELECT key, bytes, outputs FROM results ORDER BY last_used")
+        for key, size, listing in rows.fetchall():
+            if total <= self.max_bytes:
+                break
+            conn.execute("DELETE FROM results WHERE key = ?", (key,))
+            evicted.append((key, len(json.loads(listing))))
+            total -= size
+        return evicted
+
+    def _remove_files(self, key: str, count: int) -> None:
+        for index in range(count):
+            self._path(key, index).unlink(missing_ok=True)
+
+    def discard(self, key: str) -> None:
+        """Forget one result."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT outputs FROM results WHERE key = ?", (key,)).fetchone()
+            conn.execute("DELETE FROM results WHERE key = ?", (key,))
+        if row is not None:
+            self._remove_files(key, len(json.loads(row[0])))
+
+    @staticmethod
+    def _held(conn: sqlite3.Connection) -> tuple[int, int]:
+        row = conn.execute("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM results").fetchone()
+        return int(row[0]), int(row[1])
+
+    def usage(self) -> tuple[int, int]:
+        """(results, bytes) held now."""
+        with self._connect() as conn:
+            return self._held(conn)
+
+    def clear(self) -> tuple[int, int]:
+        """Remove every result (also files left by a crash); returns what was held."""
+        with self._connect() as conn:
+            held = self._held(conn)
+            conn.execute("DELETE FROM results")
+            for sub in self.folder.iterdir():
+                if sub.is_dir():
+                    shutil.rmtree(sub)
+        return held
+
+
+def open_cache(cfg: CacheConfig, state: Path) -> ResultCache | None:
+    """The result cache of a root, or None when duplicate detection is off."""
+    return ResultCache(state, cfg.max_bytes) if cfg.enabled and cfg.max_bytes > 0 else None

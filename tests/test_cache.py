@@ -1,0 +1,145 @@
+"""Duplicate detection: results found by content and recipe, reused under new names, bounded."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from pathlib import Path
+
+import pytest
+
+from conftest import image_bytes
+from hotfolder.cache import ResultCache, cache_key, open_cache
+from hotfolder.config import CacheConfig, LimitsConfig
+from hotfolder.engine import Output, Rendered, render
+from hotfolder.recipes import Plan, combine, parse_chain
+
+
+def plan(chain: str, name: str = "thumbs") -> Plan:
+    return combine([(name, "inline", parse_chain(chain))])
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def result(size: int, name: str = "photo.png") -> Rendered:
+    return Rendered([Output(name, bytes(size), "image/png")],
+                    {"input": {"name": "photo.jpg", "sha256": "ab" * 32},
+                     "output": {"name": name, "width": 4, "height": 3}})
+
+
+@pytest.fixture
+def clock() -> itertools.count[float]:
+    return itertools.count(1000.0)
+
+
+@pytest.fixture
+def cache(tmp_path: Path, clock: itertools.count[float]) -> ResultCache:
+    return ResultCache(tmp_path / "state", max_bytes=250, clock=lambda: next(clock))
+
+
+def stored_files(cache: ResultCache) -> list[str]:
+    return sorted(p.name for p in cache.folder.rglob("*") if p.is_file())
+
+
+def test_key_follows_content_steps_and_output_settings() -> None:
+    base = cache_key("a" * 64, plan("resize=64x64+png"))
+
+    assert cache_key("a" * 64, plan("resize=64x64+png")) == base
+    assert cache_key("a" * 64, plan("resize=64x64+png", name="Other Folder")) == base
+    assert cache_key("b" * 64, plan("resize=64x64+png")) != base
+    assert cache_key("a" * 64, plan("resize=64x65+png")) != base
+    assert cache_key("a" * 64, plan("resize=64x64+grayscale+png")) != base
+    assert cache_key("a" * 64, plan("resize=64x64+jpeg")) != base
+
+
+def test_duplicate_reuses_the_result_under_the_new_name(tmp_path: Path) -> None:
+    cache = ResultCache(tmp_path / "state", max_bytes=10**6)
+    thumbs = plan("resize=64x64+grayscale+thumbnail=16+png")
+    data = image_bytes("JPEG", (120, 90))
+    first = render(data, "photo.jpg", thumbs, LimitsConfig())
+    key = cache_key(sha(data), thumbs)
+    assert cache.get(key) is None
+
+    cache.put(key, first, origin="Engrave/photo.jpg")
+    hit = cache.get(key)
+    assert hit is not None
+    again = hit.for_input("copy of photo.JPG", plan("resize=64x64+grayscale+thumbnail=16+png",
+                                                    name="wood"))
+
+    assert [o.name for o in again.outputs] == ["copy of photo.png", "copy of photo_thumb.jpg"]
+    assert [o.data for o in again.outputs] == [o.data for o in first.outputs]
+    assert [o.media_type for o in again.outputs] == ["image/png", "image/jpeg"]
+    assert again.sidecar["duplicate_of"] == "Engrave/photo.jpg"
+    assert again.sidecar["input"] == {**first.sidecar["input"], "name": "copy of photo.JPG"}
+    assert again.sidecar["output"] == {**first.sidecar["output"], "name": "copy of photo.png"}
+    assert again.sidecar["extras"][0]["name"] == "copy of photo_thumb.jpg"
+    assert again.sidecar["recipe"] == "wood"
+    assert again.sidecar["steps"] == first.sidecar["steps"]
+    assert "timings" not in again.sidecar
+    assert first.sidecar["input"]["name"] == "photo.jpg"  # the stored result is untouched
+
+
+def test_least_recently_used_results_are_evicted_by_bytes(cache: ResultCache) -> None:
+    cache.put("k1", result(100), origin="one.jpg")
+    cache.put("k2", result(100), origin="two.jpg")
+    assert cache.get("k1") is not None  # k1 is now more recent than k2
+
+    cache.put("k3", result(100), origin="three.jpg")
+
+    assert cache.get("k2") is None
+    assert cache.get("k1") is not None
+    assert cache.get("k3") is not None
+    assert cache.usage() == (2, 200)
+    assert stored_files(cache) == ["k1.0", "k3.0"]
+
+
+def test_result_larger_than_the_cache_is_not_kept(cache: ResultCache) -> None:
+    cache.put("big", result(251), origin="big.jpg")
+
+    assert cache.get("big") is None
+    assert cache.usage() == (0, 0)
+    assert stored_files(cache) == []
+
+
+def test_damaged_result_is_a_miss_and_forgotten(cache: ResultCache) -> None:
+    cache.put("k1", result(100), origin="one.jpg")
+    (cache.folder / "k1"[:2] / "k1.0").write_bytes(b"\x01" * 100)
+
+    assert cache.get("k1") is None
+    assert cache.usage() == (0, 0)
+    assert stored_files(cache) == []
+
+
+def test_clear_removes_everything_also_crash_leftovers(cache: ResultCache) -> None:
+    cache.put("k1", result(100), origin="one.jpg")
+    cache.put("k2", result(50), origin="two.jpg")
+    leftover = cache.folder / "ff" / ".ff00.0.123.tmp"
+    leftover.parent.mkdir()
+    leftover.write_bytes(b"partial")
+
+    assert cache.clear() == (2, 150)
+
+    assert cache.get("k1") is None
+    assert cache.usage() == (0, 0)
+    assert stored_files(cache) == []
+
+
+def test_results_survive_a_new_cache_object(tmp_path: Path) -> None:
+    ResultCache(tmp_path, max_bytes=1000).put("k1", result(10), origin="one.jpg")
+
+    hit = ResultCache(tmp_path, max_bytes=1000).get("k1")
+
+    assert hit is not None
+    assert hit.origin == "one.jpg"
+    assert hit.rendered.outputs == [Output("photo.png", bytes(10), "image/png")]
+
+
+def test_open_cache_follows_the_configuration(tmp_path: Path) -> None:
+    assert open_cache(CacheConfig(enabled=False), tmp_path) is None
+    assert open_cache(CacheConfig(max_mb=0), tmp_path) is None
+    cache = open_cache(CacheConfig(max_mb=2), tmp_path)
+    assert cache is not None
+    assert cache.max_bytes == 2 * 1024 * 1024
+    assert (tmp_path / "cache.db").is_file()
