@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -168,3 +169,23 @@ def test_make_scanner_follows_the_configuration() -> None:
     scanner = make_scanner(ScannerConfig(clamd="tcp://127.0.0.1:3310", timeout_seconds=7))
     assert isinstance(scanner, ClamdScanner)
     assert (scanner.address, scanner.timeout) == ("tcp://127.0.0.1:3310", 7)
+
+
+def test_clamd_local_script_serves_a_demo_root(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parent.parent / "scripts/clamd-local"
+    started = subprocess.run([str(script), str(tmp_path)], capture_output=True, text=True,
+                             timeout=180, check=False)
+    try:
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.strip() == f"unix://{tmp_path}/state/clamd.sock"
+        assert ("using a TEST database that knows only the EICAR test file" in started.stderr
+                or "using the official signature database" in started.stderr)
+        eicar = tmp_path / "eicar.com"
+        eicar.write_bytes(EICAR)
+        verdict = ClamdScanner(started.stdout.strip(), timeout=10).scan(eicar)
+        assert verdict.signature is not None
+        assert verdict.signature.startswith(EICAR_SIGNATURE)
+    finally:
+        stopped = subprocess.run([str(script), "--stop", str(tmp_path)], capture_output=True,
+                                 text=True, timeout=60, check=False)
+    assert stopped.stdout.startswith("clamd-local: stopped clamd of ")
