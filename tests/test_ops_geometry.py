@@ -423,3 +423,14 @@ def test_crops_and_flips_keep_every_mode_and_its_pixels(mode: str, step: str) ->
     out = apply(image, step).image
     assert out.mode == image.mode
     assert np.array_equal(pixels(out), expected)
+
+
+def test_rotate_of_a_palette_image_with_transparency_gives_rgba_with_clear_corners() -> None:
+    """A transparent palette entry means the image has alpha: corners are transparent, not white."""
+    image = Image.new("P", (20, 20), 0)
+    image.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    image.info["transparency"] = 1
+    out = apply(image, "rotate=45").image
+    assert out.mode == "RGBA"
+    assert pixels(out)[0, 0, 3] == 0
+    assert tuple(pixels(out)[14, 14]) == (255, 0, 0, 255)

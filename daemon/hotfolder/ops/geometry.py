@@ -51,7 +51,7 @@ class Length(NamedTuple):
     unit: Unit
 
     def __str__(self) -> str:
-        return f"{self.value:g}{'' if self.unit == 'px' else self.unit}"
+        return f"{self.value:.10g}{'' if self.unit == 'px' else self.unit}"
 
     def as_json(self) -> int | float | str:
         """Pixels as a number, physical lengths as text (`100mm`)."""
@@ -124,15 +124,25 @@ def _swap_dpi(canvas: Canvas) -> tuple[float, float] | None:
 
 # auto_orient ---------------------------------------------------------------
 
+
+def read_exif(canvas: Canvas) -> Image.Exif:
+    """The canvas's EXIF: from its own bytes, else from what the image carries."""
+    if canvas.exif is None:
+        return canvas.image.getexif()
+    exif = Image.Exif()
+    exif.load(canvas.exif)
+    return exif
+
+
 @operation("auto_orient")
 def auto_orient(canvas: Canvas, p: NoParams) -> Canvas:
     """Turn the image upright as its EXIF orientation says, and reset that tag."""
+    orientation = read_exif(canvas).get(ORIENTATION_TAG, 1)
+    if orientation == 1:
+        return canvas
     image = canvas.image.copy()
     if canvas.exif is not None:
         image.info["exif"] = canvas.exif
-    orientation = image.getexif().get(ORIENTATION_TAG, 1)
-    if orientation == 1:
-        return canvas
     upright = ImageOps.exif_transpose(image)
     assert upright is not None
     exif = upright.info.get("exif", canvas.exif)

@@ -7,12 +7,12 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from PIL import ExifTags, Image
+from PIL import ExifTags
 from pydantic import Field, field_validator
 
 from hotfolder.canvas import Canvas, Extra
 from hotfolder.imaging import exif_summary
-from hotfolder.ops.geometry import fit
+from hotfolder.ops.geometry import fit, read_exif
 from hotfolder.ops.modes import colour_ready, has_alpha
 from hotfolder.ops.registry import NoParams, Params, operation
 
@@ -109,11 +109,7 @@ def _plain(value: Any) -> Any:
 
 def exif_details(canvas: Canvas) -> dict[str, Any]:
     """The EXIF summary of the canvas: camera, dates, orientation, GPS yes/no, exposure, size."""
-    exif = Image.Exif()
-    if canvas.exif:
-        exif.load(canvas.exif)
-    else:
-        exif = canvas.image.getexif()
+    exif = read_exif(canvas)
     summary = exif_summary(exif)
     summary["gps"] = bool(summary.get("gps"))
     photo = exif.get_ifd(ExifTags.IFD.Exif)
