@@ -10,6 +10,7 @@ import pytest
 
 from conftest import image_bytes
 from hotfolder.cache import ResultCache, cache_key, open_cache
+from hotfolder.cli import main
 from hotfolder.config import CacheConfig, LimitsConfig
 from hotfolder.engine import Output, Rendered, render
 from hotfolder.recipes import Plan, combine, parse_chain
@@ -143,3 +144,21 @@ def test_open_cache_follows_the_configuration(tmp_path: Path) -> None:
     assert cache is not None
     assert cache.max_bytes == 2 * 1024 * 1024
     assert (tmp_path / "cache.db").is_file()
+
+
+def test_cache_command_shows_and_clears(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "root"
+    assert main(["init", str(root)]) == 0
+    config = str(root / "hotfolder.yaml")
+    cache = ResultCache(root / "state", max_bytes=10**6)
+    cache.put("k1", result(3 * 1024 * 1024 // 10), origin="one.jpg")
+    capsys.readouterr()
+
+    assert main(["cache", "-c", config]) == 0
+    assert capsys.readouterr().out == (
+        "1 cached results, 0.3 MB of 500 MB (duplicate detection on)\n")
+    assert main(["cache", "clear", "-c", config]) == 0
+    assert capsys.readouterr().out == (
+        f"removed 1 cached results (0.3 MB) from {root / 'state' / 'cache'}\n")
+    assert cache.usage() == (0, 0)
+    assert stored_files(cache) == []

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
+import yaml
 from botocore.exceptions import EndpointConnectionError
 
+from hotfolder.cli import main
 from hotfolder.config import S3Config
 from hotfolder.errors import ConfigError, InputError, Unavailable
 from hotfolder.sinks.s3 import S3Sink, check_bucket
@@ -214,3 +216,30 @@ def test_check_bucket(s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
         "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
         "AWS_PROFILE or an instance role")
     assert check_bucket(config(s3, bucket, prefix="../x")) is not None
+
+
+def s3_root(tmp_path: Path, s3: S3Endpoint, bucket: str) -> Path:
+    root = tmp_path / "root"
+    assert main(["init", str(root)]) == 0
+    config = root / "hotfolder.yaml"
+    config.write_text(yaml.safe_dump({
+        "scanner": {"clamd": "off"},
+        "output": {"s3": {"bucket": bucket, "prefix": "results/", "endpoint_url": s3.url,
+                          "region": "us-east-1"}},
+    }))
+    return config
+
+
+def test_hotfolder_check_tries_the_bucket(s3: S3Endpoint, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    config = s3_root(tmp_path, s3, s3.bucket())
+    capsys.readouterr()
+
+    assert main(["check", "-c", str(config)]) == 0
+    assert "ok    s3://hotfolder-results/results: reachable and takes writes\n" in (
+        capsys.readouterr().out)
+
+    config.write_text(config.read_text().replace("hotfolder-results", "missing-bucket"))
+    assert main(["check", "-c", str(config)]) == 2
+    assert (f"FAIL  s3://missing-bucket/results: S3 bucket 'missing-bucket' does not exist at "
+            f"{s3.url}\n") in capsys.readouterr().out

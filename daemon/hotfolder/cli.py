@@ -18,11 +18,13 @@ from typing import Any, NamedTuple
 from tqdm import tqdm
 
 from hotfolder import __version__, engine, imaging, service
+from hotfolder.cache import ResultCache
 from hotfolder.config import Config, LimitsConfig, config_path, load_config
 from hotfolder.errors import ConfigError, HotfolderError, RecipeError
 from hotfolder.ops import REGISTRY
 from hotfolder.pipeline import Step
 from hotfolder.recipes import Plan, Recipe, RecipeBook, combine, load_recipe, parse_chain
+from hotfolder.sinks.s3 import check_bucket
 
 OK, FAILED, USAGE = 0, 1, 2
 
@@ -281,9 +283,18 @@ def describe_step(step: Step) -> str:
     return f"{step.op}({', '.join(f'{k}={v}' for k, v in params.items())})"
 
 
+def check_s3(config: Config) -> Iterator[Finding]:
+    """The bucket of `output.s3` can be written (SPEC 6: tries S3)."""
+    s3 = config.output.s3
+    if s3 is not None:
+        problem = check_bucket(s3)
+        where = f"s3://{s3.bucket}/{s3.prefix.strip('/')}"
+        yield Finding(problem is None, f"{where}: {problem or 'reachable and takes writes'}")
+
+
 # Checks run by `hotfolder check`, in order; each yields (ok, text) pairs. Other parts
 # (scanner ping, S3 access, local state/ disk) add their own function to this list.
-CHECKS: list[Check] = [check_recipes, check_inbox]
+CHECKS: list[Check] = [check_recipes, check_inbox, check_s3]
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -391,6 +402,21 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return FAILED if problems else OK
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    """Show or clear the cache of results used for duplicate detection."""
+    config = load_config(args.config)
+    cache = ResultCache(config.layout.state, config.cache.max_bytes)
+    if args.action == "clear":
+        count, size = cache.clear()
+        print(f"removed {count} cached results ({size / 2**20:.1f} MB) from {cache.folder}")
+    else:
+        count, size = cache.usage()
+        state = "on" if config.cache.enabled else "off"
+        print(f"{count} cached results, {size / 2**20:.1f} MB of {config.cache.max_mb:g} MB"
+              f" (duplicate detection {state})")
+    return OK
+
+
 # --- entry point -----------------------------------------------------------------------
 
 
@@ -440,6 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     config_option(retry)
     retry.add_argument("paths", nargs="*", metavar="PATH", help="files in failed/ to retry")
     retry.add_argument("--all", action="store_true", help="retry every file in failed/")
+    cache = command("cache", cmd_cache)
+    config_option(cache)
+    cache.add_argument("action", nargs="?", choices=("show", "clear"), default="show",
+                       help="show the cache's size (default) or clear it")
     return parser
 
 
