@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import io
 import struct
+import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +18,7 @@ from PIL import Image
 pytest_plugins = ["clamd_server", "moto_server", "redis_server"]
 
 MakeImage = Callable[..., bytes]
+RunCli = Callable[..., tuple[int, str, str]]
 
 
 def photo_pixels(width: int, height: int, seed: int = 0) -> np.ndarray:
@@ -74,3 +78,47 @@ def png_file(width: int, height: int, *, rows: int | None = None, bit_depth: int
     header = struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
             + chunk(b"IDAT", body + packer.flush()) + chunk(b"IEND", b""))
+
+
+class Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with a small PNG and remembers the path asked for."""
+
+    hits: list[str] = []  # noqa: RUF012
+
+    def do_GET(self) -> None:
+        Recorder.hits.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.end_headers()
+        self.wfile.write(image_bytes("PNG", (10, 10)))
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def web() -> Iterator[str]:
+    """A local web server that records every request in `Recorder.hits`; yields its URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    Recorder.hits.clear()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
+    """Run `hotfolder ARGS...` in this process from folder `cwd`: (exit code, stdout, stderr)."""
+    from hotfolder.cli import main  # noqa: PLC0415  (only the tests that use it import it)
+
+    def run(cwd: Path, *args: str | Path) -> tuple[int, str, str]:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(cwd)
+            code = main([str(arg) for arg in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import http.server
 import io
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import MakeImage, exif_with, image_bytes, png_file
+from conftest import MakeImage, Recorder, exif_with, image_bytes, png_file
 from hotfolder import imaging
 from hotfolder.config import LimitsConfig
 from hotfolder.engine import Rendered, output_name, render
@@ -249,32 +246,6 @@ def test_svg_is_drawn_at_the_size_the_recipe_needs() -> None:
     image = opened(render(svg, "logo.svg", plan_of("resize=1200"), LIMITS))
     assert image.size == (1200, 600)
     assert image.getpixel((590, 300)) == (255, 0, 0, 255)
-
-
-class Recorder(http.server.BaseHTTPRequestHandler):
-    hits: list[str] = []  # noqa: RUF012
-
-    def do_GET(self) -> None:
-        Recorder.hits.append(self.path)
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.end_headers()
-        self.wfile.write(image_bytes("PNG", (10, 10)))
-
-    def log_message(self, *args: object) -> None:
-        """Quiet."""
-
-
-@pytest.fixture
-def web() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    Recorder.hits.clear()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
 
 
 def svg_with_image(href: str, attr: str = "href") -> bytes:
