@@ -11,11 +11,11 @@ when resampled, so edges stay smooth rather than jagged.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Annotated, Any, Literal, NamedTuple
 
-import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageChops, ImageOps
 from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
 
 from hotfolder.canvas import Canvas
@@ -393,17 +393,16 @@ class TrimParams(Params):
 def trim(canvas: Canvas, p: TrimParams) -> Canvas:
     """Cut away uniform borders: the colour of the top-left corner, within `fuzz` percent."""
     image = canvas.image
-    values = np.asarray(colour_ready(image), dtype=np.int16)
-    if values.ndim == 2:
-        values = values[..., np.newaxis]
-    difference = np.abs(values - values[0, 0]).max(axis=2)
-    if has_alpha(image):  # transparent pixels are border wherever they are
-        difference[(values[..., -1] == 0) & (values[0, 0, -1] == 0)] = 0
-    rows = np.flatnonzero((difference > p.fuzz * 255 / 100).any(axis=1))
-    cols = np.flatnonzero((difference > p.fuzz * 255 / 100).any(axis=0))
-    if rows.size == 0:  # all border: nothing to keep but the image itself
+    work = colour_ready(image)
+    corner = work.getpixel((0, 0))
+    bands = ImageChops.difference(work, Image.new(work.mode, work.size, corner)).split()
+    if isinstance(corner, tuple) and has_alpha(work) and corner[-1] == 0:
+        bands = bands[-1:]  # a transparent border: only opacity tells content from border
+    difference = functools.reduce(ImageChops.lighter, bands)
+    limit = round(p.fuzz * 255 / 100)
+    box = difference.point(lambda v: 255 if v > limit else 0).getbbox()
+    if box is None:  # all border: nothing to keep but the image itself
         return canvas
-    box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
     return canvas.with_image(image.crop(box))
 
 
