@@ -143,6 +143,7 @@ def test_pixel_resize_keeps_the_dpi_unless_one_is_given() -> None:
     ({"resize": {"width": 10, "mode": "fill"}}, "needs both a width and a height"),
     ({"resize": {"width": 10, "fill": "no-such-colour"}}, "not a colour"),
     ({"resize": {"width": 10, "sizes": 3}}, "unknown key"),
+    ("resize=800x600,fil", r"'fil' is not a mode \(fit, fill, stretch, pad\), a gravity"),
 ])
 def test_bad_resize_parameters_are_recipe_errors(step: object, message: str) -> None:
     with pytest.raises(RecipeError, match=message):
@@ -292,6 +293,7 @@ def test_crop_to_an_aspect_ratio_from_yaml() -> None:
     ("crop=16:0", "not an aspect ratio"),
     ("crop=1,2,0,5", "width and height above 0"),
     ({"crop": {"aspect": "16:9", "box": [0, 0, 1, 1]}}, "either a box"),
+    ("crop=16,9", r"crop=X,Y,WIDTH,HEIGHT or crop=RATIO,GRAVITY"),
 ])
 def test_bad_crops_are_recipe_errors(step: object, message: str) -> None:
     with pytest.raises(RecipeError, match=message):
@@ -404,9 +406,14 @@ def test_flip_and_mirror() -> None:
     assert flipped.size == mirrored.size == (40, 20)
 
 
-@pytest.mark.parametrize("step", ["rotate", "rotate=abc", {"rotate": {"angle": 5, "fill": "x"}}])
-def test_bad_rotations_are_recipe_errors(step: object) -> None:
-    with pytest.raises(RecipeError, match="rotate"):
+@pytest.mark.parametrize(("step", "message"), [
+    ("rotate", "angle: Field required"),
+    ("rotate=abc", "angle: Input should be a valid number"),
+    ("rotate=10,expnd", "'expnd' is not crop, expand or a colour"),
+    ({"rotate": {"angle": 5, "fill": "x"}}, "fill: 'x' is not a colour"),
+])
+def test_bad_rotations_are_recipe_errors(step: object, message: str) -> None:
+    with pytest.raises(RecipeError, match=f"^rotate: .*{message}"):
         apply(ramp(), step)
 
 

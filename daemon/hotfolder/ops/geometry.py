@@ -27,6 +27,7 @@ from hotfolder.ops.modes import (
     fill_for,
     has_alpha,
     is_sixteen_bit,
+    parse_color,
     unpalette,
 )
 from hotfolder.ops.registry import NoParams, Params, operation
@@ -190,8 +191,19 @@ def parse_resize(args: list[str]) -> dict[str, Any]:
         elif re.fullmatch(r"\d+(\.\d*)?", low):
             out["dpi"] = low
         else:
-            out["fill"] = word
+            out["fill"] = _colour_word(
+                word, "a mode (fit, fill, stretch, pad), a gravity (north...), a DPI, upscale"
+            )
     return out
+
+
+def _colour_word(word: str, others: str) -> str:
+    """`word` if it names a colour, else a ValueError listing what else it could have been."""
+    try:
+        parse_color(word)
+    except ValueError:
+        raise ValueError(f"{word!r} is not {others} or a colour") from None
+    return word
 
 
 class ResizeParams(Params):
@@ -361,10 +373,11 @@ def parse_crop(args: list[str]) -> dict[str, Any]:
     words = [a.strip().lower() for a in args]
     if len(words) == 4:
         return {"box": words}
-    out: dict[str, Any] = {}
-    for word in words:
-        out["gravity" if word in GRAVITIES else "aspect"] = word
-    return out
+    gravity = [w for w in words if w in GRAVITIES]
+    aspect = [w for w in words if w not in GRAVITIES]
+    if len(aspect) > 1 or len(gravity) > 1:
+        raise ValueError("write crop=X,Y,WIDTH,HEIGHT or crop=RATIO,GRAVITY (crop=16:9,north)")
+    return {"aspect": aspect[0] if aspect else None, "gravity": gravity[0] if gravity else "center"}
 
 
 @operation("crop", CropParams, inline=parse_crop, inline_form="crop=X,Y,W,H | crop=16:9[,GRAVITY]")
@@ -433,7 +446,7 @@ def parse_rotate(args: list[str]) -> dict[str, Any]:
         elif word.lower() == "expand":
             out["expand"] = True
         else:
-            out["fill"] = word
+            out["fill"] = _colour_word(word, "crop, expand")
     return out
 
 
