@@ -2,8 +2,9 @@
 
 The signature database is a hash file (`MD5:SIZE:Name`) with EICAR and a
 harmless PNG made here, so clamd starts offline in well under a second.
-`StreamMaxLength` is small (`STREAM_MAX_BYTES`) so that the size-limit reply
-can be provoked without huge files.
+`StreamMaxLength` (`STREAM_MAX_BYTES`) and `MaxFileSize` (`FILE_MAX_BYTES`) are
+small so that clamd's size-limit reply and its limit alert can be provoked
+without huge files; clamd writes each stream to `temp_dir` before scanning it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 EICAR_SIGNATURE = "Eicar-Test-Signature"
 IMAGE_SIGNATURE = "Hotfolder-Test-Image"
 STREAM_MAX_BYTES = 8 * 1024 * 1024
+FILE_MAX_BYTES = 4 * 1024 * 1024
 START_SECONDS = 60.0
 
 CONFIG = """\
@@ -36,8 +38,10 @@ User root
 DatabaseDirectory {db}
 PidFile {dir}/clamd.pid
 LogFile {dir}/clamd.log
-TemporaryDirectory {dir}
+TemporaryDirectory {dir}/tmp
 StreamMaxLength {stream_max}
+MaxFileSize {file_max}
+MaxScanSize {scan_max}
 AlertExceedsMax yes
 SelfCheck 0
 """
@@ -74,6 +78,9 @@ class Clamd:
         self.address = f"unix://{self.socket}"
         self.eicar = EICAR
         self.stream_max_bytes = STREAM_MAX_BYTES
+        self.file_max_bytes = FILE_MAX_BYTES
+        self.temp_dir = directory / "tmp"
+        self.temp_dir.mkdir(exist_ok=True)
         self.signed_image = directory / "signed.png"
         self.clean_image = directory / "clean.png"
         self.signed_image.write_bytes(png((32, 32), seed=1))
@@ -87,7 +94,8 @@ class Clamd:
         )
         self.config = directory / "clamd.conf"
         self.config.write_text(CONFIG.format(
-            socket=self.socket, db=db, dir=directory, stream_max=STREAM_MAX_BYTES))
+            socket=self.socket, db=db, dir=directory, stream_max=STREAM_MAX_BYTES,
+            file_max=FILE_MAX_BYTES, scan_max=4 * STREAM_MAX_BYTES))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

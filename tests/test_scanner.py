@@ -126,12 +126,34 @@ class TestClamdScanner(ScannerContract):
         assert info.value.message.startswith("poster.tiff could not be scanned")
         assert scanner.ping()
 
-    def test_file_just_under_stream_max_length_is_scanned(
+    def test_file_over_max_file_size_is_unavailable(
+        self, scanner: ClamdScanner, clamd: Clamd, tmp_path: Path
+    ) -> None:
+        # clamd reads only MaxFileSize bytes of it: an OK would prove nothing.
+        path = tmp_path / "poster.bmp"
+        path.write_bytes(bytes(clamd.file_max_bytes + 1024))
+        with pytest.raises(Unavailable, match=r"over a scanning limit .*MaxFileSize"):
+            scanner.scan(path)
+
+    def test_file_just_under_the_limits_is_scanned(
         self, scanner: ClamdScanner, clamd: Clamd, tmp_path: Path
     ) -> None:
         path = tmp_path / "large.bin"
-        path.write_bytes(bytes(clamd.stream_max_bytes - 1024))
+        path.write_bytes(bytes(clamd.file_max_bytes - 1024))
         assert scanner.scan(path).clean
+
+    def test_hang_up_without_a_reply_is_not_clean(
+        self, scanner: ClamdScanner, clamd: Clamd, samples: dict[str, Path]
+    ) -> None:
+        # clamd closes the connection silently when it cannot write its temporary file.
+        away = clamd.temp_dir.with_name("tmp.away")
+        clamd.temp_dir.rename(away)
+        try:
+            with pytest.raises(Unavailable, match="closed the connection without a verdict"):
+                scanner.scan(samples["clean"])
+        finally:
+            away.rename(clamd.temp_dir)
+        assert scanner.scan(samples["clean"]).clean
 
     def test_silent_clamd_times_out(self, clamd: Clamd, samples: dict[str, Path]) -> None:
         scanner = ClamdScanner(clamd.address, timeout=0.5)

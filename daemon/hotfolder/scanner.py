@@ -7,8 +7,10 @@ the file's size), a `Heuristics.Limits.Exceeded` alert (MaxFileSize/MaxScanSize
 below the file's size: clamd stopped reading, so nothing was proved), a timeout,
 and a refused or missing socket.
 
-pyclamd sends each chunk with `socket.send`, which may send part of it; the
-connection is wrapped so that every chunk goes out whole. pyclamd also retries
+pyclamd sends each chunk with `socket.send`, which may send part of it, and
+returns None both for `OK` and for a connection closed without a reply; the
+connection is wrapped so that every chunk goes out whole and the reply is
+kept, and only `stream: OK` counts as clean. pyclamd also retries
 a failed receive five times, so each socket operation gets a fifth of the
 configured timeout and a scan never waits longer than the timeout in total.
 """
@@ -30,6 +32,7 @@ from hotfolder.errors import Unavailable
 CHUNK_BYTES = 1 << 16
 LIMIT_ALERT = "Heuristics.Limits.Exceeded"
 SIZE_LIMIT_REPLY = "INSTREAM size limit exceeded"
+CLEAN_REPLY = b"stream: OK"
 # pyclamd retries a failed receive this many times before giving up.
 RECEIVE_ATTEMPTS = 5
 
@@ -51,27 +54,30 @@ class Scanner(Protocol):
     def ping(self) -> bool: ...
 
 
-class _WholeSends:
-    """A socket whose `send` sends all of its data, as pyclamd's protocol code assumes."""
+class _Connection:
+    """pyclamd's socket, sending whole chunks and keeping what clamd answered."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
+        self.received = bytearray()
 
     def send(self, data: bytes) -> int:
-        """Send every byte of data."""
+        """Send every byte of data (pyclamd assumes send does)."""
         self._sock.sendall(data)
         return len(data)
 
     def recv(self, size: int) -> bytes:
-        """Receive up to size bytes."""
-        return self._sock.recv(size)
+        """Receive up to size bytes, and remember them."""
+        data = self._sock.recv(size)
+        self.received += data
+        return data
 
     def close(self) -> None:
         """Close the socket."""
         self._sock.close()
 
 
-class _WholeSendsMixin:
+class _ConnectionMixin:
     """Wraps the socket pyclamd opens for each command."""
 
     clamd_socket: Any
@@ -82,7 +88,7 @@ class _WholeSendsMixin:
         except OSError:
             self.clamd_socket.close()
             raise
-        self.clamd_socket = _WholeSends(self.clamd_socket)
+        self.clamd_socket = _Connection(self.clamd_socket)
 
     def close(self) -> None:
         """Close the last connection (pyclamd leaves it open when a command fails)."""
@@ -90,12 +96,12 @@ class _WholeSendsMixin:
             self.clamd_socket.close()
 
 
-class _UnixClient(_WholeSendsMixin, pyclamd.ClamdUnixSocket):  # type: ignore[misc]
-    """pyclamd's unix-socket client with whole sends."""
+class _UnixClient(_ConnectionMixin, pyclamd.ClamdUnixSocket):  # type: ignore[misc]
+    """pyclamd's unix-socket client on a _Connection."""
 
 
-class _NetworkClient(_WholeSendsMixin, pyclamd.ClamdNetworkSocket):  # type: ignore[misc]
-    """pyclamd's TCP client with whole sends."""
+class _NetworkClient(_ConnectionMixin, pyclamd.ClamdNetworkSocket):  # type: ignore[misc]
+    """pyclamd's TCP client on a _Connection."""
 
 
 def parse_address(address: str) -> str | tuple[str, int]:
@@ -147,7 +153,7 @@ class ClamdScanner:
         finally:
             if client is not None:
                 client.close()
-        return self._verdict(path, reply)
+        return self._verdict(path, reply, bytes(client.clamd_socket.received))
 
     def _failure(self, path: Path, client: Any, exc: OSError) -> Unavailable:
         """The plain reason a scan broke off: no clamd, a size limit, a timeout."""
@@ -158,11 +164,20 @@ class ClamdScanner:
         pending = _pending_reply(client)
         if SIZE_LIMIT_REPLY in pending:
             return self._size_limit(path, pending)
-        if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
+        # pyclamd turns a failed receive into its own ConnectionError; the cause is its context.
+        cause = exc.__context__ if isinstance(exc.__context__, OSError) else exc
+        if isinstance(cause, TimeoutError):
             return self._unavailable(
                 path, f"clamd at {self.address} did not answer within {self.timeout:g} s", exc
             )
+        if isinstance(cause, BrokenPipeError | ConnectionResetError):
+            return self._hung_up(path, exc)
         return self._unavailable(path, f"the connection to clamd at {self.address} failed", exc)
+
+    def _hung_up(self, path: Path, detail: object) -> Unavailable:
+        return self._unavailable(
+            path, f"clamd at {self.address} closed the connection without a verdict "
+            "(see its log)", detail)
 
     def _size_limit(self, path: Path, detail: object) -> Unavailable:
         return self._unavailable(
@@ -172,9 +187,14 @@ class ClamdScanner:
             detail,
         )
 
-    def _verdict(self, path: Path, reply: Mapping[str, tuple[str, str]] | None) -> Verdict:
+    def _verdict(self, path: Path, reply: Mapping[str, tuple[str, str]] | None,
+                 received: bytes) -> Verdict:
         if not reply:
-            return Verdict(clean=True, signature=None, scanner=self.name)
+            # pyclamd also returns None when clamd hangs up without a word (it does when it
+            # cannot write its temporary file): only an explicit OK is clean.
+            if received.strip(b"\0\n ") == CLEAN_REPLY:
+                return Verdict(clean=True, signature=None, scanner=self.name)
+            raise self._hung_up(path, received.decode("utf-8", "replace"))
         status, reason = next(iter(reply.values()))
         if status == "FOUND" and reason.startswith(LIMIT_ALERT):
             raise self._unavailable(
