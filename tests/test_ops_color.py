@@ -116,6 +116,7 @@ def test_autocontrast_converts_awkward_modes(mode: str, expected: str) -> None:
 
 
 def test_invert_makes_a_negative_and_keeps_alpha() -> None:
+    """Each colour level v becomes 255 - v; the alpha band is not a colour and stays."""
     image = Image.new("RGBA", (2, 2), (10, 200, 255, 90))
     out = apply(image, "invert").image
     assert out.mode == "RGBA"
@@ -252,8 +253,13 @@ def test_sharpen_threshold_leaves_small_differences_alone() -> None:
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "1", "CMYK", "I;16", "I"])
 @pytest.mark.parametrize("op", ["invert", "adjust=1.2,1.1,1.3,0.9", "autocontrast", "equalize",
                                 "sharpen", "grayscale"])
-def test_colour_ops_never_crash_and_keep_alpha(mode: str, op: str) -> None:
-    """Every mode goes through every colour op; alpha comes out exactly as it went in."""
+def test_colour_ops_give_the_documented_mode_and_keep_alpha(mode: str, op: str) -> None:
+    """Every mode goes through every colour op; alpha comes out exactly as it went in.
+
+    Colour ops work on L/LA/RGB/RGBA: P becomes RGB, 1 becomes L, CMYK becomes RGB,
+    16/32-bit grey becomes L. Exceptions: grayscale leaves grey images (1, 16-bit)
+    as they are and makes colour grey; invert keeps 1-bit images 1-bit.
+    """
     base = ramp((16, 8), "L", low=40, high=220)
     if mode in ("I;16", "I"):
         image = Image.fromarray(np.asarray(base).astype(np.uint16) * 257).convert(mode)
@@ -262,6 +268,12 @@ def test_colour_ops_never_crash_and_keep_alpha(mode: str, op: str) -> None:
     if mode in ("RGBA", "LA"):
         image.putalpha(Image.new("L", image.size, 123))
     out = apply(image, op).image
+    expected = {"P": "RGB", "1": "L", "CMYK": "RGB", "I;16": "L", "I": "L"}.get(mode, mode)
+    if op == "grayscale":
+        expected = {"RGB": "L", "RGBA": "LA", "P": "L", "CMYK": "L"}.get(mode, mode)
+    if op == "invert" and mode == "1":
+        expected = "1"
+    assert out.mode == expected
     assert out.size == image.size
     if mode in ("RGBA", "LA"):
         assert (pixels(out.getchannel("A")) == 123).all()

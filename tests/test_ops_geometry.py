@@ -336,6 +336,7 @@ def test_trim_of_a_uniform_image_leaves_it_alone() -> None:
 
 @pytest.mark.parametrize("mode", ["P", "1", "CMYK", "I;16", "LA"])
 def test_trim_works_in_every_mode_and_keeps_it(mode: str) -> None:
+    """Borders are measured on an 8-bit view, but the crop is of the image as it is."""
     image = Image.new("L", (30, 20), 255)
     image.paste(0, (5, 5, 15, 10))
     if mode == "I;16":
