@@ -24,15 +24,18 @@ RunCli = Callable[..., tuple[int, str, str]]
 def photo_pixels(width: int, height: int, seed: int = 0) -> np.ndarray:
     """RGB pixels with smooth gradients, blobs and grain, like a photograph."""
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    out = np.empty((height, width, 3), np.float32)
+    small_w, small_h = max(2, width // 8), max(2, height // 8)
+    y, x = np.mgrid[0:small_h, 0:small_w].astype(np.float32)
+    base = np.empty((small_h, small_w, 3), np.float32)
     for c in range(3):
         fx, fy, phase = rng.uniform(1, 6, 2), rng.uniform(1, 6, 2), rng.uniform(0, 6, 2)
-        out[..., c] = 128 + 60 * np.sin(x / width * fx[0] + phase[0]) * np.cos(
-            y / height * fy[0] + phase[1]
-        ) + 40 * np.sin((x + y) / (width + height) * fx[1] * 6)
-    out += rng.normal(0, 12, out.shape).astype(np.float32)
-    return np.clip(out, 0, 255).astype(np.uint8)
+        base[..., c] = 128 + 60 * np.sin(x / small_w * fx[0] + phase[0]) * np.cos(
+            y / small_h * fy[0] + phase[1]
+        ) + 40 * np.sin((x + y) / (small_w + small_h) * fx[1] * 6)
+    smooth = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB").resize(
+        (width, height), Image.Resampling.BILINEAR)
+    grain = rng.integers(-12, 13, (height, width, 3), dtype=np.int16)
+    return np.clip(np.asarray(smooth, np.int16) + grain, 0, 255).astype(np.uint8)
 
 
 def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), mode: str = "RGB",
