@@ -81,7 +81,8 @@ class SinkContract:
         ("Wood/../../photo.png", "has a '..' component"),
         ("/etc/photo.png", "is absolute"),
         ("Wood\\..\\photo.png", "contains a backslash"),
-        ("pho\x00to.png", "contains a control character"),
+        ("pho\x00to.png", "contains a NUL character"),
+        ("pho\nto.png", "contains a control character"),
         ("", "is empty"),
     ])
     def test_keys_never_leave_the_root(self, sink: OutboxSink | MemorySink, key: str,
@@ -262,6 +263,18 @@ def test_report_left_by_a_crash_is_rewritten(work: Path, tmp_path: Path) -> None
     moved = to_failed(work, tmp_path / "failed", REL, InputError("new"))
     assert moved.name == "photo.jpg"
     assert json.loads(stale.read_text())["message"] == "new"
+
+
+def test_originals_keep_names_windows_would_not_allow(tmp_path: Path) -> None:
+    odd = tmp_path / "inbox/.hotfolder/job2/Wood/a\\b\n.jpg"
+    odd.parent.mkdir(parents=True)
+    odd.write_bytes(b"odd")
+    moved = to_failed(odd, tmp_path / "failed", PurePosixPath("Wood/a\\b\n.jpg"),
+                      InputError("bad"))
+    assert moved == tmp_path / "failed/Wood/a\\b\n.jpg"
+    assert moved.read_bytes() == b"odd"
+    with pytest.raises(InputError, match=r"has a '\.\.' component"):
+        to_failed(odd, tmp_path / "failed", PurePosixPath("../escape.jpg"), InputError("bad"))
 
 
 def test_to_quarantine_is_private(work: Path, tmp_path: Path) -> None:

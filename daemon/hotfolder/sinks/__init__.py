@@ -33,13 +33,17 @@ class Sink(Protocol):
         ...
 
 
-def key_parts(key: PurePosixPath | str) -> list[str]:
+def key_parts(key: PurePosixPath | str, *, portable: bool = True) -> list[str]:
     """The folders and name of a relative key; InputError when it could leave the root."""
+    # `portable` also refuses backslashes and control characters, which Windows clients and
+    # object stores read differently; originals moved to failed/ keep their names as they are.
     text = str(key)
     problem = None
-    if "\\" in text:
+    if "\0" in text:
+        problem = "contains a NUL character"
+    elif portable and "\\" in text:
         problem = "contains a backslash"
-    elif any(ord(c) < 32 or ord(c) == 127 for c in text):
+    elif portable and any(ord(c) < 32 or ord(c) == 127 for c in text):
         problem = "contains a control character"
     elif text.startswith("/"):
         problem = "is absolute"

@@ -22,6 +22,7 @@ workers never pick the same name.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -198,11 +199,14 @@ def move_original(work_file: Path, root: Path, rel: PurePosixPath,
                   report: tuple[str, Mapping[str, Any]] | None = None, *,
                   private: bool = False) -> Path:
     """Move work_file to root/rel (renamed on conflict), its report (suffix, fields) first."""
-    parts = key_parts(rel)
+    parts = key_parts(rel, portable=False)
     target = root.joinpath(*parts)
     file_mode = PRIVATE_FILE if private else 0o666
     with place_errors(target), open_folder(root, parts[:-1], private=private) as fd:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        # NFS cannot flock a folder; there the names are still never replaced (link), but
+        # two workers failing files of the same name at the same instant could swap reports.
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
         if private:
             os.chmod(work_file, PRIVATE_FILE)
         digest = file_digest(work_file)
