@@ -277,3 +277,12 @@ def test_colour_ops_give_the_documented_mode_and_keep_alpha(mode: str, op: str) 
     assert out.size == image.size
     if mode in ("RGBA", "LA"):
         assert (pixels(out.getchannel("A")) == 123).all()
+
+
+def test_a_palette_with_alpha_entries_counts_as_transparent() -> None:
+    """An RGBA palette (half-transparent red) gives LA with that alpha, not an opaque L."""
+    image = Image.new("P", (2, 2), 0)
+    image.putpalette([255, 0, 0, 128], "RGBA")
+    out = apply(image, "grayscale").image
+    assert out.mode == "LA"
+    assert tuple(pixels(out)[0, 0]) == (76, 128)

@@ -23,7 +23,6 @@ from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
-SIXTEEN_BIT = 65535
 
 RGBA = tuple[int, int, int, int]
 
@@ -40,7 +39,9 @@ def is_grey(image: Image.Image) -> bool:
 
 def has_alpha(image: Image.Image) -> bool:
     """True when the image has an alpha band or a transparent colour/palette entry."""
-    return image.mode in ALPHA_MODES or "transparency" in image.info
+    if image.mode in ALPHA_MODES or "transparency" in image.info:
+        return True
+    return image.mode == "P" and image.palette is not None and "A" in image.palette.mode
 
 
 def unpalette(image: Image.Image) -> Image.Image:
@@ -74,7 +75,7 @@ def eight_bit(image: Image.Image) -> Image.Image:
     """High bit-depth grey (I;16, I, F) as L, scaled (see `grey_scale`); other modes as they are."""
     if not (is_sixteen_bit(image) or image.mode in ("I", "F")):
         return image
-    values = np.asarray(image, dtype=np.float64) / grey_scale(image)
+    values = np.asarray(image, dtype=np.float32) / np.float32(grey_scale(image))
     return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
 
 
