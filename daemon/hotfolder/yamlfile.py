@@ -44,10 +44,7 @@ class Located:
         self, exc: ValidationError, prefix: Loc = (),
         elsewhere: Mapping[tuple[str, ...], str] | None = None,
     ) -> str:
-        """Every pydantic error of `exc` located in this document, one per line.
-
-        `elsewhere` names the keys set outside the file (environment variables).
-        """
+        """Every error of `exc` located in this document (or `elsewhere`: env), one per line."""
         lines = []
         for err in exc.errors():
             loc = prefix + tuple(p for p in err["loc"] if not _is_union_tag(p))
@@ -90,6 +87,7 @@ class Loader(yaml.SafeLoader):
     """The safe loader, reading `16:9` and `off` as text rather than a number and a boolean."""
 
     def resolve(self, kind: type[yaml.Node], value: Any, implicit: tuple[bool, bool]) -> str:
+        """The tag of a node; base-60 numbers and yes/no/on/off resolve to text."""
         if kind is yaml.ScalarNode and implicit[0] and (
             _SEXAGESIMAL.match(value) or value.lower() in _YAML11_BOOLS
         ):

@@ -30,6 +30,8 @@ def grayscale(canvas: Canvas, p: NoParams) -> Canvas:
 
 
 class AutocontrastParams(Params):
+    """How much of the darkest and lightest to ignore, and whether hues are kept."""
+
     cutoff: float = Field(0.0, ge=0, lt=50, description="percent of darkest/lightest to ignore")
     preserve_tone: bool = Field(False, description="stretch lightness only, keep the hues")
 
@@ -63,6 +65,8 @@ def invert(canvas: Canvas, p: NoParams) -> Canvas:
 
 
 class AdjustParams(Params):
+    """Factors for brightness, contrast, saturation and gamma; 1 leaves each unchanged."""
+
     brightness: float = Field(1.0, ge=0, description="1 unchanged, 0 black, 2 twice as bright")
     contrast: float = Field(1.0, ge=0, description="1 unchanged, 0 flat grey, above 1 more")
     saturation: float = Field(1.0, ge=0, description="1 unchanged, 0 grey, above 1 more vivid")
@@ -93,6 +97,8 @@ def adjust(canvas: Canvas, p: AdjustParams) -> Canvas:
 
 
 class EqualizeParams(Params):
+    """CLAHE strength and the number of tiles across and down."""
+
     clip_limit: float = Field(2.0, gt=0, description="contrast limit; higher is stronger")
     tile: int = Field(8, ge=1, le=64, description="tiles across and down the image")
 
@@ -114,6 +120,8 @@ def equalize(canvas: Canvas, p: EqualizeParams) -> Canvas:
 
 
 class SharpenParams(Params):
+    """Unsharp mask: blur radius, strength and threshold."""
+
     radius: float = Field(2.0, gt=0, le=100, description="blur radius in pixels")
     amount: float = Field(1.5, ge=0, le=10, description="strength: 1.5 adds 150% of the edges")
     threshold: int = Field(3, ge=0, le=255, description="leave differences below this alone")

@@ -163,11 +163,8 @@ _SIZE_RE = re.compile(r"^([^x]*)x([^x]*)$")
 
 
 def parse_resize(args: list[str]) -> dict[str, Any]:
-    """`800x600,fill`, `1200` (within 1200x1200), `800x` (width only), `100mmx50mm,fit,300`.
-
-    After the size come, in any order: a mode, `upscale`, a gravity, a DPI
-    number and a pad colour.
-    """
+    """`800x600,fill`, `1200` (1200x1200), `800x`, `100mmx50mm,fit,300`, then any order."""
+    # after the size: a mode, `upscale`, a gravity, a DPI number and a pad colour
     if not args or not args[0].strip():
         raise ValueError("give a size, for example resize=800x600 or resize=1200")
     size, *rest = (a.strip() for a in args)
@@ -207,6 +204,8 @@ def _colour_word(word: str, others: str) -> str:
 
 
 class ResizeParams(Params):
+    """Target size (px, mm, cm, in), how to get there, and the DPI."""
+
     width: LengthField | None = Field(None, description="target width: px, mm, cm or in")
     height: LengthField | None = Field(None, description="target height: px, mm, cm or in")
     mode: ResizeMode = Field(
@@ -353,6 +352,8 @@ Ratio = Annotated[
 
 
 class CropParams(Params):
+    """A box in pixels, or an aspect ratio and the gravity of the part kept."""
+
     box: tuple[int, int, int, int] | None = Field(
         None, description="x, y, width, height in pixels from the top-left corner"
     )
@@ -397,6 +398,8 @@ def crop(canvas: Canvas, p: CropParams) -> Canvas:
 
 
 class TrimParams(Params):
+    """How different from the corner colour a pixel must be to count as content."""
+
     fuzz: float = Field(
         5.0, ge=0, le=100, description="percent a border pixel may differ from the corner colour"
     )
@@ -426,6 +429,8 @@ _QUARTER_TURNS = {90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_18
 
 
 class RotateParams(Params):
+    """Angle clockwise, whether the image grows to keep its corners, and the fill colour."""
+
     angle: float = Field(description="degrees clockwise")
     expand: bool = Field(True, description="grow the image so no corner is cut off")
     fill: Color | None = Field(

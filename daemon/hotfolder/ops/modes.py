@@ -54,12 +54,10 @@ def unpalette(image: Image.Image) -> Image.Image:
 
 
 def grey_scale(image: Image.Image) -> float:
-    """How many of the image's units make one 8-bit grey level (1 for 8-bit modes).
-
-    I;16 maps 0-65535 onto 0-255. I (32-bit integer, how some decoders hand over
-    16-bit PNGs) is read as 16-bit when any value exceeds 255, else as 8-bit.
-    F is read as 0-1 when no value exceeds 1, else as 0-255.
-    """
+    """How many of the image's units make one 8-bit grey level (1 for 8-bit modes)."""
+    # I;16 maps 0-65535 onto 0-255. I (32-bit integer, how some decoders hand over
+    # 16-bit PNGs) is read as 16-bit when any value exceeds 255, else as 8-bit.
+    # F is read as 0-1 when no value exceeds 1, else as 0-255.
     if is_sixteen_bit(image):
         return 257.0
     if image.mode in ("I", "F"):
@@ -156,11 +154,9 @@ Color = Annotated[
 
 
 def fill_for(image: Image.Image, color: RGBA | None) -> tuple[Image.Image, Any]:
-    """The image (given alpha if `color` is see-through) and `color` as a pixel value of its mode.
-
-    Without a colour the fill is transparent for images with alpha, else white.
-    Palette images become RGB(A) first, so the fill is a colour and not an index.
-    """
+    """The image (with alpha if `color` is see-through) and `color` as a pixel of its mode."""
+    # Without a colour the fill is transparent for images with alpha, else white.
+    # Palette images become RGB(A) first, so the fill is a colour and not an index.
     image = unpalette(image)
     if color is None:
         color = TRANSPARENT if has_alpha(image) else WHITE

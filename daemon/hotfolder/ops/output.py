@@ -49,6 +49,8 @@ def optimize(canvas: Canvas, p: OptimizeParams) -> Canvas:
 
 
 class ThumbnailParams(Params):
+    """Largest size, format and name suffix of the thumbnail."""
+
     width: int = Field(256, ge=8, le=4096, description="largest width in pixels")
     height: int | None = Field(None, ge=8, le=4096, description="largest height; default: width")
     format: Literal["jpeg", "png", "webp", "gif"] | None = Field(
