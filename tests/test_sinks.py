@@ -319,3 +319,59 @@ def test_full_failed_disk_keeps_the_original(work: Path, small_fs: Path) -> None
         to_failed(work, small_fs / "failed", REL, InputError("bad"))
     assert work.stat().st_size == 256 * 1024
     assert not any(p.name.endswith(".tmp") for p in small_fs.rglob("*"))
+
+
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    path = tmp_path / "secret.txt"
+    path.write_bytes(b"secret")
+    return path
+
+
+def special(work_dir: Path, kind: str, secret: Path) -> Path:
+    """A symlink to a secret, or a FIFO that would block whoever opens it, in the work folder."""
+    path = work_dir / "Wood" / "photo.jpg"
+    path.parent.mkdir(parents=True)
+    if kind == "symlink":
+        path.symlink_to(secret)
+    else:
+        os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_special_files_are_moved_without_being_opened(tmp_path: Path, secret: Path,
+                                                      kind: str) -> None:
+    path = special(tmp_path / "work", kind, secret)
+    moved = to_failed(path, tmp_path / "failed", REL, InputError("refused, it is a link"))
+    assert not os.path.lexists(path)
+    mode = moved.lstat().st_mode
+    assert stat.S_ISLNK(mode) if kind == "symlink" else stat.S_ISFIFO(mode)
+    assert secret.read_bytes() == b"secret"
+    assert (tmp_path / "failed/Wood/photo.jpg.error.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_special_files_move_across_filesystems(small_fs: Path, tmp_path: Path, secret: Path,
+                                               kind: str) -> None:
+    path = special(tmp_path / "work", kind, secret)
+    secret_mode = secret.stat().st_mode
+    moved = to_quarantine(path, small_fs / "quarantine", REL,
+                          Verdict(clean=False, signature="x", scanner="clamd"), "", "x")
+    assert not os.path.lexists(path)
+    if kind == "symlink":
+        assert os.readlink(moved) == str(secret)
+    else:
+        assert stat.S_ISFIFO(moved.lstat().st_mode)
+    assert secret.read_bytes() == b"secret"
+    assert secret.stat().st_mode == secret_mode  # the link's target was not made private
+
+
+def test_a_symlink_beside_an_identical_file_is_not_taken_for_it(tmp_path: Path,
+                                                               secret: Path) -> None:
+    path = special(tmp_path / "work", "symlink", secret)
+    (tmp_path / "failed/Wood").mkdir(parents=True)
+    (tmp_path / "failed/Wood/photo.jpg").symlink_to(secret)
+    moved = to_failed(path, tmp_path / "failed", REL, InputError("refused"))
+    assert moved.name == "photo-1.jpg"
+    assert moved.is_symlink()

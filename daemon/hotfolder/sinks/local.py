@@ -26,6 +26,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import secrets
@@ -35,7 +36,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from hotfolder.errors import HotfolderError, InputError, Unavailable
 from hotfolder.sinks import KeyedSink, key_parts, renamed
@@ -94,17 +95,37 @@ def open_folder(root: Path, parts: Sequence[str], *, private: bool = False) -> I
         os.close(fd)
 
 
-def write_temp(folder: int, source: bytes | Path, mode: int = 0o666) -> str:
-    """Write bytes (or a file's content) to a new temporary name in folder, fsynced."""
-    name = f".hf-{secrets.token_hex(8)}.tmp"
+def temp_name() -> str:
+    """A fresh temporary dot-name."""
+    return f".hf-{secrets.token_hex(8)}.tmp"
+
+
+def open_regular(name: str | Path, folder: int | None = None) -> io.BufferedReader | None:
+    """A plain file opened for reading without following a symlink; None for anything else."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     dir_fd=folder)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None
+        raise
+    src = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        src.close()
+        return None
+    return src
+
+
+def write_temp(folder: int, source: bytes | BinaryIO, mode: int = 0o666) -> str:
+    """Write bytes (or an open file's content) to a new temporary name in folder, fsynced."""
+    name = temp_name()
     fd = os.open(name, NEW_FILE_FLAGS, mode, dir_fd=folder)
     try:
         with os.fdopen(fd, "wb") as out:
             if isinstance(source, bytes):
                 out.write(source)
             else:
-                with source.open("rb") as src:
-                    shutil.copyfileobj(src, out, 1 << 20)
+                shutil.copyfileobj(source, out, 1 << 20)
             out.flush()
             os.fsync(out.fileno())
     except BaseException:
@@ -113,26 +134,15 @@ def write_temp(folder: int, source: bytes | Path, mode: int = 0o666) -> str:
     return name
 
 
-def digest_at(folder: int, name: str) -> str | None:
-    """SHA-256 of the file called name in folder; '' for a symlink or non-file, None if absent."""
+def digest_at(folder: int | None, name: str | Path) -> str | None:
+    """SHA-256 of a plain file; '' for a symlink or other non-file, None when nothing is there."""
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-                     dir_fd=folder)
+        src = open_regular(name, folder)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return ""
-        raise
-    with os.fdopen(fd, "rb") as src:
-        if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
-            return ""
-        return hashlib.file_digest(src, "sha256").hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's content."""
-    with path.open("rb") as src:
+    if src is None:
+        return ""
+    with src:
         return hashlib.file_digest(src, "sha256").hexdigest()
 
 
@@ -207,9 +217,10 @@ def move_original(work_file: Path, root: Path, rel: PurePosixPath,
         # two workers failing files of the same name at the same instant could swap reports.
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_EX)
-        if private:
-            os.chmod(work_file, PRIVATE_FILE)
-        digest = file_digest(work_file)
+        # A link, FIFO, socket or device is never opened, and has no content to compare.
+        digest = digest_at(None, work_file) or None
+        if private and digest is not None:
+            os.chmod(work_file, PRIVATE_FILE, follow_symlinks=False)
         for candidate in renamed(PurePosixPath(parts[-1])):
             existing = digest_at(fd, candidate.name)
             if existing not in (None, digest):
@@ -232,9 +243,28 @@ def _place(source: Path, folder: int, name: str, mode: int) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        if not link_new(folder, write_temp(folder, source, mode), name):
+        if not link_new(folder, _copy_entry(source, folder, mode), name):
             raise FileExistsError(errno.EEXIST, "the name was taken", name) from None
     os.fsync(folder)
+
+
+def _copy_entry(source: Path, folder: int, mode: int) -> str:
+    """A copy of source under a temporary name in folder; links and FIFOs are made anew."""
+    st = os.lstat(source)
+    if stat.S_ISLNK(st.st_mode):
+        temp = temp_name()
+        os.symlink(os.readlink(source), temp, dir_fd=folder)
+        return temp
+    if stat.S_ISFIFO(st.st_mode):
+        temp = temp_name()
+        os.mkfifo(temp, PRIVATE_FILE, dir_fd=folder)
+        return temp
+    src = open_regular(source)
+    if src is None:
+        raise OSError(errno.EXDEV, "a socket or device cannot be copied to another filesystem",
+                      str(source))
+    with src:
+        return write_temp(folder, src, mode)
 
 
 def _fsync_dir(path: Path) -> None:
