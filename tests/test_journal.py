@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hotfolder.journal import Journal
+from hotfolder.redis_journal import RedisJournal
 
 
-@pytest.fixture
-def journal(tmp_path: Path) -> Journal:
-    return Journal(tmp_path / "journal.db")
+@pytest.fixture(params=["sqlite", "redis"])
+def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Journal | RedisJournal]:
+    """Each test runs against both journals: SQLite (one machine) and Redis (scaled out)."""
+    store = (Journal(tmp_path / "journal.db") if request.param == "sqlite"
+             else RedisJournal(request.getfixturevalue("redis_server").url))
+    yield store
+    store.close()
 
 
 def test_a_claimed_job_runs_once(journal: Journal) -> None:
