@@ -89,7 +89,7 @@ def render(data: bytes, name: str, plan: Plan, limits: LimitsConfig) -> Rendered
         **canvas.notes,
         "input": {"name": name, "size": len(data), "sha256": sha256, "type": decoded.kind,
                   "width": decoded.size[0], "height": decoded.size[1]},
-        "exif": decoded.exif,
+        "exif": canvas.notes.get("exif", decoded.exif),
         "recipe": plan.name,
         "steps": plan.describe(),
         "output": {"name": main_name, "format": fmt, "size": len(main_data),
