@@ -9,6 +9,7 @@ without huge files; clamd writes each stream to `temp_dir` before scanning it.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import os
@@ -30,11 +31,13 @@ IMAGE_SIGNATURE = "Hotfolder-Test-Image"
 STREAM_MAX_BYTES = 8 * 1024 * 1024
 FILE_MAX_BYTES = 4 * 1024 * 1024
 START_SECONDS = 60.0
+PR_SET_PDEATHSIG = 1
+# Resolved here, so that the forked child only makes the call.
+PRCTL = ctypes.CDLL(None, use_errno=True).prctl
 
 CONFIG = """\
 LocalSocket {socket}
 Foreground yes
-User root
 DatabaseDirectory {db}
 PidFile {dir}/clamd.pid
 LogFile {dir}/clamd.log
@@ -55,6 +58,11 @@ def png(size: tuple[int, int], seed: int) -> bytes:
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
+
+
+def die_with_parent() -> None:
+    """In the child: get SIGTERM when the test process dies, even by SIGKILL (Linux)."""
+    PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def ping(path: Path, timeout: float = 1.0) -> bool:
@@ -108,7 +116,8 @@ class Clamd:
             return
         with (self.dir / "clamd.out").open("ab") as out:
             self.process = subprocess.Popen(
-                ["clamd", "-c", str(self.config)], stdout=out, stderr=subprocess.STDOUT)
+                ["clamd", "-c", str(self.config)], stdout=out, stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent)  # noqa: PLW1509 - only a resolved C call
         deadline = time.monotonic() + START_SECONDS
         while not ping(self.socket):
             if self.process.poll() is not None or time.monotonic() > deadline:
