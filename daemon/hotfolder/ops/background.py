@@ -1,0 +1,209 @@
+"""`remove_background`: cut the subject out, onto transparency or a chosen colour.
+
+Three methods, all working on a copy of at most `WORK_SIDE` pixels on its long
+side (a 12-megapixel photo takes well under a second); the mask is then scaled
+back up smoothly, feathered if asked, and applied to the full-size image:
+- auto: Canny edges split the picture into regions; regions that touch the border
+  are background, and so are enclosed regions (the hole of an O) whose colour
+  matches the background, which is modelled as a smooth surface fitted to the
+  border regions, so gradients are handled as well as plain backdrops;
+- grabcut: OpenCV's GrabCut, colour models of subject and background learnt from
+  a frame just inside the border; best on textured backgrounds;
+- watershed: the regions of auto, grown back to the strongest edges by OpenCV's
+  watershed from markers well inside the subject and the background.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+from pydantic import Field
+
+from hotfolder.canvas import Canvas
+from hotfolder.errors import InputError
+from hotfolder.ops.engrave import flatten
+from hotfolder.ops.modes import TRANSPARENT, Color
+from hotfolder.ops.registry import Params, operation
+
+Rgb = npt.NDArray[np.uint8]
+Mask = npt.NDArray[np.bool_]
+
+WORK_SIDE = 800  # pixels on the long side of the working copy
+GRABCUT_SIDE = 400  # GrabCut is slower: it works smaller still
+GRABCUT_ROUNDS = 4
+FRAME = 0.03  # share of each side treated as the frame around the subject
+CANNY = (20, 50)
+MIN_OBJECT = 0.001  # regions smaller than this share of the picture are dropped
+BACKGROUND_DISTANCE = 18.0  # colour distance (0-441) under which a region is background
+FLAT = 2.0  # standard deviation under which a picture is one colour
+
+
+class BackgroundParams(Params):
+    method: Literal["auto", "grabcut", "watershed"] = Field(
+        "auto", description="auto (edges and contours), grabcut (textured backgrounds), watershed"
+    )
+    feather: float = Field(1.0, ge=0, le=200, description="soften the cut edge, in pixels")
+    background: Color = Field(
+        TRANSPARENT, description="transparent (PNG/WebP), or a colour to place the subject on"
+    )
+
+
+def working_copy(rgb: Rgb, side: int) -> Rgb:
+    """The picture shrunk (area-averaged) to at most `side` pixels on its long side."""
+    height, width = rgb.shape[:2]
+    scale = side / max(height, width)
+    if scale >= 1:
+        return rgb
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), np.uint8)
+
+
+def frame_mask(shape: tuple[int, ...], share: float = FRAME) -> Mask:
+    """True on a frame `share` of the size wide along the four borders."""
+    height, width = shape[:2]
+    band = max(1, round(share * min(height, width)))
+    frame = np.zeros((height, width), bool)
+    frame[:band], frame[-band:], frame[:, :band], frame[:, -band:] = True, True, True, True
+    return frame
+
+
+Floats = npt.NDArray[np.float32]
+
+
+def _surface_terms(y: Floats, x: Floats) -> list[Floats]:
+    """The terms of a quadratic surface in x and y (fractions of the picture's size)."""
+    return [np.ones_like(x), x, y, x * x, x * y, y * y]
+
+
+def background_model(rgb: Rgb, where: Mask) -> Floats:
+    """The background colour at every pixel: a quadratic surface fitted to the pixels `where`."""
+    height, width = rgb.shape[:2]
+    ys, xs = np.nonzero(where)
+    step = max(1, len(ys) // 20000)  # a sample is plenty for six coefficients
+    ys, xs = ys[::step], xs[::step]
+    design = np.stack(_surface_terms(ys.astype(np.float32) / height,
+                                     xs.astype(np.float32) / width), axis=1)
+    coeffs, *_ = np.linalg.lstsq(design, rgb[ys, xs].astype(np.float32), rcond=None)
+    gy, gx = np.mgrid[0:height, 0:width].astype(np.float32)
+    grid = np.stack(_surface_terms(gy / height, gx / width), axis=-1)
+    return (grid @ coeffs.astype(np.float32)).astype(np.float32)
+
+
+def distance(rgb: Rgb, model: Floats) -> Floats:
+    """Euclidean colour distance of each pixel from the background model."""
+    squares: Floats = ((rgb.astype(np.float32) - model) ** 2).sum(axis=2)
+    return np.sqrt(squares)
+
+
+def edge_regions(rgb: Rgb) -> tuple[Mask, npt.NDArray[np.int32], int]:
+    """Canny edges (slightly thickened) and the labelled regions between them."""
+    grey = cv2.cvtColor(cv2.GaussianBlur(rgb, (5, 5), 0), cv2.COLOR_RGB2GRAY)
+    edges = cv2.Canny(grey, *CANNY) > 0
+    colour_edges = np.zeros_like(edges)
+    for channel in cv2.split(cv2.GaussianBlur(rgb, (5, 5), 0)):
+        colour_edges |= cv2.Canny(channel, *CANNY) > 0
+    edges = cv2.dilate((edges | colour_edges).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    count, labels = cv2.connectedComponents((~edges).astype(np.uint8), connectivity=4)
+    return edges, np.asarray(labels, np.int32), count
+
+
+def auto_mask(rgb: Rgb) -> Mask:
+    """The subject found by edges and contours, with background-coloured holes left out."""
+    edges, labels, count = edge_regions(rgb)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    outside = np.isin(labels, border[border > 0])
+    model = background_model(rgb, outside if outside.any() else frame_mask(rgb.shape))
+    far = distance(rgb, model)
+    # Mean distance from the background for every region between edges.
+    sums = np.bincount(labels.ravel(), weights=far.ravel(), minlength=count)
+    sizes = np.bincount(labels.ravel(), minlength=count)
+    region_far = sums / np.maximum(sizes, 1)
+    subject_region = region_far > BACKGROUND_DISTANCE
+    subject_region[0] = False  # label 0: the edges themselves, decided below
+    subject_region[border] = False
+    subject = subject_region[labels]
+    # An edge pixel is subject when it is far from the background colour and, next to the
+    # background, at least half as far as its neighbours: anti-aliased borders split at 50%.
+    window = np.ones((5, 5), np.uint8)
+    near_background = cv2.dilate((~subject & ~edges).astype(np.uint8), window) > 0
+    half_way = far >= 0.5 * cv2.dilate(far, window)
+    subject |= edges & (far > BACKGROUND_DISTANCE) & (half_way | ~near_background)
+    return keep_large(subject)
+
+
+def keep_large(mask: Mask) -> Mask:
+    """The mask without specks: components under MIN_OBJECT of the picture are dropped."""
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    big: Mask = np.asarray(stats)[:, cv2.CC_STAT_AREA] >= MIN_OBJECT * mask.size
+    big[0] = False
+    return big[np.asarray(labels)]
+
+
+def grabcut_mask(rgb: Rgb) -> Mask:
+    """The subject found by GrabCut; the frame is background, colours unlike it probably not."""
+    frame = frame_mask(rgb.shape)
+    far = distance(rgb, background_model(rgb, frame)) > BACKGROUND_DISTANCE
+    mask = np.where(far, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
+    mask[frame] = cv2.GC_BGD
+    if not (mask == cv2.GC_PR_FGD).any():
+        return np.zeros(rgb.shape[:2], bool)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.grabCut(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), mask, (0, 0, 0, 0), bgd, fgd, GRABCUT_ROUNDS,
+                cv2.GC_INIT_WITH_MASK)
+    return keep_large((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD))
+
+
+def watershed_mask(rgb: Rgb) -> Mask:
+    """The regions of auto grown to the strongest edges by watershed from sure markers."""
+    rough = auto_mask(rgb)
+    kernel = np.ones((5, 5), np.uint8)
+    markers = np.zeros(rgb.shape[:2], np.int32)
+    markers[cv2.dilate(rough.astype(np.uint8), kernel, iterations=2) == 0] = 1
+    markers[cv2.erode(rough.astype(np.uint8), kernel, iterations=2) > 0] = 2
+    cv2.watershed(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), markers)
+    found: Mask = (markers == 2) | ((markers == -1) & rough)  # -1: the dividing lines
+    return found
+
+
+METHODS = {"auto": (auto_mask, WORK_SIDE), "grabcut": (grabcut_mask, GRABCUT_SIDE),
+           "watershed": (watershed_mask, WORK_SIDE)}
+
+
+def subject_alpha(rgb: Rgb, method: str, feather: float) -> npt.NDArray[np.uint8]:
+    """The alpha (0-255) of the subject of the full-size picture `rgb`."""
+    find, side = METHODS[method]
+    small = working_copy(rgb, side)
+    if float(small.reshape(-1, 3).std(axis=0).max()) < FLAT:
+        raise InputError("remove_background found nothing to cut out: the picture is one colour",
+                         stage="process")
+    mask = find(small)
+    if not mask.any():
+        raise InputError("remove_background found no subject that stands out from the "
+                         "background", stage="process")
+    height, width = rgb.shape[:2]
+    full = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    alpha = np.where(full >= 0.5, np.float32(255), np.float32(0))
+    if feather > 0:
+        alpha = cv2.GaussianBlur(alpha, (0, 0), feather)
+    return (alpha + 0.5).astype(np.uint8)
+
+
+@operation("remove_background", BackgroundParams,
+           inline_form="remove_background=METHOD,FEATHER,COLOUR")
+def remove_background(canvas: Canvas, p: BackgroundParams) -> Canvas:
+    """Cut the subject out: auto (edges), grabcut or watershed; transparent or on a colour."""
+    image = flatten(canvas.image).convert("RGB")
+    alpha = subject_alpha(np.asarray(image), p.method, p.feather)
+    cut = image.convert("RGBA")
+    cut.putalpha(Image.fromarray(alpha))
+    kept = canvas.with_notes(remove_background={
+        "method": p.method, "subject_share": round(float(np.count_nonzero(alpha >= 128))
+                                                   / alpha.size, 4),
+    })
+    if p.background[3] < 255:
+        return kept.with_image(cut)
+    return kept.with_image(flatten(cut, p.background[:3]))
