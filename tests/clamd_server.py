@@ -9,15 +9,12 @@ without huge files; clamd writes each stream to `temp_dir` before scanning it.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import io
 import os
 import shutil
 import signal
 import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,15 +22,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from server_process import ServerProcess
+
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 EICAR_SIGNATURE = "Eicar-Test-Signature"
 IMAGE_SIGNATURE = "Hotfolder-Test-Image"
 STREAM_MAX_BYTES = 8 * 1024 * 1024
 FILE_MAX_BYTES = 4 * 1024 * 1024
-START_SECONDS = 60.0
-PR_SET_PDEATHSIG = 1
-# Resolved here, so that the forked child only makes the call.
-PRCTL = ctypes.CDLL(None, use_errno=True).prctl
 
 CONFIG = """\
 LocalSocket {socket}
@@ -60,11 +55,6 @@ def png(size: tuple[int, int], seed: int) -> bytes:
     return out.getvalue()
 
 
-def die_with_parent() -> None:
-    """In the child: get SIGTERM when the test process dies, even by SIGKILL (Linux)."""
-    PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def ping(path: Path, timeout: float = 1.0) -> bool:
     """True when a clamd answers zPING on the unix socket at path."""
     try:
@@ -77,7 +67,7 @@ def ping(path: Path, timeout: float = 1.0) -> bool:
         return False
 
 
-class Clamd:
+class Clamd(ServerProcess):
     """One clamd process, started and stopped on demand."""
 
     def __init__(self, directory: Path) -> None:
@@ -104,50 +94,13 @@ class Clamd:
         self.config.write_text(CONFIG.format(
             socket=self.socket, db=db, dir=directory, stream_max=STREAM_MAX_BYTES,
             file_max=FILE_MAX_BYTES, scan_max=4 * STREAM_MAX_BYTES))
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def start(self) -> None:
-        """Start clamd (if it is not running) and wait until it answers PING."""
-        if self.running:
-            return
-        with (self.dir / "clamd.out").open("ab") as out:
-            self.process = subprocess.Popen(
-                ["clamd", "-c", str(self.config)], stdout=out, stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent)  # noqa: PLW1509 - only a resolved C call
-        deadline = time.monotonic() + START_SECONDS
-        while not ping(self.socket):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                log = (self.dir / "clamd.out").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"clamd did not start on {self.socket}:\n{log}")
-            time.sleep(0.05)
+        super().__init__(["clamd", "-c", str(self.config)], directory / "clamd.out",
+                         lambda: ping(self.socket))
 
     def stop(self) -> None:
-        """Stop clamd and wait until it is gone."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+        """Stop clamd; its socket is gone afterwards."""
+        super().stop()
         self.socket.unlink(missing_ok=True)
-
-    @contextmanager
-    def stopped(self) -> Iterator[None]:
-        """clamd is stopped inside the block and running again after it."""
-        self.stop()
-        try:
-            yield
-        finally:
-            self.start()
 
     @contextmanager
     def frozen(self) -> Iterator[None]:
