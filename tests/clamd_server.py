@@ -1,5 +1,6 @@
-"""A real clamd for the tests: Debian's daemon in the foreground, on its own socket, with a test DB.
+"""A real clamd for the tests: Debian's clamd in the foreground, on its own sockets, with a test DB.
 
+It listens on a unix socket (`address`) and on a free TCP port of 127.0.0.1 (`tcp_address`).
 The signature database is a hash file (`MD5:SIZE:Name`) with EICAR and a
 harmless PNG made here, so clamd starts offline in well under a second.
 `StreamMaxLength` (`STREAM_MAX_BYTES`) and `MaxFileSize` (`FILE_MAX_BYTES`) are
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from server_process import ServerProcess
+from server_process import ServerProcess, free_port
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 EICAR_SIGNATURE = "Eicar-Test-Signature"
@@ -32,6 +33,8 @@ FILE_MAX_BYTES = 4 * 1024 * 1024
 
 CONFIG = """\
 LocalSocket {socket}
+TCPSocket {port}
+TCPAddr 127.0.0.1
 Foreground yes
 DatabaseDirectory {db}
 PidFile {dir}/clamd.pid
@@ -74,6 +77,8 @@ class Clamd(ServerProcess):
         self.dir = directory
         self.socket = directory / "clamd.sock"
         self.address = f"unix://{self.socket}"
+        self.port = free_port()
+        self.tcp_address = f"tcp://127.0.0.1:{self.port}"
         self.eicar = EICAR
         self.stream_max_bytes = STREAM_MAX_BYTES
         self.file_max_bytes = FILE_MAX_BYTES
@@ -92,7 +97,7 @@ class Clamd(ServerProcess):
         )
         self.config = directory / "clamd.conf"
         self.config.write_text(CONFIG.format(
-            socket=self.socket, db=db, dir=directory, stream_max=STREAM_MAX_BYTES,
+            socket=self.socket, port=self.port, db=db, dir=directory, stream_max=STREAM_MAX_BYTES,
             file_max=FILE_MAX_BYTES, scan_max=4 * STREAM_MAX_BYTES))
         super().__init__(["clamd", "-c", str(self.config)], directory / "clamd.out",
                          lambda: ping(self.socket))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import zipfile
 from pathlib import Path
@@ -15,6 +14,7 @@ from clamd_server import EICAR, EICAR_SIGNATURE, IMAGE_SIGNATURE, Clamd, png
 from hotfolder.config import ScannerConfig
 from hotfolder.errors import Unavailable
 from hotfolder.scanner import ClamdScanner, MemoryScanner, Scanner, make_scanner, parse_address
+from server_process import free_port
 
 
 @pytest.fixture
@@ -161,14 +161,20 @@ class TestClamdScanner(ScannerContract):
             scanner.scan(samples["clean"])
         assert scanner.ping()
 
-    def test_refused_tcp_port_is_unavailable(self, samples: dict[str, Path]) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        scanner = ClamdScanner(f"tcp://127.0.0.1:{port}", timeout=2)
-        with pytest.raises(Unavailable, match=f"clamd at tcp://127.0.0.1:{port} is not reachable"):
-            scanner.scan(samples["clean"])
-        assert not scanner.ping()
+
+class TestClamdScannerOverTcp(ScannerContract):
+    @pytest.fixture
+    def scanner(self, clamd: Clamd) -> ClamdScanner:
+        return ClamdScanner(clamd.tcp_address, timeout=10)
+
+    @pytest.fixture
+    def offline(self) -> ClamdScanner:
+        return ClamdScanner(f"tcp://127.0.0.1:{free_port()}", timeout=2)
+
+    def test_refused_port_says_clamd_is_not_reachable(self, offline: ClamdScanner,
+                                                      samples: dict[str, Path]) -> None:
+        with pytest.raises(Unavailable, match=f"clamd at {offline.address} is not reachable"):
+            offline.scan(samples["clean"])
 
 
 @pytest.mark.parametrize(("address", "target"), [
