@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -106,6 +109,20 @@ def test_pure_black_and_white_stay_pure() -> None:
     for method in PUBLISHED:
         assert not engrave.error_diffusion(flat(0, 16), method).any()
         assert engrave.error_diffusion(flat(255, 16), method).all()
+
+
+def test_dither_works_when_no_cache_folder_is_writable(tmp_path: Path) -> None:
+    # A hardened service may have a read-only package folder and no NUMBA_CACHE_DIR:
+    # numba then finds no cache folder; the loop is compiled in memory instead.
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "UserProvidedCacheLocator",
+           "NUMBA_CACHE_DIR": str(tmp_path / "not-a-folder" / "cache")}
+    (tmp_path / "not-a-folder").write_text("a file, so no folder can be made under it")
+    code = ("import numpy as np; from hotfolder.ops import engrave; "
+            "print(int(engrave.error_diffusion(np.full((4, 4), 128, np.uint8), 'jarvis').sum()))")
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], check=False, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "8"
 
 
 # Ordered and halftone -------------------------------------------------------------
