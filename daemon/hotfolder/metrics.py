@@ -9,7 +9,9 @@ Jobs run in worker processes, so the metrics are split by what they describe:
   memory-mapped file there, forked workers switch to a file of their own, and
   a scrape sums all files, so counts of a worker that was killed are kept.
   The service clears the folder once at start-up (`clear_directory`), so
-  counters restart from zero as Prometheus expects after a restart.
+  counters restart from zero as Prometheus expects after a restart. The
+  switch is for the whole process and the processes it starts (prometheus_client
+  keeps one value class per process): a process uses one such folder, for good.
 - The present state (`queue_depth`, `jobs_in_progress`, `waiting_jobs`,
   `scanner_up`, `watcher_last_scan_timestamp_seconds`) is computed at scrape
   time in the serving process by the callback given to `Metrics.follow`, from
