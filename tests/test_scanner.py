@@ -50,6 +50,11 @@ class ScannerContract:
     def test_answers_ping(self, scanner: Scanner) -> None:
         assert scanner.ping()
 
+    def test_a_missing_file_is_not_a_scanner_problem(self, scanner: Scanner,
+                                                     tmp_path: Path) -> None:
+        with pytest.raises(FileNotFoundError):
+            scanner.scan(tmp_path / "gone.jpg")
+
     def test_unavailable_is_never_clean(self, offline: Scanner, samples: dict[str, Path]) -> None:
         with pytest.raises(Unavailable) as info:
             offline.scan(samples["clean"])
@@ -89,6 +94,13 @@ class TestClamdScanner(ScannerContract):
                                                 clamd: Clamd) -> None:
         assert scanner.scan(clamd.signed_image).signature == f"{IMAGE_SIGNATURE}.UNOFFICIAL"
         assert scanner.scan(clamd.clean_image).clean
+
+    def test_a_link_is_not_followed(self, scanner: ClamdScanner, samples: dict[str, Path],
+                                    tmp_path: Path) -> None:
+        link = tmp_path / "link.jpg"
+        link.symlink_to(samples["clean"])
+        with pytest.raises(OSError, match="Too many levels of symbolic links"):
+            scanner.scan(link)
 
     def test_eicar_inside_a_zip_is_found(self, scanner: ClamdScanner, tmp_path: Path) -> None:
         buffer = io.BytesIO()

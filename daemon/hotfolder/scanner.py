@@ -18,6 +18,7 @@ configured timeout and a scan never waits longer than the timeout in total.
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -141,18 +142,19 @@ class ClamdScanner:
 
     def scan(self, path: Path) -> Verdict:
         """Stream the file to clamd and return its verdict, or raise Unavailable."""
-        client = None
-        try:
-            client = self._client()
-            with path.open("rb") as stream:
+        # Opened first: a missing file is the caller's problem, not clamd's; a link is refused.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as stream:
+            client = None
+            try:
+                client = self._client()
                 reply = client.scan_stream(stream, chunk_size=CHUNK_BYTES)
-        except pyclamd.BufferTooLongError as exc:
-            raise self._size_limit(path, exc) from None
-        except OSError as exc:
-            raise self._failure(path, client, exc) from None
-        finally:
-            if client is not None:
-                client.close()
+            except pyclamd.BufferTooLongError as exc:
+                raise self._size_limit(path, exc) from None
+            except OSError as exc:
+                raise self._failure(path, client, exc) from None
+            finally:
+                if client is not None:
+                    client.close()
         return self._verdict(path, reply, bytes(client.clamd_socket.received))
 
     def _failure(self, path: Path, client: Any, exc: OSError) -> Unavailable:
