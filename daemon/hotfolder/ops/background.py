@@ -26,7 +26,7 @@ from pydantic import Field
 from hotfolder.canvas import Canvas
 from hotfolder.errors import InputError
 from hotfolder.ops.engrave import flatten
-from hotfolder.ops.modes import TRANSPARENT, Color
+from hotfolder.ops.modes import Color
 from hotfolder.ops.registry import Params, operation
 
 Rgb = npt.NDArray[np.uint8]
@@ -48,7 +48,8 @@ class BackgroundParams(Params):
     )
     feather: float = Field(1.0, ge=0, le=200, description="soften the cut edge, in pixels")
     background: Color = Field(
-        TRANSPARENT, description="transparent (PNG/WebP), or a colour to place the subject on"
+        "transparent", validate_default=True,
+        description="transparent (PNG/WebP), or a colour to place the subject on",
     )
 
 

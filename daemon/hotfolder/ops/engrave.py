@@ -34,7 +34,7 @@ from pydantic_core import PydanticCustomError
 
 from hotfolder.canvas import Canvas
 from hotfolder.errors import RecipeError
-from hotfolder.ops.geometry import ResizeParams, parse_resize, resize
+from hotfolder.ops.geometry import LengthField, ResizeParams, parse_resize, resize
 from hotfolder.ops.modes import colour_ready, has_alpha
 from hotfolder.ops.registry import Params, operation
 
@@ -334,6 +334,8 @@ def set_dpi(canvas: Canvas, p: DpiParams) -> Canvas:
 
 
 class SizeParams(ResizeParams):
+    width: LengthField | None = Field(None, description="target width in mm, cm or in")
+    height: LengthField | None = Field(None, description="target height in mm, cm or in")
     upscale: bool = Field(True, description="enlarge smaller images to reach the size")
 
     @model_validator(mode="after")
