@@ -194,6 +194,17 @@ def test_a_one_colour_picture_is_explained_not_crashed_on(method: str,
         apply(Image.new("RGB", (60, 40), colour), f"remove_background={method}")
 
 
+def test_a_one_colour_file_fails_its_job_with_the_reason() -> None:
+    source = io.BytesIO()
+    Image.new("RGB", (60, 40), "white").save(source, "PNG")
+    plan = Plan(name="cutout", steps=parse_chain("remove_background").steps)
+    with pytest.raises(InputError) as caught:
+        render(source.getvalue(), "blank.png", plan, LimitsConfig())
+    assert caught.value.message == ("remove_background found nothing to cut out: "
+                                    "the picture is one colour")
+    assert caught.value.stage == "process"
+
+
 def test_a_picture_without_a_subject_is_explained() -> None:
     gradient = np.clip(backdrop("gradient", (80, 60)), 0, 255).astype(np.uint8)
     with pytest.raises(InputError, match="no subject that stands out"):

@@ -212,6 +212,15 @@ def test_bad_engraving_steps_say_what_is_wrong(chain: str, words: list[str]) -> 
         assert word in caught.value.message
 
 
+def test_a_folder_with_an_unknown_method_is_refused_with_the_closest(tmp_path: Path) -> None:
+    folder = tmp_path / "inbox" / "dither=atkinsn"
+    folder.mkdir(parents=True)
+    with pytest.raises(RecipeError) as caught:
+        RecipeBook(tmp_path / "recipes").folder(folder)
+    assert "folder 'dither=atkinsn'" in caught.value.message
+    assert "did you mean 'atkinson'" in caught.value.message
+
+
 def test_unknown_method_in_a_recipe_file_names_the_line(tmp_path: Path) -> None:
     recipe = tmp_path / "photo.yaml"
     recipe.write_text("steps:\n  - grayscale\n  - dither: floyd\n  - dither: jarvis-ninke\n")
