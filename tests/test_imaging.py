@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import MakeImage, Recorder, exif_with, image_bytes, png_file
-from hotfolder import imaging
+from hotfolder import engine, imaging
 from hotfolder.config import LimitsConfig
 from hotfolder.engine import Rendered, output_name, render
 from hotfolder.errors import InputError, RecipeError
@@ -217,8 +217,7 @@ def test_jpeg_is_shrunk_while_decoding_when_a_resize_follows() -> None:
     plan = plan_of("grayscale+resize=300")
     rendered = render(data, "a.jpg", plan, LIMITS)
     assert opened(rendered).size == (300, 200)
-    hint = __import__("hotfolder.engine", fromlist=["size_hint"]).size_hint(plan)
-    assert imaging.decode(data, LIMITS, hint).canvas.image.size == (600, 400)
+    assert imaging.decode(data, LIMITS, engine.size_hint(plan)).canvas.image.size == (600, 400)
 
 
 def test_shrink_honours_auto_orient_swapping_axes() -> None:
@@ -311,3 +310,23 @@ def test_write_atomic_failure_leaves_old_file(tmp_path: Path, make_image: MakeIm
         imaging.write_atomic(target, 123)  # type: ignore[arg-type]
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+@pytest.mark.parametrize("chain,grey", [
+    ("auto_orient+resize=300+grayscale+autocontrast", True),
+    ("grayscale", True),
+    ("autocontrast+grayscale", False),  # autocontrast stretches each colour on its own
+    ("thumbnail+grayscale", False),
+    ("resize=300", False),
+])
+def test_jpeg_is_decoded_grey_only_when_colours_are_never_used(chain: str, grey: bool) -> None:
+    plan = plan_of(chain)
+    assert engine.greys_early(plan) is grey
+    data = image_bytes("JPEG", (64, 48))
+    assert imaging.decode(data, LIMITS, grey=engine.greys_early(plan)).canvas.image.mode == (
+        "L" if grey else "RGB")
+    # Grey from the decoder is the grey that grayscale would make.
+    colour = imaging.decode(data, LIMITS).canvas.image.convert("L")
+    direct = imaging.decode(data, LIMITS, grey=True).canvas.image
+    diff = np.abs(np.asarray(colour, np.int16) - np.asarray(direct, np.int16))
+    assert diff.max() <= 3

@@ -26,6 +26,9 @@ from hotfolder.recipes import OutputSpec, Plan
 # Operations that change pixel values but not the geometry: decoding may shrink across them.
 PIXELWISE = {"grayscale", "invert", "autocontrast", "adjust", "format", "optimize", "metadata",
              "dpi"}
+# Operations after which converting to grey gives the same result as converting before.
+GREY_COMMUTES = {"auto_orient", "resize", "size", "crop", "rotate", "flip", "mirror", "format",
+                 "optimize", "metadata", "dpi"}
 UNSAFE_NAME = re.compile(r"[/\\\x00-\x1f]")
 
 
@@ -60,7 +63,7 @@ def render(data: bytes, name: str, plan: Plan, limits: LimitsConfig) -> Rendered
         )
     sha256 = hashlib.sha256(data).hexdigest()
     started = time.perf_counter()
-    decoded = imaging.decode(data, limits, size_hint(plan))
+    decoded = imaging.decode(data, limits, size_hint(plan), grey=greys_early(plan))
     decoded_at = time.perf_counter()
     canvas = pipeline.run(decoded.canvas, plan.steps)
     processed_at = time.perf_counter()
@@ -150,6 +153,16 @@ def size_hint(plan: Plan) -> imaging.SizeHint | None:
         return None
 
     return hint if any(isinstance(step.params, ResizeParams) for step in steps) else None
+
+
+def greys_early(plan: Plan) -> bool:
+    """True when the plan turns the image grey before anything that needs its colours."""
+    for step in plan.steps:
+        if step.op == "grayscale":
+            return True
+        if step.op not in GREY_COMMUTES:
+            return False
+    return False
 
 
 def resize_need(step: Step, size: tuple[int, int]) -> tuple[int, int] | None:

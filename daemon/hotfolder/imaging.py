@@ -98,8 +98,14 @@ class Decoded:
     exif: dict[str, Any]
 
 
-def decode(data: bytes, limits: LimitsConfig, hint: SizeHint | None = None) -> Decoded:
-    """Pixels from untrusted bytes, within `limits`; `hint` lets decoding shrink early."""
+def decode(
+    data: bytes, limits: LimitsConfig, hint: SizeHint | None = None, grey: bool = False
+) -> Decoded:
+    """Pixels from untrusted bytes, within `limits`.
+
+    `hint` lets decoding shrink early; `grey` says that only the grey levels will be used,
+    which a JPEG decoder gives without computing colours.
+    """
     kind = sniff(data)
     if kind not in limits.formats:
         raise InputError(
@@ -109,10 +115,12 @@ def decode(data: bytes, limits: LimitsConfig, hint: SizeHint | None = None) -> D
         data = rasterise_svg(data, limits, hint)
         decoded = _decode_raster(data, "png", limits, None)
         return Decoded(decoded.canvas, "svg", decoded.size, {})
-    return _decode_raster(data, kind, limits, hint)
+    return _decode_raster(data, kind, limits, hint, grey)
 
 
-def _decode_raster(data: bytes, kind: str, limits: LimitsConfig, hint: SizeHint | None) -> Decoded:
+def _decode_raster(
+    data: bytes, kind: str, limits: LimitsConfig, hint: SizeHint | None, grey: bool = False
+) -> Decoded:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -122,10 +130,12 @@ def _decode_raster(data: bytes, kind: str, limits: LimitsConfig, hint: SizeHint 
             check_pixels(size, limits)
             exif = im.getexif()
             orientation = int(exif.get(ExifTags.Base.Orientation, 1) or 1)
-            if hint is not None and kind == "jpeg":
-                need = hint(size, orientation)
-                if need is not None and need[0] < size[0] and need[1] < size[1]:
-                    im.draft(None, (max(need[0], 1), max(need[1], 1)))
+            if kind == "jpeg":
+                need = hint(size, orientation) if hint is not None else None
+                if need is not None and not (need[0] < size[0] and need[1] < size[1]):
+                    need = None
+                if need is not None or grey:
+                    im.draft("L" if grey else None, need)
             im.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         claimed = re.search(r"\((\d+) pixels\)", str(exc))
