@@ -159,3 +159,12 @@ def test_usage_error_exit_code(tmp_path: Path, cli: RunCli) -> None:
     with pytest.raises(SystemExit) as exc:
         cli(tmp_path, "process", "a.jpg")  # neither -r nor -s
     assert exc.value.code == 2
+
+
+def test_process_names_missing_and_special_files(tmp_path: Path, cli: RunCli) -> None:
+    os.mkfifo(tmp_path / "pipe.jpg")
+    code, _, err = cli(tmp_path, "process", "nothere.jpg", "pipe.jpg", "-s", "png", "-o", "out",
+                       "-j", "1")
+    assert code == 1
+    assert err.splitlines() == ["nothere.jpg: does not exist", "pipe.jpg: is not a regular file",
+                                "0 of 2 files processed, 2 failed"]

@@ -113,6 +113,9 @@ def _process_in_worker(source: str) -> Result:
 
 def process_file(source: Path, batch: Batch) -> Result:
     """Render one file and write its outputs atomically; never raises for a bad file."""
+    if not source.is_file():
+        reason = "is not a regular file" if source.exists() else "does not exist"
+        return Result(str(source), [], reason)
     try:
         data = source.read_bytes()
         rendered = engine.render(data, source.name, batch.plan, batch.limits)
