@@ -8,12 +8,13 @@ A laser burns a dot or it does not, so photos become black-and-white dot pattern
 - halftone draws round dots on a grid of a given cell size and angle.
 
 Error diffusion is sequential along a row, so a per-pixel Python loop would take
-minutes on a 24-megapixel photo. The loop is compiled with numba on first use
-(imported lazily: about 0.3 s to import, and about 1 s to compile, once per machine
-thanks to numba's on-disk cache; set NUMBA_CACHE_DIR to a writable folder when the
-package folder is read-only). Only the within-row part is sequential: the error
-arriving from the rows above is added for a whole row at a time, which keeps the
-sequential part to two taps and makes Jarvis on 24 megapixels take about 0.5 s.
+minutes on a 24-megapixel photo. The loop is compiled with numba on the first
+dither of a process: numba is imported then (0.3 s), and the loop is compiled
+(about 3 s, once per machine) or loaded from numba's on-disk cache (about 0.7 s).
+The cache lives beside this file or in NUMBA_CACHE_DIR; with neither writable the
+loop is compiled in memory by each process. Only the within-row part is sequential:
+the error arriving from the rows above is added a whole row at a time, which keeps
+the sequential part to two taps; Jarvis on 24 megapixels takes about 0.5 s.
 """
 
 from __future__ import annotations
