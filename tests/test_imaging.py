@@ -11,6 +11,7 @@ from PIL import Image
 
 from conftest import MakeImage, Recorder, exif_with, image_bytes, png_file
 from hotfolder import engine, imaging
+from hotfolder.canvas import Canvas
 from hotfolder.config import LimitsConfig
 from hotfolder.engine import Rendered, output_name, render
 from hotfolder.errors import InputError, RecipeError
@@ -330,3 +331,14 @@ def test_jpeg_is_decoded_grey_only_when_colours_are_never_used(chain: str, grey:
     direct = imaging.decode(data, LIMITS, grey=True).canvas.image
     diff = np.abs(np.asarray(colour, np.int16) - np.asarray(direct, np.int16))
     assert diff.max() <= 3
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "gif", "bmp", "tiff", "webp"])
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA"])
+def test_every_mode_can_be_written_in_every_format(fmt: str, mode: str) -> None:
+    image = Image.new("RGBA", (16, 8), (255, 255, 255, 255))
+    image.paste((0, 0, 0, 255), (0, 0, 8, 8))
+    data = imaging.encode(Canvas(image.convert(mode)), fmt, {})
+    with Image.open(io.BytesIO(data)) as result:
+        grey = result.convert("RGBA").convert("L")
+        assert grey.getpixel((2, 4)) < 40 and grey.getpixel((12, 4)) > 215

@@ -56,6 +56,12 @@ MEDIA_TYPES = {
 }
 # Formats that keep an alpha channel; the others are flattened on white.
 ALPHA_FORMATS = {"png", "webp", "gif", "tiff"}
+# Modes each encoder writes as they are (Pillow GIF keeps RGBA transparency itself).
+ENCODER_MODES = {
+    "jpeg": {"L", "RGB"}, "bmp": {"1", "L", "P", "RGB"}, "webp": {"RGB", "RGBA"},
+    "gif": {"1", "L", "P", "RGB", "RGBA"}, "png": {"1", "L", "LA", "P", "RGB", "RGBA"},
+    "tiff": {"1", "L", "LA", "P", "RGB", "RGBA"},
+}
 # Modes that operations work on; every decoded image is brought to one of them.
 WORKING_MODES = {"1", "L", "LA", "RGB", "RGBA"}
 PNG_FAST_LEVEL = 1
@@ -180,7 +186,7 @@ def to_working_mode(im: Image.Image) -> Image.Image:
     """The image in a mode every operation handles: 1, L, LA, RGB or RGBA."""
     has_key = "transparency" in im.info
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        arr = np.asarray(im, dtype=np.uint32)
+        arr = np.clip(np.asarray(im, dtype=np.int64), 0, 65535)
         return Image.fromarray(((arr * 255 + 32767) // 65535).astype(np.uint8), "L")
     if im.mode == "F":
         return Image.fromarray(np.clip(np.asarray(im), 0, 255).astype(np.uint8), "L")
@@ -366,18 +372,19 @@ def encode(canvas: Canvas, fmt: str, settings: dict[str, Any]) -> bytes:
 
 def for_format(image: Image.Image, fmt: str) -> Image.Image:
     """The image in a mode `fmt` can store; transparency is flattened on white where lost."""
-    mode = image.mode
-    if fmt not in ALPHA_FORMATS and mode in ("LA", "RGBA"):
-        background = Image.new(mode[:-1], image.size, "white")
-        background.paste(image.convert(mode[:-1]), mask=image.getchannel("A"))
-        image, mode = background, mode[:-1]
-    if fmt == "jpeg" and mode == "1":
-        return image.convert("L")
-    if fmt == "webp" and mode in ("1", "L", "LA"):
-        return image.convert("RGBA" if mode == "LA" else "RGB")
-    if fmt == "gif" and mode == "LA":
-        return image.convert("RGBA")  # Pillow keeps transparency when writing RGBA as GIF
-    return image
+    grey = Image.getmodebase(image.mode) == "L"
+    alpha = image.has_transparency_data
+    if alpha and fmt not in ALPHA_FORMATS:
+        rgba = image.convert("LA" if grey else "RGBA")
+        image = Image.new(rgba.mode[:-1], image.size, "white")
+        image.paste(rgba.convert(image.mode), mask=rgba.getchannel("A"))
+        alpha = False
+    modes = ENCODER_MODES[fmt]
+    if image.mode in modes:
+        return image
+    if alpha:
+        return image.convert("LA" if grey and "LA" in modes else "RGBA")
+    return image.convert("L" if grey and "L" in modes else "RGB")
 
 
 def _icc_fits(profile: bytes, mode: str) -> bool:
