@@ -97,10 +97,25 @@ def test_cmyk_jpeg_becomes_correct_rgb() -> None:
     cyan = Image.new("CMYK", (32, 32), (255, 0, 0, 0))
     out = io.BytesIO()
     cyan.save(out, "JPEG", quality=95)
+    assert b"Adobe" in out.getvalue()  # Adobe's marker: the CMYK values are stored inverted
     canvas = imaging.decode(out.getvalue(), LIMITS).canvas
     assert canvas.image.mode == "RGB"
     r, g, b = canvas.image.getpixel((16, 16))  # type: ignore[misc]
     assert r < 20 and g > 235 and b > 235
+
+
+CMYK_PROFILE = Path("/usr/share/color/icc/ghostscript/default_cmyk.icc")
+
+
+@pytest.mark.skipif(not CMYK_PROFILE.is_file(), reason="no CMYK ICC profile on this machine")
+def test_cmyk_jpeg_with_a_profile_is_converted_through_it() -> None:
+    out = io.BytesIO()
+    Image.new("CMYK", (16, 16), (255, 0, 0, 0)).save(
+        out, "JPEG", quality=95, icc_profile=CMYK_PROFILE.read_bytes())
+    canvas = imaging.decode(out.getvalue(), LIMITS).canvas
+    # Printed cyan is a lighter blue than the screen's pure (0, 255, 255).
+    assert canvas.image.getpixel((8, 8)) == pytest.approx((0, 175, 239), abs=12)
+    assert canvas.icc_profile is None  # the pixels are sRGB now
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
