@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import errno
 import fnmatch
+import functools
 import logging
 import os
 import re
@@ -82,12 +83,14 @@ INOTIFY_LIMITS = frozenset({errno.ENOSPC, errno.EMFILE})  # out of inotify watch
 
 def ignored(name: str, patterns: Sequence[str]) -> bool:
     """True for a file or folder name that is never an input: hidden, temporary, or a pattern."""
-    if name.startswith("."):
-        return True
-    folded = name.casefold()
-    return any(
-        fnmatch.fnmatchcase(folded, pattern.casefold()) for pattern in (*patterns, *TOOL_TEMPORARY)
-    )
+    return name.startswith(".") or _matcher(tuple(patterns)).match(name.casefold()) is not None
+
+
+@functools.lru_cache(maxsize=8)
+def _matcher(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One regular expression for all the patterns, for case-folded names."""
+    every = (*patterns, *TOOL_TEMPORARY)
+    return re.compile("|".join(fnmatch.translate(pattern.casefold()) for pattern in every))
 
 
 def _unescape_mount(field: str) -> str:
@@ -230,7 +233,13 @@ class Settler:
     ) -> list[tuple[str, tuple[int, int]]]:
         """Settled paths with their signature; `look` gives (size, mtime_ns), or None if gone."""
         with self._lock:
-            paths = list(self._waiting)
+            now = self._clock()
+            # Two looks settle_seconds apart that agree mean no write in between: look only then.
+            paths = [
+                path
+                for path, entry in self._waiting.items()
+                if entry.signature is None or now - entry.since >= self.settle_seconds
+            ]
         ready = []
         for path in paths:
             signature = look(path)
@@ -261,6 +270,7 @@ class Recent:
         self.window = window
         self._clock = clock
         self._seen: dict[str, tuple[tuple[int, int], float]] = {}
+        self._pruned = clock()
         self._lock = threading.Lock()
 
     def first(self, path: str, signature: tuple[int, int]) -> bool:
@@ -275,8 +285,9 @@ class Recent:
             ):
                 return False
             self._seen[path] = (signature, now)
-            if len(self._seen) > 1024:
+            if now - self._pruned >= self.window:
                 self._seen = {p: v for p, v in self._seen.items() if now - v[1] < self.window}
+                self._pruned = now
             return True
 
 
@@ -315,7 +326,7 @@ class Watcher:
         self.inbox = Path(os.path.abspath(inbox))
         self.cfg = cfg
         self.on_file = on_file
-        self.exclude = tuple(Path(os.path.abspath(path)) for path in exclude)
+        self._exclude = tuple(os.path.abspath(path) for path in exclude)
         self.last_scan = 0.0
         self.polling = polling_wanted(cfg.mode, is_network_fs(self.inbox))
         self._clock = clock
@@ -453,8 +464,8 @@ class Watcher:
                     raise
                 continue  # removed while we walked
             for entry in entries:
-                if not self._candidate(entry.path):
-                    continue
+                if ignored(entry.name, self.cfg.ignore) or self._excluded(entry.path):
+                    continue  # the folders above were checked on the way down
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
@@ -466,13 +477,13 @@ class Watcher:
 
     def _candidate(self, path: str) -> bool:
         """True for a path under the inbox that is neither ignored nor excluded."""
-        candidate = Path(path)
-        if candidate == self.inbox or not candidate.is_relative_to(self.inbox):
+        top = str(self.inbox) + os.sep
+        if not path.startswith(top) or self._excluded(path):
             return False
-        if any(candidate.is_relative_to(excluded) for excluded in self.exclude):
-            return False
-        parts = candidate.relative_to(self.inbox).parts
-        return not any(ignored(part, self.cfg.ignore) for part in parts)
+        return not any(ignored(part, self.cfg.ignore) for part in path[len(top) :].split(os.sep))
+
+    def _excluded(self, path: str) -> bool:
+        return any(path == folder or path.startswith(folder + os.sep) for folder in self._exclude)
 
     def _act(self, action: Action, path: str) -> None:
         if not self._candidate(path):
