@@ -16,7 +16,7 @@ from hotfolder.cli import examples
 from hotfolder.config import load_config
 from hotfolder.recipes import Recipe, load_recipe
 
-EXAMPLE_RECIPES = sorted(Path(str(examples() / "recipes")).glob("*.yaml"))
+EXAMPLE_RECIPES = sorted((examples() / "recipes").glob("*.yaml"))
 
 
 @pytest.fixture(autouse=True)

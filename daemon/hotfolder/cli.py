@@ -9,8 +9,6 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from importlib import resources
-from importlib.resources.abc import Traversable
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,9 +27,13 @@ from hotfolder.sinks.s3 import check_bucket
 OK, FAILED, USAGE = 0, 1, 2
 
 
-def examples() -> Traversable:
-    """The example configuration and recipes that come with hotfolder (the single copy)."""
-    return resources.files("hotfolder") / "examples"
+def examples() -> Path:
+    """The example configuration and recipes: the repository's config/, or its installed copy."""
+    for folder in (Path(__file__).resolve().parents[2] / "config",
+                   Path(sys.prefix) / "share" / "hotfolder" / "config"):
+        if (folder / "hotfolder.yaml").is_file():
+            return folder
+    raise ConfigError("the example configuration is missing from this installation of hotfolder")
 
 
 # --- init ------------------------------------------------------------------------------
@@ -47,14 +49,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     (root / "quarantine").chmod(0o700)
     config = root / "hotfolder.yaml"
     wrote = _copy_new(examples() / "hotfolder.yaml", config)
-    recipes = sorted(
-        (item for item in (examples() / "recipes").iterdir() if item.name.endswith(".yaml")),
-        key=lambda item: item.name,
-    )
+    recipes = sorted((examples() / "recipes").glob("*.yaml"))
     for recipe in recipes:
         _copy_new(recipe, root / "recipes" / recipe.name)
-        (root / "inbox" / recipe.name.removesuffix(".yaml")).mkdir(exist_ok=True)
-    names = [r.name.removesuffix(".yaml") for r in recipes]
+        (root / "inbox" / recipe.stem).mkdir(exist_ok=True)
+    names = [recipe.stem for recipe in recipes]
     first = names[0] if "engrave-wood" not in names else "engrave-wood"
     print(f"hot-folder root ready in {root}")
     print(f"  hotfolder.yaml  configuration{'' if wrote else ' (existing one left unchanged)'}")
@@ -70,7 +69,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     return OK
 
 
-def _copy_new(source: Traversable, target: Path) -> bool:
+def _copy_new(source: Path, target: Path) -> bool:
     """Copy `source` to `target` unless it exists; True when written."""
     if target.exists():
         return False
@@ -203,7 +202,7 @@ def _plan_and_limits(args: argparse.Namespace) -> tuple[Plan, LimitsConfig]:
             raise RecipeError(f"-s {args.steps!r}: {exc.message}") from None
         plan = combine([("steps", "-s", recipe)])
     else:
-        recipes = config.layout.recipes if config else Path(str(examples() / "recipes"))
+        recipes = config.layout.recipes if config else examples() / "recipes"
         plan = RecipeBook(recipes).get(args.recipe)
     return plan, config.limits if config else LimitsConfig()
 
