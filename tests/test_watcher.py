@@ -30,6 +30,7 @@ from hotfolder.watcher import (
     Action,
     Recent,
     Settler,
+    Signature,
     Watcher,
     ignored,
     is_network_fs,
@@ -140,6 +141,34 @@ def test_a_file_closed_again_unchanged_gives_no_second_call(watch, inbox):
     assert calls.wait(2)
     assert not calls.wait(3, timeout=0.3)
     assert calls.names == ["photo.jpg", "marker.jpg"]
+
+
+def test_the_same_bytes_dropped_again_after_a_claim_are_offered_again(watch, inbox, tmp_path):
+    claimed = tmp_path / "work"
+    claimed.mkdir()
+    _, calls = watch(settle_seconds=0.1)
+    for copy in range(2):  # same name, size and mtime (cp -p): only the inode differs
+        outside = write(tmp_path / "photo.jpg", b"x" * 5000)
+        os.utime(outside, ns=(1_700_000_000_000_000_000,) * 2)
+        photo = outside.rename(inbox / "photo.jpg")
+        assert calls.wait(copy + 1)
+        photo.rename(claimed / f"photo{copy}.jpg")  # what intake's claim does
+    assert calls.names == ["photo.jpg", "photo.jpg"]
+
+
+def test_the_tree_is_rescanned_every_rescan_seconds(inbox):
+    clock = Clock()
+    w = Watcher(inbox, WatchConfig(mode="events", rescan_seconds=60), Calls(inbox), clock=clock)
+    w.start()
+    try:
+        assert until(lambda: w.last_scan > 0)
+        first = w.last_scan
+        clock.now += 59
+        assert not until(lambda: w.last_scan != first, timeout=0.3)
+        clock.now += 1
+        assert until(lambda: w.last_scan != first)
+    finally:
+        w.stop()
 
 
 def test_a_file_written_slowly_is_taken_only_after_its_writer_closes_it(watch, inbox):
@@ -410,12 +439,12 @@ class Clock:
 
 
 class Files:
-    """A fake filesystem for the settler: path -> (size, mtime_ns)."""
+    """A fake filesystem for the settler: path -> signature."""
 
     def __init__(self) -> None:
-        self.state: dict[str, tuple[int, int]] = {}
+        self.state: dict[str, Signature] = {}
 
-    def __call__(self, path: str) -> tuple[int, int] | None:
+    def __call__(self, path: str) -> Signature | None:
         return self.state.get(path)
 
 
@@ -424,7 +453,7 @@ def test_a_file_that_keeps_growing_never_settles():
     settler = Settler(2.0, clock)
     settler.wait("/i/a")
     for size in range(1, 20):
-        files.state["/i/a"] = (size * 100, size)
+        files.state["/i/a"] = Signature(size * 100, size, 1)
         assert settler.due(files) == []
         clock.now += 1.0
     assert len(settler) == 1
@@ -433,50 +462,50 @@ def test_a_file_that_keeps_growing_never_settles():
 def test_a_file_settles_when_unchanged_for_settle_seconds():
     clock, files = Clock(), Files()
     settler = Settler(2.0, clock)
-    files.state["/i/a"] = (100, 5)
+    files.state["/i/a"] = Signature(100, 5, 1)
     settler.wait("/i/a")
     assert settler.due(files) == []  # first look
     clock.now += 1.9
     assert settler.due(files) == []
     clock.now += 0.1
-    assert settler.due(files) == [("/i/a", (100, 5))]
+    assert settler.due(files) == [("/i/a", Signature(100, 5, 1))]
     assert len(settler) == 0
 
 
 def test_a_file_seen_by_a_scan_starts_settling_from_that_look():
     clock, files = Clock(), Files()
     settler = Settler(2.0, clock)
-    files.state["/i/a"] = (100, 5)
-    settler.wait("/i/a", (100, 5))
+    files.state["/i/a"] = Signature(100, 5, 1)
+    settler.wait("/i/a", Signature(100, 5, 1))
     clock.now += 2.0
-    assert settler.due(files) == [("/i/a", (100, 5))]
+    assert settler.due(files) == [("/i/a", Signature(100, 5, 1))]
 
 
 def test_an_open_writer_holds_a_settled_file_until_it_closes():
     clock, files = Clock(), Files()
     settler = Settler(2.0, clock)
-    files.state["/i/a"] = (100, 5)
+    files.state["/i/a"] = Signature(100, 5, 1)
     settler.closed("/i/a")  # the close of an open made before watching started counts for nothing
-    settler.wait("/i/a", (100, 5))
+    settler.wait("/i/a", Signature(100, 5, 1))
     settler.opened("/i/a")
     settler.opened("/i/a")
     clock.now += 10
     settler.closed("/i/a")
     assert settler.due(files) == []
     settler.closed("/i/a")
-    assert settler.due(files) == [("/i/a", (100, 5))]
+    assert settler.due(files) == [("/i/a", Signature(100, 5, 1))]
 
 
 def test_a_writer_unheard_of_for_long_is_presumed_gone():
     clock, files = Clock(), Files()
     settler = Settler(2.0, clock)
-    files.state["/i/a"] = (100, 5)
-    settler.wait("/i/a", (100, 5))
+    files.state["/i/a"] = Signature(100, 5, 1)
+    settler.wait("/i/a", Signature(100, 5, 1))
     settler.opened("/i/a")  # its close event was lost
     clock.now += watcher_module.STALE_OPEN_SECONDS - 1
     assert settler.due(files) == []
     clock.now += 1
-    assert settler.due(files) == [("/i/a", (100, 5))]
+    assert settler.due(files) == [("/i/a", Signature(100, 5, 1))]
 
 
 def test_a_file_that_disappears_stops_waiting():
@@ -492,9 +521,10 @@ def test_a_file_that_disappears_stops_waiting():
 def test_one_version_of_a_file_is_offered_once_within_the_window():
     clock = Clock()
     recent = Recent(10.0, clock)
-    assert recent.first("/i/a", (100, 5))
-    assert not recent.first("/i/a", (100, 5))
-    assert recent.first("/i/a", (200, 6))  # a new version
-    assert recent.first("/i/b", (200, 6))
+    assert recent.first("/i/a", Signature(100, 5, 1))
+    assert not recent.first("/i/a", Signature(100, 5, 1))
+    assert recent.first("/i/a", Signature(200, 6, 1))  # a new version
+    assert recent.first("/i/a", Signature(200, 6, 2))  # another copy of the same bytes
+    assert recent.first("/i/b", Signature(200, 6, 1))
     clock.now += 10.0
-    assert recent.first("/i/a", (200, 6))
+    assert recent.first("/i/a", Signature(200, 6, 1))

@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from watchdog.events import (
     FileClosedEvent,
@@ -71,7 +72,7 @@ TOOL_TEMPORARY = (
     "#snapshot", "@recycle", "lost+found",
 )  # fmt: skip
 
-DEDUP_SECONDS = 10.0  # the same (path, size, mtime) is offered at most once in this window
+DEDUP_SECONDS = 10.0  # the same version of a file is offered at most once in this window
 STALE_OPEN_SECONDS = 600.0  # an open writer unseen for this long is presumed gone (lost events)
 RESTART_SECONDS = 1.0  # least time between two attempts to start an observer
 JOIN_SECONDS = 10.0
@@ -183,9 +184,17 @@ def route(event: FileSystemEvent, *, polling: bool) -> list[tuple[Action, str]]:
     return []
 
 
+class Signature(NamedTuple):
+    """What tells two versions of a file apart: a new copy of the same bytes has a new inode."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+
 @dataclass
 class _Waiting:
-    signature: tuple[int, int] | None  # (size, mtime_ns) last seen, None before the first look
+    signature: Signature | None  # as last seen, None before the first look
     since: float  # clock time since when it has looked like that
 
 
@@ -203,7 +212,7 @@ class Settler:
         with self._lock:
             return len(self._waiting)
 
-    def wait(self, path: str, signature: tuple[int, int] | None = None) -> None:
+    def wait(self, path: str, signature: Signature | None = None) -> None:
         """Start watching a path, unless it is already waiting."""
         with self._lock:
             if path not in self._waiting:
@@ -228,10 +237,8 @@ class Settler:
             if count > 1:
                 self._open[path] = (count - 1, self._clock())
 
-    def due(
-        self, look: Callable[[str], tuple[int, int] | None]
-    ) -> list[tuple[str, tuple[int, int]]]:
-        """Settled paths with their signature; `look` gives (size, mtime_ns), or None if gone."""
+    def due(self, look: Callable[[str], Signature | None]) -> list[tuple[str, Signature]]:
+        """Settled paths with their signature; `look` gives a signature, or None if it is gone."""
         with self._lock:
             now = self._clock()
             # Two looks settle_seconds apart that agree mean no write in between: look only then.
@@ -269,11 +276,11 @@ class Recent:
     def __init__(self, window: float, clock: Callable[[], float]) -> None:
         self.window = window
         self._clock = clock
-        self._seen: dict[str, tuple[tuple[int, int], float]] = {}
+        self._seen: dict[str, tuple[Signature, float]] = {}
         self._pruned = clock()
         self._lock = threading.Lock()
 
-    def first(self, path: str, signature: tuple[int, int]) -> bool:
+    def first(self, path: str, signature: Signature) -> bool:
         """True if this version of the file was not offered within the window (and records it)."""
         now = self._clock()
         with self._lock:
@@ -291,9 +298,9 @@ class Recent:
             return True
 
 
-def signature_of(st: os.stat_result) -> tuple[int, int]:
-    """What tells two versions of a file apart: size and mtime in nanoseconds."""
-    return st.st_size, st.st_mtime_ns
+def signature_of(st: os.stat_result) -> Signature:
+    """What tells two versions of a file apart."""
+    return Signature(st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 # -- The watcher -----------------------------------------------------------------------------
@@ -375,7 +382,8 @@ class Watcher:
             and all(emitter.is_alive() for emitter in observer.emitters)
         )
 
-    def _start_observer(self) -> None:
+    def _start_observer(self) -> bool:
+        """Start an observer of the inbox; False when it cannot be watched now."""
         observer: BaseObserver | None = None
         try:
             observer = (
@@ -397,13 +405,13 @@ class Watcher:
                     exc.strerror,
                 )
                 self.polling = True
-                self._start_observer()
-            elif not self._start_failed:
+                return self._start_observer()
+            if not self._start_failed:
                 self._start_failed = True
                 log.error(
                     "cannot watch %s (%s); retrying every %.0f s", self.inbox, exc, RESTART_SECONDS
                 )
-            return
+            return False
         self._start_failed = False
         how = (
             f"polling every {poll_interval(self.cfg.settle_seconds):g} s"
@@ -413,14 +421,15 @@ class Watcher:
         log.info("watching %s (%s)", self.inbox, how)
         with self._observer_lock:
             self._observer = observer
+        return True
 
     def _loop(self) -> None:
         period = tick_interval(self.cfg.settle_seconds)
         next_scan = self._clock()
         while not self._stop.is_set():
             now = self._clock()
-            if not self.healthy and now >= self._next_start:
-                self._restart_observer()
+            restart = not self.healthy and now >= self._next_start
+            if restart and self._restart_observer():
                 next_scan = now  # whatever happened while it was down
             if now >= next_scan:
                 self.rescan()
@@ -428,14 +437,14 @@ class Watcher:
             self._settle()
             self._stop.wait(period)
 
-    def _restart_observer(self) -> None:
+    def _restart_observer(self) -> bool:
         self._next_start = self._clock() + RESTART_SECONDS
         with self._observer_lock:
             observer, self._observer = self._observer, None
         if observer is not None:
             log.warning("the watcher of %s stopped; restarting it", self.inbox)
             _halt(observer)
-        self._start_observer()
+        return self._start_observer()
 
     # -- finding files
 
@@ -459,17 +468,19 @@ class Watcher:
             folder = folders.pop()
             try:
                 entries = list(os.scandir(folder))
-            except (FileNotFoundError, NotADirectoryError):
+            except OSError as exc:
                 if folder == top:
                     raise
-                continue  # removed while we walked
+                if not isinstance(exc, FileNotFoundError | NotADirectoryError):
+                    log.warning("cannot read the folder %s: %s", folder, exc.strerror)
+                continue
             for entry in entries:
                 if ignored(entry.name, self.cfg.ignore) or self._excluded(entry.path):
                     continue  # the folders above were checked on the way down
                 try:
                     st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
+                except OSError:
+                    continue  # gone since the listing
                 if stat.S_ISDIR(st.st_mode):
                     folders.append(entry.path)
                 else:
@@ -505,7 +516,7 @@ class Watcher:
                 return
             self._offer(path, signature)
 
-    def _offer(self, path: str, signature: tuple[int, int] | None) -> None:
+    def _offer(self, path: str, signature: Signature | None) -> None:
         self._settler.forget(path)
         if signature is None or not self._recent.first(path, signature):
             return
@@ -516,8 +527,8 @@ class Watcher:
                 log.exception("intake of %s failed", path)
 
 
-def _look(path: str) -> tuple[int, int] | None:
-    """(size, mtime_ns) of a non-directory, or None when it is gone or a folder."""
+def _look(path: str) -> Signature | None:
+    """The signature of a non-directory, or None when it is gone or a folder."""
     try:
         st = os.lstat(path)
     except OSError:
