@@ -28,10 +28,12 @@ from hotfolder import watcher as watcher_module
 from hotfolder.config import WatchConfig
 from hotfolder.watcher import (
     Action,
+    Mount,
     Recent,
     Settler,
     Signature,
     Watcher,
+    attribute_cache_seconds,
     ignored,
     is_network_fs,
     mount_of,
@@ -380,9 +382,39 @@ def test_network_filesystems_are_found_in_the_mount_table(path, network):
 
 
 def test_the_mount_of_a_path_is_the_longest_mount_point_holding_it():
-    assert mount_of("/mnt/nfs/local/x", MOUNTS) == ("/mnt/nfs/local", "ext4")
-    assert mount_of("/srv/shop share/x", MOUNTS) == ("/srv/shop share", "cifs")
-    assert mount_of("/x", "") == ("/", "")
+    assert mount_of("/mnt/nfs/local/x", MOUNTS) == Mount("/mnt/nfs/local", "ext4", ("rw",))
+    assert mount_of("/srv/shop share/x", MOUNTS) == Mount(
+        "/srv/shop share", "cifs", ("rw", "vers=3.0")
+    )
+    assert mount_of("/x", "") == Mount("/", "", ())
+
+
+@pytest.mark.parametrize(
+    ("fstype", "options", "seconds"),
+    [
+        ("ext4", "rw", 0.0),
+        ("nfs4", "rw,vers=4.2", 3.0),  # nfs(5): acregmin defaults to 3 s
+        ("nfs", "rw,acregmin=10,acregmax=60", 10.0),
+        ("nfs4", "rw,actimeo=7", 7.0),
+        ("nfs4", "rw,noac", 0.0),
+        ("cifs", "rw,vers=3.0", 1.0),  # mount.cifs: actimeo defaults to 1 s
+        ("cifs", "rw,actimeo=5", 5.0),
+        ("fuse.sshfs", "rw", 1.0),
+    ],
+)
+def test_a_network_clients_attribute_cache_is_read_from_its_options(fstype, options, seconds):
+    assert (
+        attribute_cache_seconds(Mount("/mnt/share", fstype, tuple(options.split(",")))) == seconds
+    )
+
+
+def test_on_a_network_mount_settling_waits_out_the_attribute_cache(inbox, monkeypatch):
+    table = f"/dev/sda1 / ext4 rw 0 0\nnas:/x {inbox} nfs4 rw,acregmin=5 0 0\n"
+    monkeypatch.setattr(watcher_module, "MOUNTS", Path(inbox.parent / "mounts"))
+    (inbox.parent / "mounts").write_text(table)
+    w = Watcher(inbox, WatchConfig(settle_seconds=2), Calls(inbox))
+    assert w.polling
+    assert w.settle_seconds == 7.0
 
 
 def test_this_machines_temporary_folder_is_local(tmp_path):

@@ -8,7 +8,11 @@ A file is offered to intake only when it looks complete:
   The modification time alone is not trusted: SMB clients set it to the source file's time
   while they are still writing.
 Network mounts (NFS, SMB, FUSE, ...) send no inotify events for changes made elsewhere, so they
-are polled. A full rescan at start-up and every `rescan_seconds` catches what events missed.
+are polled; their clients cache a file's attributes for a while (NFS `acregmin`, 3 s by default),
+so there a file must stay unchanged for `settle_seconds` plus that time. A full rescan at
+start-up and every `rescan_seconds` catches what events missed (a full inotify queue, a share
+that went away). on_file is called from one thread at a time; it may be called again for the
+same file (intake makes that harmless) but not for the same version within a few seconds.
 """
 
 from __future__ import annotations
@@ -94,22 +98,44 @@ def _matcher(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(fnmatch.translate(pattern.casefold()) for pattern in every))
 
 
+class Mount(NamedTuple):
+    """One line of the mount table."""
+
+    point: str
+    fstype: str
+    options: tuple[str, ...]
+
+
 def _unescape_mount(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def mount_of(path: str, mounts: str) -> tuple[str, str]:
-    """The (mount point, filesystem type) holding an absolute path, from a mount table's text."""
-    best = ("/", "")
+def mount_of(path: str, mounts: str) -> Mount:
+    """The mount holding an absolute path: the longest mount point above it in the table's text."""
+    best = Mount("/", "", ())
     for line in mounts.splitlines():
         fields = line.split()
-        if len(fields) < 3:
+        if len(fields) < 4:
             continue
-        point, fstype = _unescape_mount(fields[1]), fields[2]
+        point = _unescape_mount(fields[1])
         inside = point in ("/", path) or path.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best[0]):
-            best = (point, fstype)  # the later of two mounts on one point hides the earlier
+        if inside and len(point) >= len(best.point):  # a later mount on one point hides earlier
+            best = Mount(point, fields[2], tuple(fields[3].split(",")))
     return best
+
+
+def attribute_cache_seconds(mount: Mount) -> float:
+    """How stale a network client's view of a file's size and mtime may be (mount options)."""
+    if not network_type(mount.fstype):
+        return 0.0
+    if "noac" in mount.options:
+        return 0.0
+    options = dict(option.partition("=")[::2] for option in mount.options)
+    keys = ("acregmin", "actimeo") if mount.fstype.startswith("nfs") else ("acregmax", "actimeo")
+    for key in keys:
+        if options.get(key, "").isdigit():
+            return float(options[key])
+    return 3.0 if mount.fstype.startswith("nfs") else 1.0  # nfs(5) acregmin, mount.cifs actimeo
 
 
 def network_type(fstype: str) -> bool:
@@ -119,14 +145,19 @@ def network_type(fstype: str) -> bool:
     return fstype in NETWORK_FS or fstype.startswith("fuse.")
 
 
-def is_network_fs(path: Path, mounts: str | None = None) -> bool:
-    """True when the path lives on a network or FUSE filesystem (from /proc/self/mounts)."""
+def mount_at(path: Path, mounts: str | None = None) -> Mount:
+    """The mount holding a path, from /proc/self/mounts unless a table's text is given."""
     if mounts is None:
         try:
             mounts = MOUNTS.read_text(encoding="utf-8", errors="surrogateescape")
         except OSError:
-            return False
-    return network_type(mount_of(os.path.realpath(path), mounts)[1])
+            mounts = ""
+    return mount_of(os.path.realpath(path), mounts)
+
+
+def is_network_fs(path: Path, mounts: str | None = None) -> bool:
+    """True when the path lives on a network or FUSE filesystem (from /proc/self/mounts)."""
+    return network_type(mount_at(path, mounts).fstype)
 
 
 def polling_wanted(mode: str, network: bool) -> bool:
@@ -335,9 +366,12 @@ class Watcher:
         self.on_file = on_file
         self._exclude = tuple(os.path.abspath(path) for path in exclude)
         self.last_scan = 0.0
-        self.polling = polling_wanted(cfg.mode, is_network_fs(self.inbox))
+        mount = mount_at(self.inbox)
+        self.polling = polling_wanted(cfg.mode, network_type(mount.fstype))
+        # Two looks agreeing must be settle_seconds apart in what the server saw, not in cache.
+        self.settle_seconds = cfg.settle_seconds + attribute_cache_seconds(mount)
         self._clock = clock
-        self._settler = Settler(cfg.settle_seconds, clock)
+        self._settler = Settler(self.settle_seconds, clock)
         self._recent = Recent(DEDUP_SECONDS, clock)
         self._observer: BaseObserver | None = None
         self._observer_lock = threading.Lock()
@@ -387,7 +421,7 @@ class Watcher:
         observer: BaseObserver | None = None
         try:
             observer = (
-                PollingObserver(timeout=poll_interval(self.cfg.settle_seconds))
+                PollingObserver(timeout=poll_interval(self.settle_seconds))
                 if self.polling
                 else InotifyObserver(generate_full_events=True)
             )
@@ -414,9 +448,7 @@ class Watcher:
             return False
         self._start_failed = False
         how = (
-            f"polling every {poll_interval(self.cfg.settle_seconds):g} s"
-            if self.polling
-            else "inotify"
+            f"polling every {poll_interval(self.settle_seconds):g} s" if self.polling else "inotify"
         )
         log.info("watching %s (%s)", self.inbox, how)
         with self._observer_lock:
@@ -424,7 +456,7 @@ class Watcher:
         return True
 
     def _loop(self) -> None:
-        period = tick_interval(self.cfg.settle_seconds)
+        period = tick_interval(self.settle_seconds)
         next_scan = self._clock()
         while not self._stop.is_set():
             now = self._clock()
