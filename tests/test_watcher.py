@@ -174,13 +174,13 @@ def test_the_tree_is_rescanned_every_rescan_seconds(inbox):
 
 
 def test_a_file_written_slowly_is_taken_only_after_its_writer_closes_it(watch, inbox):
-    w, calls = watch(settle_seconds=0.1)
+    w, calls = watch(settle_seconds=0.3)
     with (inbox / "slow.jpg").open("wb") as out:
         out.write(b"a" * 1000)
         out.flush()
-        assert not calls.wait(1, timeout=0.5)  # stalled five times longer than settle_seconds
+        assert not calls.wait(1, timeout=0.8)  # a stall longer than settle_seconds
         assert w.rescan() == 1  # a rescan sees it too, and must not take it while it is open
-        assert not calls.wait(1, timeout=0.5)
+        assert not calls.wait(1, timeout=0.8)
         out.write(b"b" * 1000)
     assert calls.wait(1)
     assert calls.seen == [("slow.jpg", 2000)]
@@ -306,17 +306,17 @@ def test_out_of_inotify_watches_it_polls_instead(watch, inbox, monkeypatch, capl
 
 def test_polling_takes_a_file_only_after_it_stops_growing(watch, inbox, monkeypatch):
     monkeypatch.setattr(watcher_module, "poll_interval", lambda settle: 0.1)
-    w, calls = watch(mode="polling", settle_seconds=0.4)
+    w, calls = watch(mode="polling", settle_seconds=1.0)
     assert w.polling
     with (inbox / "growing.jpg").open("wb") as out:
-        for _ in range(12):  # grows every 0.1 s for 1.2 s: never unchanged for 0.4 s
+        for _ in range(15):  # grows every 0.1 s for 1.5 s: never unchanged for 1 s
             out.write(b"x" * 100)
             out.flush()
             assert not calls.wait(1, timeout=0.1)
     started = time.monotonic()
     assert calls.wait(1)
-    assert time.monotonic() - started >= 0.3  # the last write is at most one poll old
-    assert calls.seen == [("growing.jpg", 1200)]
+    assert time.monotonic() - started >= 0.8  # settle_seconds after the last write
+    assert calls.seen == [("growing.jpg", 1500)]
 
 
 # -- decisions, without files ---------------------------------------------------------------
@@ -475,8 +475,10 @@ class Files:
 
     def __init__(self) -> None:
         self.state: dict[str, Signature] = {}
+        self.looks = 0
 
     def __call__(self, path: str) -> Signature | None:
+        self.looks += 1
         return self.state.get(path)
 
 
@@ -502,6 +504,35 @@ def test_a_file_settles_when_unchanged_for_settle_seconds():
     clock.now += 0.1
     assert settler.due(files) == [("/i/a", Signature(100, 5, 1))]
     assert len(settler) == 0
+
+
+def test_a_file_is_taken_settle_seconds_after_its_last_change_was_seen():
+    clock, files = Clock(), Files()
+    settler = Settler(2.0, clock)
+    settler.wait("/i/a")
+    for step in range(6):  # changes every 0.5 s, the settler looks every 0.5 s
+        files.state["/i/a"] = Signature(100 * step, step, 1)
+        assert settler.due(files) == []
+        clock.now += 0.5
+    last_change = clock.now - 0.5
+    while not settler.due(files):
+        clock.now += 0.5
+    assert clock.now - last_change == 2.0
+
+
+def test_files_that_look_settled_are_looked_at_only_when_due():
+    clock, files = Clock(), Files()
+    settler = Settler(2.0, clock)
+    for n in range(100):  # what a rescan found
+        files.state[f"/i/{n}"] = Signature(100, 5, n)
+        settler.wait(f"/i/{n}", files.state[f"/i/{n}"])
+    for _ in range(7):
+        clock.now += 0.25
+        assert settler.due(files) == []
+    assert files.looks == 0
+    clock.now += 0.25
+    assert len(settler.due(files)) == 100
+    assert files.looks == 100
 
 
 def test_a_file_seen_by_a_scan_starts_settling_from_that_look():

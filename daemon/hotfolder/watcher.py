@@ -227,6 +227,7 @@ class Signature(NamedTuple):
 class _Waiting:
     signature: Signature | None  # as last seen, None before the first look
     since: float  # clock time since when it has looked like that
+    changing: bool  # the last look saw a change (or there was none yet): look again soon
 
 
 class Settler:
@@ -247,7 +248,7 @@ class Settler:
         """Start watching a path, unless it is already waiting."""
         with self._lock:
             if path not in self._waiting:
-                self._waiting[path] = _Waiting(signature, self._clock())
+                self._waiting[path] = _Waiting(signature, self._clock(), signature is None)
 
     def forget(self, path: str) -> None:
         """Drop a path that left the tree or was offered."""
@@ -272,11 +273,12 @@ class Settler:
         """Settled paths with their signature; `look` gives a signature, or None if it is gone."""
         with self._lock:
             now = self._clock()
-            # Two looks settle_seconds apart that agree mean no write in between: look only then.
+            # Two looks settle_seconds apart that agree mean no write in between: a file that
+            # has stopped changing is looked at again only then, a changing one at every call.
             paths = [
                 path
                 for path, entry in self._waiting.items()
-                if entry.signature is None or now - entry.since >= self.settle_seconds
+                if entry.changing or now - entry.since >= self.settle_seconds
             ]
         ready = []
         for path in paths:
@@ -290,10 +292,12 @@ class Settler:
                     del self._waiting[path]
                     self._open.pop(path, None)
                 elif signature != entry.signature:
-                    entry.signature, entry.since = signature, now
+                    entry.signature, entry.since, entry.changing = signature, now, True
                 elif now - entry.since >= self.settle_seconds and not self._writer(path, now):
                     del self._waiting[path]
                     ready.append((path, signature))
+                else:
+                    entry.changing = False
         return ready
 
     def _writer(self, path: str, now: float) -> bool:
