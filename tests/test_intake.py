@@ -136,18 +136,20 @@ def test_an_oversized_file_fails_with_the_limit_named(layout: Layout, intake: In
 
 def test_content_not_name_decides_the_type(layout: Layout, intake: Intake) -> None:
     path = drop(layout, "Wood/notes.jpg", b"just some text, not a picture\n" * 10)
-    assert refused(intake, path)
-    assert (layout.failed / "Wood" / "notes.jpg").exists()
-    assert "not an image type" in error_of(layout, "Wood/notes.jpg")["message"]
+    job = intake.offer(path)  # claimed with its refusal, so that it is scanned before failing
+    assert job is not None and job.kind is None and job.state == "queued"
+    assert job.reason is not None and job.reason.startswith("Wood/notes.jpg: the file is")
+    assert "not an image type hotfolder accepts" in job.reason
+    assert intake.work_file(job).exists()
 
 
 def test_an_allowed_type_outside_limits_formats_is_refused(layout: Layout,
                                                            intake: Intake) -> None:
     out = io.BytesIO()
     Image.new("RGB", (4, 4)).save(out, "GIF")
-    path = drop(layout, "a.gif", out.getvalue())
-    assert refused(intake, path)
-    assert "gif files are not accepted here" in error_of(layout, "a.gif")["message"]
+    job = intake.offer(drop(layout, "a.gif", out.getvalue()))
+    assert job is not None and job.reason is not None
+    assert "gif files are not accepted here" in job.reason
 
 
 def test_adopt_finds_a_claim_the_journal_never_recorded(layout: Layout, intake: Intake) -> None:

@@ -1,10 +1,12 @@
 """Intake: check a dropped file without trusting it, then claim it as a job (SPEC 2, 8).
 
 A file is looked at with `lstat` first: links, FIFOs, sockets and devices are refused
-without being opened. A regular file is checked for size and, by its first bytes, for
-type. A good file is claimed by one atomic rename into `work/<job id>/<relative path>`,
-then recorded in the journal; the work folder layout alone is enough to find the job
-again if the service dies between the two. A refused file moves to failed/ with a reason.
+without being opened, and so is a file over the size limit: these move to failed/ with
+their reason. Any other file is claimed by one atomic rename into
+`work/<job id>/<relative path>`, then recorded in the journal; the work folder layout
+alone is enough to find the job again if the service dies between the two. A file whose
+first bytes are not an accepted image is claimed with that refusal recorded: it is
+scanned like any other, so malware goes to quarantine/, and fails only once clean.
 """
 
 from __future__ import annotations
@@ -110,21 +112,22 @@ class Intake:
         why = special_kind(st)
         if why is not None:
             return self._refuse(path, rel, st, InputError(f"{rel}: refused, {why}", stage="intake"))
-        try:
-            kind = self._check(path, rel, st)
-        except FileNotFoundError:
-            return None
-        except InputError as exc:
-            return self._refuse(path, rel, st, exc)
-        return self._claim(path, rel, st, kind)
-
-    def _check(self, path: Path, rel: PurePosixPath, st: os.stat_result) -> str:
-        """The file's type by content, after the size limit; raises InputError."""
         if st.st_size > self.limits.max_file_bytes:
-            raise InputError(
+            error = InputError(
                 f"{rel}: the file is {st.st_size / 1048576:.1f} MB, more than the limit of"
                 f" {self.limits.max_file_mb:g} MB (limits.max_file_mb)", stage="intake",
             )
+            return self._refuse(path, rel, st, error)
+        try:
+            kind, refusal = self._sniff(path, rel, st), None
+        except FileNotFoundError:
+            return None
+        except InputError as exc:  # claimed all the same: it is scanned before it fails
+            kind, refusal = None, exc.message
+        return self._claim(path, rel, st, kind, refusal)
+
+    def _sniff(self, path: Path, rel: PurePosixPath, st: os.stat_result) -> str:
+        """The file's type by its first bytes; InputError when it is not an accepted image."""
         try:
             kind = imaging.sniff(read_head(path, st, imaging.SNIFF_BYTES))
         except InputError as exc:
@@ -136,7 +139,9 @@ class Intake:
             )
         return kind
 
-    def _claim(self, path: Path, rel: PurePosixPath, st: os.stat_result, kind: str) -> Job | None:
+    def _claim(self, path: Path, rel: PurePosixPath, st: os.stat_result, kind: str | None,
+               refusal: str | None) -> Job | None:
+        """Rename the file into the work folder and record the job (with its refusal, if any)."""
         job_id = new_job_id()
         target = self.layout.work / job_id / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -150,8 +155,9 @@ class Intake:
             error = InputError(f"{rel}: the file was replaced while it was being checked",
                                stage="intake")
             return self._refuse(target, rel, moved, error, job_id)
-        self.journal.add(job_id, rel.as_posix(), kind=kind, size=st.st_size)
-        log.info("job %s: claimed %s (%s, %d bytes)", job_id, rel, kind, st.st_size)
+        self.journal.add(job_id, rel.as_posix(), kind=kind, size=st.st_size, reason=refusal)
+        log.info("job %s: claimed %s (%s, %d bytes)", job_id, rel, kind or "refused",
+                 st.st_size)
         return self.journal.get(job_id)
 
     def _refuse(self, path: Path, rel: PurePosixPath, st: os.stat_result, error: InputError,

@@ -181,6 +181,8 @@ def carry(ctx: Context, job: Job, work_file: Path, tally: Tally) -> tuple[str, s
             forget_work(ctx, job)
             ctx.journal.finish(job.id, "quarantined", f"{verdict.signature} ({verdict.scanner})")
             return "quarantined", f"{job.rel} quarantined, the scanner found {verdict.signature}"
+        if job.kind is None and job.reason:  # refused at intake, failed once known clean
+            raise InputError(job.reason, stage="intake")
         plan = ctx.book.resolve(ctx.layout.inbox, ctx.layout.inbox / rel)
         tally.recipe = plan.name
         rendered = engine.render(data, rel.name, plan, ctx.cfg.limits)
