@@ -14,6 +14,7 @@ import ctypes
 import os
 import select
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +30,8 @@ PR_SET_PDEATHSIG = 1
 # Idle workers poll the queue this often at most (the wake pipe makes it rarely matter).
 MAX_POLL_SECONDS = 1.0
 QUEUE_NAME = "hotfolder"
+# Connections inherited through fork are kept, never used or closed (SQLite forbids both).
+INHERITED: list[Any] = []
 
 
 def make_huey(url: str, layout: Layout) -> Huey:
@@ -83,6 +86,11 @@ class _Environment(ProcessEnvironment):  # type: ignore[misc]
 
     def init_child(self, process: Any) -> None:
         parent = os.getppid()
+        storage = process.huey.storage
+        if hasattr(storage, "lock"):  # SQL storages: the parent's lock and connection stay there
+            storage.lock = threading.Lock()
+            INHERITED.append(storage._conn)
+            storage._conn = None
         super().init_child(process)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)

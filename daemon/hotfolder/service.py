@@ -115,7 +115,7 @@ class Service:
         self.watcher: Watcher | None = None
         self.notifier = notifier if notifier is not None else sdnotify.SystemdNotifier()
         self.scanner = make_scanner(cfg.scanner)
-        self.scanner_up = self.scanner is not None and self.scanner.ping()
+        self.scanner_up = False  # until the first ping, which also wakes jobs held for it
         self._stop = threading.Event()
         self._exits: dict[int, int | None] = {}
         self._next_ping = 0.0
@@ -313,10 +313,11 @@ class Service:
         if self.scanner is None:
             return
         up = self.scanner.ping()
+        came_back = up and not self.scanner_up
         if up != self.scanner_up:
-            log.warning("the virus scanner is %s", "back" if up else "not answering")
+            log.warning("the virus scanner is %s", "answering" if up else "not answering")
         self.scanner_up = up
-        if up:
+        if came_back:
             for job in self.journal.wake("scanner"):
                 self.submit(job.id)
 
