@@ -168,3 +168,19 @@ def test_process_names_missing_and_special_files(tmp_path: Path, cli: RunCli) ->
     assert code == 1
     assert err.splitlines() == ["nothere.jpg: does not exist", "pipe.jpg: is not a regular file",
                                 "0 of 2 files processed, 2 failed"]
+
+
+def test_two_inputs_never_replace_each_other(tmp_path: Path, cli: RunCli) -> None:
+    (tmp_path / "a.jpg").write_bytes(image_bytes("JPEG", (40, 30)))
+    (tmp_path / "a.png").write_bytes(image_bytes("PNG", (20, 10)))
+    code, out, err = cli(tmp_path, "process", "a.jpg", "a.png", "-s", "png", "-o", "out",
+                         "-j", "1")
+    assert code == 1
+    assert out == f"a.jpg -> {Path('out/a.png')}\n"
+    assert err.splitlines() == [
+        "a.png: its output a.png was already made from a.jpg in this run; put {sha8} in the"
+        " output name or process them separately",
+        "1 of 2 files processed, 1 failed",
+    ]
+    with Image.open(tmp_path / "out" / "a.png") as image:
+        assert image.size == (40, 30)

@@ -82,18 +82,17 @@ def _copy_new(source: Path, target: Path) -> bool:
 
 @dataclass(frozen=True)
 class Batch:
-    """What every file of a `process` run gets: the plan, the limits, the output folder."""
+    """What every file of a `process` run gets: the plan and the limits."""
 
     plan: Plan
     limits: LimitsConfig
-    outdir: Path
 
 
-class Result(NamedTuple):
-    """The outcome of one file: the paths written, or the reason it failed."""
+class Rendering(NamedTuple):
+    """One input rendered: the files to write (name, bytes), or the reason it failed."""
 
-    source: str
-    written: list[str]
+    source: Path
+    files: list[tuple[str, bytes]]
     error: str | None
 
 
@@ -101,43 +100,57 @@ _batch: Batch | None = None
 
 
 def _start_worker(batch: Batch) -> None:
-    global _batch  # noqa: PLW0603  (set once per worker process, read by process_file)
+    global _batch  # noqa: PLW0603  (set once per worker process, read by _render_in_worker)
     _batch = batch
 
 
-def _process_in_worker(source: str) -> Result:
+def _render_in_worker(source: Path) -> Rendering:
     assert _batch is not None
-    return process_file(Path(source), _batch)
+    return render_file(source, _batch)
 
 
-def process_file(source: Path, batch: Batch) -> Result:
-    """Render one file and write its outputs atomically; never raises for a bad file."""
+def render_file(source: Path, batch: Batch) -> Rendering:
+    """Render one file into its outputs (and sidecar); never raises for a bad file."""
     if not source.is_file():
         reason = "is not a regular file" if source.exists() else "does not exist"
-        return Result(str(source), [], reason)
+        return Rendering(source, [], reason)
     try:
-        data = source.read_bytes()
-        rendered = engine.render(data, source.name, batch.plan, batch.limits)
-        files = [(batch.outdir / out.name, out.data) for out in rendered.outputs]
-        if batch.plan.sidecar:
-            sidecar = json.dumps(rendered.sidecar, indent=2, ensure_ascii=False) + "\n"
-            files.append((batch.outdir / engine.sidecar_name(rendered.main.name),
-                          sidecar.encode()))
-        for target, _ in files:
-            if target.exists() and target.samefile(source):
-                return Result(str(source), [], "the output would overwrite the input;"
-                              " choose another output folder with -o")
-        for target, payload in files:
-            imaging.write_atomic(target, payload)
-        return Result(str(source), [str(target) for target, _ in files], None)
+        rendered = engine.render(source.read_bytes(), source.name, batch.plan, batch.limits)
     except HotfolderError as exc:
-        return Result(str(source), [], exc.message)
+        return Rendering(source, [], exc.message)
     except OSError as exc:
-        return Result(str(source), [], f"cannot be read or written ({exc.strerror or exc})")
+        return Rendering(source, [], f"cannot be read ({exc.strerror or exc})")
     except MemoryError:
-        return Result(str(source), [], "there was not enough memory to process it")
+        return Rendering(source, [], "there was not enough memory to process it")
     except Exception as exc:  # noqa: BLE001  (one file's crash must not end the batch)
-        return Result(str(source), [], f"failed unexpectedly ({type(exc).__name__}: {exc})")
+        return Rendering(source, [], f"failed unexpectedly ({type(exc).__name__}: {exc})")
+    files = [(out.name, out.data) for out in rendered.outputs]
+    if batch.plan.sidecar:
+        sidecar = json.dumps(rendered.sidecar, indent=2, ensure_ascii=False) + "\n"
+        files.append((engine.sidecar_name(rendered.main.name), sidecar.encode()))
+    return Rendering(source, files, None)
+
+
+def write_outputs(rendering: Rendering, outdir: Path, made: dict[str, Path]) -> str | None:
+    """Write a rendering's files atomically into `outdir`; the reason when it cannot.
+
+    `made` maps the names already written in this run to their inputs, so that two
+    inputs never silently replace each other's output.
+    """
+    targets = [(outdir / name, data) for name, data in rendering.files]
+    for target, _ in targets:
+        if target.name in made:
+            return (f"its output {target.name} was already made from {made[target.name]} in"
+                    " this run; put {sha8} in the output name or process them separately")
+        if target.exists() and target.samefile(rendering.source):
+            return "the output would overwrite the input; choose another output folder with -o"
+    try:
+        for target, data in targets:
+            imaging.write_atomic(target, data)
+            made[target.name] = rendering.source
+    except OSError as exc:
+        return f"cannot write {target} ({exc.strerror or exc})"
+    return None
 
 
 def expand_inputs(inputs: Iterable[str]) -> list[Path]:
@@ -153,15 +166,15 @@ def expand_inputs(inputs: Iterable[str]) -> list[Path]:
     return files
 
 
-def run_batch(files: list[Path], batch: Batch, jobs: int) -> Iterator[Result]:
-    """Results of processing `files`, as they finish; in parallel processes when worth it."""
+def render_all(files: list[Path], batch: Batch, jobs: int) -> Iterator[Rendering]:
+    """Renderings of `files` as they finish; in parallel processes when worth it."""
     jobs = max(1, min(jobs, len(files)))
     if jobs == 1:
-        yield from (process_file(f, batch) for f in files)
+        yield from (render_file(f, batch) for f in files)
         return
     with ProcessPoolExecutor(jobs, mp_context=get_context("fork"), initializer=_start_worker,
                              initargs=(batch,)) as pool:
-        futures = [pool.submit(_process_in_worker, str(f)) for f in files]
+        futures = [pool.submit(_render_in_worker, f) for f in files]
         for future in as_completed(futures):
             yield future.result()
 
@@ -175,17 +188,20 @@ def cmd_process(args: argparse.Namespace) -> int:
     if not files:
         raise RecipeError("no input files (the folders named are empty)")
     failed = 0
+    made: dict[str, Path] = {}
     tqdm.monitor_interval = 0  # no monitor thread: worker processes are forked
     bar = tqdm(total=len(files), unit="file", file=sys.stderr, leave=False, dynamic_ncols=True,
                disable=None if len(files) > 1 else True)  # None: shown on a terminal only
     with bar:
-        for result in run_batch(files, Batch(plan, limits, outdir), args.jobs):
+        for rendering in render_all(files, Batch(plan, limits), args.jobs):
             bar.update()
-            if result.error:
+            error = rendering.error or write_outputs(rendering, outdir, made)
+            if error:
                 failed += 1
-                bar.write(f"{result.source}: {result.error}", file=sys.stderr)
+                bar.write(f"{rendering.source}: {error}", file=sys.stderr)
             else:
-                bar.write(f"{result.source} -> {', '.join(result.written)}", file=sys.stdout)
+                written = ", ".join(str(outdir / name) for name, _ in rendering.files)
+                bar.write(f"{rendering.source} -> {written}", file=sys.stdout)
     if len(files) > 1:
         print(f"{len(files) - failed} of {len(files)} files processed"
               + (f", {failed} failed" if failed else ""), file=sys.stderr)
