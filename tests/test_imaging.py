@@ -357,3 +357,16 @@ def test_every_mode_can_be_written_in_every_format(fmt: str, mode: str) -> None:
     with Image.open(io.BytesIO(data)) as result:
         grey = result.convert("RGBA").convert("L")
         assert grey.getpixel((2, 4)) < 40 and grey.getpixel((12, 4)) > 215
+
+
+@pytest.mark.parametrize("chain,output,written", [
+    (None, {}, 72),                         # the input's own DPI
+    (None, {"dpi": 300}, 300),              # the recipe's output.dpi over the input's
+    ("dpi=254", {"dpi": 300}, 254),         # a step (say a sub-folder's) over output.dpi
+    ("resize=10mm,508", {"dpi": 300}, 508),  # physical sizing sets the DPI it sized with
+])
+def test_which_dpi_is_written(chain: str | None, output: dict[str, object], written: int) -> None:
+    data = image_bytes("JPEG", (400, 300), dpi=(72, 72))
+    rendered = render(data, "a.jpg", plan_of(chain, output={**output, "format": "png"}), LIMITS)
+    assert opened(rendered).info["dpi"] == pytest.approx((written, written), abs=0.01)
+    assert rendered.sidecar["output"]["dpi"] == written

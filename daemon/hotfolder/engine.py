@@ -68,7 +68,7 @@ def render(data: bytes, name: str, plan: Plan, limits: LimitsConfig) -> Rendered
     canvas = pipeline.run(decoded.canvas, plan.steps)
     processed_at = time.perf_counter()
 
-    settings = output_settings(plan.output, canvas)
+    settings = output_settings(plan.output, canvas, decoded.canvas.dpi)
     fmt = str(settings.get("format") or ("png" if decoded.kind == "svg" else decoded.kind))
     main_data = imaging.encode(canvas, fmt, settings)
     width, height = canvas.image.size
@@ -87,7 +87,7 @@ def render(data: bytes, name: str, plan: Plan, limits: LimitsConfig) -> Rendered
                        "width": extra.image.width, "height": extra.image.height})
     encoded_at = time.perf_counter()
 
-    dpi = settings.get("dpi") or (canvas.dpi[0] if canvas.dpi else None)
+    dpi = settings["dpi"]
     sidecar: dict[str, Any] = {
         **canvas.notes,
         "input": {"name": name, "size": len(data), "sha256": sha256, "type": decoded.kind,
@@ -110,10 +110,18 @@ def render(data: bytes, name: str, plan: Plan, limits: LimitsConfig) -> Rendered
 DPI_FORMATS = {"png", "jpeg", "tiff", "bmp"}
 
 
-def output_settings(spec: OutputSpec, canvas: Canvas) -> dict[str, Any]:
-    """The recipe's output settings with the overrides that steps made (format, quality...)."""
+def output_settings(
+    spec: OutputSpec, canvas: Canvas, input_dpi: tuple[float, float] | None
+) -> dict[str, Any]:
+    """The recipe's output settings with the overrides that steps made (format, quality...).
+
+    The DPI written is the one a step set, else the recipe's `output.dpi`, else the input's.
+    """
     settings = spec.model_dump()
     settings.update({k: v for k, v in canvas.output.items() if k in settings})
+    if "dpi" not in canvas.output:
+        step_dpi = canvas.dpi[0] if canvas.dpi and canvas.dpi != input_dpi else None
+        settings["dpi"] = step_dpi or spec.dpi or (canvas.dpi[0] if canvas.dpi else None)
     return settings
 
 
