@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import shutil
 from pathlib import Path
 
 import pytest
 
 from conftest import image_bytes
-from hotfolder.cache import ResultCache, cache_key, open_cache
+from hotfolder.cache import ResultCache, cache_key, open_cache, render_cached
 from hotfolder.cli import main
 from hotfolder.config import CacheConfig, LimitsConfig
 from hotfolder.engine import Output, Rendered, render
@@ -162,3 +163,25 @@ def test_cache_command_shows_and_clears(tmp_path: Path, capsys: pytest.CaptureFi
         f"removed 1 cached results (0.3 MB) from {root / 'state' / 'cache'}\n")
     assert cache.usage() == (0, 0)
     assert stored_files(cache) == []
+
+
+def test_render_cached_processes_once_and_survives_a_broken_cache(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache = ResultCache(tmp_path / "state", max_bytes=10**6)
+    recipe = plan("resize=32x32+png")
+    data = image_bytes("JPEG", (80, 60), seed=3)
+
+    first = render_cached(cache, data, "a.jpg", recipe, origin="A/a.jpg", limits=LimitsConfig())
+    second = render_cached(cache, data, "b.jpg", recipe, origin="A/b.jpg", limits=LimitsConfig())
+    assert "duplicate_of" not in first.sidecar
+    assert second.sidecar["duplicate_of"] == "A/a.jpg"
+    assert second.main.name == "b.png" and second.main.data == first.main.data
+
+    shutil.rmtree(cache.folder)
+    cache.folder.write_bytes(b"not a folder")  # the cache can no longer store anything
+    other = image_bytes("JPEG", (80, 60), seed=4)
+    third = render_cached(cache, other, "c.jpg", recipe, origin="A/c.jpg", limits=LimitsConfig())
+    assert third.main.name == "c.png" and "duplicate_of" not in third.sidecar
+    assert "the result cache cannot keep the result of A/c.jpg" in caplog.text
+    assert render_cached(None, other, "d.jpg", recipe, origin="A/d.jpg",
+                         limits=LimitsConfig()).main.data == third.main.data

@@ -13,9 +13,10 @@ import yaml
 from botocore.exceptions import EndpointConnectionError
 
 from hotfolder.cli import main
-from hotfolder.config import S3Config
+from hotfolder.config import OutputConfig, S3Config
 from hotfolder.errors import ConfigError, InputError, Unavailable
-from hotfolder.sinks.s3 import S3Sink, check_bucket
+from hotfolder.sinks.local import OutboxSink
+from hotfolder.sinks.s3 import S3Sink, check_bucket, make_sink
 from moto_server import S3Endpoint
 
 MIB = 1024 * 1024
@@ -46,7 +47,7 @@ def test_upload_under_prefix_with_type_metadata_and_encryption(s3: S3Endpoint) -
     data = b"\x89PNG result"
 
     location = deliver(sink, "Engrave Wood/photo.png", data, recipe="Gravure bois été",
-                       source="A/photo.jpg")
+                       source="A/photo.jpg", sha256="ab" * 32)
 
     key = "shop/results/Engrave Wood/photo.png"
     assert location == f"s3://{bucket}/{key}"
@@ -55,7 +56,8 @@ def test_upload_under_prefix_with_type_metadata_and_encryption(s3: S3Endpoint) -
     assert body(s3, bucket, key) == data
     assert head["ContentType"] == "image/png"
     assert head["ServerSideEncryption"] == "AES256"
-    assert head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert head["Metadata"]["content-sha256"] == hashlib.sha256(data).hexdigest()
+    assert head["Metadata"]["sha256"] == "ab" * 32  # the input's, as the service passes it
     assert head["Metadata"]["source"] == "A/photo.jpg"
     assert head["Metadata"]["recipe"] == "=?UTF-8?B?R3JhdnVyZSBib2lzIMOpdMOp?="
 
@@ -81,7 +83,8 @@ def test_large_result_goes_up_in_parts(s3: S3Endpoint) -> None:
     assert location == f"s3://{bucket}/big/scan.tiff"
     head = s3.client().head_object(Bucket=bucket, Key="big/scan.tiff")
     assert head["ETag"].strip('"').endswith("-3")  # three parts of 5, 5 and 1 MiB
-    assert head["Metadata"] == {"recipe": "archive", "sha256": hashlib.sha256(data).hexdigest()}
+    assert head["Metadata"] == {"recipe": "archive",
+                                "content-sha256": hashlib.sha256(data).hexdigest()}
     assert head["ServerSideEncryption"] == "AES256"
     assert body(s3, bucket, "big/scan.tiff") == data
     assert "Uploads" not in s3.client().list_multipart_uploads(Bucket=bucket)
@@ -243,3 +246,21 @@ def test_hotfolder_check_tries_the_bucket(s3: S3Endpoint, tmp_path: Path,
     assert main(["check", "-c", str(config)]) == 2
     assert (f"FAIL  s3://missing-bucket/results: S3 bucket 'missing-bucket' does not exist at "
             f"{s3.url}\n") in capsys.readouterr().out
+
+
+def test_keep_local_writes_the_outbox_under_the_name_s3_gave(s3: S3Endpoint,
+                                                             tmp_path: Path) -> None:
+    bucket = s3.bucket()
+    outbox = tmp_path / "outbox"
+    output = OutputConfig(s3=config(s3, bucket, prefix="results", keep_local=True))
+    sink = make_sink(output, outbox)
+    s3.client().put_object(Bucket=bucket, Key="results/A/photo.png", Body=b"someone else's")
+
+    where = deliver(sink, "A/photo.png", b"result")
+
+    assert where == f"s3://{bucket}/results/A/photo-1.png"
+    assert body(s3, bucket, "results/A/photo-1.png") == b"result"
+    assert [p.relative_to(outbox).as_posix() for p in outbox.rglob("*.png")] == ["A/photo-1.png"]
+    assert (outbox / "A" / "photo-1.png").read_bytes() == b"result"
+    assert isinstance(make_sink(OutputConfig(), outbox), OutboxSink)
+    assert isinstance(make_sink(OutputConfig(s3=config(s3, bucket)), outbox), S3Sink)

@@ -15,6 +15,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -24,9 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hotfolder.config import CacheConfig
-from hotfolder.engine import Output, Rendered, output_name
+from hotfolder.config import CacheConfig, LimitsConfig
+from hotfolder.engine import Output, Rendered, output_name, render
 from hotfolder.recipes import Plan
+
+log = logging.getLogger("hotfolder.cache")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -219,3 +222,25 @@ class ResultCache:
 def open_cache(cfg: CacheConfig, state: Path) -> ResultCache | None:
     """The result cache of a root, or None when duplicate detection is off."""
     return ResultCache(state, cfg.max_bytes) if cfg.enabled and cfg.max_bytes > 0 else None
+
+
+def render_cached(cache: ResultCache | None, data: bytes, name: str, plan: Plan, *,
+                  origin: str, limits: LimitsConfig) -> Rendered:
+    """The plan's result for `data`: reused for a duplicate, else rendered and kept."""
+    if cache is None:
+        return render(data, name, plan, limits)
+    key = cache_key(hashlib.sha256(data).hexdigest(), plan)
+    try:
+        hit = cache.get(key)
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("the result cache cannot be read, %s is processed: %s", origin, exc)
+        hit = None
+    if hit is not None:
+        log.info("%s is a duplicate of %s, its result is reused", origin, hit.origin)
+        return hit.for_input(name, plan)
+    rendered = render(data, name, plan, limits)
+    try:
+        cache.put(key, rendered, origin)
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("the result cache cannot keep the result of %s: %s", origin, exc)
+    return rendered

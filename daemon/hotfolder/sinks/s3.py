@@ -12,7 +12,7 @@ import base64
 import contextlib
 import hashlib
 from collections.abc import Iterator, Mapping
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import boto3
@@ -25,13 +25,15 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from hotfolder.config import S3Config
+from hotfolder.config import OutputConfig, S3Config
 from hotfolder.errors import ConfigError, InputError, Unavailable
-from hotfolder.sinks import KeyedSink, key_parts
+from hotfolder.sinks import KeyedSink, Sink, key_parts
+from hotfolder.sinks.local import OutboxSink
 
 MIB = 1024 * 1024
 MAX_KEY_BYTES = 1024
 PROBE_NAME = ".hotfolder-check"
+DIGEST = "content-sha256"  # metadata: the object's own SHA-256, for idempotent delivery
 THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
              "TooManyRequests", "RequestTimeout", "ServiceUnavailable", "InternalError"}
 TAKEN = {"PreconditionFailed", "ConditionalRequestConflict"}
@@ -152,7 +154,7 @@ class S3Sink(KeyedSink):
                 if _status(exc)[1] in (403, 404):
                     return None
                 raise
-        return str(head.get("Metadata", {}).get("sha256", ""))
+        return str(head.get("Metadata", {}).get(DIGEST, ""))
 
     def _create(self, key: PurePosixPath, data: bytes, media_type: str,
                 metadata: Mapping[str, str]) -> bool:
@@ -166,8 +168,8 @@ class S3Sink(KeyedSink):
              metadata: Mapping[str, str], *, exclusive: bool) -> bool:
         """Write the object; False when `exclusive` and the name is taken (If-None-Match)."""
         target = self.object_key(key)
-        extra = self._extra_args(media_type, {**metadata,
-                                              "sha256": hashlib.sha256(data).hexdigest()})
+        extra = self._extra_args(media_type,
+                                 {**metadata, DIGEST: hashlib.sha256(data).hexdigest()})
         condition = {"IfNoneMatch": "*"} if exclusive else {}
         with self._errors(key):
             try:
@@ -228,6 +230,35 @@ class S3Sink(KeyedSink):
         # Writing works; a policy that forbids deleting leaves the empty probe object.
         with contextlib.suppress(ClientError):
             self.client.delete_object(Bucket=self.cfg.bucket, Key=self.object_key(probe))
+
+
+class KeepLocal:
+    """S3 first, then the outbox under the name S3 gave (`keep_local: true`)."""
+
+    name = "s3"
+
+    def __init__(self, s3: S3Sink, outbox: Sink) -> None:
+        self.s3 = s3
+        self.outbox = outbox
+
+    def deliver(self, key: PurePosixPath, data: bytes, *, media_type: str,
+                metadata: Mapping[str, str], on_conflict: str) -> str | None:
+        """Store in both; the outbox copy follows the object's name (photo-1.png after a rename)."""
+        where = self.s3.deliver(key, data, media_type=media_type, metadata=metadata,
+                                on_conflict=on_conflict)
+        local = key.with_name(PurePosixPath(where).name) if where is not None else key
+        self.outbox.deliver(local, data, media_type=media_type, metadata=metadata,
+                            on_conflict=on_conflict)
+        return where
+
+
+def make_sink(output: OutputConfig, outbox: Path) -> Sink:
+    """Where results go: the outbox, S3, or both (`output.s3.keep_local`)."""
+    local = OutboxSink(outbox)
+    if output.s3 is None:
+        return local
+    s3 = S3Sink(output.s3)
+    return KeepLocal(s3, local) if output.s3.keep_local else s3
 
 
 def check_bucket(cfg: S3Config, client: Any = None) -> str | None:
