@@ -79,6 +79,15 @@ def photo(size: Size) -> Layer:
     return np.clip(colour, 0, 255), alpha
 
 
+def portrait(size: Size) -> Layer:
+    """Head and shoulders cut off by the bottom edge, coloured like the photo."""
+    def draw(d: ImageDraw.ImageDraw, w: float, h: float) -> None:
+        d.ellipse((0.4 * w, 0.12 * h, 0.6 * w, 0.5 * h), fill=255)
+        d.ellipse((0.2 * w, 0.5 * h, 0.8 * w, 1.4 * h), fill=255)
+    colour, _ = photo(size)
+    return colour, _drawn_alpha(size, draw)
+
+
 def backdrop(kind: str, size: Size) -> np.ndarray:
     """A plain light grey, a diagonal gradient, or a lightly textured (paper/wood) backdrop."""
     w, h = size
@@ -100,7 +109,8 @@ def backdrop(kind: str, size: Size) -> np.ndarray:
     return out
 
 
-OBJECTS: dict[str, Callable[[Size], Layer]] = {"logo": logo, "shapes": shapes, "photo": photo}
+OBJECTS: dict[str, Callable[[Size], Layer]] = {"logo": logo, "shapes": shapes, "photo": photo,
+                                                "portrait": portrait}
 BACKDROPS = ("plain", "gradient", "textured")
 
 

@@ -3,12 +3,14 @@
 Three methods, all working on a copy of at most `WORK_SIDE` pixels on its long
 side (a 12-megapixel photo takes well under a second); the mask is then scaled
 back up smoothly, feathered if asked, and applied to the full-size image:
-- auto: Canny edges split the picture into regions; regions that touch the border
-  are background, and so are enclosed regions (the hole of an O) whose colour
-  matches the background, which is modelled as a smooth surface fitted to the
-  border regions, so gradients are handled as well as plain backdrops;
-- grabcut: OpenCV's GrabCut, colour models of subject and background learnt from
-  a frame just inside the border; best on textured backgrounds;
+- auto: Canny edges split the picture into regions, and each region is subject or
+  background by how far its colour is from the background, modelled as a smooth
+  surface fitted robustly to a frame along the border (so gradients work as well
+  as plain backdrops, and the hole of an O is background). Regions touching the
+  border must differ twice as much to count as subject (shoulders cut off by the
+  bottom edge do);
+- grabcut: OpenCV's GrabCut, started from the same background model (the frame is
+  background where it matches it); best on textured backgrounds;
 - watershed: the regions of auto, grown back to the strongest edges by OpenCV's
   watershed from markers well inside the subject and the background.
 """
@@ -81,17 +83,29 @@ def _surface_terms(y: Floats, x: Floats) -> list[Floats]:
 
 
 def background_model(rgb: Rgb, where: Mask) -> Floats:
-    """The background colour at every pixel: a quadratic surface fitted to the pixels `where`."""
+    """The background colour at every pixel: a quadratic surface fitted to the pixels `where`.
+
+    The fit is repeated on the pixels close to it, so a subject that reaches the
+    border (shoulders at the bottom of a portrait) does not pull it off.
+    """
     height, width = rgb.shape[:2]
     ys, xs = np.nonzero(where)
     step = max(1, len(ys) // 20000)  # a sample is plenty for six coefficients
     ys, xs = ys[::step], xs[::step]
     design = np.stack(_surface_terms(ys.astype(np.float32) / height,
                                      xs.astype(np.float32) / width), axis=1)
-    coeffs, *_ = np.linalg.lstsq(design, rgb[ys, xs].astype(np.float32), rcond=None)
+    colours = rgb[ys, xs].astype(np.float32)
+    # Start from the half nearest the median colour, then refit on the pixels near the fit.
+    off = np.sqrt(((colours - np.median(colours, axis=0)) ** 2).sum(axis=1))
+    inliers = off <= np.median(off)
+    for _ in range(4):
+        coeffs, *_ = np.linalg.lstsq(design[inliers], colours[inliers], rcond=None)
+        off = np.sqrt(((design @ coeffs - colours) ** 2).sum(axis=1))
+        inliers = off <= max(BACKGROUND_DISTANCE, 3 * float(np.median(off[inliers])))
     gy, gx = np.mgrid[0:height, 0:width].astype(np.float32)
     grid = np.stack(_surface_terms(gy / height, gx / width), axis=-1)
-    return (grid @ coeffs.astype(np.float32)).astype(np.float32)
+    surface: Floats = (grid @ coeffs.astype(np.float32)).astype(np.float32)
+    return surface
 
 
 def distance(rgb: Rgb, model: Floats) -> Floats:
@@ -116,16 +130,15 @@ def auto_mask(rgb: Rgb) -> Mask:
     """The subject found by edges and contours, with background-coloured holes left out."""
     edges, labels, count = edge_regions(rgb)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    outside = np.isin(labels, border[border > 0])
-    model = background_model(rgb, outside if outside.any() else frame_mask(rgb.shape))
-    far = distance(rgb, model)
+    far = distance(rgb, background_model(rgb, frame_mask(rgb.shape)))
     # Mean distance from the background for every region between edges.
     sums = np.bincount(labels.ravel(), weights=far.ravel(), minlength=count)
     sizes = np.bincount(labels.ravel(), minlength=count)
     region_far = sums / np.maximum(sizes, 1)
     subject_region = region_far > BACKGROUND_DISTANCE
+    # Regions at the border are background unless clearly unlike it (a subject cut off there).
+    subject_region[border] &= region_far[border] > 2 * BACKGROUND_DISTANCE
     subject_region[0] = False  # label 0: the edges themselves, decided below
-    subject_region[border] = False
     subject = subject_region[labels]
     # An edge pixel is subject when it is far from the background colour and, next to the
     # background, at least half as far as its neighbours: anti-aliased borders split at 50%.
@@ -149,7 +162,7 @@ def grabcut_mask(rgb: Rgb) -> Mask:
     frame = frame_mask(rgb.shape)
     far = distance(rgb, background_model(rgb, frame)) > BACKGROUND_DISTANCE
     mask = np.where(far, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
-    mask[frame] = cv2.GC_BGD
+    mask[frame & ~far] = cv2.GC_BGD
     if not (mask == cv2.GC_PR_FGD).any():
         return np.zeros(rgb.shape[:2], bool)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
