@@ -4,9 +4,9 @@ Run by hand: `python bench/bench_background.py [--size 1200x900] [--megapixels 1
 Prints the intersection-over-union of every method on every object (logo with
 alpha, shapes, photo region, portrait cut off by the bottom edge) and backdrop
 (plain, gradient, textured), with the targets (auto >= 0.95 on plain and gradient,
-grabcut >= 0.85 on textured); then the
-time of each method on a 12-megapixel photo against the 3 s target. The scenes
-are the ones the tests use (tests/test_background.py), at a larger size.
+grabcut >= 0.85 on textured); then the time of each method on a 12-megapixel
+photo against the 3 s target. The scenes are the ones the tests use
+(tests/test_background.py), at a larger size.
 """
 
 from __future__ import annotations
