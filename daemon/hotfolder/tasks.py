@@ -25,6 +25,7 @@ from typing import Any
 from huey.api import Huey
 
 from hotfolder import engine
+from hotfolder.cache import ResultCache, open_cache, render_cached
 from hotfolder.config import Config, Layout
 from hotfolder.errors import HotfolderError, InputError, RecipeError, Unavailable
 from hotfolder.journal import Job, Journal
@@ -32,7 +33,8 @@ from hotfolder.metrics import Metrics
 from hotfolder.recipes import RecipeBook
 from hotfolder.scanner import Scanner, Verdict, make_scanner
 from hotfolder.sinks import Sink
-from hotfolder.sinks.local import OutboxSink, to_archive, to_failed, to_quarantine
+from hotfolder.sinks.local import to_archive, to_failed, to_quarantine
+from hotfolder.sinks.s3 import make_sink
 
 log = logging.getLogger("hotfolder.tasks")
 
@@ -67,6 +69,7 @@ class Context:
     scanner: Scanner | None
     sink: Sink
     metrics: Metrics | None = None
+    cache: ResultCache | None = None
     book: RecipeBook = field(init=False)
 
     def __post_init__(self) -> None:
@@ -82,9 +85,10 @@ class Context:
 
 
 def make_context(cfg: Config, journal: Journal, metrics: Metrics | None = None) -> Context:
-    """The context of a root from its configuration: clamd scanner, outbox sink."""
-    return Context(cfg, journal, make_scanner(cfg.scanner), OutboxSink(cfg.layout.outbox),
-                   metrics)
+    """The context of a root from its configuration: clamd scanner, outbox or S3, cache."""
+    return Context(cfg, journal, make_scanner(cfg.scanner),
+                   make_sink(cfg.output, cfg.layout.outbox), metrics,
+                   open_cache(cfg.cache, cfg.layout.state))
 
 
 def register(huey: Huey, context: Callable[[], Context]) -> Callable[[str], Any]:
@@ -185,7 +189,8 @@ def carry(ctx: Context, job: Job, work_file: Path, tally: Tally) -> tuple[str, s
             raise InputError(job.reason, stage="intake")
         plan = ctx.book.resolve(ctx.layout.inbox, ctx.layout.inbox / rel)
         tally.recipe = plan.name
-        rendered = engine.render(data, rel.name, plan, ctx.cfg.limits)
+        rendered = render_cached(ctx.cache, data, rel.name, plan, origin=job.rel,
+                                 limits=ctx.cfg.limits)
         tally.timings.update(rendered.sidecar.get("timings", {}))
         started = time.perf_counter()
         outputs = deliver(ctx, job, rendered, sidecar=plan.sidecar, verdict=verdict,
@@ -224,7 +229,8 @@ def deliver(ctx: Context, job: Job, rendered: engine.Rendered, *, sidecar: bool,
             verdict: Verdict, scanned: float) -> list[str]:
     """Store the outputs (and the sidecar beside the main one); returns their locations."""
     folder = PurePosixPath(job.rel).parent
-    metadata = {"job": job.id, "source": job.rel, "sha256": rendered.sidecar["input"]["sha256"]}
+    metadata = {"job": job.id, "source": job.rel, "sha256": rendered.sidecar["input"]["sha256"],
+                "recipe": str(rendered.sidecar.get("recipe", ""))}
     started = time.perf_counter()
     locations: list[str] = []
     try:
