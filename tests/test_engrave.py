@@ -239,10 +239,14 @@ def test_dpi_changes_only_the_resolution() -> None:
     assert result.image.tobytes() == image.tobytes()
 
 
-@pytest.mark.parametrize("step", ["dpi=0", "dpi=-300", {"dpi": {"dpi": -1}}])
+@pytest.mark.parametrize("step", ["dpi=0", "dpi=-300", "dpi=abc", {"dpi": {"dpi": -1}}])
 def test_dpi_must_be_positive(step: object) -> None:
-    with pytest.raises(RecipeError, match="dpi: Input should be greater than 0"):
+    with pytest.raises(RecipeError, match="a DPI is a number of dots per inch above 0"):
         apply(ramp(), step)
+
+
+def test_dpi_may_carry_its_unit() -> None:
+    assert apply(ramp(), "dpi=254dpi").dpi == (254.0, 254.0)
 
 
 def test_size_scales_to_millimetres_at_a_dpi_even_upwards() -> None:

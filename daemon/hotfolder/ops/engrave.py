@@ -324,8 +324,28 @@ def threshold(canvas: Canvas, p: ThresholdParams) -> Canvas:
 
 # dpi and size ---------------------------------------------------------------------
 
+MAX_DPI = 100_000
+
+
+def _dpi(value: Any) -> float:
+    """Dots per inch from `300`, `"300"` or `"300dpi"`; above zero, else a plain error."""
+    text = str(value).strip().lower().removesuffix("dpi").strip()
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if isinstance(value, bool) or not 0 < number <= MAX_DPI:
+        raise PydanticCustomError(
+            "dpi", "a DPI is a number of dots per inch above 0 (such as 300), not {value}",
+            {"value": repr(value)},
+        )
+    return number
+
+
 class DpiParams(Params):
-    dpi: float = Field(gt=0, le=100_000, description="dots per inch written into the file")
+    dpi: Annotated[float, BeforeValidator(_dpi)] = Field(
+        description="dots per inch written into the file"
+    )
 
 
 @operation("dpi", DpiParams, inline_form="dpi=300")
