@@ -14,6 +14,8 @@ from PIL import Image, ImageDraw
 from hotfolder.canvas import Canvas
 from hotfolder.config import LimitsConfig
 from hotfolder.engine import render
+from hotfolder.errors import Unavailable
+from hotfolder.ops import vector
 from hotfolder.recipes import Plan, parse_chain
 from ops_helpers import apply
 
@@ -107,3 +109,9 @@ def test_trace_in_a_job_writes_an_svg_file_with_the_sidecar() -> None:
     assert svg.get("width") == f"{200 / 300 * 25.4:.3f}mm"
     assert rendered.sidecar["trace"]["paths"] == 3
     assert rendered.sidecar["output"]["format"] == "svg"
+
+
+def test_without_potrace_the_job_waits_rather_than_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vector, "POTRACE", "potrace-not-installed-here")
+    with pytest.raises(Unavailable, match="trace needs the potrace program"):
+        apply(shapes(), "trace")
