@@ -90,6 +90,15 @@ def test_floyd_steinberg_by_hand() -> None:
         == [[False, True, False, False]]
 
 
+def test_jarvis_by_hand_shows_the_second_tap() -> None:
+    # 101 -> black, error 101: next +7/48 (14.73), the one after +5/48 (10.52).
+    # 115.73 -> black, error 115.73: next +7/48 (16.88) -> 101 + 10.52 + 16.88 = 128.40 -> white.
+    assert engrave.error_diffusion(np.full((1, 3), 101, np.uint8), "jarvis").tolist() == [
+        [False, False, True]]
+    # From 100 the same sums give 127.13, just under the middle: black.
+    assert not engrave.error_diffusion(np.full((1, 3), 100, np.uint8), "jarvis").any()
+
+
 @pytest.mark.parametrize("method", list(PUBLISHED))
 def test_flat_grey_keeps_its_tone(method: str) -> None:
     grey_fraction_black = {128: 127 / 255, 64: 191 / 255, 192: 63 / 255}
