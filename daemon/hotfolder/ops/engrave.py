@@ -68,6 +68,7 @@ METHODS: tuple[str, ...] = DitherMethod.__args__  # type: ignore[attr-defined]
 ALIASES = {"fs": "floyd-steinberg", "floyd": "floyd-steinberg", "jjn": "jarvis",
            "jarvis-judice-ninke": "jarvis", "ordered": "bayer"}
 MID = 127.5  # levels above it round to white
+HALFTONE_ROWS = 256
 
 
 # Grey levels and 1-bit images ----------------------------------------------
@@ -189,15 +190,19 @@ def halftone(grey: Grey, cell: float, angle: float) -> Mask:
     height, width = grey.shape
     theta = math.radians(angle)
     freq = np.float32(2 * math.pi / cell)
-    y = (np.arange(height, dtype=np.float32) + 0.5)[:, None]
-    x = (np.arange(width, dtype=np.float32) + 0.5)[None, :]
     cos, sin = np.float32(math.cos(theta)), np.float32(math.sin(theta))
-    spot = -np.cos(freq * (x * cos + y * sin))  # peaks (dot centres) in the middle of cells
-    spot -= np.cos(freq * (y * cos - x * sin))
     ranks = _spot_ranks()
-    index = ((spot + 2) * ((len(ranks) - 1) / 4)).round().astype(np.int32)
-    # The darkest share (1 - grey/255) of each cell, around its centre, is black.
-    return ranks[index] <= grey.astype(np.float32) / 255
+    x = (np.arange(width, dtype=np.float32) + 0.5)[None, :]
+    white = np.empty((height, width), bool)
+    for top in range(0, height, HALFTONE_ROWS):  # in bands: a few MB at a time
+        band = slice(top, min(top + HALFTONE_ROWS, height))
+        y = (np.arange(band.start, band.stop, dtype=np.float32) + 0.5)[:, None]
+        spot = -np.cos(freq * (x * cos + y * sin))  # peaks (dot centres) in the middle of cells
+        spot -= np.cos(freq * (y * cos - x * sin))
+        index = ((spot + 2) * ((len(ranks) - 1) / 4)).round().astype(np.int32)
+        # The darkest share (1 - grey/255) of each cell, around its centre, is black.
+        white[band] = ranks[index] <= grey[band].astype(np.float32) / 255
+    return white
 
 
 # dither -------------------------------------------------------------------------
