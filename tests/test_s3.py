@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path, PurePosixPath
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from botocore.exceptions import EndpointConnectionError
+from PIL import Image
 
 from hotfolder.cli import main
 from hotfolder.config import OutputConfig, S3Config
@@ -18,6 +20,8 @@ from hotfolder.errors import ConfigError, InputError, Unavailable
 from hotfolder.sinks.local import OutboxSink
 from hotfolder.sinks.s3 import S3Sink, check_bucket, make_sink
 from moto_server import S3Endpoint
+from service_helpers import Daemon, files_under, jpeg, make_root, wait_until
+from test_service import daemons, drop, start  # noqa: F401  (daemons is a fixture)
 
 MIB = 1024 * 1024
 
@@ -264,3 +268,40 @@ def test_keep_local_writes_the_outbox_under_the_name_s3_gave(s3: S3Endpoint,
     assert (outbox / "A" / "photo-1.png").read_bytes() == b"result"
     assert isinstance(make_sink(OutputConfig(), outbox), OutboxSink)
     assert isinstance(make_sink(OutputConfig(s3=config(s3, bucket)), outbox), S3Sink)
+
+
+def test_the_service_uploads_once_and_waits_while_the_endpoint_is_down(
+        s3: S3Endpoint, tmp_path: Path, daemons: list[Daemon]) -> None:  # noqa: F811
+    bucket = s3.bucket()
+    config = make_root(tmp_path / "root", output={"s3": {
+        "bucket": bucket, "prefix": "shop", "endpoint_url": s3.url, "region": "us-east-1",
+        "sse": "AES256"}})
+    root = config.parent
+    start(daemons, config)
+
+    data = jpeg(1, (120, 90))
+    drop(root, "grayscale+png/photo.jpg", data)
+    wait_until(lambda: keys(s3, bucket) == ["shop/grayscale+png/photo.png"], 20,
+               "the result in the bucket")
+    head = s3.client().head_object(Bucket=bucket, Key="shop/grayscale+png/photo.png")
+    assert head["ContentType"] == "image/png"
+    assert head["ServerSideEncryption"] == "AES256"
+    assert head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert head["Metadata"]["recipe"] == "grayscale+png"
+    with Image.open(io.BytesIO(body(s3, bucket, "shop/grayscale+png/photo.png"))) as image:
+        assert (image.format, image.mode, image.size) == ("PNG", "L", (120, 90))
+    assert files_under(root / "outbox") == []  # no keep_local
+
+    with s3.stopped():
+        drop(root, "grayscale+png/second.jpg", jpeg(2, (120, 90)))
+        wait_until(lambda: Daemon(config).status()["waiting"] == {"s3": 1}, 20,
+                   "the job to wait for S3")
+        assert (root / "archive" / "grayscale+png" / "second.jpg").exists() is False
+    s3.bucket()  # a restarted moto server is empty
+
+    wait_until(lambda: keys(s3, bucket) == ["shop/grayscale+png/second.png"], 30,
+               "the waiting result in the bucket once S3 is back")
+    wait_until((root / "archive" / "grayscale+png" / "second.jpg").exists, 10,
+               "the original in archive/")
+    assert Daemon(config).status()["jobs"] == {"done": 2}
+    assert keys(s3, bucket) == ["shop/grayscale+png/second.png"]
