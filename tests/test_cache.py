@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from hotfolder.cli import main
 from hotfolder.config import CacheConfig, LimitsConfig
 from hotfolder.engine import Output, Rendered, render
 from hotfolder.recipes import Plan, combine, parse_chain
+from service_helpers import Daemon, jpeg, make_root, wait_until
+from test_service import daemons, drop, start  # noqa: F401  (daemons is a fixture)
 
 
 def plan(chain: str, name: str = "thumbs") -> Plan:
@@ -185,3 +188,29 @@ def test_render_cached_processes_once_and_survives_a_broken_cache(
     assert "the result cache cannot keep the result of A/c.jpg" in caplog.text
     assert render_cached(None, other, "d.jpg", recipe, origin="A/d.jpg",
                          limits=LimitsConfig()).main.data == third.main.data
+
+
+def test_the_service_reuses_the_result_of_a_duplicate(
+        tmp_path: Path, daemons: list[Daemon]) -> None:  # noqa: F811
+    config = make_root(tmp_path / "root")
+    root = config.parent
+    (root / "recipes" / "gray.yaml").write_text("steps: [grayscale]\noutput: {format: png}\n"
+                                                "sidecar: true\n")
+    start(daemons, config)
+    data = jpeg(5, (160, 120))
+
+    drop(root, "Gray/photo.jpg", data)
+    first = root / "outbox" / "Gray" / "photo.png"
+    wait_until(first.with_name("photo.png.json").exists, 20, "the first result")
+    drop(root, "Gray/same photo.jpg", data)
+    again = root / "outbox" / "Gray" / "same photo.png"
+    wait_until(again.with_name("same photo.png.json").exists, 20, "the duplicate's result")
+
+    assert again.read_bytes() == first.read_bytes()
+    sidecar = json.loads(again.with_name("same photo.png.json").read_text())
+    assert sidecar["duplicate_of"] == "Gray/photo.jpg"
+    assert sidecar["input"]["name"] == "same photo.jpg"
+    assert sidecar["output"]["name"] == "same photo.png"
+    assert "duplicate_of" not in json.loads(first.with_name("photo.png.json").read_text())
+    wait_until((root / "archive" / "Gray" / "same photo.jpg").exists, 10, "the archived copy")
+    assert ResultCache(root / "state", max_bytes=10**6).usage()[0] == 1
