@@ -199,11 +199,13 @@ def subject_alpha(rgb: Rgb, method: str, feather: float) -> npt.NDArray[np.uint8
         raise InputError("remove_background found no subject that stands out from the "
                          "background", stage="process")
     height, width = rgb.shape[:2]
-    full = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    alpha = np.where(full >= 0.5, np.float32(255), np.float32(0))
+    # Scaled up smoothly and cut at half way, the edge follows the subject, not the grid.
+    full = cv2.resize(mask.astype(np.uint8) * 255, (width, height),
+                      interpolation=cv2.INTER_LINEAR)
+    _, alpha = cv2.threshold(full, 127, 255, cv2.THRESH_BINARY)
     if feather > 0:
         alpha = cv2.GaussianBlur(alpha, (0, 0), feather)
-    return (alpha + 0.5).astype(np.uint8)
+    return np.asarray(alpha, np.uint8)
 
 
 @operation("remove_background", BackgroundParams,
