@@ -93,3 +93,12 @@ def test_a_forked_child_opens_its_own_connection(journal: Journal) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     job = journal.get("j1")
     assert job is not None and job.state == "running" and job.pid == pid
+
+
+def test_a_running_job_is_alive_while_its_worker_holds_it(journal: Journal) -> None:
+    journal.add("j1", "a.jpg", kind="jpeg", size=1)
+    job = journal.start("j1", pid=os.getpid())
+    assert job is not None and journal.alive(job)
+    journal.finish("j1", "done")
+    ended = journal.get("j1")
+    assert ended is not None and not journal.alive(ended)

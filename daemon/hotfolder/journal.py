@@ -260,6 +260,18 @@ class Journal:
         )
         return [_job(r) for r in rows]
 
+    def alive(self, job: Job) -> bool:
+        """Whether the worker process holding a running job still exists (on this machine)."""
+        if job.pid is None:
+            return False
+        try:
+            os.kill(job.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
     def forget_ended(self, before: float) -> int:
         """Drop rows of jobs that ended before `before` (epoch seconds)."""
         with self._tx(durable=False) as conn:

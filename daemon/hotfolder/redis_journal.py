@@ -20,11 +20,12 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import redis
 
-from hotfolder.journal import ENDED, UNFINISHED, Job
+from hotfolder.journal import ENDED, UNFINISHED, Job, Journal
 
 PREFIX = "hotfolder:"
 STATES = (*UNFINISHED, *ENDED)
@@ -128,8 +129,8 @@ INTS = ("attempts", "waits", "size")
 FLOATS = ("created", "started", "updated", "next_try")
 
 
-class RedisJournal:
-    """The journal's operations on Redis; any number of machines share one."""
+class RedisJournal(Journal):
+    """The journal's operations on Redis, every one overridden; any number of machines share it."""
 
     def __init__(self, url: str, *, prefix: str = PREFIX,
                  lease_seconds: float = LEASE_SECONDS) -> None:
@@ -313,3 +314,10 @@ class RedisJournal:
 
 def _float(value: str | None) -> float | None:
     return float(value) if value is not None else None
+
+
+def open_journal(queue_url: str, sqlite_path: Path) -> Journal:
+    """The journal for a queue: in Redis when the queue is, else SQLite in state/."""
+    if queue_url.startswith(("redis://", "rediss://")):
+        return RedisJournal(queue_url)
+    return Journal(sqlite_path)
