@@ -181,6 +181,17 @@ def test_steps_give_true_one_bit_images(step: str) -> None:
     assert row[0] == 0 and row[-1] == 255  # the dark end black, the light end white
 
 
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "RGB", "RGBA", "P", "CMYK", "I;16", "I", "F"])
+def test_every_decoded_mode_can_be_dithered(mode: str) -> None:
+    grey = ramp((40, 30), "L")
+    image = (Image.fromarray(pixels(grey).astype(np.uint16) * 257) if mode == "I;16"
+             else grey.convert(mode))  # 16-bit levels run to 65535
+    result = apply(image, "dither=burkes").image
+    assert result.mode == "1"
+    row = pixels(result.convert("L"))[15]
+    assert row[0] == 0 and row[-1] == 255
+
+
 def test_transparent_parts_are_not_engraved() -> None:
     logo = Image.new("RGBA", (20, 10), (0, 0, 0, 0))
     logo.paste((0, 0, 0, 255), (0, 0, 10, 10))
