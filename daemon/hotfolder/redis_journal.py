@@ -316,8 +316,11 @@ def _float(value: str | None) -> float | None:
     return float(value) if value is not None else None
 
 
+def is_shared(queue_url: str) -> bool:
+    """Whether the queue (and so the journal) is in Redis, shared between machines."""
+    return queue_url.startswith(("redis://", "rediss://"))
+
+
 def open_journal(queue_url: str, sqlite_path: Path) -> Journal:
     """The journal for a queue: in Redis when the queue is, else SQLite in state/."""
-    if queue_url.startswith(("redis://", "rediss://")):
-        return RedisJournal(queue_url)
-    return Journal(sqlite_path)
+    return RedisJournal(queue_url) if is_shared(queue_url) else Journal(sqlite_path)

@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from types import FrameType
@@ -37,6 +37,7 @@ from hotfolder.intake import Intake
 from hotfolder.journal import ENDED, Job, Journal
 from hotfolder.metrics import Metrics, MetricsServer, State, clear_directory, serve
 from hotfolder.queue import ServiceConsumer, WakePipe, make_huey
+from hotfolder.redis_journal import is_shared, open_journal
 from hotfolder.scanner import make_scanner
 from hotfolder.sinks import renamed
 from hotfolder.sinks.local import TEMP_GLOB, to_failed
@@ -64,17 +65,6 @@ def crash_reason(exitcode: int | None) -> str:
     return f"worker exited with status {exitcode}"
 
 
-def pid_alive(pid: int) -> bool:
-    """True when a process with this id exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def open_state(cfg: Config) -> Journal:
     """Create the root's folders and open its journal; refuse a state folder on the network."""
     layout = cfg.layout
@@ -87,7 +77,7 @@ def open_state(cfg: Config) -> Journal:
             f"{layout.state}: the state folder is on a network filesystem; its SQLite databases"
             " need a local disk (set paths.state to a local folder)"
         )
-    return Journal(layout.state / "journal.db")
+    return open_journal(cfg.queue.url, layout.state / "journal.db")
 
 
 class Service:
@@ -150,7 +140,7 @@ class Service:
         self.huey.storage.flush_queue()
         self.intake.adopt()
         for job in self.journal.in_state("running"):
-            if job.pid is None or not pid_alive(job.pid):
+            if not self.journal.alive(job):
                 self.journal.requeue(job.id, forgive=True)
         queued = self.journal.in_state("queued")
         for job in queued:
@@ -268,7 +258,7 @@ class Service:
                     self.kill_overdue(job, live[job.pid], timeout)
             elif job.pid in self._exits:
                 self.crashed(job, crash_reason(self._exits[job.pid]))
-            elif job.pid is None or not pid_alive(job.pid):
+            elif not self.journal.alive(job):  # another machine's worker lost its lease
                 self.journal.requeue(job.id, forgive=True)
                 self.submit(job.id)
         if len(live) < len(self.consumer.worker_processes()):
@@ -278,7 +268,8 @@ class Service:
     @contextmanager
     def forking(self) -> Iterator[None]:
         """Hold the locks of shared connections while forking, so no child inherits one held."""
-        with self.journal.lock, self.huey.storage.lock:
+        # Redis' connection pool is fork-safe and has no lock.
+        with self.journal.lock, getattr(self.huey.storage, "lock", nullcontext()):
             yield
 
     def crashed(self, job: Job, reason: str) -> None:
@@ -408,9 +399,9 @@ def setup_logging(environ: Mapping[str, str] = os.environ) -> None:
 def status(cfg: Config) -> dict[str, Any]:
     """Queue depth, jobs by state and waiting reason, and the latest failures."""
     path = cfg.layout.state / "journal.db"
-    if not path.exists():
+    if not path.exists() and not is_shared(cfg.queue.url):
         return {"queue_depth": 0, "jobs": {}, "waiting": {}, "recent_failures": []}
-    journal = Journal(path)
+    journal = open_journal(cfg.queue.url, path)
     try:
         counts = journal.counts()
         return {
