@@ -359,6 +359,8 @@ def _type_of(spec: dict[str, Any], schema: dict[str, Any]) -> str:
     if "anyOf" in spec:
         return "|".join(dict.fromkeys(_type_of(s, schema) for s in spec["anyOf"]))
     kind = spec.get("type", "any")
+    if kind == "array" and "prefixItems" in spec:
+        return f"[{', '.join(_type_of(item, schema) for item in spec['prefixItems'])}]"
     if kind == "array":
         return f"list[{_type_of(spec.get('items', {}), schema)}]"
     return str(kind)
@@ -504,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
         return FAILED
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`hotfolder ops | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return FAILED
 
 
 if __name__ == "__main__":
