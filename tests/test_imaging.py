@@ -370,3 +370,12 @@ def test_which_dpi_is_written(chain: str | None, output: dict[str, object], writ
     rendered = render(data, "a.jpg", plan_of(chain, output={**output, "format": "png"}), LIMITS)
     assert opened(rendered).info["dpi"] == pytest.approx((written, written), abs=0.01)
     assert rendered.sidecar["output"]["dpi"] == written
+
+
+def test_svg_links_and_scripts_are_not_outside_resources(web: str) -> None:
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+           f'<script>fetch("{web}/x")</script><a href="{web}/shop">'
+           '<rect width="10" height="10" fill="#0f0"/></a></svg>').encode()
+    image = opened(render(svg, "x.svg", plan_of(), LIMITS))
+    assert image.getpixel((5, 5)) == (0, 255, 0, 255)
+    assert Recorder.hits == []

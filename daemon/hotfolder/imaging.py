@@ -245,7 +245,6 @@ def exif_summary(exif: Image.Exif) -> dict[str, Any]:
 
 # --- SVG -----------------------------------------------------------------------------
 
-XLINK = "{http://www.w3.org/1999/xlink}href"
 URL_REF = re.compile(r"url\(\s*['\"]?\s*([^)'\"\s]*)", re.IGNORECASE)
 SAFE_DATA = re.compile(r"data:image/(png|jpeg|gif|webp)[;,]", re.IGNORECASE)
 UNITS = {"": 1.0, "px": 1.0, "pt": 96 / 72, "pc": 16.0, "mm": 96 / 25.4, "cm": 96 / 2.54,
@@ -293,23 +292,25 @@ def rasterise_svg(data: bytes, limits: LimitsConfig, hint: SizeHint | None = Non
 
 
 def outside_reference(root: Element) -> str | None:
-    """The first reference in the SVG that points outside the document, if any."""
+    """The first reference in the SVG that points outside the document, if any.
+
+    Links (`<a href>`) are not loaded by a renderer and are allowed; scripts never run.
+    """
     for element in root.iter():
         tag = element.tag.rsplit("}", 1)[-1].lower()
-        if tag == "script" or (tag == "style" and "@import" in (element.text or "")):
-            return f"<{tag}>"
         if tag == "style" and element.text:
+            if "@import" in element.text.lower():
+                return "@import in <style>"
             for ref in URL_REF.findall(element.text):
                 if not _internal(ref):
                     return str(ref)
         for name, raw in element.attrib.items():
             local = name.rsplit("}", 1)[-1].lower()
             value = str(raw)
-            if (name == XLINK or local in ("href", "src")) and not _internal(value):
-                return value
-            if local == "base" or (local != "href" and "url(" in value.lower() and any(
-                not _internal(ref) for ref in URL_REF.findall(value)
-            )):
+            if local in ("href", "src"):
+                if tag != "a" and not _internal(value):
+                    return value
+            elif local == "base" or any(not _internal(ref) for ref in URL_REF.findall(value)):
                 return value
     return None
 
