@@ -75,10 +75,11 @@ def make_root(root: Path, clamd_address: str = "off", **overrides: Any) -> Path:
 
 
 class Daemon:
-    """`hotfolder run` on a root, as a subprocess, told apart by its NOTIFY_SOCKET."""
+    """`hotfolder run` (or `worker`) on a root, as a subprocess, told apart by its NOTIFY_SOCKET."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, command: str = "run") -> None:
         self.config = config
+        self.command = command
         self.root = config.parent
         self.log = self.root / "service.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -92,10 +93,10 @@ class Daemon:
         self.notify_path.unlink(missing_ok=True)
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(self.notify_path))
-        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path)}
+        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path), "WATCHDOG_USEC": "5000000"}
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "hotfolder.cli", "run", "-c", str(self.config)],
+                [sys.executable, "-m", "hotfolder.cli", self.command, "-c", str(self.config)],
                 stdout=out, stderr=subprocess.STDOUT, env=env)
         if wait_ready:
             wait_until(lambda: "READY=1" in self.notifications(), READY_SECONDS,

@@ -94,7 +94,9 @@ def test_a_dropped_file_is_scanned_processed_delivered_and_archived(
                                      outcome="done") == 1, 5, "the jobs_total metric")
     assert daemon.metric("hotfolder_files_detected_total") == 1
     assert daemon.metric("hotfolder_scanner_up") == 1
-    assert "STATUS=" in daemon.notifications(1.5)
+    notes = daemon.notifications(1.5)
+    assert "WATCHDOG=1" in notes
+    assert "STATUS=" in notes
     assert daemon.stop() == 0
 
 
@@ -263,4 +265,22 @@ def test_workers_die_with_the_service_and_a_restart_finishes_the_work(
     wait_until(lambda: not any(alive(pid) for pid in workers), 10, "the workers to die too")
     daemon.start()
     wait_until((root / "outbox" / SLOW_FOLDER / "big.png").exists, 60, "the job after restart")
+    assert daemon.stop() == 0
+
+
+@pytest.mark.slow
+def test_a_burst_of_2000_files(tmp_path: Path, clamd: Clamd, daemons: list[Daemon]) -> None:
+    config = make_root(tmp_path / "root", clamd.address)
+    root = config.parent
+    daemon = start(daemons, config)
+    started = time.monotonic()
+    for n in range(2000):
+        drop(root, f"grayscale+png/dpi=300/p{n:04d}.jpg", jpeg(n, (32, 24)))
+    wait_until(lambda: len(files_under(root / "archive")) == 2000, 120, "2000 files archived")
+    elapsed = time.monotonic() - started
+    assert len(files_under(root / "outbox")) == 2000
+    assert files_under(root / "failed") == []
+    wait_until(lambda: daemon.metric("hotfolder_jobs_total", recipe="grayscale+png/dpi=300",
+                                     outcome="done") == 2000, 10, "the metrics")
+    print(f"2000 files in {elapsed:.1f} s")
     assert daemon.stop() == 0

@@ -88,8 +88,8 @@ class QueueConfig(Section):
     @field_validator("workers")
     @classmethod
     def _positive(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("must be at least 1, or auto")
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must be a number of workers (0: watch only), or auto")
         return value
 
     @property

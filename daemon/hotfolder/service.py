@@ -104,6 +104,9 @@ class Service:
         self.consumer: ServiceConsumer | None = None
         self.watcher: Watcher | None = None
         self.notifier = notifier if notifier is not None else sdnotify.SystemdNotifier()
+        if getattr(self.notifier, "socket", None) is not None:
+            self.notifier.socket.setblocking(False)  # a busy systemd must never stall the service
+        self.watchdog = "WATCHDOG_USEC" in os.environ
         self.scanner = make_scanner(cfg.scanner)
         self.scanner_up = False  # until the first ping, which also wakes jobs held for it
         self._stop = threading.Event()
@@ -306,7 +309,8 @@ class Service:
         up = self.scanner.ping()
         came_back = up and not self.scanner_up
         if up != self.scanner_up:
-            log.warning("the virus scanner is %s", "answering" if up else "not answering")
+            log.log(logging.INFO if up else logging.WARNING, "the virus scanner is %s",
+                    "answering" if up else "not answering")
         self.scanner_up = up
         if came_back:
             for job in self.journal.wake("scanner"):
@@ -321,11 +325,12 @@ class Service:
                   f" {counts.get('failed', 0)} failed")
         if self.scanner is not None and not self.scanner_up:
             status += "; virus scanner not answering"
-        message = "WATCHDOG=1"
+        lines = ["WATCHDOG=1"] if self.watchdog else []
         if status != self._status:
             self._status = status
-            message += f"\nSTATUS={status}"
-        self.notifier.notify(message)
+            lines.append(f"STATUS={status}")
+        if lines:
+            self.notifier.notify("\n".join(lines))
 
     # -- cleanup
 
