@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import struct
 import subprocess
 import sys
+import termios
+import threading
 from pathlib import Path
 
 import pytest
@@ -184,3 +189,39 @@ def test_two_inputs_never_replace_each_other(tmp_path: Path, cli: RunCli) -> Non
     ]
     with Image.open(tmp_path / "out" / "a.png") as image:
         assert image.size == (40, 30)
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    for i in range(3):
+        (tmp_path / f"p{i}.jpg").write_bytes(image_bytes("JPEG", (64, 48), seed=i))
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    screen: list[bytes] = []
+
+    def read_terminal() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # closed once the process has gone and everything is read
+                return
+            if not chunk:
+                return
+            screen.append(chunk)
+
+    reader = threading.Thread(target=read_terminal)
+    reader.start()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hotfolder.cli", "process", "p0.jpg", "p1.jpg", "p2.jpg", "-s",
+         "png", "-o", "out", "-j", "2"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=follower,
+        env={**os.environ, "HOTFOLDER_CONFIG": str(tmp_path / "none.yaml")},
+    )
+    os.close(follower)
+    out, _ = proc.communicate(timeout=120)
+    reader.join(timeout=30)
+    os.close(leader)
+    assert proc.returncode == 0
+    assert len(out.splitlines()) == 3
+    text = b"".join(screen).decode()
+    assert "3/3" in text and "file/s" in text
+    assert "3 of 3 files processed" in text
