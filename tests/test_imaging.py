@@ -379,3 +379,16 @@ def test_svg_links_and_scripts_are_not_outside_resources(web: str) -> None:
     image = opened(render(svg, "x.svg", plan_of(), LIMITS))
     assert image.getpixel((5, 5)) == (0, 255, 0, 255)
     assert Recorder.hits == []
+
+
+def test_extras_come_after_the_main_output_with_their_own_names() -> None:
+    data = image_bytes("JPEG", (400, 300))
+    rendered = render(data, "a.jpg", plan_of("thumbnail+grayscale+png"), LIMITS)
+    assert [(o.name, o.media_type) for o in rendered.outputs] == [
+        ("a.png", "image/png"), ("a_thumb.jpg", "image/jpeg")]
+    assert opened(rendered, 0).mode == "L"
+    thumb = opened(rendered, 1)
+    assert thumb.size == (256, 192) and thumb.mode == "RGB"  # made before grayscale
+    assert rendered.sidecar["extras"] == [{"name": "a_thumb.jpg", "format": "jpeg",
+                                           "size": len(rendered.outputs[1].data),
+                                           "width": 256, "height": 192}]
