@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+import yaml
+from PIL import Image
 
+from conftest import image_bytes
 from hotfolder.redis_journal import RedisJournal
 from redis_server import RedisServer
+from server_process import free_port
+from service_helpers import Daemon, alive, files_under, make_root, wait_until
+from test_service import daemons, drop, start  # noqa: F401  (daemons is a fixture)
 
 LEASE = 0.6
 
@@ -95,3 +103,67 @@ def test_a_pid_is_only_given_for_jobs_of_this_machine(journal: RedisJournal,
 
     assert here is not None and here.pid == 4242
     assert there is not None and there.pid is None and there.state == "running"
+
+
+SLOW_FOLDER = "sharpen+equalize+png"  # about 0.2 s per photo below on one core
+BATCH = 30
+
+
+def worker_config(watcher_config: Path, folder: Path) -> Path:
+    """A worker 'machine': the same root, a state folder of its own, one worker process."""
+    settings = yaml.safe_load(watcher_config.read_text())
+    settings["paths"] = {"state": str(folder / "state")}
+    settings["queue"]["workers"] = 1
+    settings["metrics"] = {"listen": f"127.0.0.1:{free_port()}"}
+    folder.mkdir()
+    path = folder / "hotfolder.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def test_two_workers_share_a_batch_and_a_killed_one_loses_nothing(
+        redis_server: RedisServer, tmp_path: Path, daemons: list[Daemon]) -> None:  # noqa: F811
+    config = make_root(tmp_path / "root", queue={"url": redis_server.url, "workers": 0})
+    root = config.parent
+    journal = RedisJournal(redis_server.url)
+    watcher = start(daemons, config)
+    workers = []
+    for name in ("worker-a", "worker-b"):
+        worker = Daemon(worker_config(config, tmp_path / name), "worker")
+        daemons.append(worker)
+        worker.start()
+        workers.append(worker)
+    victim, survivor = workers
+
+    photos = {f"photo-{n:02d}": image_bytes("JPEG", (1000, 750), seed=n) for n in range(BATCH)}
+    for stem, data in photos.items():
+        drop(root, f"{SLOW_FOLDER}/{stem}.jpg", data)
+
+    def held_by_victim() -> list[str]:
+        children = set(victim.children())
+        return [job.id for job in journal.in_state("running") if job.pid in children]
+
+    wait_until(lambda: journal.counts().get("done", 0) >= 3 and held_by_victim(), 60,
+               "the first worker to be busy mid-batch")
+    children = victim.children()
+    lost = held_by_victim()
+    victim.kill()  # SIGKILL; its worker processes die with it
+
+    wait_until(lambda: journal.counts() == {"done": BATCH}, 90,
+               f"every job done (now {journal.counts()})")
+    outputs = files_under(root / "outbox")
+    assert [p.name for p in outputs] == [f"{stem}.png" for stem in sorted(photos)]
+    for output in outputs:
+        with Image.open(output) as image:
+            assert (image.format, image.size) == ("PNG", (1000, 750))
+    assert [p.name for p in files_under(root / "archive")] == [f"{s}.jpg" for s in sorted(photos)]
+    assert files_under(root / "failed") == []
+    assert files_under(root / "inbox") == []  # nothing left in the work folder
+    assert not any(alive(pid) for pid in children)
+    survivor_log = survivor.log.read_text()
+    for job_id in lost:  # taken again once the victim's lease ran out, and finished
+        assert re.search(rf"job {job_id}: {re.escape(SLOW_FOLDER)}/photo-\d+\.jpg done -> ",
+                         survivor_log)
+    journal.close()
+    assert survivor.stop() == 0
+    assert watcher.stop() == 0
