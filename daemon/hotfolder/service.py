@@ -261,7 +261,8 @@ class Service:
                     self.kill_overdue(job, live[job.pid], timeout)
             elif job.pid in self._exits:
                 self.crashed(job, crash_reason(self._exits[job.pid]))
-            elif not self.journal.alive(job):  # another machine's worker lost its lease
+            elif not self.journal.alive(job):  # e.g. another machine's worker lost its lease
+                log.warning("job %s: its worker is gone, queued again", job.id)
                 self.journal.requeue(job.id, forgive=True)
                 self.submit(job.id)
         if len(live) < len(self.consumer.worker_processes()):
