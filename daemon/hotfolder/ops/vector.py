@@ -25,12 +25,12 @@ from pydantic import Field
 from hotfolder.canvas import Canvas
 from hotfolder.errors import InputError, Unavailable
 from hotfolder.ops.engrave import LevelField, binarize, grey_levels, one_bit
+from hotfolder.ops.geometry import MM_PER_INCH
 from hotfolder.ops.registry import Params, operation
 
 POTRACE = "potrace"
 TIMEOUT_SECONDS = 120
 DEFAULT_DPI = 96.0  # what Inkscape and browsers assume for a pixel when nothing is said
-MM_PER_INCH = 25.4
 _ROOT_SIZE = re.compile(r'width="[0-9.]+pt" height="[0-9.]+pt"')
 _GROUP_STYLE = 'fill="#000000" stroke="none"'
 
