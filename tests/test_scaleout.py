@@ -161,7 +161,9 @@ def test_two_workers_share_a_batch_and_a_killed_one_loses_nothing(
     assert files_under(root / "inbox") == []  # nothing left in the work folder
     assert not any(alive(pid) for pid in children)
     survivor_log = survivor.log.read_text()
+    supervisors_log = watcher.log.read_text() + survivor_log
     for job_id in lost:  # taken again once the victim's lease ran out, and finished
+        assert f"job {job_id}: its worker is gone, queued again" in supervisors_log
         assert re.search(rf"job {job_id}: {re.escape(SLOW_FOLDER)}/photo-\d+\.jpg done -> ",
                          survivor_log)
     journal.close()
