@@ -75,17 +75,16 @@ def potrace_svg(black: np.ndarray, p: TraceParams) -> str:
     return done.stdout.decode()
 
 
-def physical_size(svg: str, size_mm: tuple[float, float], outline_mm: float | None) -> str:
+def physical_size(svg: str, size_mm: tuple[float, float], outline: float | None) -> str:
     """The SVG with its width/height in mm, and hairline outlines instead of fills if asked."""
     svg, count = _ROOT_SIZE.subn(f'width="{size_mm[0]:.3f}mm" height="{size_mm[1]:.3f}mm"',
                                  svg, count=1)
     if count != 1:
         raise InputError("potrace wrote an SVG of an unexpected form", stage="process",
                          detail=svg[:500])
-    if outline_mm is not None:
-        # Paths sit in a group scaled by 0.1: 10 units per pixel.
+    if outline is not None:  # a stroke width in the units of potrace's group (0.1 pixel)
         svg = svg.replace(_GROUP_STYLE, f'fill="none" stroke="#000000" '
-                          f'stroke-width="{outline_mm:.4f}"', 1)
+                          f'stroke-width="{outline:.4f}"', 1)
     return svg
 
 
@@ -96,8 +95,8 @@ def trace(canvas: Canvas, p: TraceParams) -> Canvas:
     dpi = canvas.dpi[0] if canvas.dpi else DEFAULT_DPI
     width, height = canvas.image.size
     size_mm = (width / dpi * MM_PER_INCH, height / dpi * MM_PER_INCH)
-    hairline_px = 0.1 / MM_PER_INCH * dpi  # 0.1 mm, in units of the scaled group
-    svg = physical_size(potrace_svg(~white, p), size_mm, hairline_px * 10 if p.outline else None)
+    hairline = 0.1 / MM_PER_INCH * dpi * 10  # 0.1 mm in the group's units (tenths of a pixel)
+    svg = physical_size(potrace_svg(~white, p), size_mm, hairline if p.outline else None)
     paths = svg.count("<path")
     info: dict[str, object] = {
         "paths": paths, "threshold_level": level, "dpi": dpi,
