@@ -392,3 +392,12 @@ def test_extras_come_after_the_main_output_with_their_own_names() -> None:
     assert rendered.sidecar["extras"] == [{"name": "a_thumb.jpg", "format": "jpeg",
                                            "size": len(rendered.outputs[1].data),
                                            "width": 256, "height": 192}]
+
+
+@pytest.mark.parametrize("exif", [b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12",
+                                  b"Exif\x00\x00II*\x00\xff\xff\xff\x7f", b"garbage"])
+def test_damaged_exif_does_not_fail_the_picture(exif: bytes) -> None:
+    data = image_bytes("JPEG", (40, 30), exif=exif)
+    rendered = render(data, "a.jpg", plan_of("auto_orient+png"), LIMITS)
+    assert opened(rendered).size == (40, 30)
+    assert rendered.sidecar["exif"] == {}

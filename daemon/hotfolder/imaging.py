@@ -129,13 +129,14 @@ def _decode_raster(
 ) -> Decoded:
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data": the pixels may be fine
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = limits.max_pixels
+            Image.MAX_IMAGE_PIXELS = limits.max_pixels  # Pillow's own check, at our limit
             im = Image.open(io.BytesIO(data), formats=[PIL_FORMATS[kind]])
             size = im.size
             check_pixels(size, limits)
-            exif = im.getexif()
-            orientation = int(exif.get(ExifTags.Base.Orientation, 1) or 1)
+            exif = _parsed_exif(im)
+            orientation = exif.get(ExifTags.Base.Orientation, 1) if exif else 1
             if kind == "jpeg":
                 need = hint(size, orientation) if hint is not None else None
                 if need is not None and not (need[0] < size[0] and need[1] < size[1]):
@@ -164,10 +165,10 @@ def _decode_raster(
     canvas = Canvas(
         image=to_working_mode(im),
         dpi=(float(dpi[0]), float(dpi[1])) if dpi and dpi[0] and dpi[1] else None,
-        exif=info.get("exif") or None,
+        exif=info.get("exif") if exif is not None and info.get("exif") else None,
         icc_profile=None if im.mode == "CMYK" else info.get("icc_profile") or None,
     )
-    return Decoded(canvas, kind, size, exif_summary(exif))
+    return Decoded(canvas, kind, size, exif_summary(exif) if exif is not None else {})
 
 
 def check_pixels(size: tuple[int, int], limits: LimitsConfig) -> None:
@@ -226,6 +227,24 @@ EXIF_FIELDS = {
     "orientation": ExifTags.Base.Orientation,
     "datetime": ExifTags.Base.DateTime,
 }
+
+
+def _parsed_exif(im: Image.Image) -> Image.Exif | None:
+    """The image's EXIF, parsed now; None when it is damaged (the picture itself may be fine)."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            raw = im.info.get("exif")
+            if isinstance(raw, bytes):
+                exif = Image.Exif()
+                exif.load(raw)
+            else:
+                exif = im.getexif()
+            exif.get_ifd(ExifTags.IFD.Exif)
+            exif.get_ifd(ExifTags.IFD.GPSInfo)
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError):
+        return None
+    return None if caught else exif
 
 
 def exif_summary(exif: Image.Exif) -> dict[str, Any]:
