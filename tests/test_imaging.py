@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 from pathlib import Path
 
 import numpy as np
@@ -401,3 +402,24 @@ def test_damaged_exif_does_not_fail_the_picture(exif: bytes) -> None:
     rendered = render(data, "a.jpg", plan_of("auto_orient+png"), LIMITS)
     assert opened(rendered).size == (40, 30)
     assert rendered.sidecar["exif"] == {}
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP"])
+def test_damaged_files_give_an_input_error_or_a_picture_never_a_crash(fmt: str) -> None:
+    rng = random.Random(fmt)
+    original = image_bytes(fmt, (48, 32))
+    plan = plan_of("auto_orient+resize=32+grayscale+png")
+    outcomes = {"picture": 0, "refused": 0}
+    for _ in range(150):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            data = data[: rng.randrange(len(data))]
+        try:
+            render(bytes(data), "x", plan, LIMITS)
+            outcomes["picture"] += 1
+        except InputError as exc:
+            assert exc.message and "\n" not in exc.message
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 0
