@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -423,3 +424,22 @@ def test_damaged_files_give_an_input_error_or_a_picture_never_a_crash(fmt: str) 
             assert exc.message and "\n" not in exc.message
             outcomes["refused"] += 1
     assert outcomes["refused"] > 0
+
+
+def test_damaged_svgs_give_an_input_error_or_a_picture_never_a_crash() -> None:
+    rng = random.Random("svg")
+    original = (Path(__file__).parent.parent / "config" / "samples" / "badge.svg").read_bytes()
+    spans = [m.span() for m in re.finditer(rb"\d+(\.\d+)?", original)]
+    odd = [b"0", b"-5", b"1e309", b"nan", b"99999999", b"0.0000001", b"", b"1.2.3"]
+    for _ in range(150):
+        data = bytearray(original)
+        if rng.random() < 0.5:
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] = rng.randrange(32, 127)
+        else:
+            start, end = rng.choice(spans)
+            data[start:end] = rng.choice(odd)
+        try:
+            render(bytes(data), "x.svg", plan_of("resize=64,upscale"), LIMITS)
+        except InputError as exc:
+            assert exc.message and "\n" not in exc.message

@@ -11,6 +11,7 @@ and writes metadata only when asked to keep it.
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import secrets
@@ -268,7 +269,7 @@ URL_REF = re.compile(r"url\(\s*['\"]?\s*([^)'\"\s]*)", re.IGNORECASE)
 SAFE_DATA = re.compile(r"data:image/(png|jpeg|gif|webp)[;,]", re.IGNORECASE)
 UNITS = {"": 1.0, "px": 1.0, "pt": 96 / 72, "pc": 16.0, "mm": 96 / 25.4, "cm": 96 / 2.54,
          "in": 96.0}
-LENGTH = re.compile(r"^\s*([0-9.]+(?:e[-+]?\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+LENGTH = re.compile(r"^\s*((?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 
 def rasterise_svg(data: bytes, limits: LimitsConfig, hint: SizeHint | None = None) -> bytes:
@@ -341,19 +342,28 @@ def _internal(ref: str) -> bool:
 
 def svg_size(root: Element) -> tuple[float, float]:
     """The drawing size in CSS pixels from width/height or the viewBox (100 x 100 otherwise)."""
-    box = [float(v) for v in re.split(r"[\s,]+", root.get("viewBox", "").strip()) if v] or None
+    box = _numbers(root.get("viewBox", ""))
     sizes = []
     for attr, index in (("width", 2), ("height", 3)):
         match = LENGTH.match(root.get(attr, ""))
         if match and match.group(2).lower() in UNITS:
             sizes.append(float(match.group(1)) * UNITS[match.group(2).lower()])
-        elif box and len(box) == 4:
+        elif box is not None and len(box) == 4:
             sizes.append(box[index])
         else:
             sizes.append(100.0)
-    if sizes[0] <= 0 or sizes[1] <= 0:
-        raise InputError(f"the SVG has an empty size ({sizes[0]:g} x {sizes[1]:g})")
-    return sizes[0], sizes[1]
+    width, height = sizes
+    if not (math.isfinite(width) and math.isfinite(height) and width >= 1 and height >= 1):
+        raise InputError(f"the SVG has no drawable size ({width:g} x {height:g} pixels)")
+    return width, height
+
+
+def _numbers(text: str) -> list[float] | None:
+    """The numbers of an attribute such as viewBox, or None when it is not a list of numbers."""
+    try:
+        return [float(v) for v in re.split(r"[\s,]+", text.strip()) if v] or None
+    except ValueError:
+        return None
 
 
 # --- encoding ------------------------------------------------------------------------
