@@ -308,6 +308,10 @@ def rasterise_svg(data: bytes, limits: LimitsConfig, hint: SizeHint | None = Non
         )
     except ValueError as exc:
         raise InputError("the SVG could not be drawn", detail=str(exc)) from None
+    except BaseException as exc:  # a panic in the renderer arrives as pyo3's PanicException
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise InputError("the SVG could not be drawn", detail=f"renderer panic: {exc}") from None
     return bytes(png)
 
 
