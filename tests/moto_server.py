@@ -7,7 +7,6 @@ their bucket again (`S3Endpoint.bucket()`).
 
 from __future__ import annotations
 
-import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 
-from server_process import ServerProcess, free_port
+from server_process import ServerProcess, free_port, serving
 
 REGION = "us-east-1"
 
@@ -66,14 +65,8 @@ class S3Endpoint(ServerProcess):
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
     """A running moto server for the whole session."""
-    if shutil.which("moto_server") is None:
-        pytest.fail("moto_server is not installed: run `make setup` (pip moto[server])")
-    server = S3Endpoint(tmp_path_factory.mktemp("moto"))
-    server.start()
-    try:
+    with serving(lambda: S3Endpoint(tmp_path_factory.mktemp("moto")), "pip moto[server]") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

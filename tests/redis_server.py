@@ -5,14 +5,13 @@ Nothing is persisted (`--save "" --appendonly no`); `flush()` empties it between
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from server_process import ServerProcess, free_port
+from server_process import ServerProcess, free_port, serving
 
 
 class RedisServer(ServerProcess):
@@ -44,14 +43,9 @@ class RedisServer(ServerProcess):
 @pytest.fixture(scope="session")
 def redis_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A running redis-server for the whole session."""
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed: run `make setup` (Debian package redis-server)")
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
+    with serving(lambda: RedisServer(tmp_path_factory.mktemp("redis")),
+                 "Debian package redis-server") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

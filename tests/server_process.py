@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
+
+import pytest
 
 START_SECONDS = 60.0
 
@@ -67,3 +71,19 @@ class ServerProcess:
             yield
         finally:
             self.start()
+
+
+Server = TypeVar("Server", bound=ServerProcess)
+
+
+@contextmanager
+def serving(make: Callable[[], Server], package: str) -> Iterator[Server]:
+    """A server made by `make`, running inside the block; fails the test if not installed."""
+    server = make()
+    if shutil.which(server.argv[0]) is None:
+        pytest.fail(f"{server.argv[0]} is not installed: run `make setup` ({package})")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
