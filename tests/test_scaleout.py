@@ -17,6 +17,7 @@ import yaml
 from PIL import Image
 
 from conftest import image_bytes
+from hotfolder.cli import main
 from hotfolder.redis_journal import RedisJournal
 from redis_server import RedisServer
 from server_process import free_port
@@ -45,7 +46,8 @@ def holder(url: str, job_id: str) -> subprocess.Popen[bytes]:
     """A process on 'another machine' that takes the job and keeps working on it."""
     code = textwrap.dedent(f"""
         import os, sys, time
-        from hotfolder.redis_journal import RedisJournal
+        from hotfolder.cli import main
+from hotfolder.redis_journal import RedisJournal
         journal = RedisJournal({url!r}, lease_seconds={LEASE})
         assert journal.start({job_id!r}, os.getpid()) is not None
         print("started", flush=True)
@@ -169,3 +171,16 @@ def test_two_workers_share_a_batch_and_a_killed_one_loses_nothing(
     journal.close()
     assert survivor.stop() == 0
     assert watcher.stop() == 0
+
+
+def test_hotfolder_check_tries_the_redis_queue(redis_server: RedisServer, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    config = make_root(tmp_path / "root", queue={"url": redis_server.url})
+
+    assert main(["check", "-c", str(config)]) == 0
+    assert f"ok    queue {redis_server.url}: Redis answers\n" in capsys.readouterr().out
+
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    config.write_text(config.read_text().replace(redis_server.url, nowhere))
+    assert main(["check", "-c", str(config)]) == 2
+    assert f"FAIL  Redis at {nowhere} does not answer: " in capsys.readouterr().out

@@ -22,6 +22,7 @@ from hotfolder.errors import ConfigError, HotfolderError, RecipeError
 from hotfolder.ops import REGISTRY
 from hotfolder.pipeline import Step
 from hotfolder.recipes import Plan, Recipe, RecipeBook, combine, load_recipe, parse_chain
+from hotfolder.redis_journal import check_redis, is_shared
 from hotfolder.sinks.s3 import check_bucket
 
 OK, FAILED, USAGE = 0, 1, 2
@@ -310,9 +311,17 @@ def check_s3(config: Config) -> Iterator[Finding]:
         yield Finding(problem is None, f"{where}: {problem or 'reachable and takes writes'}")
 
 
+def check_queue(config: Config) -> Iterator[Finding]:
+    """A Redis queue answers (workers on other machines share it)."""
+    url = config.queue.url
+    if is_shared(url):
+        problem = check_redis(url)
+        yield Finding(problem is None, problem or f"queue {url}: Redis answers")
+
+
 # Checks run by `hotfolder check`, in order; each yields (ok, text) pairs. Other parts
 # (scanner ping, S3 access, local state/ disk) add their own function to this list.
-CHECKS: list[Check] = [check_recipes, check_inbox, check_s3]
+CHECKS: list[Check] = [check_recipes, check_inbox, check_s3, check_queue]
 
 
 def cmd_check(args: argparse.Namespace) -> int:

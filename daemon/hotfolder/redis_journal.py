@@ -24,12 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from hotfolder.journal import ENDED, UNFINISHED, Job, Journal
 
 PREFIX = "hotfolder:"
 STATES = (*UNFINISHED, *ENDED)
 LEASE_SECONDS = 10.0
+RETRIES = 6  # connection attempts, 0.1 s to 2 s apart, before an operation fails
 
 # ARGV: prefix, id, allowed states (comma-separated), target state ('' keeps it), now,
 # field updates as JSON (a value [n] adds n, at least 0; false deletes), lease ms
@@ -125,8 +128,25 @@ end
 return count
 """
 
-INTS = ("attempts", "waits", "size")
-FLOATS = ("created", "started", "updated", "next_try")
+
+
+def connect(url: str) -> redis.Redis:
+    """A client for `url` that rides out a Redis restart of a few seconds."""
+    return redis.Redis.from_url(
+        url, decode_responses=True, socket_connect_timeout=5, socket_timeout=30,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), RETRIES),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+
+
+def check_redis(url: str) -> str | None:
+    """None when the Redis of `queue.url` answers, else one line on what is wrong."""
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=5) as conn:
+            conn.ping()
+    except redis.RedisError as exc:
+        return f"Redis at {url} does not answer: {exc}"
+    return None
 
 
 class RedisJournal(Journal):
@@ -138,7 +158,7 @@ class RedisJournal(Journal):
         self.prefix = prefix
         self.lease_ms = str(int(lease_seconds * 1000))
         self.host = socket.gethostname()
-        self.conn = redis.Redis.from_url(url, decode_responses=True)
+        self.conn = connect(url)
         self._move = self.conn.register_script(MOVE)
         self._add = self.conn.register_script(ADD)
         self._wake = self.conn.register_script(WAKE)
