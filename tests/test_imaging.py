@@ -443,3 +443,9 @@ def test_damaged_svgs_give_an_input_error_or_a_picture_never_a_crash() -> None:
             render(bytes(data), "x.svg", plan_of("resize=64,upscale"), LIMITS)
         except InputError as exc:
             assert exc.message and "\n" not in exc.message
+
+
+def test_output_name_fits_a_file_system() -> None:
+    name = output_name("{stem}.{ext}", stem="é" * 200, ext="png", recipe="r", sha8="0",
+                       width=1, height=1)
+    assert name.endswith("é.png") and len(name.encode()) <= 240

@@ -30,6 +30,8 @@ PIXELWISE = {"grayscale", "invert", "autocontrast", "adjust", "format", "optimiz
 GREY_COMMUTES = {"auto_orient", "resize", "size", "crop", "rotate", "flip", "mirror", "format",
                  "optimize", "metadata", "dpi"}
 UNSAFE_NAME = re.compile(r"[/\\\x00-\x1f]")
+DPI_FORMATS = {"png", "jpeg", "tiff", "bmp"}
+NAME_BYTES = 240  # file systems allow 255; room for a conflict suffix such as "-2"
 
 
 @dataclass(frozen=True)
@@ -107,9 +109,6 @@ def render(data: bytes, name: str, plan: Plan, limits: LimitsConfig) -> Rendered
     return Rendered(outputs, sidecar)
 
 
-DPI_FORMATS = {"png", "jpeg", "tiff", "bmp"}
-
-
 def output_settings(
     spec: OutputSpec, canvas: Canvas, input_dpi: tuple[float, float] | None
 ) -> dict[str, Any]:
@@ -133,6 +132,10 @@ def output_name(template: str, *, stem: str, ext: str, recipe: str, sha8: str, w
         height=height, date=datetime.now(UTC).strftime("%Y-%m-%d"),
     )
     text = UNSAFE_NAME.sub("_", text).lstrip(". ")
+    if len(text.encode()) > NAME_BYTES:
+        stem_part, dot, suffix = text.rpartition(".")
+        keep = NAME_BYTES - len(suffix.encode()) - 1
+        text = stem_part.encode()[:keep].decode(errors="ignore") + dot + suffix
     return text or f"output.{ext}"
 
 
