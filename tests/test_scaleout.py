@@ -46,8 +46,7 @@ def holder(url: str, job_id: str) -> subprocess.Popen[bytes]:
     """A process on 'another machine' that takes the job and keeps working on it."""
     code = textwrap.dedent(f"""
         import os, sys, time
-        from hotfolder.cli import main
-from hotfolder.redis_journal import RedisJournal
+        from hotfolder.redis_journal import RedisJournal
         journal = RedisJournal({url!r}, lease_seconds={LEASE})
         assert journal.start({job_id!r}, os.getpid()) is not None
         print("started", flush=True)
