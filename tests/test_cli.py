@@ -225,3 +225,10 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     text = b"".join(screen).decode()
     assert "3/3" in text and "file/s" in text
     assert "3 of 3 files processed" in text
+
+
+def test_a_folder_that_cannot_be_made_is_one_line(tmp_path: Path, cli: RunCli) -> None:
+    (tmp_path / "taken").write_text("a file, not a folder")
+    code, out, err = cli(tmp_path, "init", "taken/root")
+    assert (code, out) == (2, "")
+    assert err == f"hotfolder: {tmp_path / 'taken' / 'root' / 'inbox'}: Not a directory\n"

@@ -513,6 +513,10 @@ def main(argv: list[str] | None = None) -> int:
     except HotfolderError as exc:
         print(f"hotfolder: {exc.message}", file=sys.stderr)
         return FAILED
+    except OSError as exc:  # a folder that cannot be made, a file that cannot be read...
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"hotfolder:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return USAGE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # the reader went away (`hotfolder ops | head`): stop quietly
