@@ -23,9 +23,10 @@ from hotfolder.ops.geometry import ResizeParams, to_pixels
 from hotfolder.pipeline import Step
 from hotfolder.recipes import OutputSpec, Plan
 
-# Operations that change pixel values but not the geometry: decoding may shrink across them.
-PIXELWISE = {"grayscale", "invert", "autocontrast", "adjust", "format", "optimize", "metadata",
-             "dpi"}
+# Operations whose result does not depend on the resolution (pixel values, mirroring):
+# decoding may shrink across them.
+SCALE_FREE = {"grayscale", "invert", "autocontrast", "adjust", "format", "optimize", "metadata",
+              "dpi", "flip", "mirror"}
 # Operations after which converting to grey gives the same result as converting before.
 GREY_COMMUTES = {"auto_orient", "resize", "size", "crop", "rotate", "flip", "mirror", "format",
                  "optimize", "metadata", "dpi"}
@@ -159,7 +160,7 @@ def size_hint(plan: Plan) -> imaging.SizeHint | None:
                 if need is None:
                     return None
                 return (need[1], need[0]) if swapped else need
-            elif step.op not in PIXELWISE:
+            elif step.op not in SCALE_FREE:
                 return None
         return None
 
