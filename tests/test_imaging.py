@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import resvg_py
 from PIL import Image
 
 from conftest import MakeImage, Recorder, exif_with, image_bytes, png_file
@@ -273,9 +274,13 @@ def svg_with_image(href: str, attr: str = "href") -> bytes:
 
 
 def test_svg_reference_to_a_local_file_is_refused(tmp_path: Path) -> None:
-    # The referenced file exists and the renderer would draw it: only the guard stops it.
     green = tmp_path / "green.png"
-    green.write_bytes(image_bytes("PNG", (20, 20), mode="RGB"))
+    Image.new("RGB", (20, 20), (0, 255, 0)).save(green)
+    svg = svg_with_image(str(green))
+    # Control: the renderer alone does load the file and draws its green pixels...
+    drawn = Image.open(io.BytesIO(bytes(resvg_py.svg_to_bytes(svg_string=svg.decode()))))
+    assert drawn.convert("RGB").getpixel((10, 10)) == (0, 255, 0)
+    # ...so it is the check before rendering that keeps every form of reference out.
     for href, attr in ((str(green), "href"), (f"file://{green}", "xlink:href"),
                        ("green.png", "href")):
         with pytest.raises(InputError, match="outside resource"):
