@@ -140,14 +140,21 @@ def test_two_workers_share_a_batch_and_a_killed_one_loses_nothing(
     for stem, data in photos.items():
         drop(root, f"{SLOW_FOLDER}/{stem}.jpg", data)
 
-    def held_by_victim() -> list[str]:
-        children = set(victim.children())
-        return [job.id for job in journal.in_state("running") if job.pid in children]
-
-    wait_until(lambda: journal.counts().get("done", 0) >= 3 and held_by_victim(), 60,
-               "the first worker to be busy mid-batch")
     children = victim.children()
-    lost = held_by_victim()
+
+    def frozen_mid_job() -> list[str]:
+        """The victim's jobs, its processes stopped while they hold one (else let go on)."""
+        if journal.counts().get("done", 0) < 3:
+            return []
+        for pid in children:
+            os.kill(pid, signal.SIGSTOP)
+        held = [job.id for job in journal.in_state("running") if job.pid in children]
+        if not held:
+            for pid in children:
+                os.kill(pid, signal.SIGCONT)
+        return held
+
+    lost = wait_until(frozen_mid_job, 60, "the first worker to be busy mid-batch")
     victim.kill()  # SIGKILL; its worker processes die with it
 
     wait_until(lambda: journal.counts() == {"done": BATCH}, 90,
