@@ -18,6 +18,7 @@ from PIL import Image
 
 from conftest import image_bytes
 from hotfolder.cli import main
+from hotfolder.errors import Unavailable
 from hotfolder.redis_journal import RedisJournal
 from redis_server import RedisServer
 from server_process import free_port
@@ -190,3 +191,16 @@ def test_hotfolder_check_tries_the_redis_queue(redis_server: RedisServer, tmp_pa
     config.write_text(config.read_text().replace(redis_server.url, nowhere))
     assert main(["check", "-c", str(config)]) == 2
     assert f"FAIL  Redis at {nowhere} does not answer: " in capsys.readouterr().out
+
+
+def test_redis_away_is_unavailable_in_plain_words_without_the_password() -> None:
+    port = free_port()
+    journal = RedisJournal(f"redis://:secret@127.0.0.1:{port}/0", retries=0)
+
+    with pytest.raises(Unavailable) as away:
+        journal.counts()
+
+    assert away.value.message == (
+        f"the journal in Redis at redis://127.0.0.1:{port}/0 does not answer")
+    assert "secret" not in away.value.message
+    journal.close()

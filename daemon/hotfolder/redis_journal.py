@@ -14,25 +14,30 @@ stops renewing; any supervisor then finds the lease gone and queues the job agai
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from hotfolder.errors import Unavailable
 from hotfolder.journal import ENDED, UNFINISHED, Job, Journal
 
 PREFIX = "hotfolder:"
 STATES = (*UNFINISHED, *ENDED)
 LEASE_SECONDS = 10.0
 RETRIES = 6  # connection attempts, 0.1 s to 2 s apart, before an operation fails
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # ARGV: prefix, id, allowed states (comma-separated), target state ('' keeps it), now,
 # field updates as JSON (a value [n] adds n, at least 0; false deletes), lease ms
@@ -130,13 +135,20 @@ return count
 
 
 
-def connect(url: str) -> redis.Redis:
+def connect(url: str, retries: int = RETRIES) -> redis.Redis:
     """A client for `url` that rides out a Redis restart of a few seconds."""
     return redis.Redis.from_url(
         url, decode_responses=True, socket_connect_timeout=5, socket_timeout=30,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), RETRIES),
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
+
+
+def shown(url: str) -> str:
+    """A Redis URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    return f"{parts.scheme}://{host}:{parts.port or 6379}{parts.path}"
 
 
 def check_redis(url: str) -> str | None:
@@ -145,20 +157,35 @@ def check_redis(url: str) -> str | None:
         with redis.Redis.from_url(url, socket_connect_timeout=5) as conn:
             conn.ping()
     except redis.RedisError as exc:
-        return f"Redis at {url} does not answer: {exc}"
+        return f"Redis at {shown(url)} does not answer: {exc}"
     return None
+
+
+def _in_words(method: Callable[Concatenate[RedisJournal, P], R],
+              ) -> Callable[Concatenate[RedisJournal, P], R]:
+    """Redis errors (after the connection's retries) as Unavailable, in plain words."""
+
+    def call(self: RedisJournal, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except redis.RedisError as exc:
+            raise Unavailable(f"the journal in Redis at {shown(self.url)} does not answer",
+                              detail=str(exc), stage="queue") from None
+
+    functools.update_wrapper(call, method)
+    return call
 
 
 class RedisJournal(Journal):
     """The journal's operations on Redis, every one overridden; any number of machines share it."""
 
-    def __init__(self, url: str, *, prefix: str = PREFIX,
-                 lease_seconds: float = LEASE_SECONDS) -> None:
+    def __init__(self, url: str, *, prefix: str = PREFIX, lease_seconds: float = LEASE_SECONDS,
+                 retries: int = RETRIES) -> None:
         self.url = url
         self.prefix = prefix
         self.lease_ms = str(int(lease_seconds * 1000))
         self.host = socket.gethostname()
-        self.conn = connect(url)
+        self.conn = connect(url, retries)
         self._move = self.conn.register_script(MOVE)
         self._add = self.conn.register_script(ADD)
         self._wake = self.conn.register_script(WAKE)
@@ -224,6 +251,7 @@ class RedisJournal(Journal):
         self._stopped.set()
         self.conn.close()
 
+    @_in_words
     def add(self, job_id: str, rel: str, *, kind: str | None, size: int | None,
             state: str = "queued", reason: str | None = None) -> None:
         """Record a claimed file (or one refused at intake, with state failed)."""
@@ -233,10 +261,12 @@ class RedisJournal(Journal):
         self._add(args=[self.prefix, job_id,
                         json.dumps({k: v for k, v in fields.items() if v is not None})])
 
+    @_in_words
     def get(self, job_id: str) -> Job | None:
         """The job with this id, or None."""
         return self._job(self.conn.hgetall(self._key(job_id)))
 
+    @_in_words
     def start(self, job_id: str, pid: int) -> Job | None:
         """Mark the job running here and take its lease; None when it is not queued or waiting."""
         updates = {"attempts": [1], "owner": f"{self.host}:{pid}", "started": time.time(),
@@ -247,25 +277,30 @@ class RedisJournal(Journal):
         self._keep_leases()
         return self.get(job_id)
 
+    @_in_words
     def requeue(self, job_id: str, *, forgive: bool = False) -> None:
         """Put a running job back in the queue (`forgive`: this start does not count)."""
         self._change(job_id, ("running",), "queued",
                      {"owner": False, "attempts": [-1 if forgive else 0]})
 
+    @_in_words
     def wait(self, job_id: str, reason: str, delay: float) -> None:
         """Park the job until `delay` seconds from now because `reason` is unavailable."""
         self._change(job_id, ("running",), "waiting",
                      {"reason": reason, "attempts": 0, "waits": [1], "owner": False,
                       "next_try": time.time() + delay})
 
+    @_in_words
     def wake(self, reason: str | None = None) -> list[Job]:
         """Waiting jobs made queued: those due now, or all waiting for `reason`."""
         return self._jobs(self._wake(args=[self.prefix, time.time(), reason or ""]))
 
+    @_in_words
     def delivered(self, job_id: str, outputs: list[str]) -> None:
         """Record that the outputs are stored (a retry then only finishes the original)."""
         self._change(job_id, STATES, "", {"outputs": json.dumps(outputs)}, lease="")
 
+    @_in_words
     def finish(self, job_id: str, state: str, reason: str | None = None) -> bool:
         """End an unfinished job as done, failed or quarantined; False if it had ended already."""
         if state not in ENDED:
@@ -274,15 +309,18 @@ class RedisJournal(Journal):
                             {"reason": reason if reason is not None else False,
                              "owner": False, "next_try": False})
 
+    @_in_words
     def in_state(self, *states: str) -> list[Job]:
         """The jobs in any of these states, oldest first."""
         ids = [i for s in states for i in self._members(f"state:{s}")]
         return sorted(self._jobs(ids), key=lambda job: job.created)
 
+    @_in_words
     def ids(self) -> set[str]:
         """Every job id the journal knows."""
         return {i for s in STATES for i in self._members(f"state:{s}")}
 
+    @_in_words
     def counts(self) -> dict[str, int]:
         """Number of jobs by state."""
         pipe = self.conn.pipeline(transaction=False)
@@ -290,6 +328,7 @@ class RedisJournal(Journal):
             pipe.zcard(f"{self.prefix}state:{state}")
         return {s: int(n) for s, n in zip(STATES, pipe.execute(), strict=True) if n}
 
+    @_in_words
     def waiting_counts(self) -> dict[str, int]:
         """Number of waiting jobs by reason."""
         counts: dict[str, int] = {}
@@ -297,15 +336,18 @@ class RedisJournal(Journal):
             counts[job.reason or ""] = counts.get(job.reason or "", 0) + 1
         return counts
 
+    @_in_words
     def recent(self, state: str, limit: int = 10) -> list[Job]:
         """The latest jobs that ended in `state`, newest first."""
         return self._jobs(list(self.conn.zrevrange(f"{self.prefix}ended:{state}", 0,
                                                    limit - 1)))
 
+    @_in_words
     def forget_ended(self, before: float) -> int:
         """Drop rows of jobs that ended before `before` (epoch seconds)."""
         return int(self._forget(args=[self.prefix, before]))
 
+    @_in_words
     def alive(self, job: Job) -> bool:
         """Whether a running job is still held: its lease has not expired."""
         return bool(self.conn.exists(f"{self.prefix}lease:{job.id}"))
