@@ -1,0 +1,128 @@
+"""The job task in this process, with the in-memory scanner and sink: waits, policies, retries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from hotfolder.config import Config
+from hotfolder.intake import Intake
+from hotfolder.journal import Job, Journal
+from hotfolder.scanner import MemoryScanner
+from hotfolder.sinks import MemorySink
+from hotfolder.tasks import Context, retry_delay, run_job
+from service_helpers import files_under, jpeg
+
+
+def setup(tmp_path: Path, policy: str = "hold") -> tuple[Context, Intake]:
+    cfg = Config(root=tmp_path, scanner={"on_unavailable": policy})
+    layout = cfg.layout
+    for folder in (layout.inbox, layout.state):
+        folder.mkdir(parents=True)
+    journal = Journal(layout.state / "journal.db")
+    ctx = Context(cfg, journal, MemoryScanner(), MemorySink())
+    return ctx, Intake(layout, cfg.limits, journal)
+
+
+def claim(ctx: Context, intake: Intake, rel: str, data: bytes) -> Job:
+    path = ctx.layout.inbox / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    job = intake.offer(path)
+    assert job is not None and job.state == "queued"
+    return job
+
+
+def state(ctx: Context, job: Job) -> Job:
+    current = ctx.journal.get(job.id)
+    assert current is not None
+    return current
+
+
+def test_a_job_waits_while_its_destination_is_unavailable_then_completes(
+        tmp_path: Path) -> None:
+    ctx, intake = setup(tmp_path)
+    assert isinstance(ctx.sink, MemorySink)
+    job = claim(ctx, intake, "grayscale+png/a.jpg", jpeg(1))
+    ctx.sink.available = False
+    run_job(ctx, job.id)
+    waiting = state(ctx, job)
+    assert (waiting.state, waiting.reason, waiting.waits) == ("waiting", "memory", 1)
+    assert ctx.work_file(job).exists()  # never failed for it, nothing lost
+    assert files_under(ctx.layout.failed) == []
+    ctx.sink.available = True
+    assert [j.id for j in ctx.journal.wake("memory")] == [job.id]
+    run_job(ctx, job.id)
+    assert state(ctx, job).state == "done"
+    assert list(ctx.sink.objects) == [PurePosixPath("grayscale+png/a.png")]
+    assert (ctx.layout.archive / "grayscale+png" / "a.jpg").read_bytes() == jpeg(1)
+
+
+@pytest.mark.parametrize("policy", ["hold", "reject", "allow"])
+def test_scanner_unavailable_policies(tmp_path: Path, policy: str) -> None:
+    ctx, intake = setup(tmp_path, policy)
+    assert isinstance(ctx.scanner, MemoryScanner) and isinstance(ctx.sink, MemorySink)
+    (ctx.layout.recipes).mkdir()
+    (ctx.layout.recipes / "side.yaml").write_text("steps: [grayscale]\nsidecar: true\n")
+    job = claim(ctx, intake, "side/a.jpg", jpeg(2))
+    ctx.scanner.available = False
+    run_job(ctx, job.id)
+    ended = state(ctx, job)
+    if policy == "hold":
+        assert (ended.state, ended.reason) == ("waiting", "scanner")
+        assert ctx.sink.objects == {}
+    elif policy == "reject":
+        assert ended.state == "failed"
+        report = json.loads((ctx.layout.failed / "side" / "a.jpg.error.json").read_text())
+        assert "scanner.on_unavailable is reject" in report["message"]
+        assert ctx.sink.objects == {}
+    else:
+        assert ended.state == "done"
+        sidecar = json.loads(ctx.sink.objects[PurePosixPath("side/a.jpg.json")].data)
+        assert sidecar["scan"]["scanner"] == "skipped (unavailable, allowed)"
+
+
+def test_an_infected_file_is_quarantined_and_never_delivered(tmp_path: Path) -> None:
+    ctx, intake = setup(tmp_path)
+    assert isinstance(ctx.scanner, MemoryScanner) and isinstance(ctx.sink, MemorySink)
+    ctx.scanner.sign(jpeg(3), "Test-Signature")
+    job = claim(ctx, intake, "grayscale+png/bad.jpg", jpeg(3))
+    run_job(ctx, job.id)
+    assert state(ctx, job).state == "quarantined"
+    report = json.loads(
+        (ctx.layout.quarantine / "grayscale+png" / "bad.jpg.scan.json").read_text())
+    assert report["signature"] == "Test-Signature"
+    assert ctx.sink.objects == {}
+
+
+def test_a_repeated_job_after_a_crash_delivers_nothing_twice(tmp_path: Path) -> None:
+    ctx, intake = setup(tmp_path)
+    assert isinstance(ctx.sink, MemorySink)
+    job = claim(ctx, intake, "grayscale+png/a.jpg", jpeg(4))
+    run_job(ctx, job.id)
+    first = dict(ctx.sink.objects)
+    # As if the worker died after delivering but before the journal said so:
+    ctx.journal._connect().execute(
+        "update jobs set state = 'queued', outputs = null where id = ?", (job.id,))
+    archived = ctx.layout.archive / "grayscale+png" / "a.jpg"
+    ctx.work_file(job).parent.mkdir(parents=True)
+    archived.rename(ctx.work_file(job))
+    run_job(ctx, job.id)
+    assert state(ctx, job).state == "done"
+    assert ctx.sink.objects.keys() == first.keys()  # no a-1.png
+    assert files_under(ctx.layout.archive) == [archived]
+
+
+def test_a_duplicate_task_for_a_finished_job_does_nothing(tmp_path: Path) -> None:
+    ctx, intake = setup(tmp_path)
+    job = claim(ctx, intake, "grayscale+png/a.jpg", jpeg(5))
+    run_job(ctx, job.id)
+    run_job(ctx, job.id)
+    assert state(ctx, job).attempts == 1
+
+
+def test_retry_delays_grow_and_stop_growing() -> None:
+    assert [retry_delay(n) for n in (0, 1, 2)] == [5, 10, 20]
+    assert retry_delay(50) == 300
