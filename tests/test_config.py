@@ -85,7 +85,7 @@ def test_a_bad_environment_override_names_the_variable_not_the_file(tmp_path: Pa
     ("scanner:\n  clamd: clamd.sock\n",
      r"hotfolder\.yaml, line 2, key scanner\.clamd: must be off, unix:///path"),
     ("queue:\n  url: postgres://db\n", r"line 2, key queue\.url: must start with sqlite://"),
-    ("queue:\n  workers: 0\n", r"line 2, key queue\.workers"),
+    ("queue:\n  workers: -1\n", r"line 2, key queue\.workers"),
     ("metrics:\n  listen: 9464\n", r"line 2, key metrics\.listen"),
     ("limits:\n  formats: [jpeg, eps]\n", r"line 2, key limits\.formats\.1"),
     ("output:\n  s3: {bucket: b}\n", r"key output\.s3\.bucket: .*at least 3 characters"),
