@@ -20,10 +20,11 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    EndpointConnectionError,
+    HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from hotfolder.config import OutputConfig, S3Config
 from hotfolder.errors import ConfigError, InputError, Unavailable
@@ -90,8 +91,10 @@ def explain(exc: Exception, cfg: S3Config) -> str:
         if code in THROTTLED or status >= 500:
             return f"S3 at {where} is overloaded or failing ({code or status})"
         return f"S3 refused the request on bucket {bucket!r}: {code or status}"
-    if isinstance(exc, EndpointConnectionError):
+    if isinstance(exc, BotoConnectionError):
         return f"S3 endpoint {where} cannot be reached"
+    if isinstance(exc, HTTPClientError):
+        return f"S3 endpoint {where} stopped answering ({type(exc).__name__})"
     return f"S3 at {where} did not answer properly ({type(exc).__name__})"
 
 
