@@ -176,6 +176,7 @@ def test_two_workers_share_a_batch_and_a_killed_one_loses_nothing(
         assert re.search(rf"job {job_id}: {re.escape(SLOW_FOLDER)}/photo-\d+\.jpg done -> ",
                          survivor_log)
     journal.close()
+    assert watcher.status()["jobs"] == {"done": BATCH}  # `hotfolder status` reads Redis
     assert survivor.stop() == 0
     assert watcher.stop() == 0
 
