@@ -10,6 +10,9 @@ A pid means nothing on another machine, so a running job also holds a lease: a k
 the job renews it (a thread does, every LEASE_SECONDS / 4). A worker machine that
 dies, or a `hotfolder worker` killed with SIGKILL (its worker processes die with it),
 stops renewing; any supervisor then finds the lease gone and queues the job again.
+A worker cut off from Redis for longer than a lease may see its job run again
+elsewhere; deliveries are idempotent by content, so that leaves no second result.
+When Redis stays away past the connection's retries, operations raise Unavailable.
 """
 
 from __future__ import annotations
@@ -132,7 +135,6 @@ for _, state in ipairs({'done', 'failed', 'quarantined'}) do
 end
 return count
 """
-
 
 
 def connect(url: str, retries: int = RETRIES) -> redis.Redis:
