@@ -1,10 +1,11 @@
 """Duplicate detection: the same content dropped again under the same recipe is not processed again.
 
 A result is found by a key made of the input's SHA-256 and a hash of the plan's
-steps and output settings (canonical JSON), so a changed recipe never reuses an
-old result. Results live in state/: an SQLite index (`cache.db`) and the encoded
-outputs as files (`cache/ab/<key>.<n>`). The cache is bounded in bytes and
-evicts the least recently used results first; `hotfolder cache clear` empties it.
+steps and output settings (canonical JSON) and of hotfolder's version, so a changed
+recipe or an upgrade never reuses an old result. Results live in state/: an SQLite
+index (`cache.db`) and the encoded outputs as files (`cache/ab/<key>.<n>`). The cache
+is bounded in bytes and evicts the least recently used results first;
+`hotfolder cache clear` empties it.
 Each stored output carries its SHA-256, so a damaged file is a miss, never a
 wrong result.
 """
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hotfolder import __version__
 from hotfolder.config import CacheConfig, LimitsConfig
 from hotfolder.engine import Output, Rendered, output_name, render
 from hotfolder.recipes import Plan
@@ -50,8 +52,9 @@ def canonical(value: Any) -> bytes:
 
 
 def cache_key(input_sha256: str, plan: Plan) -> str:
-    """The key of a result: the input's content and what the plan does to it."""
-    recipe = {"steps": plan.describe(), "output": plan.output.model_dump(mode="json")}
+    """The key of a result: the input's content, what the plan does to it, and our version."""
+    recipe = {"steps": plan.describe(), "output": plan.output.model_dump(mode="json"),
+              "hotfolder": __version__}
     return hashlib.sha256(
         canonical({"input": input_sha256, "recipe": hashlib.sha256(canonical(recipe)).hexdigest()})
     ).hexdigest()
