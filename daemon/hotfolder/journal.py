@@ -5,6 +5,12 @@ Huey forgets a task the moment a worker takes it; the journal does not. A job is
 and the count of consecutive starts), `waiting` while a resource it needs is
 unavailable, and ends `done`, `failed` or `quarantined`. Every process (the
 service, its workers, `status`) opens its own connection to the same file.
+
+Only waits and failures are synced to disk at once (synchronous=FULL). The other
+changes survive a crash of any process (WAL) but may be lost with the power: a job
+then runs again, finds what it already did (outputs by content, the original gone
+from the work folder), and ends without doing it twice. Syncing them too would hold
+the write lock for a disk flush three times per job, and intake waits for that lock.
 """
 
 from __future__ import annotations
@@ -164,7 +170,7 @@ class Journal:
     def start(self, job_id: str, pid: int) -> Job | None:
         """Mark the job running in worker `pid`; None when it is not queued or waiting."""
         now = time.time()
-        with self._tx() as conn:
+        with self._tx(durable=False) as conn:
             cur = conn.execute(
                 "update jobs set state = 'running', attempts = attempts + 1, pid = ?,"
                 " started = ?, updated = ?, next_try = null"
@@ -177,7 +183,7 @@ class Journal:
 
     def requeue(self, job_id: str, *, forgive: bool = False) -> None:
         """Put a running job back in the queue (`forgive`: this start does not count)."""
-        with self._tx() as conn:
+        with self._tx(durable=False) as conn:
             conn.execute(
                 "update jobs set state = 'queued', pid = null, updated = ?,"
                 " attempts = max(attempts - ?, 0) where id = ? and state = 'running'",
@@ -212,7 +218,7 @@ class Journal:
 
     def delivered(self, job_id: str, outputs: list[str]) -> None:
         """Record that the outputs are stored (a retry then only finishes the original)."""
-        with self._tx() as conn:
+        with self._tx(durable=False) as conn:
             conn.execute(
                 "update jobs set outputs = ?, updated = ? where id = ?",
                 (json.dumps(outputs), time.time(), job_id),
@@ -222,7 +228,7 @@ class Journal:
         """End an unfinished job as done, failed or quarantined; False if it had ended already."""
         if state not in ENDED:
             raise ValueError(f"not an end state: {state}")
-        with self._tx() as conn:
+        with self._tx(durable=state != "done") as conn:
             cur = conn.execute(
                 "update jobs set state = ?, reason = ?, pid = null, updated = ?, next_try = null"
                 " where id = ? and state in ('queued', 'running', 'waiting')",

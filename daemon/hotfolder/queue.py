@@ -3,8 +3,9 @@
 Workers are forked processes (a crashing decoder kills one worker, not the service).
 Each one dies with the process that forked it (PR_SET_PDEATHSIG), ignores the
 terminal's and systemd's stop signals (the service stops it through Huey's stop flag
-once its job is done), and sleeps on a pipe that the service writes to when it queues
-a job, so a dropped file never waits for Huey's idle polling back-off.
+once its job is done), runs at a lower priority than the service, and sleeps on a
+pipe that the service writes to when it queues a job, so a dropped file never waits
+for Huey's idle polling back-off.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ PR_SET_PDEATHSIG = 1
 # Idle workers poll the queue this often at most (the wake pipe makes it rarely matter).
 MAX_POLL_SECONDS = 1.0
 QUEUE_NAME = "hotfolder"
+# Workers yield the CPU to the service's watcher and intake, so that a backlog is claimed
+# (and `status` tells the truth about it) while the first jobs run.
+WORKER_NICE = 5
 # Connections inherited through fork are kept, never used or closed (SQLite forbids both).
 INHERITED: list[Any] = []
 
@@ -94,6 +98,7 @@ class _Environment(ProcessEnvironment):  # type: ignore[misc]
         super().init_child(process)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        os.nice(WORKER_NICE)
         die_with_parent(parent)
 
 
