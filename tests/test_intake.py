@@ -62,7 +62,7 @@ def test_a_good_file_is_claimed_into_the_work_folder(layout: Layout, intake: Int
     assert (job.state, job.rel, job.kind, job.size) == ("queued", "Engrave/photo.jpg", "jpeg",
                                                         len(data))
     assert not path.exists()
-    assert intake.work_file(job) == layout.work / job.id / "Engrave" / "photo.jpg"
+    assert intake.work_file(job) == layout.work / f"{job.id}_Engrave%2Fphoto.jpg"
     assert intake.work_file(job).read_bytes() == data
 
 
@@ -153,11 +153,13 @@ def test_an_allowed_type_outside_limits_formats_is_refused(layout: Layout,
 
 
 def test_adopt_finds_a_claim_the_journal_never_recorded(layout: Layout, intake: Intake) -> None:
-    orphan = layout.work / "0123456789ab" / "A" / "B" / "photo.jpg"
-    orphan.parent.mkdir(parents=True)
+    layout.work.mkdir(parents=True)
+    orphan = layout.work / "0123456789ab_A%2FB%2Fphoto%201.jpg"
     orphan.write_bytes(jpeg())
-    (layout.work / "deadbeef0000").mkdir()
+    (layout.work / "stray-folder").mkdir()
     jobs = intake.adopt()
-    assert [(j.id, j.rel, j.state) for j in jobs] == [("0123456789ab", "A/B/photo.jpg", "queued")]
-    assert not (layout.work / "deadbeef0000").exists()
+    assert [(j.id, j.rel, j.state) for j in jobs] == [
+        ("0123456789ab", "A/B/photo 1.jpg", "queued")]
+    assert intake.work_file(jobs[0]) == orphan
+    assert (layout.work / "stray-folder").is_dir()  # not ours: left alone
     assert intake.adopt() == []

@@ -107,7 +107,6 @@ def test_a_repeated_job_after_a_crash_delivers_nothing_twice(tmp_path: Path) -> 
     ctx.journal._connect().execute(
         "update jobs set state = 'queued', outputs = null where id = ?", (job.id,))
     archived = ctx.layout.archive / "grayscale+png" / "a.jpg"
-    ctx.work_file(job).parent.mkdir(parents=True)
     archived.rename(ctx.work_file(job))
     run_job(ctx, job.id)
     assert state(ctx, job).state == "done"

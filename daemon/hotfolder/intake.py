@@ -3,22 +3,25 @@
 A file is looked at with `lstat` first: links, FIFOs, sockets and devices are refused
 without being opened, and so is a file over the size limit: these move to failed/ with
 their reason. Any other file is claimed by one atomic rename into
-`work/<job id>/<relative path>`, then recorded in the journal; the work folder layout
-alone is enough to find the job again if the service dies between the two. A file whose
+`work/<job id>_<relative path, percent-encoded>`, then recorded in the journal; the
+name alone is enough to find the job again if the service dies between the two. One
+flat file per job, no folders: the inotify watcher of the inbox would add a watch for
+every folder created in the work folder, which made claiming eight times slower. A file whose
 first bytes are not an accepted image is claimed with that refusal recorded: it is
 scanned like any other, so malware goes to quarantine/, and fails only once clean.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import secrets
-import shutil
 import stat
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from urllib.parse import quote, unquote
 
 from hotfolder import imaging
 from hotfolder.config import Layout, LimitsConfig
@@ -30,9 +33,25 @@ from hotfolder.sinks.local import open_folder, replace, to_failed
 log = logging.getLogger("hotfolder.intake")
 
 
+JOB_ID_CHARS = 12
+
+
 def new_job_id() -> str:
-    """A short random job id, also the name of the job's folder in the work folder."""
-    return secrets.token_hex(6)
+    """A short random job id, also the start of the job's file name in the work folder."""
+    return secrets.token_hex(JOB_ID_CHARS // 2)
+
+
+def work_path(work: Path, job_id: str, rel: str) -> Path:
+    """Where a claimed file waits: `work/<id>_<rel, percent-encoded>`."""
+    return work / f"{job_id}_{quote(rel, safe='')}"
+
+
+def parse_work_name(name: str) -> tuple[str, PurePosixPath] | None:
+    """(job id, relative path) from a work-folder entry's name, or None."""
+    job_id, sep, encoded = name.partition("_")
+    if not sep or not encoded or len(job_id) != JOB_ID_CHARS:
+        return None
+    return job_id, PurePosixPath(unquote(encoded))
 
 
 def special_kind(st: os.stat_result) -> str | None:
@@ -98,7 +117,7 @@ class Intake:
 
     def work_file(self, job: Job) -> Path:
         """Where a claimed job's file waits."""
-        return self.layout.work / job.id / job.rel
+        return work_path(self.layout.work, job.id, job.rel)
 
     def offer(self, path: Path) -> Job | None:
         """Check and claim one file: a queued job, a failed one when refused, None when gone."""
@@ -143,13 +162,19 @@ class Intake:
                refusal: str | None) -> Job | None:
         """Rename the file into the work folder and record the job (with its refusal, if any)."""
         job_id = new_job_id()
-        target = self.layout.work / job_id / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = work_path(self.layout.work, job_id, rel.as_posix())
         try:
             os.rename(path, target)
         except FileNotFoundError:  # claimed by a concurrent offer, or removed meanwhile
-            shutil.rmtree(self.layout.work / job_id, ignore_errors=True)
+            if not self.layout.work.is_dir():
+                self.layout.work.mkdir(parents=True)
+                return self._claim(path, rel, st, kind, refusal)
             return None
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:
+                raise
+            error = InputError(f"{rel}: the path is too long to be claimed", stage="intake")
+            return self._refuse(path, rel, st, error)
         moved = os.lstat(target)
         if (moved.st_dev, moved.st_ino) != (st.st_dev, st.st_ino):
             error = InputError(f"{rel}: the file was replaced while it was being checked",
@@ -176,8 +201,6 @@ class Intake:
                 return None
         except FileNotFoundError:
             return None
-        finally:
-            shutil.rmtree(self.layout.work / job_id, ignore_errors=True)
         self.journal.add(job_id, rel.as_posix(), kind=None, size=st.st_size, state="failed",
                          reason=error.message)
         log.warning("job %s: %s; moved to failed/", job_id, error.message)
@@ -190,23 +213,16 @@ class Intake:
         known = self.journal.ids()
         adopted = []
         for entry in sorted(self.layout.work.iterdir()):
-            if not entry.is_dir() or entry.name in known:
+            parsed = parse_work_name(entry.name)
+            if entry.is_dir() or parsed is None:  # not ours: left for the operator to see
+                log.warning("%s in the work folder is not a claimed file; left alone", entry)
                 continue
-            files = [p for p in entry.rglob("*") if not p.is_dir()]
-            if not files:
-                shutil.rmtree(entry, ignore_errors=True)
+            job_id, rel = parsed
+            if job_id in known:
                 continue
-            for number, file in enumerate(files):
-                job_id = entry.name if number == 0 else new_job_id()
-                rel = PurePosixPath(file.relative_to(entry).as_posix())
-                if number:
-                    target = self.layout.work / job_id / rel
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.rename(file, target)
-                st = os.lstat(self.layout.work / job_id / rel)
-                self.journal.add(job_id, rel.as_posix(), kind=None, size=st.st_size)
-                log.info("job %s: found %s in the work folder, queued again", job_id, rel)
-                job = self.journal.get(job_id)
-                if job is not None:
-                    adopted.append(job)
+            self.journal.add(job_id, rel.as_posix(), kind=None, size=entry.lstat().st_size)
+            log.info("job %s: found %s in the work folder, queued again", job_id, rel)
+            job = self.journal.get(job_id)
+            if job is not None:
+                adopted.append(job)
         return adopted

@@ -33,7 +33,7 @@ import sdnotify
 from hotfolder import tasks
 from hotfolder.config import Config
 from hotfolder.errors import ConfigError, HotfolderError, InputError
-from hotfolder.intake import Intake
+from hotfolder.intake import Intake, parse_work_name
 from hotfolder.journal import ENDED, Job, Journal
 from hotfolder.metrics import Metrics, MetricsServer, State, clear_directory, serve
 from hotfolder.queue import ServiceConsumer, WakePipe, make_huey
@@ -360,18 +360,16 @@ class Service:
                     continue
 
     def clean_work(self) -> None:
-        """Work entries of ended jobs: files left there go to failed/, folders are removed."""
+        """A file left in the work folder after its job ended goes to failed/ with that reason."""
         for entry in self.layout.work.iterdir():
-            job = self.journal.get(entry.name)
-            if job is None or job.state not in ENDED:
+            parsed = parse_work_name(entry.name)
+            job = self.journal.get(parsed[0]) if parsed is not None else None
+            if parsed is None or job is None or job.state not in ENDED:
                 continue
-            for file in (p for p in entry.rglob("*") if not p.is_dir()):
-                rel = PurePosixPath(file.relative_to(entry).as_posix())
-                error = InputError(f"{rel}: left in the work folder after its job ended"
-                                   f" ({job.state})", stage="cleanup")
-                to_failed(file, self.layout.failed, rel, error)
-                log.warning("job %s: %s; moved to failed/", job.id, error.message)
-            tasks.forget_work(self.ctx, job)
+            error = InputError(f"{job.rel}: left in the work folder after its job ended"
+                               f" ({job.state})", stage="cleanup")
+            to_failed(entry, self.layout.failed, parsed[1], error)
+            log.warning("job %s: %s; moved to failed/", job.id, error.message)
 
 
 def remove_older(folder: Path, before: float) -> int:

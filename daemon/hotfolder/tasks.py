@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from hotfolder import engine
 from hotfolder.cache import ResultCache, open_cache, render_cached
 from hotfolder.config import Config, Layout
 from hotfolder.errors import HotfolderError, InputError, RecipeError, Unavailable
+from hotfolder.intake import work_path
 from hotfolder.journal import Job, Journal
 from hotfolder.metrics import Metrics
 from hotfolder.recipes import RecipeBook
@@ -81,7 +81,7 @@ class Context:
 
     def work_file(self, job: Job) -> Path:
         """Where a claimed job's file waits."""
-        return self.layout.work / job.id / job.rel
+        return work_path(self.layout.work, job.id, job.rel)
 
 
 def make_context(cfg: Config, journal: Journal, metrics: Metrics | None = None) -> Context:
@@ -159,14 +159,8 @@ def fail(ctx: Context, job: Job, error: HotfolderError) -> None:
     work_file = ctx.work_file(job)
     if os.path.lexists(work_file):
         to_failed(work_file, ctx.layout.failed, rel, error)
-    forget_work(ctx, job)
     ctx.journal.finish(job.id, "failed", error.message)
     log.warning("job %s: failed, %s", job.id, error.message)
-
-
-def forget_work(ctx: Context, job: Job) -> None:
-    """Remove the job's (now empty) folder from the work folder."""
-    shutil.rmtree(ctx.layout.work / job.id, ignore_errors=True)
 
 
 def carry(ctx: Context, job: Job, work_file: Path, tally: Tally) -> tuple[str, str]:
@@ -182,7 +176,6 @@ def carry(ctx: Context, job: Job, work_file: Path, tally: Tally) -> tuple[str, s
         if not verdict.clean:
             to_quarantine(work_file, ctx.layout.quarantine, rel, verdict,
                           hashlib.sha256(data).hexdigest(), ctx.layout.inbox / rel)
-            forget_work(ctx, job)
             ctx.journal.finish(job.id, "quarantined", f"{verdict.signature} ({verdict.scanner})")
             return "quarantined", f"{job.rel} quarantined, the scanner found {verdict.signature}"
         if job.kind is None and job.reason:  # refused at intake, failed once known clean
@@ -200,7 +193,6 @@ def carry(ctx: Context, job: Job, work_file: Path, tally: Tally) -> tuple[str, s
         ctx.journal.delivered(job.id, outputs)
     archive = ctx.layout.archive if ctx.cfg.output.archive else None
     to_archive(work_file, archive, rel)
-    forget_work(ctx, job)
     ctx.journal.finish(job.id, "done")
     return "done", f"{job.rel} done -> {', '.join(outputs) or 'nothing (name taken, skipped)'}"
 
