@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -194,7 +195,10 @@ class Service:
             signal.signal(signum, self._on_signal)
         try:
             while not self._stop.is_set():
-                self.tick()
+                try:
+                    self.tick()
+                except (OSError, HotfolderError, sqlite3.Error) as exc:  # next tick retries
+                    log.error("supervision round failed, trying again: %s", exc)
                 self._stop.wait(TICK_SECONDS)
         finally:
             self.stop()
@@ -368,7 +372,10 @@ class Service:
                 continue
             error = InputError(f"{job.rel}: left in the work folder after its job ended"
                                f" ({job.state})", stage="cleanup")
-            to_failed(entry, self.layout.failed, parsed[1], error)
+            try:
+                to_failed(entry, self.layout.failed, parsed[1], error)
+            except FileNotFoundError:  # its job moved it out after the folder was listed
+                continue
             log.warning("job %s: %s; moved to failed/", job.id, error.message)
 
 
