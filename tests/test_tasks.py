@@ -10,6 +10,7 @@ import pytest
 from hotfolder.config import Config
 from hotfolder.intake import Intake
 from hotfolder.journal import Job, Journal
+from hotfolder.metrics import Metrics
 from hotfolder.scanner import MemoryScanner
 from hotfolder.sinks import MemorySink
 from hotfolder.tasks import Context, retry_delay, run_job
@@ -64,6 +65,7 @@ def test_a_job_waits_while_its_destination_is_unavailable_then_completes(
 def test_scanner_unavailable_policies(tmp_path: Path, policy: str) -> None:
     ctx, intake = setup(tmp_path, policy)
     assert isinstance(ctx.scanner, MemoryScanner) and isinstance(ctx.sink, MemorySink)
+    ctx.metrics = Metrics()
     (ctx.layout.recipes).mkdir()
     (ctx.layout.recipes / "side.yaml").write_text("steps: [grayscale]\nsidecar: true\n")
     job = claim(ctx, intake, "side/a.jpg", jpeg(2))
@@ -82,6 +84,8 @@ def test_scanner_unavailable_policies(tmp_path: Path, policy: str) -> None:
         assert ended.state == "done"
         sidecar = json.loads(ctx.sink.objects[PurePosixPath("side/a.jpg.json")].data)
         assert sidecar["scan"]["scanner"] == "skipped (unavailable, allowed)"
+    unscanned = ctx.metrics.registry.get_sample_value("hotfolder_files_unscanned_total")
+    assert unscanned == (1.0 if policy == "allow" else 0.0)
 
 
 def test_an_infected_file_is_quarantined_and_never_delivered(tmp_path: Path) -> None:

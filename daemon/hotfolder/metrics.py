@@ -3,7 +3,7 @@
 Jobs run in worker processes, so the metrics are split by what they describe:
 
 - Events (counters and the stage histogram: `files_detected_total`,
-  `jobs_total`, `stage_seconds`, `bytes_total`) are counted in whichever
+  `jobs_total`, `stage_seconds`, `bytes_total`, `files_unscanned_total`) are counted in whichever
   process sees them. With `Metrics(directory=state/metrics)` they use
   prometheus_client's multiprocess mode: each process writes its own
   memory-mapped file there, forked workers switch to a file of their own, and
@@ -130,6 +130,10 @@ class Metrics:
         self.stage_seconds = Histogram(
             PREFIX + "stage_seconds", "Time spent per job in each stage",
             ["stage"], buckets=STAGE_BUCKETS, registry=own)
+        self.unscanned = Counter(
+            PREFIX + "files_unscanned",
+            "Files processed unscanned: the scanner was unavailable and on_unavailable is allow",
+            registry=own)
         self.bytes = Counter(
             PREFIX + "bytes", "Bytes read from inputs (in) and written as results (out)",
             ["direction"], registry=own)

@@ -208,6 +208,8 @@ def scan(ctx: Context, job: Job, work_file: Path) -> Verdict:
         if policy == "allow":
             log.warning("job %s: processed unscanned (scanner.on_unavailable: allow), %s",
                         job.id, exc.message)
+            if ctx.metrics is not None:
+                ctx.metrics.unscanned.inc()
             return SKIPPED
         if policy == "reject":
             raise InputError(
