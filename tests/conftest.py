@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service_helpers import Daemon
+
 pytest_plugins = ["clamd_server", "moto_server", "redis_server"]
 
 MakeImage = Callable[..., bytes]
@@ -125,3 +127,13 @@ def cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """Services started by a test; any still running at the end are killed."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        if daemon.process is not None:
+            daemon.kill()

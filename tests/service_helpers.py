@@ -200,3 +200,20 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def start(daemons: list[Daemon], config: Path) -> Daemon:
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    daemon.start()
+    return daemon
+
+
+def drop(root: Path, rel: str, data: bytes) -> Path:
+    """Write a file into the inbox the way a copy does: under a temporary name, then renamed."""
+    target = root / "inbox" / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.part")
+    temp.write_bytes(data)
+    temp.rename(target)
+    return target

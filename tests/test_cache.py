@@ -16,8 +16,7 @@ from hotfolder.cli import main
 from hotfolder.config import CacheConfig, LimitsConfig
 from hotfolder.engine import Output, Rendered, render
 from hotfolder.recipes import Plan, combine, parse_chain
-from service_helpers import Daemon, jpeg, make_root, wait_until
-from test_service import daemons, drop, start  # noqa: F401  (daemons is a fixture)
+from service_helpers import Daemon, drop, jpeg, make_root, start, wait_until
 
 
 def plan(chain: str, name: str = "thumbs") -> Plan:
@@ -191,7 +190,7 @@ def test_render_cached_processes_once_and_survives_a_broken_cache(
 
 
 def test_the_service_reuses_the_result_of_a_duplicate(
-        tmp_path: Path, daemons: list[Daemon]) -> None:  # noqa: F811
+        tmp_path: Path, daemons: list[Daemon]) -> None:
     config = make_root(tmp_path / "root")
     root = config.parent
     (root / "recipes" / "gray.yaml").write_text("steps: [grayscale]\noutput: {format: png}\n"

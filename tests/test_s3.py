@@ -20,8 +20,7 @@ from hotfolder.errors import ConfigError, InputError, Unavailable
 from hotfolder.sinks.local import OutboxSink
 from hotfolder.sinks.s3 import S3Sink, check_bucket, make_sink
 from moto_server import S3Endpoint
-from service_helpers import Daemon, files_under, jpeg, make_root, wait_until
-from test_service import daemons, drop, start  # noqa: F401  (daemons is a fixture)
+from service_helpers import Daemon, drop, files_under, jpeg, make_root, start, wait_until
 
 MIB = 1024 * 1024
 
@@ -271,7 +270,7 @@ def test_keep_local_writes_the_outbox_under_the_name_s3_gave(s3: S3Endpoint,
 
 
 def test_the_service_uploads_once_and_waits_while_the_endpoint_is_down(
-        s3: S3Endpoint, tmp_path: Path, daemons: list[Daemon]) -> None:  # noqa: F811
+        s3: S3Endpoint, tmp_path: Path, daemons: list[Daemon]) -> None:
     bucket = s3.bucket()
     config = make_root(tmp_path / "root", output={"s3": {
         "bucket": bucket, "prefix": "shop", "endpoint_url": s3.url, "region": "us-east-1",

@@ -22,8 +22,7 @@ from hotfolder.errors import Unavailable
 from hotfolder.redis_journal import RedisJournal
 from redis_server import RedisServer
 from server_process import free_port
-from service_helpers import Daemon, alive, files_under, make_root, wait_until
-from test_service import daemons, drop, start  # noqa: F401  (daemons is a fixture)
+from service_helpers import Daemon, alive, drop, files_under, make_root, start, wait_until
 
 LEASE = 0.6
 
@@ -124,7 +123,7 @@ def worker_config(watcher_config: Path, folder: Path) -> Path:
 
 
 def test_two_workers_share_a_batch_and_a_killed_one_loses_nothing(
-        redis_server: RedisServer, tmp_path: Path, daemons: list[Daemon]) -> None:  # noqa: F811
+        redis_server: RedisServer, tmp_path: Path, daemons: list[Daemon]) -> None:
     config = make_root(tmp_path / "root", queue={"url": redis_server.url, "workers": 0})
     root = config.parent
     journal = RedisJournal(redis_server.url)

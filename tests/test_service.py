@@ -11,7 +11,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,16 @@ import pytest
 from PIL import Image
 
 from clamd_server import EICAR_SIGNATURE, IMAGE_SIGNATURE, Clamd
-from service_helpers import Daemon, alive, files_under, jpeg, make_root, wait_until
+from service_helpers import (
+    Daemon,
+    alive,
+    drop,
+    files_under,
+    jpeg,
+    make_root,
+    start,
+    wait_until,
+)
 
 GRAY_RECIPE = """\
 steps:
@@ -27,33 +35,6 @@ steps:
 output: {format: png, dpi: 300}
 sidecar: true
 """
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """Services started by a test; any still running at the end are killed."""
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        if daemon.process is not None:
-            daemon.kill()
-
-
-def start(daemons: list[Daemon], config: Path) -> Daemon:
-    daemon = Daemon(config)
-    daemons.append(daemon)
-    daemon.start()
-    return daemon
-
-
-def drop(root: Path, rel: str, data: bytes) -> Path:
-    """Write a file into the inbox the way a copy does: under a temporary name, then renamed."""
-    target = root / "inbox" / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.part")
-    temp.write_bytes(data)
-    temp.rename(target)
-    return target
 
 
 def slow_image(size: int = 3000) -> bytes:
