@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -375,3 +377,25 @@ def test_a_symlink_beside_an_identical_file_is_not_taken_for_it(tmp_path: Path,
     moved = to_failed(path, tmp_path / "failed", REL, InputError("refused"))
     assert moved.name == "photo-1.jpg"
     assert moved.is_symlink()
+
+
+WRITER = """
+import os, sys
+from hotfolder.sinks.local import write_temp
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+write_temp(fd, sys.stdin.buffer)
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_no_file_in_the_folder(tmp_path: Path) -> None:
+    """What a worker killed while writing leaves in the outbox: nothing, not even a temp name."""
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)],
+                              stdin=subprocess.PIPE)
+    assert writer.stdin is not None
+    writer.stdin.write(b"x" * (4 << 20))  # returns once the writer has taken most of it
+    writer.stdin.flush()
+    writer.send_signal(signal.SIGKILL)
+    assert writer.wait(10) == -signal.SIGKILL
+    writer.stdin.close()
+    assert os.listdir(tmp_path) == []
+

@@ -167,7 +167,7 @@ class Intake:
             os.rename(path, target)
         except FileNotFoundError:  # claimed by a concurrent offer, or removed meanwhile
             if not self.layout.work.is_dir():
-                self.layout.work.mkdir(parents=True)
+                self.layout.work.mkdir(parents=True, exist_ok=True)
                 return self._claim(path, rel, st, kind, refusal)
             return None
         except OSError as exc:

@@ -1,11 +1,12 @@
 """Local folders: results into outbox/, originals into failed/, quarantine/ or archive/.
 
-Every write is atomic: the bytes go to a temporary dot-name in the destination
-folder (`.hf-<random>.tmp`, which the watcher ignores and the cleanup removes),
-are fsynced, and are given their final name with `link` (never replaces anything)
-or `rename` (overwrite); then the folder is fsynced. Folders are opened one
-level at a time without following symlinks, so nothing is written outside
-the root, whatever links someone plants in it.
+Every write is atomic: the bytes go to an unnamed file in the destination folder
+(O_TMPFILE; on filesystems without it, to a temporary dot-name `.hf-<random>.tmp`,
+which the watcher ignores and the cleanup removes), are fsynced, and are given
+their final name with `link` (never replaces anything) or `rename` (overwrite);
+then the folder is fsynced. Folders are opened one level at a time without
+following symlinks, so nothing is written outside the root, whatever links
+someone plants in it.
 
 Moving an original out of the work folder, in crash order:
 1. the report (NAME.error.json, NAME.scan.json) is written atomically where
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 TEMP_GLOB = ".hf-*.tmp"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+UNNAMED_FILE_FLAGS = os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC
 # Errors of the place, not of the file: the job waits and is retried.
 WAIT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
                errno.ELOOP, errno.ENOTDIR}
@@ -117,9 +119,21 @@ def open_regular(name: str | Path, folder: int | None = None) -> io.BufferedRead
 
 
 def write_temp(folder: int, source: bytes | BinaryIO, mode: int = 0o666) -> str:
-    """Write bytes (or an open file's content) to a new temporary name in folder, fsynced."""
+    """Write bytes (or an open file's content) to a new temporary name in folder, fsynced.
+
+    Where the filesystem allows, the bytes go to an unnamed file (O_TMPFILE) that gets its
+    temporary name only once complete, so a process killed while writing leaves nothing.
+    """
     name = temp_name()
-    fd = os.open(name, NEW_FILE_FLAGS, mode, dir_fd=folder)
+    try:
+        fd = os.open(".", UNNAMED_FILE_FLAGS, mode, dir_fd=folder)
+    except OSError as exc:  # NFS, CIFS and others have no unnamed files
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+        fd = os.open(name, NEW_FILE_FLAGS, mode, dir_fd=folder)
+        unnamed = False
+    else:
+        unnamed = True
     try:
         with os.fdopen(fd, "wb") as out:
             if isinstance(source, bytes):
@@ -128,8 +142,11 @@ def write_temp(folder: int, source: bytes | BinaryIO, mode: int = 0o666) -> str:
                 shutil.copyfileobj(source, out, 1 << 20)
             out.flush()
             os.fsync(out.fileno())
+            if unnamed:
+                os.link(f"/proc/self/fd/{out.fileno()}", name, dst_dir_fd=folder)
     except BaseException:
-        os.unlink(name, dir_fd=folder)
+        if not unnamed:
+            os.unlink(name, dir_fd=folder)
         raise
     return name
 
