@@ -14,12 +14,10 @@ scanned like any other, so malware goes to quarantine/, and fails only once clea
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import secrets
 import stat
-from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote
 
@@ -28,7 +26,7 @@ from hotfolder.config import Layout, LimitsConfig
 from hotfolder.errors import InputError
 from hotfolder.journal import Job, Journal
 from hotfolder.sinks import key_parts, renamed
-from hotfolder.sinks.local import open_folder, replace, to_failed
+from hotfolder.sinks.local import error_report, open_folder, replace, report_bytes, to_failed
 
 log = logging.getLogger("hotfolder.intake")
 
@@ -87,8 +85,6 @@ def read_head(path: Path, expect: os.stat_result, size: int) -> bytes:
 def park_special(path: Path, failed_dir: Path, rel: PurePosixPath, error: InputError) -> bool:
     """Move a link, FIFO, socket or device to failed/ by renaming only; False across filesystems."""
     parts = key_parts(rel)
-    report = {"message": error.message, "stage": error.stage, "detail": error.detail,
-              "time": datetime.now(UTC).isoformat(timespec="seconds"), "original": str(rel)}
     with open_folder(failed_dir, parts[:-1]) as fd:
         if os.fstat(fd).st_dev != os.lstat(path).st_dev:
             return False
@@ -98,8 +94,7 @@ def park_special(path: Path, failed_dir: Path, rel: PurePosixPath, error: InputE
                 continue
             except FileNotFoundError:
                 pass
-            replace(fd, json.dumps(report, indent=2).encode() + b"\n",
-                    candidate.name + ".error.json")
+            replace(fd, report_bytes(error_report(error, rel)), candidate.name + ".error.json")
             os.rename(path, candidate.name, dst_dir_fd=fd)
             os.fsync(fd)
             return True

@@ -40,6 +40,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from hotfolder.errors import HotfolderError, InputError, Unavailable
+from hotfolder.imaging import fsync_dir
 from hotfolder.sinks import KeyedSink, key_parts, renamed
 
 if TYPE_CHECKING:
@@ -218,7 +219,8 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _report_bytes(report: Mapping[str, Any]) -> bytes:
+def report_bytes(report: Mapping[str, Any]) -> bytes:
+    """A report file's content: indented UTF-8 JSON."""
     return (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode()
 
 
@@ -244,11 +246,11 @@ def move_original(work_file: Path, root: Path, rel: PurePosixPath,
                 continue
             if report is not None:
                 suffix, fields = report
-                replace(fd, _report_bytes(fields), candidate.name + suffix, file_mode)
+                replace(fd, report_bytes(fields), candidate.name + suffix, file_mode)
             if existing is None:
                 _place(work_file, fd, candidate.name, file_mode)
             work_file.unlink()
-            _fsync_dir(work_file.parent)
+            fsync_dir(work_file.parent)
             return target.with_name(candidate.name)
     raise Unavailable(f"cannot move {work_file.name} to {target.parent}: too many names taken")
 
@@ -284,20 +286,16 @@ def _copy_entry(source: Path, folder: int, mode: int) -> str:
         return write_temp(folder, src, mode)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def to_failed(work_file: Path, failed_dir: Path, rel: PurePosixPath,
               error: HotfolderError) -> Path:
     """Move a problem job's original to failed/ with NAME.error.json (SPEC 4)."""
-    report = {"message": error.message, "stage": error.stage, "detail": error.detail,
-              "time": _now(), "original": str(rel)}
-    return move_original(work_file, failed_dir, rel, (".error.json", report))
+    return move_original(work_file, failed_dir, rel, (".error.json", error_report(error, rel)))
+
+
+def error_report(error: HotfolderError, rel: PurePosixPath) -> dict[str, Any]:
+    """The fields of NAME.error.json: the reason in words, stage, detail, time, original."""
+    return {"message": error.message, "stage": error.stage, "detail": error.detail,
+            "time": _now(), "original": str(rel)}
 
 
 def to_quarantine(  # noqa: PLR0917 - the argument order of the module contract
@@ -316,5 +314,5 @@ def to_archive(work_file: Path, archive_dir: Path | None, rel: PurePosixPath) ->
         return move_original(work_file, archive_dir, rel)
     with place_errors(work_file):
         work_file.unlink(missing_ok=True)
-        _fsync_dir(work_file.parent)
+        fsync_dir(work_file.parent)
     return None
