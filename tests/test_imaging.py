@@ -315,26 +315,6 @@ def test_svg_internal_references_and_embedded_images_are_fine() -> None:
     assert image.getpixel((5, 5)) == (0, 0, 255, 255)
 
 
-# --- atomic writes -----------------------------------------------------------------------
-
-
-def test_write_atomic_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
-    target = tmp_path / "out.png"
-    target.write_bytes(b"old")
-    imaging.write_atomic(target, b"new")
-    assert target.read_bytes() == b"new"
-    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
-
-
-def test_write_atomic_failure_leaves_old_file(tmp_path: Path, make_image: MakeImage) -> None:
-    target = tmp_path / "out.png"
-    target.write_bytes(b"old")
-    with pytest.raises(TypeError):
-        imaging.write_atomic(target, 123)  # type: ignore[arg-type]
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
-
-
 @pytest.mark.parametrize("chain,grey", [
     ("auto_orient+resize=300+grayscale+autocontrast", True),
     ("grayscale", True),

@@ -381,7 +381,7 @@ def test_a_symlink_beside_an_identical_file_is_not_taken_for_it(tmp_path: Path,
 
 WRITER = """
 import os, sys
-from hotfolder.sinks.local import write_temp
+from hotfolder.files import write_temp
 fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
 write_temp(fd, sys.stdin.buffer)
 """

@@ -5,7 +5,8 @@ steps and output settings (canonical JSON) and of hotfolder's version, so a chan
 recipe or an upgrade never reuses an old result. Results live in state/: an SQLite
 index (`cache.db`) and the encoded outputs as files (`cache/ab/<key>.<n>`). The cache
 is bounded in bytes and evicts the least recently used results first;
-`hotfolder cache clear` empties it.
+`hotfolder cache clear` empties it. Outputs are written atomically and fsynced
+(hotfolder.files), as every file hotfolder writes.
 Each stored output carries its SHA-256, so a damaged file is a miss, never a
 wrong result.
 """
@@ -17,7 +18,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sqlite3
 import time
@@ -29,6 +29,7 @@ from typing import Any
 from hotfolder import __version__
 from hotfolder.config import CacheConfig, LimitsConfig
 from hotfolder.engine import Output, Rendered, output_name, render
+from hotfolder.files import write_atomic
 from hotfolder.recipes import Plan
 
 log = logging.getLogger("hotfolder.cache")
@@ -161,9 +162,7 @@ class ResultCache:
         for index, output in enumerate(rendered.outputs):
             path = self._path(key, index)
             path.parent.mkdir(exist_ok=True)
-            temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            temp.write_bytes(output.data)
-            temp.replace(path)
+            write_atomic(path, output.data)
             listing.append({"name": output.name, "media_type": output.media_type,
                             "sha256": hashlib.sha256(output.data).hexdigest()})
         with self._connect() as conn:

@@ -10,17 +10,20 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
 from tqdm import tqdm
 
-from hotfolder import __version__, engine, imaging
+from hotfolder import __version__, engine
 from hotfolder.config import Config, LimitsConfig, config_path, load_config
+from hotfolder.engine import Output
 from hotfolder.errors import ConfigError, HotfolderError, RecipeError
+from hotfolder.files import write_atomic
 from hotfolder.ops import REGISTRY
 from hotfolder.pipeline import Step
 from hotfolder.recipes import Plan, Recipe, RecipeBook, combine, load_recipe, parse_chain
+from hotfolder.sinks.local import OutboxSink
 
 OK, FAILED, USAGE = 0, 1, 2
 
@@ -71,7 +74,7 @@ def _copy_new(source: Path, target: Path) -> bool:
     """Copy `source` to `target` unless it exists; True when written."""
     if target.exists():
         return False
-    imaging.write_atomic(target, source.read_bytes())
+    write_atomic(target, source.read_bytes())
     return True
 
 
@@ -87,10 +90,10 @@ class Batch:
 
 
 class Rendering(NamedTuple):
-    """One input rendered: the files to write (name, bytes), or the reason it failed."""
+    """One input rendered: the files to write, or the reason it failed."""
 
     source: Path
-    files: list[tuple[str, bytes]]
+    files: list[Output]
     error: str | None
 
 
@@ -122,32 +125,36 @@ def render_file(source: Path, batch: Batch) -> Rendering:
         return Rendering(source, [], "there was not enough memory to process it")
     except Exception as exc:  # noqa: BLE001  (one file's crash must not end the batch)
         return Rendering(source, [], f"failed unexpectedly ({type(exc).__name__}: {exc})")
-    files = [(out.name, out.data) for out in rendered.outputs]
+    files = list(rendered.outputs)
     if batch.plan.sidecar:
         sidecar = json.dumps(rendered.sidecar, indent=2, ensure_ascii=False) + "\n"
-        files.append((engine.sidecar_name(rendered.main.name), sidecar.encode()))
+        files.append(Output(engine.sidecar_name(rendered.main.name), sidecar.encode(),
+                            "application/json"))
     return Rendering(source, files, None)
 
 
-def write_outputs(rendering: Rendering, outdir: Path, made: dict[str, Path]) -> str | None:
-    """Write a rendering's files atomically into `outdir`; the reason when it cannot.
+def write_outputs(rendering: Rendering, outbox: OutboxSink, made: dict[str, Path]) -> str | None:
+    """Deliver a rendering's files into the outbox folder, replacing older ones; else the reason.
 
     `made` maps the names already written in this run to their inputs, so that two
     inputs never silently replace each other's output.
     """
-    targets = [(outdir / name, data) for name, data in rendering.files]
-    for target, _ in targets:
-        if target.name in made:
-            return (f"its output {target.name} was already made from {made[target.name]} in"
+    for output in rendering.files:
+        target = outbox.root / output.name
+        if output.name in made:
+            return (f"its output {output.name} was already made from {made[output.name]} in"
                     " this run; put {sha8} in the output name or process them separately")
         if target.exists() and target.samefile(rendering.source):
             return "the output would overwrite the input; choose another output folder with -o"
-    try:
-        for target, data in targets:
-            imaging.write_atomic(target, data)
-            made[target.name] = rendering.source
-    except OSError as exc:
-        return f"cannot write {target} ({exc.strerror or exc})"
+    for output in rendering.files:
+        try:
+            outbox.deliver(PurePosixPath(output.name), output.data, media_type=output.media_type,
+                           metadata={}, on_conflict="overwrite")
+        except HotfolderError as exc:
+            return exc.message
+        except OSError as exc:
+            return f"cannot write {outbox.root / output.name} ({exc.strerror or exc})"
+        made[output.name] = rendering.source
     return None
 
 
@@ -186,6 +193,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     if not files:
         raise RecipeError("no input files (the folders named are empty)")
     failed = 0
+    outbox = OutboxSink(outdir)
     made: dict[str, Path] = {}
     tqdm.monitor_interval = 0  # no monitor thread: worker processes are forked
     bar = tqdm(total=len(files), unit="file", file=sys.stderr, leave=False, dynamic_ncols=True,
@@ -193,12 +201,12 @@ def cmd_process(args: argparse.Namespace) -> int:
     with bar:
         for rendering in render_all(files, Batch(plan, limits), args.jobs):
             bar.update()
-            error = rendering.error or write_outputs(rendering, outdir, made)
+            error = rendering.error or write_outputs(rendering, outbox, made)
             if error:
                 failed += 1
                 bar.write(f"{rendering.source}: {error}", file=sys.stderr)
             else:
-                written = ", ".join(str(outdir / name) for name, _ in rendering.files)
+                written = ", ".join(str(outdir / output.name) for output in rendering.files)
                 bar.write(f"{rendering.source} -> {written}", file=sys.stdout)
     if len(files) > 1:
         print(f"{len(files) - failed} of {len(files)} files processed"

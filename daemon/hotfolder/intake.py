@@ -24,9 +24,10 @@ from urllib.parse import quote, unquote
 from hotfolder import imaging
 from hotfolder.config import Layout, LimitsConfig
 from hotfolder.errors import InputError
+from hotfolder.files import replace
 from hotfolder.journal import Job, Journal
 from hotfolder.sinks import key_parts, renamed
-from hotfolder.sinks.local import error_report, open_folder, replace, report_bytes, to_failed
+from hotfolder.sinks.local import error_report, open_folder, report_bytes, to_failed
 
 log = logging.getLogger("hotfolder.intake")
 

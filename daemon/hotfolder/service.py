@@ -34,6 +34,7 @@ import sdnotify
 from hotfolder import tasks
 from hotfolder.config import Config
 from hotfolder.errors import ConfigError, HotfolderError, InputError
+from hotfolder.files import TEMP_GLOB
 from hotfolder.intake import Intake, parse_work_name
 from hotfolder.journal import ENDED, Job, Journal
 from hotfolder.metrics import Metrics, MetricsServer, State, clear_directory, serve
@@ -41,7 +42,7 @@ from hotfolder.queue import ServiceConsumer, WakePipe, make_huey
 from hotfolder.redis_journal import is_shared, open_journal
 from hotfolder.scanner import make_scanner
 from hotfolder.sinks import renamed
-from hotfolder.sinks.local import TEMP_GLOB, to_failed
+from hotfolder.sinks.local import to_failed
 from hotfolder.watcher import Watcher, is_network_fs
 
 log = logging.getLogger("hotfolder.service")

@@ -1,12 +1,8 @@
 """Local folders: results into outbox/, originals into failed/, quarantine/ or archive/.
 
-Every write is atomic: the bytes go to an unnamed file in the destination folder
-(O_TMPFILE; on filesystems without it, to a temporary dot-name `.hf-<random>.tmp`,
-which the watcher ignores and the cleanup removes), are fsynced, and are given
-their final name with `link` (never replaces anything) or `rename` (overwrite);
-then the folder is fsynced. Folders are opened one level at a time without
-following symlinks, so nothing is written outside the root, whatever links
-someone plants in it.
+Every write is atomic (hotfolder.files: an unnamed file, fsynced, then linked or
+renamed). Folders are opened one level at a time without following symlinks, so
+nothing is written outside the root, whatever links someone plants in it.
 
 Moving an original out of the work folder, in crash order:
 1. the report (NAME.error.json, NAME.scan.json) is written atomically where
@@ -30,26 +26,20 @@ import hashlib
 import io
 import json
 import os
-import secrets
-import shutil
 import stat
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from hotfolder.errors import HotfolderError, InputError, Unavailable
-from hotfolder.imaging import fsync_dir
+from hotfolder.files import DIR_FLAGS, fsync_dir, link_new, replace, temp_name, write_temp
 from hotfolder.sinks import KeyedSink, key_parts, renamed
 
 if TYPE_CHECKING:
     from hotfolder.scanner import Verdict
 
-TEMP_GLOB = ".hf-*.tmp"
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-UNNAMED_FILE_FLAGS = os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC
 # Errors of the place, not of the file: the job waits and is retried.
 WAIT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
                errno.ELOOP, errno.ENOTDIR}
@@ -98,11 +88,6 @@ def open_folder(root: Path, parts: Sequence[str], *, private: bool = False) -> I
         os.close(fd)
 
 
-def temp_name() -> str:
-    """A fresh temporary dot-name."""
-    return f".hf-{secrets.token_hex(8)}.tmp"
-
-
 def open_regular(name: str | Path, folder: int | None = None) -> io.BufferedReader | None:
     """A plain file opened for reading without following a symlink; None for anything else."""
     try:
@@ -119,39 +104,6 @@ def open_regular(name: str | Path, folder: int | None = None) -> io.BufferedRead
     return src
 
 
-def write_temp(folder: int, source: bytes | BinaryIO, mode: int = 0o666) -> str:
-    """Write bytes (or an open file's content) to a new temporary name in folder, fsynced.
-
-    Where the filesystem allows, the bytes go to an unnamed file (O_TMPFILE) that gets its
-    temporary name only once complete, so a process killed while writing leaves nothing.
-    """
-    name = temp_name()
-    try:
-        fd = os.open(".", UNNAMED_FILE_FLAGS, mode, dir_fd=folder)
-    except OSError as exc:  # NFS, CIFS and others have no unnamed files
-        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-            raise
-        fd = os.open(name, NEW_FILE_FLAGS, mode, dir_fd=folder)
-        unnamed = False
-    else:
-        unnamed = True
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if isinstance(source, bytes):
-                out.write(source)
-            else:
-                shutil.copyfileobj(source, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-            if unnamed:
-                os.link(f"/proc/self/fd/{out.fileno()}", name, dst_dir_fd=folder)
-    except BaseException:
-        if not unnamed:
-            os.unlink(name, dir_fd=folder)
-        raise
-    return name
-
-
 def digest_at(folder: int | None, name: str | Path) -> str | None:
     """SHA-256 of a plain file; '' for a symlink or other non-file, None when nothing is there."""
     try:
@@ -162,25 +114,6 @@ def digest_at(folder: int | None, name: str | Path) -> str | None:
         return ""
     with src:
         return hashlib.file_digest(src, "sha256").hexdigest()
-
-
-def link_new(folder: int, temp: str, name: str) -> bool:
-    """Give the temporary file its final name unless that name is taken; removes the temp name."""
-    try:
-        os.link(temp, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
-    except FileExistsError:
-        return False
-    finally:
-        os.unlink(temp, dir_fd=folder)
-    os.fsync(folder)
-    return True
-
-
-def replace(folder: int, source: bytes, name: str, mode: int = 0o666) -> None:
-    """Write source under name in folder atomically, replacing what is there."""
-    temp = write_temp(folder, source, mode)
-    os.rename(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
-    os.fsync(folder)
 
 
 class OutboxSink(KeyedSink):

@@ -1,0 +1,101 @@
+"""Atomic file writes: the one writer behind the outbox, failed/, quarantine/, the cache and init.
+
+The bytes go to an unnamed file in the destination folder (O_TMPFILE; on filesystems
+without it, to a temporary dot-name `.hf-<random>.tmp`, which the watcher ignores and
+the service's cleanup removes), are fsynced, and are given their final name with
+`link` (never replaces anything) or `rename` (replaces); then the folder is fsynced.
+A process killed while writing leaves the old file, or nothing, never a partial one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+
+TEMP_GLOB = ".hf-*.tmp"
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+UNNAMED_FILE_FLAGS = os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or creation inside `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_name() -> str:
+    """A fresh temporary dot-name."""
+    return f".hf-{secrets.token_hex(8)}.tmp"
+
+
+def write_temp(folder: int, source: bytes | BinaryIO, mode: int = 0o666) -> str:
+    """Write bytes (or an open file's content) to a new temporary name in folder, fsynced.
+
+    Where the filesystem allows, the bytes go to an unnamed file (O_TMPFILE) that gets its
+    temporary name only once complete, so a process killed while writing leaves nothing.
+    """
+    name = temp_name()
+    try:
+        fd = os.open(".", UNNAMED_FILE_FLAGS, mode, dir_fd=folder)
+    except OSError as exc:  # NFS, CIFS and others have no unnamed files
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+        fd = os.open(name, NEW_FILE_FLAGS, mode, dir_fd=folder)
+        unnamed = False
+    else:
+        unnamed = True
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if hasattr(source, "read"):
+                shutil.copyfileobj(source, out, 1 << 20)
+            else:
+                out.write(source)
+            out.flush()
+            os.fsync(out.fileno())
+            if unnamed:
+                os.link(f"/proc/self/fd/{out.fileno()}", name, dst_dir_fd=folder)
+    except BaseException:
+        if not unnamed:
+            os.unlink(name, dir_fd=folder)
+        raise
+    return name
+
+
+def link_new(folder: int, temp: str, name: str) -> bool:
+    """Give the temporary file its final name unless that name is taken; removes the temp name."""
+    try:
+        os.link(temp, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(temp, dir_fd=folder)
+    os.fsync(folder)
+    return True
+
+
+def replace(folder: int, source: bytes, name: str, mode: int = 0o666) -> None:
+    """Write source under name in folder atomically, replacing what is there."""
+    temp = write_temp(folder, source, mode)
+    try:
+        os.rename(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        os.unlink(temp, dir_fd=folder)
+        raise
+    os.fsync(folder)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o666) -> None:
+    """Write data to path atomically, replacing what is there; its folder must exist."""
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        replace(fd, data, path.name, mode)
+    finally:
+        os.close(fd)
