@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import exif_with
+from conftest import exif_with, photo_pixels
 from hotfolder.canvas import Canvas
-from hotfolder.errors import RecipeError
+from hotfolder.errors import InputError, RecipeError
 from hotfolder.ops.geometry import Length, parse_length, to_pixels
+from hotfolder.pipeline import run
+from hotfolder.recipes import parse_chain, parse_step
 from ops_helpers import apply, pixels, ramp
 
 # Lengths ---------------------------------------------------------------------
@@ -442,3 +444,77 @@ def test_rotate_of_a_palette_image_with_transparency_gives_rgba_with_clear_corne
     assert out.mode == "RGBA"
     assert pixels(out)[0, 0, 3] == 0
     assert tuple(pixels(out)[14, 14]) == (255, 0, 0, 255)
+
+
+# the pixel budget ------------------------------------------------------------------
+
+# One step of every operation, on a 120 x 90 photo at 100 DPI: the size each one states
+# before it runs must be the size of what it makes (or, for those that state none, at least
+# as large), or the budget check could let a bomb through.
+STATED_SIZES = [
+    "auto_orient", "resize=300x200", "resize=300x200,fill,upscale", "resize=300x200,fill",
+    "resize=300x200,stretch,upscale", "resize=300x200,pad,upscale", "resize=50mm,upscale",
+    "crop=10,10,500,500", "crop=16:9", "trim", "rotate=33", "rotate=33,crop", "rotate=90",
+    "rotate=270,crop", "rotate=-0.5", "flip", "mirror", "dither=jarvis", "dither=halftone,6,45",
+    "threshold=otsu", "dpi=300", "size=80mmx,300", "size=60mmx20mm,300,stretch",
+    "remove_background", "grayscale", "autocontrast", "invert", "adjust=1.1,1.2,0.9,0.8",
+    "equalize", "sharpen", "png", "optimize", "thumbnail=64", "metadata", "trace",
+]
+
+
+def test_every_operation_is_in_the_stated_size_check() -> None:
+    from hotfolder.ops import REGISTRY  # noqa: PLC0415  (the full registry, once loaded)
+
+    covered = {parse_step(step).op for step in STATED_SIZES}
+    assert covered == set(REGISTRY)
+
+
+@pytest.mark.parametrize("text", STATED_SIZES)
+def test_the_size_an_operation_states_is_the_size_it_makes(text: str) -> None:
+    from hotfolder.ops import lookup  # noqa: PLC0415
+
+    step = parse_step(text)
+    canvas = Canvas(Image.fromarray(photo_pixels(120, 90, seed=3)), dpi=(100.0, 100.0))
+    stated = lookup(step.op).output_size(step.params, canvas.image.size, 100.0)
+    made = run(canvas, [step]).image.size
+    if step.op in ("resize", "size", "rotate"):
+        assert made == stated
+    else:
+        assert made[0] <= stated[0] and made[1] <= stated[1]
+
+
+@pytest.mark.parametrize(("chain", "size"), [
+    ("resize=40000x40000,upscale", "40000 x 30000 pixels (1200 megapixels)"),
+    ("resize=30000x30000,fill,upscale", "30000 x 30000 pixels (900 megapixels)"),
+    ("resize=30000x30000,stretch,upscale", "30000 x 30000 pixels (900 megapixels)"),
+    ("resize=20000x20000,pad,upscale", "20000 x 20000 pixels (400 megapixels)"),
+    ("resize=20000mmx,300,upscale", "236220 x 177165 pixels (41850 megapixels)"),
+    ("size=3000mmx,1200", "141732 x 106299 pixels (15066 megapixels)"),
+])
+def test_a_step_over_the_pixel_budget_is_refused_before_it_runs(chain: str, size: str) -> None:
+    """The 64 x 48 picture never grows: the refusal comes from the stated size alone."""
+    image = ramp((64, 48), "RGB")
+    with pytest.raises(InputError) as caught:
+        run(Canvas(image), parse_chain(chain + "+png").steps, max_pixels=100_000_000)
+    assert caught.value.message == (f"step 1, {chain}: the result would be {size}, over the"
+                                    " limit of 100 megapixels (limits.max_pixels)")
+    assert caught.value.stage == "process"
+
+
+def test_a_rotation_over_the_budget_is_refused_by_its_step_number() -> None:
+    """Padding to 900 x 900 fits one megapixel; turning that by 33 degrees does not."""
+    steps = parse_chain("resize=900x900,pad,upscale+rotate=33+png").steps
+    with pytest.raises(InputError, match=r"^step 2, rotate=33: the result would be 1246 x 1246 "
+                       r"pixels \(1.6 megapixels\), over the limit of 1 megapixels"):
+        run(Canvas(ramp((64, 48))), steps, max_pixels=1_000_000)
+    assert run(Canvas(ramp((64, 48))), steps[:1], max_pixels=1_000_000).image.size == (900, 900)
+
+
+def test_steps_within_the_budget_run_and_yaml_steps_are_named_by_their_parameters() -> None:
+    canvas = Canvas(ramp((64, 48)))
+    assert run(canvas, [parse_step("resize=1000x1000,upscale")], 1_000_000).image.size == (
+        1000, 750)
+    step = parse_step({"resize": {"width": 2000, "height": 2000, "upscale": True}})
+    with pytest.raises(InputError, match=r"^step 1, resize\(width=2000, height=2000, "
+                       r"upscale=True\): the result would be 2000 x 1500 pixels"):
+        run(canvas, [step], max_pixels=1_000_000)

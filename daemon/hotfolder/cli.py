@@ -21,7 +21,6 @@ from hotfolder.engine import Output
 from hotfolder.errors import ConfigError, HotfolderError, RecipeError
 from hotfolder.files import write_atomic
 from hotfolder.ops import REGISTRY
-from hotfolder.pipeline import Step
 from hotfolder.recipes import Plan, Recipe, RecipeBook, combine, load_recipe, parse_chain
 from hotfolder.sinks.local import OutboxSink
 
@@ -292,19 +291,13 @@ def describe_plan(plan: Plan) -> str:
     """A plan on one line: `auto_orient, resize(width=1200) -> png 300 dpi`."""
     if not plan.steps and plan.name == "none":
         return "delivered unchanged (no recipe)"
-    steps = ", ".join(describe_step(step) for step in plan.steps) or "no steps"
+    steps = ", ".join(step.summary() for step in plan.steps) or "no steps"
     out = plan.output
     fmt = out.format or "same format"
     dpi = f" {out.dpi:g} dpi" if out.dpi else ""
     return f"{steps} -> {fmt}{dpi} [{' + '.join(plan.sources)}]"
 
 
-def describe_step(step: Step) -> str:
-    """`op` or `op(key=value, ...)` with the parameters that differ from the defaults."""
-    params = step.params.model_dump(mode="json", exclude_defaults=True)
-    if not params:
-        return step.op
-    return f"{step.op}({', '.join(f'{k}={v}' for k, v in params.items())})"
 
 
 def check_s3(config: Config) -> Iterator[Finding]:

@@ -68,7 +68,7 @@ def render(data: bytes, name: str, plan: Plan, limits: LimitsConfig) -> Rendered
     started = time.perf_counter()
     decoded = imaging.decode(data, limits, size_hint(plan), grey=greys_early(plan))
     decoded_at = time.perf_counter()
-    canvas = pipeline.run(decoded.canvas, plan.steps)
+    canvas = pipeline.run(decoded.canvas, plan.steps, limits.max_pixels)
     processed_at = time.perf_counter()
 
     settings = output_settings(plan.output, canvas, decoded.canvas.dpi)

@@ -174,11 +174,23 @@ def check_pixels(size: tuple[int, int], limits: LimitsConfig) -> None:
     width, height = size
     if width <= 0 or height <= 0:
         raise InputError(f"the image claims an impossible size of {width} x {height} pixels")
-    if width * height > limits.max_pixels:
-        raise InputError(
-            f"the image is {width} x {height} pixels ({width * height / 1e6:.0f} megapixels),"
-            f" over the limit of {limits.max_pixels / 1e6:.0f} megapixels (limits.max_pixels)"
-        )
+    over = pixels_over(size, limits.max_pixels)
+    if over:
+        raise InputError(f"the image is {over}")
+
+
+def pixels_over(size: tuple[int, int], max_pixels: int) -> str | None:
+    """`W x H pixels (N megapixels), over the limit of ...` when `size` exceeds `max_pixels`."""
+    width, height = size
+    if width * height <= max_pixels:
+        return None
+    return (f"{width} x {height} pixels ({megapixels(width * height)} megapixels), over the"
+            f" limit of {megapixels(max_pixels)} megapixels (limits.max_pixels)")
+
+
+def megapixels(pixels: int) -> str:
+    """A pixel count in megapixels as an operator reads it: `1600`, `2.5`, `0.25`."""
+    return f"{pixels / 1e6:.0f}" if pixels >= 10_000_000 else f"{pixels / 1e6:.2g}"
 
 
 def to_working_mode(im: Image.Image) -> Image.Image:
@@ -295,7 +307,9 @@ def rasterise_svg(data: bytes, limits: LimitsConfig, hint: SizeHint | None = Non
         need = hint((round(width), round(height)), 1)
         if need is not None:
             zoom = max(need[0] / width, need[1] / height)
-    check_pixels((round(width * zoom), round(height * zoom)), limits)
+    if pixels_over((round(width * zoom), round(height * zoom)), limits.max_pixels):
+        zoom = 1.0  # drawn at its own size; the step that asked for more is refused by name
+    check_pixels((round(width), round(height)), limits)
     root.set("width", f"{width:.4f}")  # the renderer reads plain pixel lengths only
     root.set("height", f"{height:.4f}")
     text = tostring(root, encoding="unicode")

@@ -8,6 +8,7 @@ folder contributes the first that exists of: `A/recipe.yaml`, the named recipe
 
 from __future__ import annotations
 
+import dataclasses
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,8 @@ def parse_step(value: Any) -> Step:
         return value
     if isinstance(value, str):
         word, _, rest = value.strip().partition("=")
-        return word_to_step(word.strip(), rest.split(",") if rest else None)
+        step = word_to_step(word.strip(), rest.split(",") if rest else None)
+        return dataclasses.replace(step, text=value.strip())
     if isinstance(value, dict) and len(value) == 1:
         ((word, args),) = value.items()
         return word_to_step(str(word), args)

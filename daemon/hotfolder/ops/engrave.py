@@ -35,7 +35,13 @@ from pydantic_core import PydanticCustomError
 
 from hotfolder.canvas import Canvas
 from hotfolder.errors import RecipeError
-from hotfolder.ops.geometry import LengthField, ResizeParams, parse_resize, resize
+from hotfolder.ops.geometry import (
+    LengthField,
+    ResizeParams,
+    parse_resize,
+    resize,
+    resized_size,
+)
 from hotfolder.ops.modes import colour_ready, has_alpha
 from hotfolder.ops.registry import Params, operation
 
@@ -374,11 +380,23 @@ class SizeParams(ResizeParams):
         return self
 
 
-@operation("size", SizeParams, inline=parse_resize,
-           inline_form="size=WIDTHxHEIGHT,DPI (80mmx60mm,300; 80mmx,318 for a width only)")
-def size(canvas: Canvas, p: SizeParams) -> Canvas:
-    """Scale to a physical size in mm, cm or in at a DPI (enlarging if needed), and set that DPI."""
-    if not p.dpi and not canvas.dpi:
+def _need_dpi(p: SizeParams, dpi: object) -> None:
+    """A RecipeError when neither the step nor the image gives a DPI."""
+    if not p.dpi and not dpi:
         raise RecipeError("size: give a dpi (for example size: {width: 80mm, dpi: 300}); "
                           "the image has no DPI of its own")
+
+
+def sized_size(p: SizeParams, image_size: tuple[int, int], dpi: float | None) -> tuple[int, int]:
+    """The size of the image that size makes from one of `image_size` at `dpi`."""
+    _need_dpi(p, dpi)
+    return resized_size(p, image_size, dpi)
+
+
+@operation("size", SizeParams, inline=parse_resize,
+           inline_form="size=WIDTHxHEIGHT,DPI (80mmx60mm,300; 80mmx,318 for a width only)",
+           output_size=sized_size)
+def size(canvas: Canvas, p: SizeParams) -> Canvas:
+    """Scale to a physical size in mm, cm or in at a DPI (enlarging if needed), and set that DPI."""
+    _need_dpi(p, canvas.dpi)
     return resize(canvas, p)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -282,31 +283,62 @@ def pad(image: Image.Image, size: tuple[int, int], color: RGBA | None, gravity: 
     return background
 
 
+def _fill_crop(image_size: tuple[int, int], size: tuple[int, int], gravity: str,
+               upscale: bool) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    """The part of the image that fill keeps, and the size it is scaled to."""
+    box = aspect_box(image_size, size[0] / size[1], gravity)
+    crop_size = (box[2] - box[0], box[3] - box[1])
+    return box, size if upscale else _fit_size(size, crop_size, upscale=False)
+
+
+def _stretch_size(image_size: tuple[int, int], size: tuple[int, int],
+                  upscale: bool) -> tuple[int, int]:
+    """Exactly `size`, or without upscale that shape at most the image's size."""
+    return size if upscale else _fit_size(size, image_size, upscale=False)
+
+
 def fill(image: Image.Image, size: tuple[int, int], gravity: str = "center",
          upscale: bool = False) -> Image.Image:
     """The image cropped to the aspect ratio of `size` (by gravity), then scaled to cover it."""
-    box = aspect_box(image.size, size[0] / size[1], gravity)
-    crop_size = (box[2] - box[0], box[3] - box[1])
-    target = size if upscale else _fit_size(size, crop_size, upscale=False)
+    box, target = _fill_crop(image.size, size, gravity, upscale)
     return _resample(image, target, box)
 
 
 def stretch(image: Image.Image, size: tuple[int, int], upscale: bool = False) -> Image.Image:
     """The image scaled to exactly `size` (or, without upscale, that shape at most its size)."""
-    target = size if upscale else _fit_size(size, image.size, upscale=False)
-    return _resample(image, target)
+    return _resample(image, _stretch_size(image.size, size, upscale))
+
+
+def resize_box(p: ResizeParams, dpi: float | None) -> tuple[int | None, int | None]:
+    """The target width and height in pixels (None: not given) at the image's `dpi`."""
+    dpi = p.dpi or dpi
+    try:
+        return (to_pixels(p.width, dpi) if p.width else None,
+                to_pixels(p.height, dpi) if p.height else None)
+    except ValueError as exc:
+        raise RecipeError(f"resize: {exc}; the image has no DPI of its own") from None
+
+
+def resized_size(p: ResizeParams, size: tuple[int, int], dpi: float | None) -> tuple[int, int]:
+    """The size of the image that resize makes from one of `size` at `dpi`."""
+    width, height = resize_box(p, dpi)
+    if p.mode == "fit":
+        return _fit_size(size, (width, height), p.upscale)
+    assert width is not None and height is not None
+    if p.mode == "pad":
+        return width, height
+    if p.mode == "fill":
+        return _fill_crop(size, (width, height), p.gravity, p.upscale)[1]
+    return _stretch_size(size, (width, height), p.upscale)
 
 
 @operation("resize", ResizeParams, inline=parse_resize,
-           inline_form="resize=WxH[,fit|fill|stretch|pad][,DPI][,upscale][,GRAVITY][,COLOUR]")
+           inline_form="resize=WxH[,fit|fill|stretch|pad][,DPI][,upscale][,GRAVITY][,COLOUR]",
+           output_size=resized_size)
 def resize(canvas: Canvas, p: ResizeParams) -> Canvas:
     """Scale the image: fit within, fill (crop), stretch or pad to a size in px, mm or in."""
     dpi = _dpi_of(canvas, p.dpi)
-    try:
-        width = to_pixels(p.width, dpi) if p.width else None
-        height = to_pixels(p.height, dpi) if p.height else None
-    except ValueError as exc:
-        raise RecipeError(f"resize: {exc}; the image has no DPI of its own") from None
+    width, height = resize_box(p, dpi)
     image = unpalette(canvas.image)
     if p.mode == "fit":
         result = fit(image, (width, height), p.upscale)
@@ -455,15 +487,39 @@ def parse_rotate(args: list[str]) -> dict[str, Any]:
     return out
 
 
+def _is_quarter_turn(angle: float, p: RotateParams, size: tuple[int, int]) -> bool:
+    """True when the turn is a lossless transpose (90, 180 or 270 degrees, all pixels kept)."""
+    return angle in _QUARTER_TURNS and (p.expand or angle == 180 or size[0] == size[1])
+
+
+def rotated_size(p: RotateParams, size: tuple[int, int], dpi: float | None) -> tuple[int, int]:
+    """The size of the image that rotate makes from one of `size` (as Pillow computes it)."""
+    angle = p.angle % 360
+    width, height = size
+    if _is_quarter_turn(angle, p, size):
+        return size if angle == 180 else (height, width)
+    if not p.expand or angle == 0:
+        return size
+    radians = math.radians(angle)
+    cos, sin = round(math.cos(radians), 15), round(math.sin(radians), 15)
+    xs, ys = [], []
+    for x, y in ((0, 0), (width, 0), (width, height), (0, height)):
+        dx, dy = x - width / 2, y - height / 2
+        xs.append(cos * dx + sin * dy + width / 2)
+        ys.append(-sin * dx + cos * dy + height / 2)
+    return (math.ceil(max(xs)) - math.floor(min(xs)),
+            math.ceil(max(ys)) - math.floor(min(ys)))
+
+
 @operation("rotate", RotateParams, inline=parse_rotate,
-           inline_form="rotate=DEGREES[,crop][,COLOUR]")
+           inline_form="rotate=DEGREES[,crop][,COLOUR]", output_size=rotated_size)
 def rotate(canvas: Canvas, p: RotateParams) -> Canvas:
     """Turn the image clockwise by any angle; the uncovered corners get the fill colour."""
     angle = p.angle % 360
     image = canvas.image
     if angle == 0:
         return canvas
-    if angle in _QUARTER_TURNS and (p.expand or angle == 180 or image.width == image.height):
+    if _is_quarter_turn(angle, p, image.size):
         turned = image.transpose(_QUARTER_TURNS[int(angle)])
         return dataclasses.replace(
             canvas, image=turned, dpi=canvas.dpi if angle == 180 else _swap_dpi(canvas)

@@ -3,7 +3,11 @@
 An operation is a plain function `(Canvas, Params) -> Canvas` with a pydantic
 model of its parameters. Recipes name operations; the inline folder-name
 grammar (`op=arg,arg`) and YAML scalars (`dither: jarvis`) pass a list of
-strings that the operation's `inline` parser turns into parameters.
+strings that the operation's `inline` parser turns into parameters. Each
+operation also says how large its result will be (`output_size`, from the
+parameters, the input size and DPI) so that the pipeline can refuse a step
+before it allocates; an operation that states none keeps the size of its input
+or makes it smaller.
 """
 
 from __future__ import annotations
@@ -32,6 +36,14 @@ class NoParams(Params):
 InlineParser = Callable[[list[str]], dict[str, Any]]
 P = TypeVar("P", bound=Params)
 OpFunc = Callable[[Canvas, Any], Canvas]
+Size = tuple[int, int]
+OutputSize = Callable[[Any, Size, float | None], Size]
+"""`(params, input size, input DPI) -> the largest image the operation will allocate`."""
+
+
+def same_size(params: Params, size: Size, dpi: float | None) -> Size:
+    """The output size of operations that keep the input's size or make it smaller."""
+    return size
 
 
 def positional(fields: list[str]) -> InlineParser:
@@ -54,6 +66,7 @@ class Operation:
     params: type[Params]
     inline: InlineParser
     inline_form: str
+    output_size: OutputSize = same_size
 
     @property
     def summary(self) -> str:
@@ -98,6 +111,7 @@ def operation(
     params: type[Params] = NoParams,
     inline: InlineParser | None = None,
     inline_form: str | None = None,
+    output_size: OutputSize = same_size,
 ) -> Callable[[OpFunc], OpFunc]:
     """Register `func` as the operation `name`; a name is registered once only."""
 
@@ -111,6 +125,7 @@ def operation(
             params=params,
             inline=inline or positional(fields),
             inline_form=inline_form or (f"{name}=" + ",".join(fields) if fields else name),
+            output_size=output_size,
         )
         return func
 

@@ -1,0 +1,105 @@
+"""The limits of SPEC 10 against folder names: pixel bombs refused by step, memory per worker.
+
+Every test here runs the real command line or the real service. A bomb is a small file in a
+folder whose name asks for billions of pixels; it must fail with a reason that names the
+step and the size without allocating them, so each command runs under a data limit far below
+the bomb's size: a check that came too late would fail with "not enough memory" instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clamd_server import Clamd
+from service_helpers import Daemon, drop, files_under, jpeg, make_root, start, wait_until
+
+# Far below every bomb (a 1.2-gigapixel RGB canvas is 3.6 GB), well above a refused job.
+COMMAND_DATA_LIMIT = 2 * 2**30
+LIMIT = "over the limit of 100 megapixels (limits.max_pixels)"
+# The four folder names of a shared inbox that once took the machine (on a 64 x 48 JPEG).
+BOMBS = {
+    "resize=40000x40000,upscale+png":
+        "step 1, resize=40000x40000,upscale: the result would be 40000 x 30000 pixels"
+        " (1200 megapixels)",
+    "size=3000mmx,1200+png":
+        "step 1, size=3000mmx,1200: the result would be 141732 x 106299 pixels"
+        " (15066 megapixels)",
+    "resize=30000x30000,stretch,upscale+jpeg":
+        "step 1, resize=30000x30000,stretch,upscale: the result would be 30000 x 30000 pixels"
+        " (900 megapixels)",
+    "resize=20000x20000,pad,upscale+rotate=33+png":
+        "step 1, resize=20000x20000,pad,upscale: the result would be 20000 x 20000 pixels"
+        " (400 megapixels)",
+}
+# One bomb for each geometry operation that can make an image larger than its input.
+GEOMETRY_BOMBS = {
+    **BOMBS,
+    "resize=30000x30000,fill,upscale+png":
+        "step 1, resize=30000x30000,fill,upscale: the result would be 30000 x 30000 pixels"
+        " (900 megapixels)",
+    "resize=9000x9000,pad,upscale+rotate=45+png":
+        "step 2, rotate=45: the result would be 12728 x 12728 pixels (162 megapixels)",
+    "grayscale+rotate=89,white+resize=15000x15000,upscale+png":
+        "step 3, resize=15000x15000,upscale: the result would be 11364 x 15000 pixels"
+        " (170 megapixels)",
+}
+
+
+def limit_data() -> None:
+    """In the child, before exec: cap its data segment."""
+    resource.setrlimit(resource.RLIMIT_DATA, (COMMAND_DATA_LIMIT, COMMAND_DATA_LIMIT))
+
+
+def process(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`hotfolder process ARGS` in a process of its own, under the data limit."""
+    return subprocess.run(
+        [sys.executable, "-m", "hotfolder.cli", "process", *map(str, args)], cwd=cwd,
+        capture_output=True, text=True, timeout=120, check=False, preexec_fn=limit_data,
+        env={**os.environ, "HOTFOLDER_CONFIG": str(cwd / "none.yaml")},
+    )
+
+
+@pytest.mark.parametrize("folder", sorted(GEOMETRY_BOMBS))
+def test_a_folder_name_bomb_fails_at_once_in_process(tmp_path: Path, folder: str) -> None:
+    (tmp_path / "photo.jpg").write_bytes(jpeg(1))
+    done = process("photo.jpg", "-s", folder, "-o", "out", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == f"photo.jpg: {GEOMETRY_BOMBS[folder]}, {LIMIT}"
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_the_four_folder_name_bombs_fail_at_once_in_the_service(
+        tmp_path: Path, clamd: Clamd, daemons: list[Daemon]) -> None:
+    config = make_root(tmp_path / "root", clamd.address)
+    root = config.parent
+    daemon = start(daemons, config)
+    for seed, folder in enumerate(BOMBS):
+        drop(root, f"{folder}/bomb.jpg", jpeg(seed))
+    drop(root, "grayscale+png/fine.jpg", jpeg(9))
+    reports = [root / "failed" / folder / "bomb.jpg.error.json" for folder in BOMBS]
+    wait_until(lambda: all(r.exists() for r in reports), 60, "four bombs in failed/")
+    for report, (folder, reason) in zip(reports, BOMBS.items(), strict=True):
+        error = json.loads(report.read_text())
+        assert error["message"] == f"{folder}/bomb.jpg: {reason}, {LIMIT}"
+        assert error["stage"] == "process"
+    wait_until((root / "outbox" / "grayscale+png" / "fine.png").exists, 20, "the good file")
+    assert [p.name for p in files_under(root / "outbox")] == ["fine.png"]
+    assert daemon.get("/readyz")[0] == 200
+    for pid in daemon.children():  # the bombs were refused, not allocated
+        assert peak_kb(pid) < COMMAND_DATA_LIMIT // 1024, f"worker {pid} grew large"
+    assert daemon.stop() == 0
+
+
+def peak_kb(pid: int) -> int:
+    """The peak resident memory of a process, in kB (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for process {pid}")
