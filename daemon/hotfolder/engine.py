@@ -25,8 +25,8 @@ from hotfolder.recipes import OutputSpec, Plan
 
 # Operations whose result does not depend on the resolution (pixel values, mirroring):
 # decoding may shrink across them.
-SCALE_FREE = {"grayscale", "invert", "autocontrast", "adjust", "format", "optimize", "metadata",
-              "dpi", "flip", "mirror"}
+SCALE_FREE = {"auto_orient", "grayscale", "invert", "autocontrast", "adjust", "format",
+              "optimize", "metadata", "dpi", "flip", "mirror"}
 # Operations after which converting to grey gives the same result as converting before.
 GREY_COMMUTES = {"auto_orient", "resize", "size", "crop", "rotate", "flip", "mirror", "format",
                  "optimize", "metadata", "dpi"}
@@ -150,17 +150,14 @@ def size_hint(plan: Plan) -> imaging.SizeHint | None:
     steps = plan.steps
 
     def hint(size: tuple[int, int], orientation: int) -> tuple[int, int] | None:
-        swapped = False
+        swapped = orientation in imaging.SIDEWAYS  # decoding turns the image upright
         for step in steps:
-            if step.op == "auto_orient":
-                swapped = orientation in (5, 6, 7, 8)
-            elif isinstance(step.params, ResizeParams):  # resize, and size built on it
-                current = (size[1], size[0]) if swapped else size
-                need = resize_need(step, current)
+            if isinstance(step.params, ResizeParams):  # resize, and size built on it
+                need = resize_need(step, (size[1], size[0]) if swapped else size)
                 if need is None:
                     return None
                 return (need[1], need[0]) if swapped else need
-            elif step.op not in SCALE_FREE:
+            if step.op not in SCALE_FREE:
                 return None
         return None
 

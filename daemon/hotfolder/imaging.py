@@ -3,13 +3,15 @@
 Decoding trusts the content, never the file name: libmagic names the type, and only
 allow-listed types reach a decoder, which is told the one format it may use. The pixel
 count is checked before any pixel is decoded, a truncated file is an error, and an SVG
-is checked with defusedxml and refused when it refers to anything outside itself.
+is checked with defusedxml and refused when it refers to anything outside itself. Every
+decoded image is turned upright by its EXIF orientation, and the tag is dropped.
 Encoding always rebuilds the file from pixels, so data hidden after the image is gone,
 and writes metadata only when asked to keep it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import re
@@ -166,7 +168,37 @@ def _decode_raster(
         exif=info.get("exif") if exif is not None and info.get("exif") else None,
         icc_profile=None if im.mode == "CMYK" else info.get("icc_profile") or None,
     )
-    return Decoded(canvas, kind, size, exif_summary(exif) if exif is not None else {})
+    return Decoded(upright(canvas, orientation), kind, size,
+                   exif_summary(exif) if exif is not None else {})
+
+
+# EXIF orientation -> the turn that makes the stored pixels upright.
+TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+}
+SIDEWAYS = {5, 6, 7, 8}
+
+
+def upright(canvas: Canvas, orientation: object) -> Canvas:
+    """The canvas turned as EXIF `orientation` says, with that tag gone from its EXIF."""
+    turn = TURNS.get(orientation) if isinstance(orientation, int) else None
+    if turn is None:
+        return canvas
+    image = canvas.image.transpose(turn)
+    carried = image.info.pop("exif", None)  # the stored orientation must not travel on
+    raw = canvas.exif or carried
+    exif = None
+    if isinstance(raw, bytes):
+        parsed = Image.Exif()
+        parsed.load(raw)
+        parsed.pop(ExifTags.Base.Orientation, None)
+        exif = parsed.tobytes()
+    dpi = canvas.dpi
+    if dpi and orientation in SIDEWAYS:
+        dpi = (dpi[1], dpi[0])
+    return dataclasses.replace(canvas, image=image, exif=exif, dpi=dpi)
 
 
 def check_pixels(size: tuple[int, int], limits: LimitsConfig) -> None:

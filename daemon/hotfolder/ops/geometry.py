@@ -16,11 +16,12 @@ import math
 import re
 from typing import Annotated, Any, Literal, NamedTuple
 
-from PIL import Image, ImageChops, ImageOps
+from PIL import Image, ImageChops
 from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
 
 from hotfolder.canvas import Canvas
 from hotfolder.errors import RecipeError
+from hotfolder.imaging import upright
 from hotfolder.ops.modes import (
     RGBA,
     Color,
@@ -138,22 +139,11 @@ def read_exif(canvas: Canvas) -> Image.Exif:
 
 @operation("auto_orient")
 def auto_orient(canvas: Canvas, p: NoParams) -> Canvas:
-    """Turn the image upright as its EXIF orientation says, and reset that tag."""
-    orientation = read_exif(canvas).get(ORIENTATION_TAG, 1)
-    if orientation == 1:
-        return canvas
-    image = canvas.image.copy()
-    if canvas.exif is not None:
-        image.info["exif"] = canvas.exif
-    upright = ImageOps.exif_transpose(image)
-    assert upright is not None
-    exif = upright.info.get("exif", canvas.exif)
-    return dataclasses.replace(
-        canvas,
-        image=upright,
-        exif=exif if isinstance(exif, bytes) else canvas.exif,
-        dpi=_swap_dpi(canvas) if orientation in (5, 6, 7, 8) else canvas.dpi,
-    )
+    """Turn the image upright as its EXIF orientation says, and reset that tag.
+
+    Decoding already does this for every input, so in a recipe it changes nothing.
+    """
+    return upright(canvas, read_exif(canvas).get(ORIENTATION_TAG, 1))
 
 
 # resize --------------------------------------------------------------------
