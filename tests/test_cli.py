@@ -13,6 +13,7 @@ import termios
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -108,6 +109,21 @@ def test_process_with_the_demo_recipe(tmp_path: Path, cli: RunCli) -> None:
     assert sidecar["output"] == {"name": "photo.png", "format": "png", "width": 800,
                                  "height": 1200, "dpi": 300.0,
                                  "size": (tmp_path / "out" / "photo.png").stat().st_size}
+
+
+def test_process_scales_sixteen_bit_grey_to_the_nearest_eight_bit_level(tmp_path: Path,
+                                                                        cli: RunCli) -> None:
+    levels = [0, 128, 129, 385, 386, 32767, 32896, 65535]
+    Image.fromarray(np.array([levels], dtype=np.uint16)).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as stored:
+        assert stored.mode == "I;16"
+    code, _, err = cli(tmp_path, "process", "deep.png", "-s", "png", "-o", "out")
+    assert code == 0, err
+    with Image.open(tmp_path / "out" / "deep.png") as image:
+        assert image.mode == "L"
+        # 65535 is white (255), not clipped: each level is v * 255 / 65535 rounded to nearest.
+        assert [image.getpixel((x, 0)) for x in range(len(levels))] == [
+            0, 0, 1, 1, 2, 127, 128, 255]
 
 
 def test_process_refuses_to_overwrite_its_input(tmp_path: Path, cli: RunCli) -> None:

@@ -130,7 +130,7 @@ def test_an_oversized_file_fails_with_the_limit_named(layout: Layout, intake: In
     path = drop(layout, "big.jpg", jpeg() + bytes(20000))
     assert refused(intake, path)
     message = error_of(layout, "big.jpg")["message"]
-    assert "more than the limit of 0.01 MB (limits.max_file_mb)" in message
+    assert "over the limit of 0.01 MB (limits.max_file_mb)" in message
     assert (layout.failed / "big.jpg").stat().st_size > 20000
 
 

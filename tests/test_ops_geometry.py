@@ -9,7 +9,7 @@ from PIL import Image
 from conftest import exif_with, photo_pixels
 from hotfolder.canvas import Canvas
 from hotfolder.errors import InputError, RecipeError
-from hotfolder.ops.geometry import Length, parse_length, to_pixels
+from hotfolder.lengths import Length, parse_length, to_pixels
 from hotfolder.pipeline import run
 from hotfolder.recipes import parse_chain, parse_step
 from ops_helpers import apply, pixels, ramp

@@ -12,11 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hotfolder import yamlfile
 from hotfolder.errors import ConfigError
+from hotfolder.formats import NAMES, FormatName
 
 DEFAULT_CONFIG = Path("/etc/hotfolder/hotfolder.yaml")
 ENV_PREFIX = "HOTFOLDER_"
-Format = Literal["jpeg", "png", "gif", "bmp", "tiff", "webp", "svg"]
-FORMATS: tuple[Format, ...] = ("jpeg", "png", "gif", "bmp", "tiff", "webp", "svg")
 DEFAULT_IGNORE = [".*", "~$*", "*.tmp", "*.part", "*.crdownload", "Thumbs.db", "desktop.ini"]
 
 
@@ -37,9 +36,7 @@ class LimitsConfig(Section):
     max_file_mb: float = Field(50.0, gt=0)
     max_pixels: int = Field(100_000_000, gt=0)
     job_timeout_seconds: float = Field(300.0, gt=0)
-    formats: list[Format] = Field(
-        default_factory=lambda: list(FORMATS)
-    )
+    formats: list[FormatName] = Field(default_factory=lambda: list(NAMES))
 
     @property
     def max_file_bytes(self) -> int:

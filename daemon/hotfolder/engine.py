@@ -18,8 +18,9 @@ from typing import Any
 from hotfolder import imaging, pipeline
 from hotfolder.canvas import Canvas
 from hotfolder.config import LimitsConfig
-from hotfolder.errors import InputError
-from hotfolder.ops.geometry import ResizeParams, to_pixels
+from hotfolder.formats import FORMATS
+from hotfolder.lengths import to_pixels
+from hotfolder.ops.geometry import ResizeParams
 from hotfolder.pipeline import Step
 from hotfolder.recipes import OutputSpec, Plan
 
@@ -31,7 +32,6 @@ SCALE_FREE = {"auto_orient", "grayscale", "invert", "autocontrast", "adjust", "f
 GREY_COMMUTES = {"auto_orient", "resize", "size", "crop", "rotate", "flip", "mirror", "format",
                  "optimize", "metadata", "dpi"}
 UNSAFE_NAME = re.compile(r"[/\\\x00-\x1f]")
-DPI_FORMATS = {"png", "jpeg", "tiff", "bmp"}
 NAME_BYTES = 240  # file systems allow 255; room for a conflict suffix such as "-2"
 
 
@@ -59,11 +59,7 @@ class Rendered:
 
 def render(data: bytes, name: str, plan: Plan, limits: LimitsConfig) -> Rendered:
     """Decode `data` (the file `name`), apply `plan`, and encode the outputs."""
-    if len(data) > limits.max_file_bytes:
-        raise InputError(
-            f"the file is {len(data) / 2**20:.1f} MB, over the limit of {limits.max_file_mb:g} MB"
-            " (limits.max_file_mb)"
-        )
+    imaging.check_size(len(data), limits)
     sha256 = hashlib.sha256(data).hexdigest()
     started = time.perf_counter()
     decoded = imaging.decode(data, limits, size_hint(plan), grey=greys_early(plan))
@@ -77,15 +73,16 @@ def render(data: bytes, name: str, plan: Plan, limits: LimitsConfig) -> Rendered
     width, height = canvas.image.size
     main_name = output_name(
         plan.output.name if "name" not in canvas.output else str(canvas.output["name"]),
-        stem=Path(name).stem, ext=imaging.EXTENSIONS[fmt], recipe=plan.name,
+        stem=Path(name).stem, ext=FORMATS[fmt].extension, recipe=plan.name,
         sha8=sha256[:8], width=width, height=height,
     )
-    outputs = [Output(main_name, main_data, imaging.MEDIA_TYPES[fmt])]
+    outputs = [Output(main_name, main_data, FORMATS[fmt].media_type)]
     extras = []
     for extra in canvas.extras:
         extra_data = imaging.encode(canvas.with_image(extra.image), extra.format, settings)
-        extra_name = f"{Path(main_name).stem}{extra.suffix}.{imaging.EXTENSIONS[extra.format]}"
-        outputs.append(Output(extra_name, extra_data, imaging.MEDIA_TYPES[extra.format]))
+        extra_format = FORMATS[extra.format]
+        extra_name = f"{Path(main_name).stem}{extra.suffix}.{extra_format.extension}"
+        outputs.append(Output(extra_name, extra_data, extra_format.media_type))
         extras.append({"name": extra_name, "format": extra.format, "size": len(extra_data),
                        "width": extra.image.width, "height": extra.image.height})
     encoded_at = time.perf_counter()
@@ -100,7 +97,7 @@ def render(data: bytes, name: str, plan: Plan, limits: LimitsConfig) -> Rendered
         "steps": plan.describe(),
         "output": {"name": main_name, "format": fmt, "size": len(main_data),
                    "width": width, "height": height,
-                   "dpi": round(float(dpi), 3) if dpi and fmt in DPI_FORMATS else None},
+                   "dpi": round(float(dpi), 3) if dpi and FORMATS[fmt].dpi else None},
         "timings": {"decode": round(decoded_at - started, 4),
                     "process": round(processed_at - decoded_at, 4),
                     "encode": round(encoded_at - processed_at, 4)},

@@ -16,54 +16,25 @@ import io
 import math
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError, tostring
 
 import magic
-import numpy as np
 import resvg_py
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
-from PIL import ExifTags, Image, ImageCms
+from PIL import Image
 
 from hotfolder.canvas import Canvas
 from hotfolder.config import LimitsConfig
 from hotfolder.errors import InputError, RecipeError
+from hotfolder.exif import exif_summary, orientation, read_exif, without_orientation
+from hotfolder.formats import BY_MEDIA_TYPE, FORMATS, NAMES
+from hotfolder.lengths import CSS_DPI, read_length
+from hotfolder.modes import to_working_mode
 
-# libmagic's media type -> the format name used everywhere else.
-MEDIA_KINDS = {
-    "image/jpeg": "jpeg",
-    "image/png": "png",
-    "image/gif": "gif",
-    "image/bmp": "bmp",
-    "image/x-ms-bmp": "bmp",
-    "image/tiff": "tiff",
-    "image/webp": "webp",
-    "image/svg+xml": "svg",
-}
-PIL_FORMATS = {
-    "jpeg": "JPEG", "png": "PNG", "gif": "GIF", "bmp": "BMP", "tiff": "TIFF", "webp": "WEBP",
-}
-EXTENSIONS = {
-    "jpeg": "jpg", "png": "png", "gif": "gif", "bmp": "bmp", "tiff": "tif", "webp": "webp",
-    "svg": "svg",
-}
-MEDIA_TYPES = {
-    "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "bmp": "image/bmp",
-    "tiff": "image/tiff", "webp": "image/webp", "svg": "image/svg+xml",
-}
-# Formats that keep an alpha channel; the others are flattened on white.
-ALPHA_FORMATS = {"png", "webp", "gif", "tiff"}
-# Modes each encoder writes as they are (Pillow GIF keeps RGBA transparency itself).
-ENCODER_MODES = {
-    "jpeg": {"L", "RGB"}, "bmp": {"1", "L", "P", "RGB"}, "webp": {"RGB", "RGBA"},
-    "gif": {"1", "L", "P", "RGB", "RGBA"}, "png": {"1", "L", "LA", "P", "RGB", "RGBA"},
-    "tiff": {"1", "L", "LA", "P", "RGB", "RGBA"},
-}
-# Modes that operations work on; every decoded image is brought to one of them.
-WORKING_MODES = {"1", "L", "LA", "RGB", "RGBA"}
 PNG_FAST_LEVEL = 1
 SNIFF_BYTES = 8192
 
@@ -71,21 +42,25 @@ SizeHint = Callable[[tuple[int, int], int], tuple[int, int] | None]
 """Given a stored size and EXIF orientation, the smallest stored size the recipe needs."""
 
 
-def sniff(data: bytes) -> str:
-    """The type of `data` by its content ('jpeg', 'png', ...); InputError outside the allow-list."""
+def sniff(data: bytes, formats: Sequence[str] = NAMES) -> str:
+    """The type of `data` by its content ('jpeg', 'png', ...); InputError unless in `formats`."""
     if not data:
         raise InputError("the file is empty (0 bytes)")
     head = data[:SNIFF_BYTES]
     media = magic.from_buffer(head, mime=True)
-    kind = MEDIA_KINDS.get(media)
+    kind: str | None = BY_MEDIA_TYPE.get(media)
     if kind is None and media in ("text/xml", "application/xml", "text/plain", "text/html"):
         kind = "svg" if b"<svg" in head else None
     if kind is None:
         what = magic.from_buffer(head).split(",")[0]
         raise InputError(
             f"the file is {_article(what)} {what} ({media}), not an image type hotfolder accepts"
-            f" ({', '.join(sorted(set(MEDIA_KINDS.values())))})",
+            f" ({', '.join(sorted(FORMATS))})",
             detail=f"libmagic: {media}",
+        )
+    if kind not in formats:
+        raise InputError(
+            f"{kind} files are not accepted here (limits.formats: {', '.join(formats)})"
         )
     return kind
 
@@ -112,11 +87,7 @@ def decode(
     `hint` lets decoding shrink early; `grey` says that only the grey levels will be used,
     which a JPEG decoder gives without computing colours.
     """
-    kind = sniff(data)
-    if kind not in limits.formats:
-        raise InputError(
-            f"{kind} files are not accepted here (limits.formats: {', '.join(limits.formats)})"
-        )
+    kind = sniff(data, limits.formats)
     if kind == "svg":
         data = rasterise_svg(data, limits, hint)
         decoded = _decode_raster(data, "png", limits, None)
@@ -127,18 +98,20 @@ def decode(
 def _decode_raster(
     data: bytes, kind: str, limits: LimitsConfig, hint: SizeHint | None, grey: bool = False
 ) -> Decoded:
+    pillow = FORMATS[kind].pillow
+    assert pillow is not None  # an SVG is drawn as a PNG first
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data": the pixels may be fine
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = limits.max_pixels  # Pillow's own check, at our limit
-            im = Image.open(io.BytesIO(data), formats=[PIL_FORMATS[kind]])
+            im = Image.open(io.BytesIO(data), formats=[pillow])
             size = im.size
             check_pixels(size, limits)
-            exif = _parsed_exif(im)
-            orientation = exif.get(ExifTags.Base.Orientation, 1) if exif else 1
+            exif = read_exif(im)
+            turn = orientation(exif)
             if kind == "jpeg":
-                need = hint(size, orientation) if hint is not None else None
+                need = hint(size, turn) if hint is not None else None
                 if need is not None and not (need[0] < size[0] and need[1] < size[1]):
                     need = None
                 if need is not None or grey:
@@ -168,7 +141,7 @@ def _decode_raster(
         exif=info.get("exif") if exif is not None and info.get("exif") else None,
         icc_profile=None if im.mode == "CMYK" else info.get("icc_profile") or None,
     )
-    return Decoded(upright(canvas, orientation), kind, size,
+    return Decoded(upright(canvas, turn), kind, size,
                    exif_summary(exif) if exif is not None else {})
 
 
@@ -181,24 +154,28 @@ TURNS = {
 SIDEWAYS = {5, 6, 7, 8}
 
 
-def upright(canvas: Canvas, orientation: object) -> Canvas:
+def upright(canvas: Canvas, orientation: int) -> Canvas:
     """The canvas turned as EXIF `orientation` says, with that tag gone from its EXIF."""
-    turn = TURNS.get(orientation) if isinstance(orientation, int) else None
+    turn = TURNS.get(orientation)
     if turn is None:
         return canvas
     image = canvas.image.transpose(turn)
     carried = image.info.pop("exif", None)  # the stored orientation must not travel on
     raw = canvas.exif or carried
-    exif = None
-    if isinstance(raw, bytes):
-        parsed = Image.Exif()
-        parsed.load(raw)
-        parsed.pop(ExifTags.Base.Orientation, None)
-        exif = parsed.tobytes()
+    exif = without_orientation(raw) if isinstance(raw, bytes) else None
     dpi = canvas.dpi
     if dpi and orientation in SIDEWAYS:
         dpi = (dpi[1], dpi[0])
     return dataclasses.replace(canvas, image=image, exif=exif, dpi=dpi)
+
+
+def check_size(size: int, limits: LimitsConfig) -> None:
+    """InputError when a file of `size` bytes is over limits.max_file_mb."""
+    if size > limits.max_file_bytes:
+        raise InputError(
+            f"the file is {size / 2**20:.1f} MB, over the limit of {limits.max_file_mb:g} MB"
+            " (limits.max_file_mb)"
+        )
 
 
 def check_pixels(size: tuple[int, int], limits: LimitsConfig) -> None:
@@ -225,92 +202,10 @@ def megapixels(pixels: int) -> str:
     return f"{pixels / 1e6:.0f}" if pixels >= 10_000_000 else f"{pixels / 1e6:.2g}"
 
 
-def to_working_mode(im: Image.Image) -> Image.Image:
-    """The image in a mode every operation handles: 1, L, LA, RGB or RGBA."""
-    has_key = "transparency" in im.info
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        arr = np.clip(np.asarray(im, dtype=np.int64), 0, 65535)
-        return Image.fromarray(((arr * 255 + 32767) // 65535).astype(np.uint8), "L")
-    if im.mode == "F":
-        return Image.fromarray(np.clip(np.asarray(im), 0, 255).astype(np.uint8), "L")
-    if im.mode == "CMYK":
-        return cmyk_to_rgb(im)
-    if im.mode in ("P", "PA"):
-        alpha = has_key or im.mode == "PA" or (im.palette is not None and "A" in im.palette.mode)
-        return im.convert("RGBA" if alpha else "RGB")
-    if im.mode in ("L", "RGB") and has_key:
-        return im.convert("LA" if im.mode == "L" else "RGBA")
-    if im.mode in WORKING_MODES:
-        return im
-    if im.mode == "La":
-        return im.convert("LA")
-    return im.convert("RGBA" if "A" in im.mode or "a" in im.mode else "RGB")
-
-
-def cmyk_to_rgb(im: Image.Image) -> Image.Image:
-    """A CMYK image in sRGB, through its embedded ICC profile when it has one."""
-    icc = im.info.get("icc_profile")
-    if icc:
-        try:
-            profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            srgb = ImageCms.createProfile("sRGB")
-            converted = ImageCms.profileToProfile(im, profile, srgb, outputMode="RGB")
-            if converted is not None:
-                return converted
-        except (ImageCms.PyCMSError, OSError):
-            pass  # a broken profile: fall back to the plain formula below
-    return im.convert("RGB")
-
-
-EXIF_FIELDS = {
-    "make": ExifTags.Base.Make,
-    "model": ExifTags.Base.Model,
-    "software": ExifTags.Base.Software,
-    "orientation": ExifTags.Base.Orientation,
-    "datetime": ExifTags.Base.DateTime,
-}
-
-
-def _parsed_exif(im: Image.Image) -> Image.Exif | None:
-    """The image's EXIF, parsed now; None when it is damaged (the picture itself may be fine)."""
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            raw = im.info.get("exif")
-            if isinstance(raw, bytes):
-                exif = Image.Exif()
-                exif.load(raw)
-            else:
-                exif = im.getexif()
-            exif.get_ifd(ExifTags.IFD.Exif)
-            exif.get_ifd(ExifTags.IFD.GPSInfo)
-    except (OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError):
-        return None
-    return None if caught else exif
-
-
-def exif_summary(exif: Image.Exif) -> dict[str, Any]:
-    """The few EXIF fields an operator cares about, as plain JSON values."""
-    out: dict[str, Any] = {}
-    for key, tag in EXIF_FIELDS.items():
-        value = exif.get(tag)
-        if value not in (None, ""):
-            out[key] = value if isinstance(value, int) else str(value).strip("\x00 ")
-    taken = exif.get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.DateTimeOriginal)
-    if taken:
-        out["taken"] = str(taken).strip("\x00 ")
-    if exif.get_ifd(ExifTags.IFD.GPSInfo):
-        out["gps"] = True
-    return out
-
-
 # --- SVG -----------------------------------------------------------------------------
 
 URL_REF = re.compile(r"url\(\s*['\"]?\s*([^)'\"\s]*)", re.IGNORECASE)
 SAFE_DATA = re.compile(r"data:image/(png|jpeg|gif|webp)[;,]", re.IGNORECASE)
-UNITS = {"": 1.0, "px": 1.0, "pt": 96 / 72, "pc": 16.0, "mm": 96 / 25.4, "cm": 96 / 2.54,
-         "in": 96.0}
-LENGTH = re.compile(r"^\s*((?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 
 def rasterise_svg(data: bytes, limits: LimitsConfig, hint: SizeHint | None = None) -> bytes:
@@ -392,9 +287,9 @@ def svg_size(root: Element) -> tuple[float, float]:
     box = _numbers(root.get("viewBox", ""))
     sizes = []
     for attr, index in (("width", 2), ("height", 3)):
-        match = LENGTH.match(root.get(attr, ""))
-        if match and match.group(2).lower() in UNITS:
-            sizes.append(float(match.group(1)) * UNITS[match.group(2).lower()])
+        length = read_length(root.get(attr, ""))
+        if length is not None:
+            sizes.append(length.pixels(CSS_DPI))
         elif box is not None and len(box) == 4:
             sizes.append(box[index])
         else:
@@ -425,10 +320,10 @@ def encode(canvas: Canvas, fmt: str, settings: dict[str, Any]) -> bytes:
     image = for_format(canvas.image, fmt)
     options: dict[str, Any] = {}
     dpi = settings.get("dpi") or canvas.dpi
-    if dpi and fmt in ("png", "jpeg", "tiff", "bmp"):
+    if dpi and FORMATS[fmt].dpi:
         options["dpi"] = (dpi, dpi) if isinstance(dpi, int | float) else tuple(dpi)
     keep = settings.get("metadata") == "keep"
-    if keep and canvas.exif and fmt in ("jpeg", "png", "webp", "tiff"):
+    if keep and canvas.exif and FORMATS[fmt].exif:
         options["exif"] = canvas.exif
     if canvas.icc_profile and _icc_fits(canvas.icc_profile, image.mode):
         options["icc_profile"] = canvas.icc_profile
@@ -443,7 +338,7 @@ def encode(canvas: Canvas, fmt: str, settings: dict[str, Any]) -> bytes:
     elif fmt == "tiff":
         options["compression"] = "tiff_lzw"
     out = io.BytesIO()
-    image.save(out, PIL_FORMATS[fmt], **options)
+    image.save(out, FORMATS[fmt].pillow, **options)
     return out.getvalue()
 
 
@@ -451,12 +346,12 @@ def for_format(image: Image.Image, fmt: str) -> Image.Image:
     """The image in a mode `fmt` can store; transparency is flattened on white where lost."""
     grey = Image.getmodebase(image.mode) == "L"
     alpha = image.has_transparency_data
-    if alpha and fmt not in ALPHA_FORMATS:
+    if alpha and not FORMATS[fmt].alpha:
         rgba = image.convert("LA" if grey else "RGBA")
         image = Image.new(rgba.mode[:-1], image.size, "white")
         image.paste(rgba.convert(image.mode), mask=rgba.getchannel("A"))
         alpha = False
-    modes = ENCODER_MODES[fmt]
+    modes = FORMATS[fmt].modes
     if image.mode in modes:
         return image
     if alpha:

@@ -127,12 +127,10 @@ class Intake:
         why = special_kind(st)
         if why is not None:
             return self._refuse(path, rel, st, InputError(f"{rel}: refused, {why}", stage="intake"))
-        if st.st_size > self.limits.max_file_bytes:
-            error = InputError(
-                f"{rel}: the file is {st.st_size / 1048576:.1f} MB, more than the limit of"
-                f" {self.limits.max_file_mb:g} MB (limits.max_file_mb)", stage="intake",
-            )
-            return self._refuse(path, rel, st, error)
+        try:
+            imaging.check_size(st.st_size, self.limits)
+        except InputError as exc:
+            return self._refuse(path, rel, st, InputError(f"{rel}: {exc.message}", stage="intake"))
         try:
             kind, refusal = self._sniff(path, rel, st), None
         except FileNotFoundError:
@@ -144,15 +142,9 @@ class Intake:
     def _sniff(self, path: Path, rel: PurePosixPath, st: os.stat_result) -> str:
         """The file's type by its first bytes; InputError when it is not an accepted image."""
         try:
-            kind = imaging.sniff(read_head(path, st, imaging.SNIFF_BYTES))
+            return imaging.sniff(read_head(path, st, imaging.SNIFF_BYTES), self.limits.formats)
         except InputError as exc:
             raise InputError(f"{rel}: {exc.message}", detail=exc.detail, stage="intake") from None
-        if kind not in self.limits.formats:
-            raise InputError(
-                f"{rel}: {kind} files are not accepted here (limits.formats:"
-                f" {', '.join(self.limits.formats)})", stage="intake",
-            )
-        return kind
 
     def _claim(self, path: Path, rel: PurePosixPath, st: os.stat_result, kind: str | None,
                refusal: str | None) -> Job | None:

@@ -27,21 +27,19 @@ from pydantic import (
 
 from hotfolder import yamlfile
 from hotfolder.errors import RecipeError
+from hotfolder.formats import WORDS, FormatName
 from hotfolder.ops import REGISTRY, Operation, lookup
 from hotfolder.pipeline import Step
 
 RECIPE_FILE = "recipe.yaml"
-OUTPUT_FORMATS = ("jpeg", "png", "gif", "bmp", "tiff", "webp", "svg")
-# Bare format words in a chain (`+png`, `jpeg=85`) are the `format` operation.
-FORMAT_WORDS = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png", "gif": "gif", "bmp": "bmp",
-                "tiff": "tiff", "tif": "tiff", "webp": "webp", "svg": "svg"}
 NAME_FIELDS = {"stem", "ext", "recipe", "date", "sha8", "width", "height"}
 
 
 def word_to_step(word: str, args: Any) -> Step:
     """A step from an operation word and its arguments (None, a mapping, or inline args)."""
-    if word in FORMAT_WORDS and word not in REGISTRY:
-        fmt = FORMAT_WORDS[word]
+    # Bare format words in a chain (`+png`, `jpeg=85`) are the `format` operation.
+    if word in WORDS and word not in REGISTRY:
+        fmt = WORDS[word]
         args = [fmt, *args] if isinstance(args, list) else ([fmt] if args is None else args)
         word = "format"
     op: Operation = lookup(word)
@@ -72,7 +70,7 @@ def _validate_step(value: Any) -> Step:
 def _step_schema() -> dict[str, Any]:
     """JSON Schema of one step: a bare operation name, or `{op: params}`."""
     choices: list[dict[str, Any]] = [
-        {"type": "string", "enum": sorted([*REGISTRY, *FORMAT_WORDS])},
+        {"type": "string", "enum": sorted([*REGISTRY, *WORDS])},
     ]
     for name, op in sorted(REGISTRY.items()):
         choices.append({
@@ -100,7 +98,7 @@ class OutputSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    format: Literal["jpeg", "png", "gif", "bmp", "tiff", "webp", "svg"] | None = Field(
+    format: FormatName | None = Field(
         None, description="output format; by default the input's format"
     )
     quality: int = Field(90, ge=1, le=100, description="JPEG/WebP quality")
@@ -116,7 +114,7 @@ class OutputSpec(BaseModel):
     @field_validator("format", mode="before")
     @classmethod
     def _format_word(cls, value: Any) -> Any:
-        return FORMAT_WORDS.get(str(value).lower(), value) if value is not None else None
+        return WORDS.get(str(value).lower(), value) if value is not None else None
 
     @field_validator("name")
     @classmethod

@@ -27,8 +27,8 @@ from pydantic import Field
 
 from hotfolder.canvas import Canvas
 from hotfolder.errors import InputError
+from hotfolder.modes import Color
 from hotfolder.ops.engrave import flatten
-from hotfolder.ops.modes import Color
 from hotfolder.ops.registry import Params, operation
 
 Rgb = npt.NDArray[np.uint8]

@@ -15,7 +15,7 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from pydantic import Field
 
 from hotfolder.canvas import Canvas
-from hotfolder.ops.modes import has_alpha, is_grey, on_colour, unpalette
+from hotfolder.modes import has_alpha, is_grey, on_colour, unpalette
 from hotfolder.ops.registry import NoParams, Params, operation
 
 

@@ -35,14 +35,9 @@ from pydantic_core import PydanticCustomError
 
 from hotfolder.canvas import Canvas
 from hotfolder.errors import RecipeError
-from hotfolder.ops.geometry import (
-    LengthField,
-    ResizeParams,
-    parse_resize,
-    resize,
-    resized_size,
-)
-from hotfolder.ops.modes import colour_ready, has_alpha
+from hotfolder.lengths import LengthField
+from hotfolder.modes import colour_ready, has_alpha
+from hotfolder.ops.geometry import ResizeParams, parse_resize, resize, resized_size
 from hotfolder.ops.registry import Params, operation
 
 Grey = npt.NDArray[np.uint8]

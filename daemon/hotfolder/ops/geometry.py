@@ -1,11 +1,9 @@
 """Geometry operations: auto_orient, resize, crop, trim, rotate, flip, mirror.
 
-Physical lengths (`100mm`, `4in`, `800`, `800px`) are parsed once here
-(`parse_length`, `to_pixels`, the `LengthField` parameter type) for every
-operation that sizes things. Geometry keeps the image's mode where Pillow can
-resample it (16-bit grey included); palette images become RGB(A) first
-(resampling palette indexes would be meaningless) and 1-bit images become L
-when resampled, so edges stay smooth rather than jagged.
+Sizes are lengths in px, mm, cm or in (`hotfolder.lengths`). Geometry keeps the
+image's mode where Pillow can resample it (16-bit grey included); palette images
+become RGB(A) first (resampling palette indexes would be meaningless) and 1-bit
+images become L when resampled, so edges stay smooth rather than jagged.
 """
 
 from __future__ import annotations
@@ -14,15 +12,17 @@ import dataclasses
 import functools
 import math
 import re
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal
 
 from PIL import Image, ImageChops
-from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
 from hotfolder.canvas import Canvas
 from hotfolder.errors import RecipeError
+from hotfolder.exif import orientation, read_exif
 from hotfolder.imaging import upright
-from hotfolder.ops.modes import (
+from hotfolder.lengths import LengthField, to_pixels
+from hotfolder.modes import (
     RGBA,
     Color,
     colour_ready,
@@ -36,72 +36,6 @@ from hotfolder.ops.registry import NoParams, Params, operation
 
 RESAMPLE = Image.Resampling.LANCZOS
 REDUCING_GAP = 3.0  # shrink by whole factors first: faster, indistinguishable at 3
-MM_PER_INCH = 25.4
-ORIENTATION_TAG = 0x0112
-
-# Lengths -------------------------------------------------------------------
-
-Unit = Literal["px", "mm", "cm", "in"]
-UNITS: dict[str, Unit] = {"": "px", "px": "px", "mm": "mm", "cm": "cm", "in": "in",
-                          "inch": "in", "inches": "in", '"': "in"}
-_LENGTH_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z\"]*)\s*$")
-
-
-class Length(NamedTuple):
-    """A length as written: a positive number and its unit (px, mm, cm or in)."""
-
-    value: float
-    unit: Unit
-
-    def __str__(self) -> str:
-        return f"{self.value:.10g}{'' if self.unit == 'px' else self.unit}"
-
-    def as_json(self) -> int | float | str:
-        """Pixels as a number, physical lengths as text (`100mm`)."""
-        if self.unit != "px":
-            return str(self)
-        return int(self.value) if self.value.is_integer() else self.value
-
-
-def parse_length(value: Any) -> Length:
-    """A Length from `800`, `"800px"`, `"100mm"`, `"2.5cm"`, `"4in"` or a Length."""
-    if isinstance(value, Length):
-        return value
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a length")
-    if isinstance(value, (int, float)):
-        number, unit = float(value), "px"
-    else:
-        match = _LENGTH_RE.match(str(value).lower())
-        if not match or match.group(2) not in UNITS:
-            raise ValueError(
-                f"{value!r} is not a length (write 800, 800px, 100mm, 2.5cm or 4in)"
-            )
-        number, unit = float(match.group(1)), match.group(2)
-    if number <= 0:
-        raise ValueError(f"{value!r}: a length must be more than zero")
-    return Length(number, UNITS[unit])
-
-
-def to_pixels(length: Length, dpi: float | None) -> int:
-    """The length in whole pixels (at least 1); physical units need a DPI."""
-    if length.unit == "px":
-        return max(1, round(length.value))
-    if not dpi:
-        raise ValueError(f"{length} needs a DPI: give dpi (for example dpi: 300)")
-    inches = length.value / {"mm": MM_PER_INCH, "cm": MM_PER_INCH / 10, "in": 1.0}[length.unit]
-    return max(1, round(inches * dpi))
-
-
-LengthField = Annotated[
-    Length,
-    BeforeValidator(parse_length),
-    PlainSerializer(Length.as_json),
-    WithJsonSchema({
-        "anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string"}],
-        "description": "pixels, or a length with unit: 800, 800px, 100mm, 2.5cm, 4in",
-    }),
-]
 
 Gravity = Literal["center", "north", "south", "east", "west",
                   "northeast", "northwest", "southeast", "southwest"]
@@ -128,22 +62,13 @@ def _swap_dpi(canvas: Canvas) -> tuple[float, float] | None:
 # auto_orient ---------------------------------------------------------------
 
 
-def read_exif(canvas: Canvas) -> Image.Exif:
-    """The canvas's EXIF: from its own bytes, else from what the image carries."""
-    if canvas.exif is None:
-        return canvas.image.getexif()
-    exif = Image.Exif()
-    exif.load(canvas.exif)
-    return exif
-
-
 @operation("auto_orient")
 def auto_orient(canvas: Canvas, p: NoParams) -> Canvas:
     """Turn the image upright as its EXIF orientation says, and reset that tag.
 
     Decoding already does this for every input, so in a recipe it changes nothing.
     """
-    return upright(canvas, read_exif(canvas).get(ORIENTATION_TAG, 1))
+    return upright(canvas, orientation(read_exif(canvas.image, canvas.exif)))
 
 
 # resize --------------------------------------------------------------------

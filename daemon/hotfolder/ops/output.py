@@ -5,20 +5,21 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from PIL import ExifTags
+from PIL import ExifTags, Image
 from pydantic import Field, field_validator
 
 from hotfolder.canvas import Canvas, Extra
-from hotfolder.imaging import exif_summary
-from hotfolder.ops.geometry import fit, read_exif
-from hotfolder.ops.modes import colour_ready, has_alpha
+from hotfolder.exif import exif_summary, read_exif
+from hotfolder.formats import WORDS, FormatName
+from hotfolder.modes import colour_ready, has_alpha
+from hotfolder.ops.geometry import fit
 from hotfolder.ops.registry import NoParams, Params, operation
 
 
 class FormatParams(Params):
-    format: Literal["jpeg", "png", "gif", "bmp", "tiff", "webp", "svg"]
+    format: FormatName
     quality: int | None = Field(None, ge=1, le=100)
 
 
@@ -48,12 +49,16 @@ def optimize(canvas: Canvas, p: OptimizeParams) -> Canvas:
     return canvas.with_output(**settings)
 
 
+ThumbnailFormat = Literal["jpeg", "png", "webp", "gif"]
+THUMBNAIL_FORMATS: tuple[str, ...] = get_args(ThumbnailFormat)
+
+
 class ThumbnailParams(Params):
     """Largest size, format and name suffix of the thumbnail."""
 
     width: int = Field(256, ge=8, le=4096, description="largest width in pixels")
     height: int | None = Field(None, ge=8, le=4096, description="largest height; default: width")
-    format: Literal["jpeg", "png", "webp", "gif"] | None = Field(
+    format: ThumbnailFormat | None = Field(
         None, description="default: png for images with transparency, else jpeg"
     )
     suffix: str = Field("_thumb", description="added to the output's name: photo_thumb.jpg")
@@ -70,8 +75,8 @@ def parse_thumbnail(args: list[str]) -> dict[str, Any]:
     """`thumbnail=256`, `thumbnail=320x240`, `thumbnail=256,png`."""
     out: dict[str, Any] = {}
     for word in (a.strip().lower() for a in args if a.strip()):
-        if word in ("jpeg", "jpg", "png", "webp", "gif"):
-            out["format"] = "jpeg" if word == "jpg" else word
+        if WORDS.get(word) in THUMBNAIL_FORMATS:
+            out["format"] = WORDS[word]
         elif "x" in word:
             out["width"], _, out["height"] = word.partition("x")
         else:
@@ -111,7 +116,7 @@ def _plain(value: Any) -> Any:
 
 def exif_details(canvas: Canvas) -> dict[str, Any]:
     """The EXIF summary of the canvas: camera, dates, orientation, GPS yes/no, exposure, size."""
-    exif = read_exif(canvas)
+    exif = read_exif(canvas.image, canvas.exif) or Image.Exif()
     summary = exif_summary(exif)
     summary["gps"] = bool(summary.get("gps"))
     photo = exif.get_ifd(ExifTags.IFD.Exif)

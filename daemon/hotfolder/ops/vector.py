@@ -24,8 +24,8 @@ from pydantic import Field
 
 from hotfolder.canvas import Canvas
 from hotfolder.errors import InputError, Unavailable
+from hotfolder.lengths import MM_PER_INCH
 from hotfolder.ops.engrave import LevelField, binarize, grey_levels, one_bit
-from hotfolder.ops.geometry import MM_PER_INCH
 from hotfolder.ops.registry import Params, operation
 
 POTRACE = "potrace"

@@ -2,27 +2,30 @@
 
 Operations accept every mode a decoder can produce (RGB, RGBA, L, LA, P with or
 without transparency, 1, CMYK, 16-bit I;16 and 32-bit I/F). Rather than each
-operation guessing, they use these conversions:
+operation guessing, they and the decoder use these conversions:
 - `unpalette`: P/PA become RGB or RGBA (RGBA when the palette has transparency),
   so resampling and fill colours work on real colours, not palette indexes;
 - `eight_bit`: high bit-depth grey (I;16, I, F) becomes L, scaled rather than
   clipped (Pillow's own conversion clips everything above 255 to white);
-- `colour_ready`: what colour operations work on: L, LA, RGB or RGBA only
-  (also 1 becomes L and CMYK becomes RGB).
+- `to_working_mode`: what every decoded image becomes: 1, L, LA, RGB or RGBA
+  (CMYK through its ICC profile when it has one);
+- `colour_ready`: what colour operations work on: the same, with 1 as L.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import numpy as np
-from PIL import Image, ImageColor
+from PIL import Image, ImageCms, ImageColor
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
+WORKING_MODES = frozenset({"1", "L", "LA", "RGB", "RGBA"})
 
 RGBA = tuple[int, int, int, int]
 
@@ -77,16 +80,37 @@ def eight_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
 
 
-def colour_ready(image: Image.Image) -> Image.Image:
-    """The image as L, LA, RGB or RGBA: the modes colour operations work on."""
+def cmyk_to_rgb(image: Image.Image) -> Image.Image:
+    """A CMYK image in sRGB, through its embedded ICC profile when it has one."""
+    icc = image.info.get("icc_profile")
+    if icc:
+        try:
+            profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            srgb = ImageCms.createProfile("sRGB")
+            converted = ImageCms.profileToProfile(image, profile, srgb, outputMode="RGB")
+            if converted is not None:
+                return converted
+        except (ImageCms.PyCMSError, OSError):
+            pass  # a broken profile: fall back to the plain formula below
+    return image.convert("RGB")
+
+
+def to_working_mode(image: Image.Image) -> Image.Image:
+    """The image in a mode every operation handles: 1, L, LA, RGB or RGBA."""
+    if image.mode == "CMYK":
+        return cmyk_to_rgb(image)
     image = eight_bit(unpalette(image))
-    if image.mode == "1":
-        return image.convert("L")
+    if image.mode in WORKING_MODES:
+        return image
     if image.mode in ("La", "RGBa"):
         return image.convert(image.mode.upper())
-    if image.mode not in ("L", "LA", "RGB", "RGBA"):
-        return image.convert("RGBA" if has_alpha(image) else "RGB")
-    return image
+    return image.convert("RGBA" if has_alpha(image) else "RGB")
+
+
+def colour_ready(image: Image.Image) -> Image.Image:
+    """The image as L, LA, RGB or RGBA: the modes colour operations work on."""
+    image = to_working_mode(image)
+    return image.convert("L") if image.mode == "1" else image
 
 
 def on_colour(image: Image.Image, func: Callable[[Image.Image], Image.Image]) -> Image.Image:
