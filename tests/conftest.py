@@ -22,6 +22,12 @@ pytest_plugins = ["clamd_server", "moto_server", "redis_server"]
 MakeImage = Callable[..., bytes]
 RunCli = Callable[..., tuple[int, str, str]]
 
+# A recipe of nine lists of nine, nested: 220 bytes that stand for 9^6 (531441) values.
+YAML_BOMB = "".join(
+    f"{name}: &{name} [{', '.join([item] * 9)}]\n"
+    for name, item in zip("abcde", ['"x"', "*a", "*b", "*c", "*d"], strict=True)
+) + f"steps: [{', '.join(['*e'] * 9)}]\n"
+
 
 def photo_pixels(width: int, height: int, seed: int = 0) -> np.ndarray:
     """RGB pixels with smooth gradients, blobs and grain, like a photograph."""

@@ -29,6 +29,7 @@ def test_an_empty_file_gives_the_documented_defaults(tmp_path: Path) -> None:
     assert config.queue.url == "sqlite:///state/queue.db"
     assert config.output.on_conflict == "rename" and config.output.archive_days == 30
     assert config.metrics.listen == "127.0.0.1:9464"
+    assert config.recipes.inline == "allow"
 
 
 def test_folders_are_absolute_and_relative_to_the_root(tmp_path: Path) -> None:
@@ -91,6 +92,11 @@ def test_a_bad_environment_override_names_the_variable_not_the_file(tmp_path: Pa
     ("output:\n  s3: {bucket: b}\n", r"key output\.s3\.bucket: .*at least 3 characters"),
     ("scanner: [1,\n", r"hotfolder\.yaml, line 2: not valid YAML"),
     ("- a\n- b\n", r"hotfolder\.yaml: the configuration must be a mapping"),
+    ("recipes:\n  inline: no\n", r"line 2, key recipes\.inline: Input should be 'allow' or"),
+    ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+     "d: [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n",
+     r"hotfolder\.yaml, line 4: refused: it holds more than 10000 values once its aliases"),
 ])
 def test_config_errors_name_the_file_the_line_and_the_key(tmp_path: Path, text: str,
                                                           message: str) -> None:

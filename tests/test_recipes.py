@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import YAML_BOMB
 from hotfolder.errors import RecipeError
 from hotfolder.recipes import Recipe, RecipeBook, load_recipe, parse_chain, recipe_name
 
@@ -257,3 +258,92 @@ def test_a_changed_recipe_file_is_read_again(root: Path) -> None:
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     assert ops(recipes.get("x").steps) == ["invert"]
+
+
+def test_a_recipe_file_replaced_with_the_same_time_is_read_again(root: Path) -> None:
+    path = write(root / "inbox" / "A" / "recipe.yaml", "steps: [grayscale]\n")
+    recipes = book(root)
+    photo = root / "inbox" / "A" / "a.jpg"
+    assert ops(recipes.resolve(root / "inbox", photo).steps) == ["grayscale"]
+    before = path.stat()
+    replacement = write(root / "inbox" / "A" / ".new", "steps: [invert]\n")
+    os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns))
+    replacement.replace(path)
+    assert ops(recipes.resolve(root / "inbox", photo).steps) == ["invert"]
+
+
+# Untrusted recipe files and folder names (SPEC 10) -------------------------------------------
+
+def test_a_yaml_bomb_is_refused_with_the_file_and_the_limit(root: Path) -> None:
+    path = write(root / "inbox" / "A" / "recipe.yaml", YAML_BOMB)
+    assert path.stat().st_size < 300
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    assert caught.value.message == (
+        f"{path}, line 5: refused: it holds more than 10000 values once its aliases are"
+        " expanded, the limit for a configuration or recipe file")
+
+
+def test_a_long_plain_list_is_refused_without_talk_of_aliases(tmp_path: Path) -> None:
+    path = write(tmp_path / "long.yaml", "steps:\n" + "  - invert\n" * 10_000)
+    with pytest.raises(RecipeError, match=(
+            r"long\.yaml, line 10001: refused: it holds more than 10000 values, the limit")):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize("text", [
+    "steps: " + "[" * 5000 + "]" * 5000 + "\n",
+    "a: &a " + "[" * 40 + "1" + "]" * 40 + "\nsteps: " + "[" * 20 + "*a" + "]" * 20 + "\n",
+], ids=["nested", "nested-by-alias"])
+def test_deep_nesting_is_refused_not_a_recursion_error(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path / "deep.yaml", text)
+    with pytest.raises(RecipeError, match=r"deep\.yaml, line \d+: refused: it nests more than 50"
+                                          r" levels deep"):
+        load_recipe(path)
+
+
+def test_anchors_and_aliases_of_ordinary_size_still_work(tmp_path: Path) -> None:
+    path = write(tmp_path / "shared.yaml", """\
+steps:
+  - &size {resize: {width: 800, height: 600}}
+  - grayscale
+  - *size
+""")
+    assert ops(load_recipe(path).steps) == ["resize", "grayscale", "resize"]
+
+
+def test_a_job_of_more_than_50_steps_is_refused(root: Path) -> None:
+    folder = root / "inbox"
+    for _ in range(26):
+        folder = folder / "grayscale+invert"
+    folder.mkdir(parents=True)
+    with pytest.raises(RecipeError) as caught:
+        book(root).resolve(root / "inbox", folder / "a.jpg")
+    assert caught.value.message == (
+        f"{'/'.join(['grayscale+invert'] * 26)}: 52 steps, more than the limit of 50 steps"
+        " per job")
+    fifty = root / "inbox" / "+".join(["png"] * 50)
+    fifty.mkdir()
+    assert len(book(root).resolve(root / "inbox", fifty / "a.jpg").steps) == 50
+
+
+def test_a_chain_of_hundreds_of_steps_is_refused_before_its_steps_are_read() -> None:
+    with pytest.raises(RecipeError, match=r"^300 steps, more than the limit of 50 steps per job$"):
+        parse_chain("+".join(["nosuchop"] * 300))
+
+
+def test_with_inline_names_denied_only_recipe_files_choose_steps(root: Path) -> None:
+    write(root / "inbox" / "Own" / "recipe.yaml", "steps: [invert]\n")
+    write(root / "recipes" / "engrave-wood.yaml", "steps: [grayscale]\n")
+    (root / "inbox" / "Engrave Wood").mkdir()
+    (root / "inbox" / "grayscale+png").mkdir()
+    recipes = RecipeBook(root / "recipes", inline=False)
+    inbox = root / "inbox"
+    assert ops(recipes.resolve(inbox, inbox / "Own" / "a.jpg").steps) == ["invert"]
+    assert ops(recipes.resolve(inbox, inbox / "Engrave Wood" / "a.jpg").steps) == ["grayscale"]
+    with pytest.raises(RecipeError) as caught:
+        recipes.resolve(inbox, inbox / "grayscale+png" / "a.jpg")
+    assert caught.value.message == (
+        "folder 'grayscale+png' is not a recipe: it has no recipe.yaml, there is no"
+        " recipes/grayscale+png.yaml, and inline folder names are turned off"
+        " (recipes.inline: deny)")

@@ -231,6 +231,17 @@ def test_ignored_and_excluded_names_are_never_offered(watch, inbox):
     assert calls.names == ["ok.jpg"]
 
 
+def test_recipe_files_are_never_offered(watch, inbox):
+    write(inbox / "Wood" / "recipe.yaml", b"steps: [grayscale]\n")  # before the first rescan
+    w, calls = watch(settle_seconds=0.05)
+    write(inbox / "Glass" / "recipe.yaml", b"steps: [invert]\n")  # an event
+    write(inbox / "Glass" / "photo.jpg")
+    assert calls.wait(1)
+    w.rescan()
+    assert not calls.wait(2, timeout=0.3)
+    assert calls.names == ["Glass/photo.jpg"]
+
+
 def test_files_in_nested_folders_are_offered(watch, inbox):
     _, calls = watch(settle_seconds=0.1)
     write(inbox / "Engrave Wood" / "resize=800x600,fill" / "deep" / "photo.jpg")

@@ -272,7 +272,10 @@ def check_inbox(config: Config) -> Iterator[Finding]:
         yield Finding(False, f"inbox folder {layout.inbox} does not exist (hotfolder init creates"
                       " it)")
         return
-    book = RecipeBook(layout.recipes, config.default_recipe)
+    inline = config.recipes.inline_allowed
+    yield Finding(True, "inline folder names: " + ("allowed" if inline else "turned off")
+                  + f" (recipes.inline: {config.recipes.inline})")
+    book = RecipeBook(layout.recipes, config.default_recipe, inline=inline)
     folders = [layout.inbox, *sorted(
         Path(top) / name for top, dirs, _ in os.walk(layout.inbox) for name in dirs
         if not name.startswith(".") and Path(top, name) != layout.work

@@ -17,6 +17,7 @@ from hotfolder.formats import NAMES, FormatName
 DEFAULT_CONFIG = Path("/etc/hotfolder/hotfolder.yaml")
 ENV_PREFIX = "HOTFOLDER_"
 DEFAULT_IGNORE = [".*", "~$*", "*.tmp", "*.part", "*.crdownload", "Thumbs.db", "desktop.ini"]
+RECIPE_FILE = "recipe.yaml"  # a folder's own recipe (SPEC 3): configuration, never an input
 
 
 class Section(BaseModel):
@@ -41,6 +42,16 @@ class LimitsConfig(Section):
     @property
     def max_file_bytes(self) -> int:
         return int(self.max_file_mb * 1024 * 1024)
+
+
+class RecipesConfig(Section):
+    """How inbox folders choose their steps (SPEC 3)."""
+
+    inline: Literal["allow", "deny"] = "allow"
+
+    @property
+    def inline_allowed(self) -> bool:
+        return self.inline == "allow"
 
 
 class ScannerConfig(Section):
@@ -161,6 +172,7 @@ class Config(Section):
     default_recipe: str | None = None
     watch: WatchConfig = Field(default_factory=WatchConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    recipes: RecipesConfig = Field(default_factory=RecipesConfig)
     scanner: ScannerConfig = Field(default_factory=ScannerConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)

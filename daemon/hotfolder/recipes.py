@@ -9,6 +9,7 @@ folder contributes the first that exists of: `A/recipe.yaml`, the named recipe
 from __future__ import annotations
 
 import dataclasses
+import errno
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +27,16 @@ from pydantic import (
 )
 
 from hotfolder import yamlfile
+from hotfolder.config import RECIPE_FILE
 from hotfolder.errors import RecipeError
 from hotfolder.formats import WORDS, FormatName
 from hotfolder.ops import REGISTRY, Operation, lookup
 from hotfolder.pipeline import Step
 
-RECIPE_FILE = "recipe.yaml"
 NAME_FIELDS = {"stem", "ext", "recipe", "date", "sha8", "width", "height"}
+# Steps one job may have, from all its folders together: folder names and recipe files are
+# written by anyone who can write to the share, and every step costs a pass over the image.
+MAX_STEPS = 50
 
 
 def word_to_step(word: str, args: Any) -> Step:
@@ -168,12 +172,20 @@ def load_recipe(path: Path) -> Recipe:
 
 def parse_chain(text: str) -> Recipe:
     """A recipe from an inline chain `step+step+...` (a folder name, or `process -s`)."""
+    parts = text.split("+")
+    if len(parts) > MAX_STEPS:
+        raise RecipeError(too_many_steps(len(parts)))
     steps = []
-    for part in text.split("+"):
+    for part in parts:
         if not part.strip():
             raise RecipeError(f"empty step in {text!r}")
         steps.append(parse_step(part))
     return Recipe(steps=steps)
+
+
+def too_many_steps(count: int) -> str:
+    """The reason a job with `count` steps is refused."""
+    return f"{count} steps, more than the limit of {MAX_STEPS} steps per job"
 
 
 def recipe_name(folder: str) -> str:
@@ -206,8 +218,11 @@ def combine(parts: list[tuple[str, str, Recipe]]) -> Plan:
         output = output.merged(recipe.output)
         if "sidecar" in recipe.model_fields_set:
             sidecar = recipe.sidecar
+    name = "/".join(label for label, _, _ in parts) or "none"
+    if len(steps) > MAX_STEPS:
+        raise RecipeError(f"{name}: {too_many_steps(len(steps))}")
     return Plan(
-        name="/".join(label for label, _, _ in parts) or "none",
+        name=name,
         steps=steps,
         output=output,
         sidecar=sidecar,
@@ -216,26 +231,39 @@ def combine(parts: list[tuple[str, str, Recipe]]) -> Plan:
 
 
 class RecipeBook:
-    """Finds recipes for folders and names; files are re-read when they change."""
+    """Finds recipes for folders and names; a file is read again once it changes.
 
-    def __init__(self, recipes_dir: Path, default_recipe: str | None = None) -> None:
+    `inline=False` is `recipes.inline: deny`: folder names are never read as chains.
+    """
+
+    def __init__(self, recipes_dir: Path, default_recipe: str | None = None, *,
+                 inline: bool = True) -> None:
         self.recipes_dir = recipes_dir
         self.default_recipe = default_recipe
-        self._cache: dict[Path, tuple[int, Recipe]] = {}
+        self.inline = inline
+        self._cache: dict[Path, tuple[tuple[int, ...], Recipe]] = {}
 
     def _load(self, path: Path) -> Recipe:
-        mtime = path.stat().st_mtime_ns
+        st = path.stat()
+        # A file saved again, or replaced by another one, differs in one of these.
+        version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         cached = self._cache.get(path)
-        if cached and cached[0] == mtime:
+        if cached and cached[0] == version:
             return cached[1]
         recipe = load_recipe(path)
-        self._cache[path] = (mtime, recipe)
+        self._cache[path] = (version, recipe)
         return recipe
 
     def named(self, name: str) -> Recipe | None:
         """The recipe `recipes/NAME.yaml`, or None."""
         path = self.recipes_dir / f"{recipe_name(name)}.yaml"
-        return self._load(path) if path.is_file() else None
+        try:
+            found = path.is_file()
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:
+                raise
+            return None  # a folder name near the length limit: no recipe file can have it
+        return self._load(path) if found else None
 
     def get(self, name_or_path: str) -> Plan:
         """A plan for `-r`: a recipe name or a path to a recipe file."""
@@ -262,6 +290,12 @@ class RecipeBook:
         recipe = self.named(folder.name)
         if recipe is not None:
             return recipe_name(folder.name), f"recipes/{recipe_name(folder.name)}.yaml", recipe
+        if not self.inline:
+            raise RecipeError(
+                f"folder {folder.name!r} is not a recipe: it has no {RECIPE_FILE}, there is no"
+                f" recipes/{recipe_name(folder.name)}.yaml, and inline folder names are turned"
+                " off (recipes.inline: deny)"
+            )
         try:
             return folder.name, "folder name", parse_chain(folder.name)
         except RecipeError as exc:

@@ -73,7 +73,8 @@ class Context:
     book: RecipeBook = field(init=False)
 
     def __post_init__(self) -> None:
-        self.book = RecipeBook(self.layout.recipes, self.cfg.default_recipe)
+        self.book = RecipeBook(self.layout.recipes, self.cfg.default_recipe,
+                               inline=self.cfg.recipes.inline_allowed)
 
     @property
     def layout(self) -> Layout:

@@ -11,8 +11,9 @@ Network mounts (NFS, SMB, FUSE, ...) send no inotify events for changes made els
 are polled; their clients cache a file's attributes for a while (NFS `acregmin`, 3 s by default),
 so there a file must stay unchanged for `settle_seconds` plus that time. A full rescan at
 start-up and every `rescan_seconds` catches what events missed (a full inotify queue, a share
-that went away). on_file is called from one thread at a time; it may be called again for the
-same file (intake makes that harmless) but not for the same version within a few seconds.
+that went away). A folder's recipe.yaml is configuration, never offered. on_file is called from
+one thread at a time; it may be called again for the same file (intake makes that harmless) but
+not for the same version within a few seconds.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
-from hotfolder.config import WatchConfig
+from hotfolder.config import RECIPE_FILE, WatchConfig
 
 log = logging.getLogger(__name__)
 
@@ -519,15 +520,16 @@ class Watcher:
                     continue  # gone since the listing
                 if stat.S_ISDIR(st.st_mode):
                     folders.append(entry.path)
-                else:
+                elif entry.name != RECIPE_FILE:
                     yield entry.path, st
 
     def _candidate(self, path: str) -> bool:
-        """True for a path under the inbox that is neither ignored nor excluded."""
+        """True for a path under the inbox that is not ignored, excluded, or a recipe file."""
         top = str(self.inbox) + os.sep
         if not path.startswith(top) or self._excluded(path):
             return False
-        return not any(ignored(part, self.cfg.ignore) for part in path[len(top) :].split(os.sep))
+        parts = path[len(top) :].split(os.sep)
+        return parts[-1] != RECIPE_FILE and not any(ignored(p, self.cfg.ignore) for p in parts)
 
     def _excluded(self, path: str) -> bool:
         return any(path == folder or path.startswith(folder + os.sep) for folder in self._exclude)

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from pydantic import ValidationError
@@ -82,9 +82,72 @@ def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
 _SEXAGESIMAL = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
 _YAML11_BOOLS = {"yes", "no", "on", "off"}
 
+# Anchors and aliases let a few hundred bytes stand for billions of values (a "YAML bomb"),
+# and nesting without end exhausts the stack: a document beyond these limits is refused while
+# it is read. Configuration and recipe files need a few hundred values and a few levels.
+MAX_VALUES = 10_000  # keys, values and list items, counting each alias as what it repeats
+MAX_DEPTH = 50  # levels of nesting, aliases included
+
+
+class Refused(Exception):
+    """A document over MAX_VALUES or MAX_DEPTH; the message says which, and where."""
+
+
+def _too_deep(mark: yaml.Mark) -> str:
+    return (f"line {mark.line + 1}: refused: it nests more than {MAX_DEPTH} levels deep,"
+            " the limit for a configuration or recipe file")
+
 
 class Loader(yaml.SafeLoader):
-    """The safe loader, reading `16:9` and `off` as text rather than a number and a boolean."""
+    """The safe loader, reading `16:9` and `off` as text rather than a number and a boolean.
+
+    It also refuses documents over MAX_VALUES or MAX_DEPTH before building them.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0  # levels open now
+        self._values = 0  # values composed so far, each alias counted as what it repeats
+        self._aliased = False
+        self._extent: dict[int, tuple[int, int]] = {}  # id(node) -> (values, levels), expanded
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node:
+        """A node, refused as soon as the document nests too deep or holds too many values."""
+        alias = self.check_event(yaml.AliasEvent)
+        mark: yaml.Mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise Refused(_too_deep(mark))
+            node = cast(yaml.Node, super().compose_node(parent, index))  # never None here
+        finally:
+            self._depth -= 1
+        values, _ = self._measure(node)
+        self._aliased |= alias
+        self._values += values if alias else 1  # a new node's children were counted already
+        if self._values > MAX_VALUES:
+            expanded = " once its aliases are expanded" if self._aliased else ""
+            raise Refused(
+                f"line {mark.line + 1}: refused: it holds more than {MAX_VALUES}"
+                f" values{expanded}, the limit for a configuration or recipe file"
+            )
+        return node
+
+    def _measure(self, node: yaml.Node) -> tuple[int, int]:
+        """How many values and levels a node holds once its aliases are expanded."""
+        known = self._extent.get(id(node))
+        if known is not None:  # an alias: measured where its anchor was
+            return known
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else []
+        extents = [self._extent[id(child)] for child in children]
+        extent = (1 + sum(v for v, _ in extents), 1 + max((d for _, d in extents), default=0))
+        if extent[1] > MAX_DEPTH:
+            raise Refused(_too_deep(node.start_mark))
+        self._extent[id(node)] = extent
+        return extent
 
     def resolve(self, kind: type[yaml.Node], value: Any, implicit: tuple[bool, bool]) -> str:
         """The tag of a node; base-60 numbers and yes/no/on/off resolve to text."""
@@ -107,6 +170,8 @@ def parse(text: str, source: str) -> Located:
         at = f", line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ValueError(f"{source}{at}: not valid YAML: {problem}") from None
+    except Refused as exc:
+        raise ValueError(f"{source}, {exc}") from None
     finally:
         loader.dispose()
     lines: dict[Loc, int] = {}
