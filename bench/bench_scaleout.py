@@ -31,7 +31,7 @@ TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
 from conftest import image_bytes  # noqa: E402
-from hotfolder.redis_journal import open_journal  # noqa: E402
+from hotfolder.journal import open_journal  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
 from service_helpers import Daemon, jpeg, make_root, wait_until  # noqa: E402
 from test_scaleout import SLOW_FOLDER, worker_config  # noqa: E402

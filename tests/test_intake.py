@@ -14,7 +14,7 @@ from PIL import Image
 
 from hotfolder.config import Config, Layout
 from hotfolder.intake import Intake
-from hotfolder.journal import Journal
+from hotfolder.journal.sqlite import SqliteJournal
 
 
 def jpeg(size: tuple[int, int] = (32, 24)) -> bytes:
@@ -34,7 +34,7 @@ def layout(tmp_path: Path) -> Layout:
 @pytest.fixture
 def intake(layout: Layout) -> Intake:
     cfg = Config(root=layout.root, limits={"max_file_mb": 0.01, "formats": ["jpeg", "png"]})
-    return Intake(layout, cfg.limits, Journal(layout.state / "journal.db"))
+    return Intake(layout, cfg.limits, SqliteJournal(layout.state / "journal.db"))
 
 
 def drop(layout: Layout, rel: str, data: bytes) -> Path:

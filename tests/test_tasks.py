@@ -9,7 +9,8 @@ import pytest
 
 from hotfolder.config import Config
 from hotfolder.intake import Intake
-from hotfolder.journal import Job, Journal
+from hotfolder.journal import Job
+from hotfolder.journal.sqlite import SqliteJournal
 from hotfolder.metrics import Metrics
 from hotfolder.scanner import MemoryScanner
 from hotfolder.sinks import MemorySink
@@ -22,7 +23,7 @@ def setup(tmp_path: Path, policy: str = "hold") -> tuple[Context, Intake]:
     layout = cfg.layout
     for folder in (layout.inbox, layout.state):
         folder.mkdir(parents=True)
-    journal = Journal(layout.state / "journal.db")
+    journal = SqliteJournal(layout.state / "journal.db")
     ctx = Context(cfg, journal, MemoryScanner(), MemorySink())
     return ctx, Intake(layout, cfg.limits, journal)
 

@@ -316,10 +316,12 @@ def check_s3(config: Config) -> Iterator[Finding]:
 
 def check_queue(config: Config) -> Iterator[Finding]:
     """A Redis queue answers (workers on other machines share it)."""
-    from hotfolder.redis_journal import check_redis, is_shared
+    from hotfolder.journal import is_shared
 
     url = config.queue.url
     if is_shared(url):
+        from hotfolder.journal.redis import check_redis
+
         problem = check_redis(url)
         yield Finding(problem is None, problem or f"queue {url}: Redis answers")
 

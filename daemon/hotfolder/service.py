@@ -36,10 +36,9 @@ from hotfolder.config import Config
 from hotfolder.errors import ConfigError, HotfolderError, InputError
 from hotfolder.files import TEMP_GLOB
 from hotfolder.intake import Intake, parse_work_name
-from hotfolder.journal import ENDED, Job, Journal
+from hotfolder.journal import ENDED, Job, Journal, is_shared, open_journal
 from hotfolder.metrics import Metrics, MetricsServer, State, clear_directory, serve
 from hotfolder.queue import ServiceConsumer, WakePipe, make_huey
-from hotfolder.redis_journal import is_shared, open_journal
 from hotfolder.scanner import make_scanner
 from hotfolder.sinks import renamed
 from hotfolder.sinks.local import to_failed
@@ -278,7 +277,7 @@ class Service:
     def forking(self) -> Iterator[None]:
         """Hold the locks of shared connections while forking, so no child inherits one held."""
         # Redis' connection pool is fork-safe and has no lock.
-        with self.journal.lock, getattr(self.huey.storage, "lock", nullcontext()):
+        with self.journal.fork_guard(), getattr(self.huey.storage, "lock", nullcontext()):
             yield
 
     def crashed(self, job: Job, reason: str) -> None:

@@ -24,7 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
@@ -33,7 +33,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from hotfolder.errors import Unavailable
-from hotfolder.journal import ENDED, UNFINISHED, Job, Journal
+from hotfolder.journal import ENDED, UNFINISHED, Job
 
 PREFIX = "hotfolder:"
 STATES = (*UNFINISHED, *ENDED)
@@ -178,8 +178,8 @@ def _in_words(method: Callable[Concatenate[RedisJournal, P], R],
     return call
 
 
-class RedisJournal(Journal):
-    """The journal's operations on Redis, every one overridden; any number of machines share it."""
+class RedisJournal:
+    """The journal in one Redis database; any number of processes and machines share it."""
 
     def __init__(self, url: str, *, prefix: str = PREFIX, lease_seconds: float = LEASE_SECONDS,
                  retries: int = RETRIES) -> None:
@@ -193,15 +193,13 @@ class RedisJournal(Journal):
         self._wake = self.conn.register_script(WAKE)
         self._renew = self.conn.register_script(RENEW)
         self._forget = self.conn.register_script(FORGET)
-        self._lock = threading.Lock()
         self._held: set[str] = set()
         self._keeper: tuple[int, threading.Thread] | None = None
         self._stopped = threading.Event()
 
-    @property
-    def lock(self) -> threading.Lock:
-        """Held around forks by the service (the connection pool itself is fork-safe)."""
-        return self._lock
+    def fork_guard(self) -> AbstractContextManager[None]:
+        """Nothing to hold: the connection pool is fork-safe, a child renews its own leases."""
+        return nullcontext()
 
     def owner(self) -> str:
         """Who this process is, on any machine: `host:pid`."""
@@ -246,7 +244,7 @@ class RedisJournal(Journal):
         """The ids in one of the journal's sorted sets, in order."""
         return [str(member) for member in self.conn.zrange(f"{self.prefix}{key}", 0, -1)]
 
-    # -- the journal's operations (see journal.Journal for their meaning)
+    # -- the journal's operations (see hotfolder.journal.Journal for their contract)
 
     def close(self) -> None:
         """Stop renewing leases and close the connections."""
@@ -379,12 +377,3 @@ class RedisJournal(Journal):
 def _float(value: str | None) -> float | None:
     return float(value) if value is not None else None
 
-
-def is_shared(queue_url: str) -> bool:
-    """Whether the queue (and so the journal) is in Redis, shared between machines."""
-    return queue_url.startswith(("redis://", "rediss://"))
-
-
-def open_journal(queue_url: str, sqlite_path: Path) -> Journal:
-    """The journal for a queue: in Redis when the queue is, else SQLite in state/."""
-    return RedisJournal(queue_url) if is_shared(queue_url) else Journal(sqlite_path)

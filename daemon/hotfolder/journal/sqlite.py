@@ -1,10 +1,7 @@
-"""The journal: one SQLite row per claimed file, the record of what remains to do.
+"""The journal in SQLite (`state/journal.db`), for a service on one machine.
 
-Huey forgets a task the moment a worker takes it; the journal does not. A job is
-`queued` when claimed, `running` while a worker holds it (with that worker's pid
-and the count of consecutive starts), `waiting` while a resource it needs is
-unavailable, and ends `done`, `failed` or `quarantined`. Every process (the
-service, its workers, `status`) opens its own connection to the same file.
+Every process (the service, its workers, `status`) opens its own connection to the
+same file; a forked child drops the connection it inherited and opens a new one.
 
 Only waits and failures are synced to disk at once (synchronous=FULL). The other
 changes survive a crash of any process (WAL) but may be lost with the power: a job
@@ -16,19 +13,16 @@ the write lock for a disk flush three times per job, and intake waits for that l
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-UNFINISHED = ("queued", "running", "waiting")
-ENDED = ("done", "failed", "quarantined")
+from hotfolder.journal import ENDED, Job, in_every_child, pid_exists
 
 SCHEMA = """
 create table if not exists jobs (
@@ -51,26 +45,6 @@ create index if not exists jobs_state on jobs (state, updated);
 """
 
 
-@dataclass(frozen=True)
-class Job:
-    """One claimed file: where it came from and where it stands."""
-
-    id: str
-    rel: str
-    state: str
-    attempts: int
-    waits: int
-    pid: int | None
-    kind: str | None
-    size: int | None
-    reason: str | None
-    outputs: list[str] | None
-    created: float
-    started: float | None
-    updated: float
-    next_try: float | None
-
-
 # Connections inherited through fork are kept, never used or closed (SQLite forbids both).
 _INHERITED: list[sqlite3.Connection] = []
 
@@ -81,28 +55,22 @@ def _job(row: sqlite3.Row) -> Job:
     return Job(**data)
 
 
-class Journal:
-    """The jobs table in `state/journal.db`, safe to use from threads and forked processes."""
+class SqliteJournal:
+    """The jobs table in one SQLite file, safe to use from threads and forked processes."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        ref = weakref.ref(self)
-
-        def reset() -> None:
-            journal = ref()
-            if journal is not None:
-                journal._after_fork()
-
-        os.register_at_fork(after_in_child=reset)
+        in_every_child(self._after_fork)
         with self._lock:
             self._connect().executescript(SCHEMA)
 
-    @property
-    def lock(self) -> threading.Lock:
-        """The lock every use of this process's connection holds."""
-        return self._lock
+    @contextmanager
+    def fork_guard(self) -> Iterator[None]:
+        """Hold the lock every use of this process's connection holds."""
+        with self._lock:
+            yield
 
     def _after_fork(self) -> None:
         """In a forked child: a fresh lock, and a new connection on first use."""
@@ -209,12 +177,13 @@ class Journal:
                 where, params = "state = 'waiting' and next_try <= ?", (now,)
             else:
                 where, params = "state = 'waiting' and reason = ?", (reason,)
-            rows = list(conn.execute(f"select * from jobs where {where}", params))  # noqa: S608
+            rows = list(conn.execute(
+                f"select * from jobs where {where} order by created", params))  # noqa: S608
             conn.execute(
                 f"update jobs set state = 'queued', updated = ? where {where}",  # noqa: S608
                 (now, *params),
             )
-        return [_job(r) for r in rows]
+        return [replace(_job(r), state="queued", updated=now) for r in rows]
 
     def delivered(self, job_id: str, outputs: list[str]) -> None:
         """Record that the outputs are stored (a retry then only finishes the original)."""
@@ -268,15 +237,7 @@ class Journal:
 
     def alive(self, job: Job) -> bool:
         """Whether the worker process holding a running job still exists (on this machine)."""
-        if job.pid is None:
-            return False
-        try:
-            os.kill(job.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_exists(job.pid)
 
     def forget_ended(self, before: float) -> int:
         """Drop rows of jobs that ended before `before` (epoch seconds)."""
