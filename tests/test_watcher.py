@@ -27,7 +27,9 @@ from watchdog.events import (
 from hotfolder import watcher as watcher_module
 from hotfolder.config import WatchConfig
 from hotfolder.watcher import (
+    CONFIRM_SECONDS,
     Action,
+    Coverage,
     Mount,
     Recent,
     Settler,
@@ -38,7 +40,9 @@ from hotfolder.watcher import (
     is_network_fs,
     mount_of,
     polling_wanted,
+    read_report,
     route,
+    watched_inodes,
 )
 
 DEADLINE = 5.0
@@ -602,3 +606,55 @@ def test_one_version_of_a_file_is_offered_once_within_the_window():
     assert recent.first("/i/b", Signature(200, 6, 1))
     clock.now += 10.0
     assert recent.first("/i/a", Signature(200, 6, 1))
+
+
+def test_the_folders_an_inotify_observer_watches_are_read_from_the_kernel(watch, inbox):
+    (inbox / "A" / "B").mkdir(parents=True)
+    w, _ = watch()
+    made_after = inbox / "C"
+    made_after.mkdir()
+    folders = [inbox, inbox / "A", inbox / "A" / "B", made_after]
+    assert until(lambda: {f.stat().st_ino for f in folders} <= watched_inodes())
+    w.stop()
+    assert not {f.stat().st_ino for f in folders} & watched_inodes()
+
+
+def test_folders_still_unwatched_a_moment_after_a_rescan_are_counted_and_said_once(
+        tmp_path, caplog):
+    folders = {}
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        folders[(tmp_path / name).stat().st_ino] = str(tmp_path / name)
+    a, b, _ = folders
+    watched = {a}
+    clock, report = Clock(), tmp_path / "watcher.json"
+    coverage = Coverage(tmp_path, 60.0, clock, report=report, watched=lambda: set(watched))
+    caplog.set_level(logging.INFO, logger="hotfolder.watcher")
+
+    coverage.suspect(folders)
+    watched.add(b)  # watchdog got to it after the rescan
+    coverage.confirm()
+    assert coverage.unwatched == 0  # too early to tell
+    clock.now += CONFIRM_SECONDS
+    coverage.confirm()
+    assert coverage.unwatched == 1
+    assert read_report(report)["unwatched_folders"] == 1
+    (tmp_path / "d").mkdir()
+    folders[(tmp_path / "d").stat().st_ino] = str(tmp_path / "d")
+    coverage.suspect(folders)
+    clock.now += CONFIRM_SECONDS
+    coverage.confirm()
+    assert coverage.unwatched == 2
+    assert read_report(report)["unwatched_folders"] == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"1 folder(s) under {tmp_path} are not watched, most likely"
+                                  " because the user's inotify watches ran out")
+
+    watched.update(folders)
+    coverage.suspect(folders)
+    clock.now += CONFIRM_SECONDS
+    coverage.confirm()
+    assert coverage.unwatched == 0
+    assert read_report(report) == {"unwatched_folders": 0}
+    assert caplog.records[-1].getMessage() == f"every folder under {tmp_path} is watched again"

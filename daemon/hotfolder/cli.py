@@ -425,6 +425,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     print("jobs: " + (", ".join(f"{state} {n}" for state, n in sorted(jobs.items())) or "none"))
     if report["waiting"]:
         print("waiting for: " + ", ".join(f"{why} {n}" for why, n in report["waiting"].items()))
+    watcher = report["watcher"]
+    if watcher["unwatched_folders"]:
+        print(f"not watched: {watcher['unwatched_folders']} inbox folder(s), most likely because"
+              f" the inotify watches ran out (fs.inotify.max_user_watches ="
+              f" {watcher['max_user_watches']}); the rescan finds their files, up to"
+              f" {watcher['rescan_seconds']:g} s late")
     if report["recent_failures"]:
         print("recent failures:")
         for failure in report["recent_failures"]:

@@ -13,9 +13,9 @@ Jobs run in worker processes, so the metrics are split by what they describe:
   switch is for the whole process and the processes it starts (prometheus_client
   keeps one value class per process): a process uses one such folder, for good.
 - The present state (`queue_depth`, `jobs_in_progress`, `waiting_jobs`,
-  `scanner_up`, `watcher_last_scan_timestamp_seconds`) is computed at scrape
-  time in the serving process by the callback given to `Metrics.follow`, from
-  the queue, the journal and the watcher. A gauge kept by a worker would stay
+  `scanner_up`, `watcher_last_scan_timestamp_seconds`, `watcher_unwatched_folders`)
+  is computed at scrape time in the serving process by the callback given to
+  `Metrics.follow`, from the queue, the journal and the watcher. A gauge kept by a worker would stay
   wrong after that worker is killed mid-job; a callback cannot.
 """
 
@@ -63,6 +63,7 @@ class State:
     waiting_jobs: Mapping[str, int] = field(default_factory=dict)
     scanner_up: bool = False
     watcher_last_scan: float = 0.0
+    watcher_unwatched_folders: int = 0
 
 
 def clear_directory(directory: Path) -> None:
@@ -109,6 +110,10 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(PREFIX + "watcher_last_scan_timestamp_seconds",
                                 "Unix time of the watcher's last full scan of the inbox",
                                 value=state.watcher_last_scan)
+        yield GaugeMetricFamily(PREFIX + "watcher_unwatched_folders",
+                                "Inbox folders inotify does not watch (its watches ran out):"
+                                " their files are found by the rescan only",
+                                value=state.watcher_unwatched_folders)
 
 
 class Metrics:

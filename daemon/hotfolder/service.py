@@ -42,7 +42,7 @@ from hotfolder.queue import ServiceConsumer, WakePipe, make_huey
 from hotfolder.scanner import make_scanner
 from hotfolder.sinks import renamed
 from hotfolder.sinks.local import to_failed
-from hotfolder.watcher import Watcher, is_network_fs
+from hotfolder.watcher import REPORT_NAME, Watcher, is_network_fs, read_report
 
 log = logging.getLogger("hotfolder.service")
 
@@ -166,7 +166,8 @@ class Service:
             if self.cfg.metrics.listen is not None:
                 self.server = serve(self.cfg.metrics.listen, self.metrics.registry, self.ready)
             self.watcher = Watcher(self.layout.inbox, self.cfg.watch, self.on_file,
-                                   exclude=[self.layout.work])
+                                   exclude=[self.layout.work],
+                                   report=self.layout.state / REPORT_NAME)
             self.watcher.start()
         self.notifier.notify("READY=1")
 
@@ -179,6 +180,8 @@ class Service:
             waiting_jobs=self.journal.waiting_counts(),
             scanner_up=self.scanner_up,
             watcher_last_scan=self.watcher.last_scan if self.watcher is not None else 0.0,
+            watcher_unwatched_folders=(
+                self.watcher.coverage.unwatched if self.watcher is not None else 0),
         )
 
     def ready(self) -> bool:
@@ -408,10 +411,12 @@ def setup_logging(environ: Mapping[str, str] = os.environ) -> None:
 
 
 def status(cfg: Config) -> dict[str, Any]:
-    """Queue depth, jobs by state and waiting reason, and the latest failures."""
+    """Queue depth, jobs by state and waiting reason, the latest failures, and unwatched folders."""
     path = cfg.layout.state / "journal.db"
+    watcher = read_report(cfg.layout.state / REPORT_NAME)
     if not path.exists() and not is_shared(cfg.queue.url):
-        return {"queue_depth": 0, "jobs": {}, "waiting": {}, "recent_failures": []}
+        return {"queue_depth": 0, "jobs": {}, "waiting": {}, "recent_failures": [],
+                "watcher": watcher}
     journal = open_journal(cfg.queue.url, path)
     try:
         counts = journal.counts()
@@ -419,6 +424,7 @@ def status(cfg: Config) -> dict[str, Any]:
             "queue_depth": counts.get("queued", 0),
             "jobs": counts,
             "waiting": journal.waiting_counts(),
+            "watcher": watcher,
             "recent_failures": [
                 {"job": job.id, "file": job.rel, "reason": job.reason,
                  "time": datetime.fromtimestamp(job.updated, UTC).isoformat(timespec="seconds")}

@@ -22,6 +22,7 @@ import enum
 import errno
 import fnmatch
 import functools
+import json
 import logging
 import os
 import re
@@ -29,10 +30,10 @@ import stat
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from watchdog.events import (
     FileClosedEvent,
@@ -50,6 +51,7 @@ from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
 from hotfolder.config import RECIPE_FILE, WatchConfig
+from hotfolder.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,14 @@ TOOL_TEMPORARY = (
     "icon\r", "$recycle.bin", "system volume information", "@eadir", "#recycle",
     "#snapshot", "@recycle", "lost+found",
 )  # fmt: skip
+
+PROC_SELF = Path("/proc/self")
+MAX_USER_WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
+REPORT_NAME = "watcher.json"  # in state/: what `hotfolder status` says about watching
+# watchdog adds a folder's watch when it reads the folder's creation event, in its own thread:
+# a folder a rescan finds unwatched counts only if it is still unwatched this much later.
+CONFIRM_SECONDS = 1.0
+_WATCH_LINE = re.compile(r"^inotify wd:\S+ ino:([0-9a-f]+) ", re.MULTILINE)
 
 DEDUP_SECONDS = 10.0  # the same version of a file is offered at most once in this window
 STALE_OPEN_SECONDS = 600.0  # an open writer unseen for this long is presumed gone (lost events)
@@ -339,6 +349,118 @@ def signature_of(st: os.stat_result) -> Signature:
     return Signature(st.st_size, st.st_mtime_ns, st.st_ino)
 
 
+def watched_inodes(proc: Path = PROC_SELF) -> set[int]:
+    """Inode numbers of the folders this process's inotify instances watch (from fdinfo)."""
+    inodes: set[int] = set()
+    for fd in os.listdir(proc / "fd"):
+        try:
+            if os.readlink(proc / "fd" / fd) != "anon_inode:inotify":
+                continue
+            text = (proc / "fdinfo" / fd).read_text(encoding="ascii")
+        except OSError:
+            continue  # closed since the listing
+        inodes.update(int(ino, 16) for ino in _WATCH_LINE.findall(text))
+    return inodes
+
+
+def max_user_watches() -> int | None:
+    """The kernel's limit of inotify watches per user, or None where it cannot be read."""
+    try:
+        return int(MAX_USER_WATCHES.read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """What a running watcher last said about the folders it cannot watch (SPEC 10)."""
+    try:
+        report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {"unwatched_folders": 0}
+    return report
+
+
+def _still_folder(path: str, inode: int) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_ino == inode
+
+
+class Coverage:
+    """Counts the folders under the inbox that inotify does not watch, and says so once.
+
+    When the user's inotify watches run out (fs.inotify.max_user_watches), watchdog cannot
+    watch new folders and says nothing; their files are found only by the rescan. Each rescan
+    passes the folders it found (`suspect`); those still unwatched CONFIRM_SECONDS later
+    (`confirm`) are counted, logged once when the count leaves 0, and written to `report`.
+    """
+
+    def __init__(
+        self,
+        inbox: Path,
+        rescan_seconds: float,
+        clock: Callable[[], float],
+        *,
+        report: Path | None = None,
+        watched: Callable[[], set[int]] = watched_inodes,
+    ) -> None:
+        self.inbox = inbox
+        self.rescan_seconds = rescan_seconds
+        self.unwatched = 0
+        self._clock = clock
+        self._report = report
+        self._watched = watched
+        self._suspects: dict[int, str] | None = None
+        self._suspected_at = 0.0
+
+    def suspect(self, folders: Mapping[int, str]) -> None:
+        """The folders a rescan found (by inode), to be checked against the watches."""
+        watched = self._watched() if folders else set()
+        self._suspects = {ino: path for ino, path in folders.items() if ino not in watched}
+        self._suspected_at = self._clock()
+
+    def confirm(self) -> None:
+        """Count the suspects still unwatched, once CONFIRM_SECONDS have passed."""
+        if self._suspects is None or self._clock() - self._suspected_at < CONFIRM_SECONDS:
+            return
+        suspects, self._suspects = self._suspects, None
+        watched = self._watched() if suspects else set()
+        self._count(sum(
+            1 for ino, path in suspects.items() if ino not in watched and _still_folder(path, ino)
+        ))
+
+    def clear(self) -> None:
+        """Forget the count and remove the report (the watcher starts or stops)."""
+        self.unwatched = 0
+        if self._report is not None:
+            self._report.unlink(missing_ok=True)
+
+    def _count(self, count: int) -> None:
+        if count == self.unwatched:
+            return
+        limit = max_user_watches()
+        if count and not self.unwatched:
+            log.warning(
+                "%d folder(s) under %s are not watched, most likely because the user's inotify"
+                " watches ran out (fs.inotify.max_user_watches = %s): their files are found by"
+                " the rescan, up to %g s late; raise the limit and restart the service",
+                count, self.inbox, limit, self.rescan_seconds,
+            )
+        elif not count:
+            log.info("every folder under %s is watched again", self.inbox)
+        self.unwatched = count
+        if self._report is None:
+            return
+        if not count:
+            self._report.unlink(missing_ok=True)
+            return
+        report = {"unwatched_folders": count, "max_user_watches": limit,
+                  "rescan_seconds": self.rescan_seconds, "since": time.time()}
+        write_atomic(self._report, json.dumps(report).encode())
+
+
 # -- The watcher -----------------------------------------------------------------------------
 
 
@@ -364,6 +486,7 @@ class Watcher:
         on_file: Callable[[Path], None],
         *,
         exclude: Sequence[Path] = (),
+        report: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inbox = Path(os.path.abspath(inbox))
@@ -385,6 +508,7 @@ class Watcher:
         self._thread: threading.Thread | None = None
         self._next_start = 0.0
         self._start_failed = False
+        self.coverage = Coverage(self.inbox, cfg.rescan_seconds, clock, report=report)
 
     # -- lifecycle
 
@@ -396,6 +520,7 @@ class Watcher:
             "ignore", message="Callback with id .* already exists", category=RuntimeWarning
         )
         self._stop.clear()
+        self.coverage.clear()
         self._start_observer()
         self._thread = threading.Thread(target=self._loop, name="hotfolder-rescan", daemon=True)
         self._thread.start()
@@ -410,6 +535,7 @@ class Watcher:
             observer, self._observer = self._observer, None
         if observer is not None:
             _halt(observer)
+        self.coverage.clear()
 
     @property
     def healthy(self) -> bool:
@@ -472,6 +598,7 @@ class Watcher:
                 self.rescan()
                 next_scan = now + self.cfg.rescan_seconds
             self._settle()
+            self.coverage.confirm()
             self._stop.wait(period)
 
     def _restart_observer(self) -> bool:
@@ -488,18 +615,21 @@ class Watcher:
     def rescan(self) -> int:
         """Walk the tree now; offer each candidate once it looks complete; return how many."""
         found = 0
+        folders: dict[int, str] = {}
         try:
-            for path, st in self._walk(str(self.inbox)):
+            for path, st in self._walk(str(self.inbox), folders):
                 found += 1
                 self._settler.wait(path, signature_of(st))
         except OSError as exc:
             log.error("cannot scan %s: %s", self.inbox, exc)
             return found
         self.last_scan = time.time()
+        self.coverage.suspect({} if self.polling else folders)  # polling watches every folder
         self._settle()
         return found
 
-    def _walk(self, top: str) -> Iterator[tuple[str, os.stat_result]]:
+    def _walk(self, top: str, seen: dict[int, str]) -> Iterator[tuple[str, os.stat_result]]:
+        """The candidate files under top; the folders below it go into `seen` by inode."""
         folders = [top]
         while folders:
             folder = folders.pop()
@@ -520,6 +650,7 @@ class Watcher:
                     continue  # gone since the listing
                 if stat.S_ISDIR(st.st_mode):
                     folders.append(entry.path)
+                    seen[st.st_ino] = entry.path
                 elif entry.name != RECIPE_FILE:
                     yield entry.path, st
 
