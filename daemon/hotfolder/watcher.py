@@ -11,9 +11,10 @@ Network mounts (NFS, SMB, FUSE, ...) send no inotify events for changes made els
 are polled; their clients cache a file's attributes for a while (NFS `acregmin`, 3 s by default),
 so there a file must stay unchanged for `settle_seconds` plus that time. A full rescan at
 start-up and every `rescan_seconds` catches what events missed (a full inotify queue, a share
-that went away). A folder's recipe.yaml is configuration, never offered. on_file is called from
-one thread at a time; it may be called again for the same file (intake makes that harmless) but
-not for the same version within a few seconds.
+that went away), and the folders inotify could not watch once the user's watches ran out
+(`Coverage` counts them). A folder's recipe.yaml is configuration, never offered. on_file is
+called from one thread at a time; it may be called again for the same file (intake makes that
+harmless) but not for the same version within a few seconds.
 """
 
 from __future__ import annotations
