@@ -30,10 +30,10 @@ import yaml
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
-from conftest import image_bytes  # noqa: E402
+from helpers import image_bytes, wait_until  # noqa: E402
 from hotfolder.journal import open_journal  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
-from service_helpers import Daemon, jpeg, make_root, wait_until  # noqa: E402
+from service_helpers import Daemon, make_root  # noqa: E402
 from test_scaleout import SLOW_FOLDER, worker_config  # noqa: E402
 
 
@@ -92,7 +92,7 @@ def throughput(redis: RedisServer, photos: int, tmp: Path) -> dict[int, float]:
 
 def per_file_ms(url: str, small: int, tmp: Path, name: str) -> float:
     """Milliseconds per tiny file through `hotfolder run` with one worker on queue `url`."""
-    files = {f"small-{n:04d}.jpg": jpeg(n) for n in range(small)}
+    files = {f"small-{n:04d}.jpg": image_bytes("JPEG", seed=n) for n in range(small)}
     folder = tmp / f"cost-{name}"
     config = make_root(folder / "root", queue={"url": url, "workers": 1},
                        cache={"enabled": False})

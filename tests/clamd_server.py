@@ -6,23 +6,32 @@ harmless PNG made here, so clamd starts offline in well under a second.
 `StreamMaxLength` (`STREAM_MAX_BYTES`) and `MaxFileSize` (`FILE_MAX_BYTES`) are
 small so that clamd's size-limit reply and its limit alert can be provoked
 without huge files; clamd writes each stream to `temp_dir` before scanning it.
+
+`HeldClamd` stands in for clamd where a test must decide when a scan ends: it
+answers PING at once and holds every scan without a verdict until the test lets
+scans through, so a job in its scan stays running however fast the machine is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import io
+import math
 import os
+import select
 import shutil
 import signal
 import socket
+import socketserver
+import struct
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
+from helpers import image_bytes
 from server_process import ServerProcess, free_port
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
@@ -46,16 +55,6 @@ MaxScanSize {scan_max}
 AlertExceedsMax yes
 SelfCheck 0
 """
-
-
-def png(size: tuple[int, int], seed: int) -> bytes:
-    """A small deterministic PNG; different seeds give different bytes."""
-    image = Image.new("RGB", size)
-    image.putdata([((x * 7 + seed) % 256, (x * 3) % 256, seed % 256)
-                   for x in range(size[0] * size[1])])
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    return out.getvalue()
 
 
 def ping(path: Path, timeout: float = 1.0) -> bool:
@@ -86,8 +85,8 @@ class Clamd(ServerProcess):
         self.temp_dir.mkdir(exist_ok=True)
         self.signed_image = directory / "signed.png"
         self.clean_image = directory / "clean.png"
-        self.signed_image.write_bytes(png((32, 32), seed=1))
-        self.clean_image.write_bytes(png((32, 32), seed=2))
+        self.signed_image.write_bytes(image_bytes("PNG", (32, 32), seed=1))
+        self.clean_image.write_bytes(image_bytes("PNG", (32, 32), seed=2))
         signed = self.signed_image.read_bytes()
         db = directory / "db"
         db.mkdir(exist_ok=True)
@@ -116,6 +115,123 @@ class Clamd(ServerProcess):
             yield
         finally:
             os.kill(self.process.pid, signal.SIGCONT)
+
+
+class HeldClamd:
+    """A clamd on a unix socket that answers PING, and answers a scan only when let through.
+
+    Every INSTREAM is read whole, then held without a reply (its client waits, as on a
+    clamd that hangs) until `let_through` allows it; a scan let through is clean.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.socket = directory / "held-clamd.sock"
+        self.address = f"unix://{self.socket}"
+        self.holding = 0  # scans read whole, waiting for a verdict, their client still there
+        self.answered = 0
+        self._allowed = 0.0
+        self._closed = False
+        self._changed = threading.Condition()
+        self._server = _HeldServer(str(self.socket), self)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving; scans still held end without a verdict."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+        self.socket.unlink(missing_ok=True)
+
+    def let_through(self, scans: float = math.inf) -> None:
+        """Answer `scans` more scans, the held ones first (by default every scan from now on)."""
+        with self._changed:
+            self._allowed += scans
+            self._changed.notify_all()
+
+    def hold(self, client: socket.socket) -> bool:
+        """Wait until this scan may be answered (True) or its client has gone (False)."""
+        with self._changed:
+            self.holding += 1
+        try:
+            while not _gone(client):
+                with self._changed:
+                    if self._closed:
+                        return False
+                    if self._allowed > 0:
+                        self._allowed -= 1
+                        self.answered += 1
+                        return True
+                    self._changed.wait(0.05)
+            return False
+        finally:
+            with self._changed:
+                self.holding -= 1
+
+
+def _gone(client: socket.socket) -> bool:
+    """True when the peer has closed a connection on which it has nothing more to send."""
+    readable, _, _ = select.select([client], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return client.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+class _HeldServer(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: str, clamd: HeldClamd) -> None:
+        self.clamd = clamd
+        super().__init__(path, _HeldRequest)
+
+
+class _HeldRequest(socketserver.StreamRequestHandler):
+    """One connection: `nPING` or `zPING` gets PONG; `nINSTREAM` is read and held."""
+
+    server: _HeldServer
+
+    def handle(self) -> None:
+        command = bytearray()
+        while (byte := self.rfile.read(1)) not in (b"", b"\n", b"\0"):
+            command += byte
+        name = command.decode("ascii", "replace").lstrip("nz")
+        # A client killed while its scan was held is gone by the time of the answer.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            if name == "PING":
+                self.wfile.write(b"PONG\n")
+            elif name == "INSTREAM" and self._read_stream() and self.server.clamd.hold(
+                    self.request):
+                self.wfile.write(b"stream: OK\n")
+
+    def _read_stream(self) -> bool:
+        """Read the chunks up to the empty one; False when the client hangs up first."""
+        while len(head := self.rfile.read(4)) == 4:
+            (size,) = struct.unpack("!L", head)
+            if size == 0:
+                return True
+            if len(self.rfile.read(size)) != size:
+                return False
+        return False
+
+
+@pytest.fixture
+def held_clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeldClamd]:
+    """A clamd that holds every scan until the test calls `let_through`."""
+    server = HeldClamd(tmp_path_factory.mktemp("held-clamd"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

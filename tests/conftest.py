@@ -1,20 +1,15 @@
-"""Shared fixtures: image files made on the fly, photo-like rather than flat."""
+"""Shared fixtures: the test servers, a web server, the command line, started services."""
 
 from __future__ import annotations
 
 import http.server
-import io
-import struct
 import threading
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from helpers import image_bytes
 from service_helpers import Daemon
 
 pytest_plugins = ["clamd_server", "moto_server", "redis_server"]
@@ -29,66 +24,10 @@ YAML_BOMB = "".join(
 ) + f"steps: [{', '.join(['*e'] * 9)}]\n"
 
 
-def photo_pixels(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """RGB pixels with smooth gradients, blobs and grain, like a photograph."""
-    rng = np.random.default_rng(seed)
-    small_w, small_h = max(2, width // 8), max(2, height // 8)
-    y, x = np.mgrid[0:small_h, 0:small_w].astype(np.float32)
-    base = np.empty((small_h, small_w, 3), np.float32)
-    for c in range(3):
-        fx, fy, phase = rng.uniform(1, 6, 2), rng.uniform(1, 6, 2), rng.uniform(0, 6, 2)
-        base[..., c] = 128 + 60 * np.sin(x / small_w * fx[0] + phase[0]) * np.cos(
-            y / small_h * fy[0] + phase[1]
-        ) + 40 * np.sin((x + y) / (small_w + small_h) * fx[1] * 6)
-    smooth = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB").resize(
-        (width, height), Image.Resampling.BILINEAR)
-    grain = rng.integers(-12, 13, (height, width, 3), dtype=np.int16)
-    return np.clip(np.asarray(smooth, np.int16) + grain, 0, 255).astype(np.uint8)
-
-
-def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), mode: str = "RGB",
-                seed: int = 0, **save: Any) -> bytes:
-    """An encoded image of `size` in `mode` and format `fmt`; `save` goes to Image.save."""
-    image = Image.fromarray(photo_pixels(*size, seed=seed), "RGB")
-    if mode != "RGB":
-        image = image.convert(mode)
-    out = io.BytesIO()
-    image.save(out, fmt, **save)
-    return out.getvalue()
-
-
-def exif_with(orientation: int) -> bytes:
-    """EXIF bytes that carry an orientation tag."""
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    exif[0x010F] = "TestCam"
-    return exif.tobytes()
-
-
 @pytest.fixture
 def make_image() -> MakeImage:
     """Factory: `make_image("PNG", (w, h), mode="RGBA", dpi=(300, 300))` -> bytes."""
     return image_bytes
-
-
-def png_file(width: int, height: int, *, rows: int | None = None, bit_depth: int = 8,
-             colour: int = 0) -> bytes:
-    """A PNG of `width` x `height` whose first `rows` rows are stored (all rows by default).
-
-    Zero rows compress to almost nothing, so a huge image is a small file: a
-    decompression bomb, or with `rows=0` a header that claims a size it does not hold.
-    """
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(
-            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour]
-    row = b"\0" * (1 + (width * channels * bit_depth + 7) // 8)
-    packer = zlib.compressobj(9)
-    body = b"".join(packer.compress(row) for _ in range(height if rows is None else rows))
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", body + packer.flush()) + chunk(b"IEND", b""))
 
 
 class Recorder(http.server.BaseHTTPRequestHandler):

@@ -22,9 +22,3 @@ def pixels(image: Image.Image) -> np.ndarray:
     """The pixels as a numpy array (rows, columns[, bands])."""
     return np.asarray(image)
 
-
-def ramp(size: tuple[int, int] = (64, 48), mode: str = "RGB", low: int = 0,
-         high: int = 255) -> Image.Image:
-    """A left-to-right grey ramp from `low` to `high`, converted to `mode`."""
-    row = np.linspace(low, high, size[0]).round().astype(np.uint8)
-    return Image.fromarray(np.tile(row, (size[1], 1)), "L").convert(mode)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
+
+from helpers import wait_until
 
 START_SECONDS = 60.0
 
@@ -42,13 +43,20 @@ class ServerProcess:
             return
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_SECONDS
-        while not self.probe():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                tail = self.log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{self.argv[0]} did not start:\n{tail}")
-            time.sleep(0.05)
+        process = self.process
+        try:
+            wait_until(lambda: process.poll() is not None or self.probe(), START_SECONDS,
+                       f"{self.argv[0]} to answer")
+        except AssertionError as exc:
+            raise self._failed(str(exc)) from None
+        if process.poll() is not None:
+            raise self._failed(f"it exited with {process.returncode}")
+
+    def _failed(self, why: str) -> RuntimeError:
+        """Stop the server; the error that says why it did not start, with its log's end."""
+        self.stop()
+        tail = self.log.read_text(errors="replace")[-2000:]
+        return RuntimeError(f"{self.argv[0]} did not start, {why}:\n{tail}")
 
     def stop(self) -> None:
         """Stop the server and wait until it is gone."""

@@ -1,8 +1,7 @@
-"""Helpers for end-to-end tests: a hot-folder root, the service as a subprocess, waiting."""
+"""Helpers for end-to-end tests: a hot-folder root and the service as a subprocess."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -12,39 +11,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
-from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from helpers import wait_until
 from server_process import free_port
 
-T = TypeVar("T")
 READY_SECONDS = 30.0
-
-
-def wait_until(predicate: Callable[[], T], timeout: float, what: str = "condition") -> T:
-    """Poll `predicate` until it returns something true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
-
-
-def jpeg(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:
-    """A small JPEG whose content depends on seed."""
-    image = Image.new("RGB", size, ((seed * 37) % 256, (seed * 91) % 256, (seed * 13) % 256))
-    image.putpixel((seed % size[0], (seed // size[0]) % size[1]), (255, 255, 255))
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=95)
-    return out.getvalue()
 
 
 def files_under(folder: Path) -> list[Path]:
@@ -208,12 +184,3 @@ def start(daemons: list[Daemon], config: Path) -> Daemon:
     daemon.start()
     return daemon
 
-
-def drop(root: Path, rel: str, data: bytes) -> Path:
-    """Write a file into the inbox the way a copy does: under a temporary name, then renamed."""
-    target = root / "inbox" / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.part")
-    temp.write_bytes(data)
-    temp.rename(target)
-    return target

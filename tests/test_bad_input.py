@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import Recorder, RunCli, image_bytes, png_file
+from conftest import Recorder, RunCli
+from helpers import image_bytes, png_file
 from test_imaging import svg_with_image
 
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto showpage\n"

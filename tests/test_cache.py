@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import image_bytes
+from helpers import drop, image_bytes, wait_until
 from hotfolder.cache import ResultCache, cache_key, open_cache, render_cached
 from hotfolder.cli import main
 from hotfolder.config import CacheConfig, LimitsConfig
 from hotfolder.engine import Output, Rendered, render
 from hotfolder.recipes import Plan, combine, parse_chain
-from service_helpers import Daemon, drop, jpeg, make_root, start, wait_until
+from service_helpers import Daemon, make_root, start
 
 
 def plan(chain: str, name: str = "thumbs") -> Plan:
@@ -196,7 +196,7 @@ def test_the_service_reuses_the_result_of_a_duplicate(
     (root / "recipes" / "gray.yaml").write_text("steps: [grayscale]\noutput: {format: png}\n"
                                                 "sidecar: true\n")
     start(daemons, config)
-    data = jpeg(5, (160, 120))
+    data = image_bytes("JPEG", (160, 120), seed=5)
 
     drop(root, "Gray/photo.jpg", data)
     first = root / "outbox" / "Gray" / "photo.png"

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import RunCli, exif_with, image_bytes
+from conftest import RunCli
+from helpers import exif_with, image_bytes
 from hotfolder.cli import examples
 from hotfolder.config import load_config
 from hotfolder.recipes import Recipe, load_recipe

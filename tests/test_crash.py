@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from clamd_server import Clamd
-from service_helpers import Daemon, alive, files_under, jpeg, make_root, wait_until
+from helpers import drop, image_bytes, wait_until
+from service_helpers import Daemon, alive, files_under, make_root
 
 BATCH = 100
 RECIPE = """\
@@ -53,10 +54,8 @@ def test_kill_9_at_several_points_of_a_batch_loses_nothing_and_doubles_nothing(
     root = daemon.root
     originals = {}
     for n in range(BATCH):
-        data = jpeg(n, (96, 64))
-        path = root / "inbox" / "Gray" / f"p{n:03d}.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        data = image_bytes("JPEG", (96, 64), seed=n)
+        path = drop(root, f"Gray/p{n:03d}.jpg", data)
         originals[path.name] = hashlib.sha256(data).hexdigest()
 
     daemon.start()  # the start-up scan claims the batch; kill it while it does

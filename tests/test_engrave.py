@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import photo_pixels
+from helpers import photo_pixels, ramp
 from hotfolder.canvas import Canvas
 from hotfolder.config import LimitsConfig
 from hotfolder.engine import render
 from hotfolder.errors import RecipeError
 from hotfolder.ops import engrave
 from hotfolder.recipes import Plan, RecipeBook, load_recipe, parse_chain
-from ops_helpers import apply, pixels, ramp
+from ops_helpers import apply, pixels
 
 RECIPES = Path(__file__).resolve().parent.parent / "config" / "recipes"
 

@@ -12,7 +12,8 @@ import pytest
 import resvg_py
 from PIL import Image
 
-from conftest import Recorder, exif_with, image_bytes, png_file
+from conftest import Recorder
+from helpers import exif_with, image_bytes, png_file
 from hotfolder import engine, imaging
 from hotfolder.canvas import Canvas
 from hotfolder.config import LimitsConfig

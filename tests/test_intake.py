@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import socket
@@ -10,17 +9,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
+from helpers import drop, image_bytes
 from hotfolder.config import Config, Layout
 from hotfolder.intake import Intake
 from hotfolder.journal.sqlite import SqliteJournal
-
-
-def jpeg(size: tuple[int, int] = (32, 24)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, (200, 40, 40)).save(out, "JPEG")
-    return out.getvalue()
 
 
 @pytest.fixture
@@ -37,13 +30,6 @@ def intake(layout: Layout) -> Intake:
     return Intake(layout, cfg.limits, SqliteJournal(layout.state / "journal.db"))
 
 
-def drop(layout: Layout, rel: str, data: bytes) -> Path:
-    path = layout.inbox / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
-
-
 def refused(intake: Intake, path: Path) -> bool:
     job = intake.offer(path)
     return job is not None and job.state == "failed" and job.reason is not None
@@ -55,8 +41,8 @@ def error_of(layout: Layout, rel: str) -> dict[str, str]:
 
 
 def test_a_good_file_is_claimed_into_the_work_folder(layout: Layout, intake: Intake) -> None:
-    data = jpeg()
-    path = drop(layout, "Engrave/photo.jpg", data)
+    data = image_bytes("JPEG")
+    path = drop(layout.root, "Engrave/photo.jpg", data)
     job = intake.offer(path)
     assert job is not None
     assert (job.state, job.rel, job.kind, job.size) == ("queued", "Engrave/photo.jpg", "jpeg",
@@ -68,7 +54,7 @@ def test_a_good_file_is_claimed_into_the_work_folder(layout: Layout, intake: Int
 
 def test_offering_a_file_again_or_concurrently_gives_one_job(layout: Layout,
                                                             intake: Intake) -> None:
-    path = drop(layout, "photo.jpg", jpeg())
+    path = drop(layout.root, "photo.jpg", image_bytes("JPEG"))
     results = []
     threads = [threading.Thread(target=lambda: results.append(intake.offer(path)))
                for _ in range(8)]
@@ -85,14 +71,14 @@ def test_offering_a_file_again_or_concurrently_gives_one_job(layout: Layout,
 def test_a_symlink_is_moved_to_failed_and_its_target_left_alone(layout: Layout, intake: Intake,
                                                                 tmp_path: Path) -> None:
     secret = tmp_path / "secret.jpg"
-    secret.write_bytes(jpeg())
+    secret.write_bytes(image_bytes("JPEG"))
     link = layout.inbox / "A" / "link.jpg"
     link.parent.mkdir()
     link.symlink_to(secret)
     assert refused(intake, link)
     moved = layout.failed / "A" / "link.jpg"
     assert moved.is_symlink() and os.readlink(moved) == str(secret)
-    assert secret.read_bytes() == jpeg()
+    assert secret.read_bytes() == image_bytes("JPEG")
     report = error_of(layout, "A/link.jpg")
     assert report["message"] == "A/link.jpg: refused, it is a symbolic link"
     assert report["stage"] == "intake"
@@ -101,7 +87,7 @@ def test_a_symlink_is_moved_to_failed_and_its_target_left_alone(layout: Layout, 
 
 def test_a_hardlink_is_refused(layout: Layout, intake: Intake, tmp_path: Path) -> None:
     other = tmp_path / "other.jpg"
-    other.write_bytes(jpeg())
+    other.write_bytes(image_bytes("JPEG"))
     os.link(other, layout.inbox / "hard.jpg")
     assert refused(intake, layout.inbox / "hard.jpg")
     assert "has 2 hard links" in error_of(layout, "hard.jpg")["message"]
@@ -127,7 +113,7 @@ def test_a_socket_is_refused(layout: Layout, intake: Intake) -> None:
 
 
 def test_an_oversized_file_fails_with_the_limit_named(layout: Layout, intake: Intake) -> None:
-    path = drop(layout, "big.jpg", jpeg() + bytes(20000))
+    path = drop(layout.root, "big.jpg", image_bytes("JPEG") + bytes(20000))
     assert refused(intake, path)
     message = error_of(layout, "big.jpg")["message"]
     assert "over the limit of 0.01 MB (limits.max_file_mb)" in message
@@ -135,7 +121,7 @@ def test_an_oversized_file_fails_with_the_limit_named(layout: Layout, intake: In
 
 
 def test_content_not_name_decides_the_type(layout: Layout, intake: Intake) -> None:
-    path = drop(layout, "Wood/notes.jpg", b"just some text, not a picture\n" * 10)
+    path = drop(layout.root, "Wood/notes.jpg", b"just some text, not a picture\n" * 10)
     job = intake.offer(path)  # claimed with its refusal, so that it is scanned before failing
     assert job is not None and job.kind is None and job.state == "queued"
     assert job.reason is not None and job.reason.startswith("Wood/notes.jpg: the file is")
@@ -145,9 +131,7 @@ def test_content_not_name_decides_the_type(layout: Layout, intake: Intake) -> No
 
 def test_an_allowed_type_outside_limits_formats_is_refused(layout: Layout,
                                                            intake: Intake) -> None:
-    out = io.BytesIO()
-    Image.new("RGB", (4, 4)).save(out, "GIF")
-    job = intake.offer(drop(layout, "a.gif", out.getvalue()))
+    job = intake.offer(drop(layout.root, "a.gif", image_bytes("GIF", (4, 4))))
     assert job is not None and job.reason is not None
     assert "gif files are not accepted here" in job.reason
 
@@ -155,7 +139,7 @@ def test_an_allowed_type_outside_limits_formats_is_refused(layout: Layout,
 def test_adopt_finds_a_claim_the_journal_never_recorded(layout: Layout, intake: Intake) -> None:
     layout.work.mkdir(parents=True)
     orphan = layout.work / "0123456789ab_A%2FB%2Fphoto%201.jpg"
-    orphan.write_bytes(jpeg())
+    orphan.write_bytes(image_bytes("JPEG"))
     (layout.work / "stray-folder").mkdir()
     jobs = intake.adopt()
     assert [(j.id, j.rel, j.state) for j in jobs] == [

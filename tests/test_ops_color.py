@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import ramp
 from hotfolder.errors import RecipeError
-from ops_helpers import apply, pixels, ramp
+from ops_helpers import apply, pixels
 
 
 def _palette_with_transparency() -> Image.Image:

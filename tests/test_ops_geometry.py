@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import exif_with, photo_pixels
+from helpers import exif_with, photo_pixels, ramp
 from hotfolder.canvas import Canvas
 from hotfolder.errors import InputError, RecipeError
 from hotfolder.lengths import Length, parse_length, to_pixels
 from hotfolder.pipeline import run
 from hotfolder.recipes import parse_chain, parse_step
-from ops_helpers import apply, pixels, ramp
+from ops_helpers import apply, pixels
 
 # Lengths ---------------------------------------------------------------------
 

@@ -6,9 +6,10 @@ import pytest
 from PIL import ExifTags, Image
 from PIL.TiffImagePlugin import IFDRational
 
+from helpers import ramp
 from hotfolder.canvas import Canvas
 from hotfolder.errors import RecipeError
-from ops_helpers import apply, pixels, ramp
+from ops_helpers import apply, pixels
 
 
 def test_format_and_quality_become_output_settings() -> None:

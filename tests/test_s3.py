@@ -14,13 +14,14 @@ import yaml
 from botocore.exceptions import EndpointConnectionError
 from PIL import Image
 
+from helpers import drop, image_bytes, wait_until
 from hotfolder.cli import main
 from hotfolder.config import OutputConfig, S3Config
 from hotfolder.errors import ConfigError, InputError, Unavailable
 from hotfolder.sinks.local import OutboxSink
 from hotfolder.sinks.s3 import S3Sink, check_bucket, make_sink
 from moto_server import S3Endpoint
-from service_helpers import Daemon, drop, files_under, jpeg, make_root, start, wait_until
+from service_helpers import Daemon, files_under, make_root, start
 
 MIB = 1024 * 1024
 
@@ -278,7 +279,7 @@ def test_the_service_uploads_once_and_waits_while_the_endpoint_is_down(
     root = config.parent
     start(daemons, config)
 
-    data = jpeg(1, (120, 90))
+    data = image_bytes("JPEG", (120, 90), seed=1)
     drop(root, "grayscale+png/photo.jpg", data)
     wait_until(lambda: keys(s3, bucket) == ["shop/grayscale+png/photo.png"], 20,
                "the result in the bucket")
@@ -292,7 +293,7 @@ def test_the_service_uploads_once_and_waits_while_the_endpoint_is_down(
     assert files_under(root / "outbox") == []  # no keep_local
 
     with s3.stopped():
-        drop(root, "grayscale+png/second.jpg", jpeg(2, (120, 90)))
+        drop(root, "grayscale+png/second.jpg", image_bytes("JPEG", (120, 90), seed=2))
         wait_until(lambda: Daemon(config).status()["waiting"] == {"s3": 1}, 20,
                    "the job to wait for S3")
         assert (root / "archive" / "grayscale+png" / "second.jpg").exists() is False

@@ -11,12 +11,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import image_bytes
+from helpers import drop, image_bytes, wait_until
 from hotfolder.cli import main
 from hotfolder.journal.redis import RedisJournal
 from redis_server import RedisServer
 from server_process import free_port
-from service_helpers import Daemon, alive, drop, files_under, make_root, start, wait_until
+from service_helpers import Daemon, alive, files_under, make_root, start
 
 SLOW_FOLDER = "sharpen+equalize+png"  # about 0.2 s per photo below on one core
 BATCH = 30

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from clamd_server import EICAR, EICAR_SIGNATURE, IMAGE_SIGNATURE, Clamd, png
+from clamd_server import EICAR, EICAR_SIGNATURE, IMAGE_SIGNATURE, Clamd
+from helpers import image_bytes
 from hotfolder.config import ScannerConfig
 from hotfolder.errors import Unavailable
 from hotfolder.scanner import ClamdScanner, MemoryScanner, Scanner, make_scanner, parse_address
@@ -20,8 +21,8 @@ from server_process import free_port
 @pytest.fixture
 def samples(tmp_path: Path) -> dict[str, Path]:
     """A clean image, the signed test image and EICAR, as files."""
-    files = {"clean.png": png((32, 32), seed=2), "signed.png": png((32, 32), seed=1),
-             "eicar.com": EICAR}
+    files = {"clean.png": image_bytes("PNG", (32, 32), seed=2),
+             "signed.png": image_bytes("PNG", (32, 32), seed=1), "eicar.com": EICAR}
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     return {name.split(".")[0]: tmp_path / name for name in files}
@@ -68,7 +69,7 @@ class TestMemoryScanner(ScannerContract):
     def scanner(self) -> MemoryScanner:
         scanner = MemoryScanner()
         scanner.sign(EICAR, EICAR_SIGNATURE)
-        scanner.sign(png((32, 32), seed=1), IMAGE_SIGNATURE)
+        scanner.sign(image_bytes("PNG", (32, 32), seed=1), IMAGE_SIGNATURE)
         return scanner
 
     @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -13,21 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from clamd_server import EICAR_SIGNATURE, IMAGE_SIGNATURE, Clamd
-from service_helpers import (
-    Daemon,
-    alive,
-    drop,
-    files_under,
-    jpeg,
-    make_root,
-    start,
-    wait_until,
-)
+from clamd_server import EICAR_SIGNATURE, IMAGE_SIGNATURE, Clamd, HeldClamd
+from helpers import drop, image_bytes, wait_until
+from service_helpers import Daemon, alive, files_under, make_root, start
 
 GRAY_RECIPE = """\
 steps:
@@ -37,16 +27,8 @@ sidecar: true
 """
 
 
-def slow_image(size: int = 3000) -> bytes:
-    """A small PNG (about 100 kB) of many pixels, which SLOW_FOLDER takes seconds to process."""
-    ramp = np.linspace(0, 255, size, dtype=np.float32)
-    pixels = (np.add.outer(ramp, ramp) / 2).astype(np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(np.stack([pixels] * 3, axis=-1)).save(out, "PNG", compress_level=9)
-    return out.getvalue()
-
-
-SLOW_FOLDER = "equalize+equalize+equalize+equalize+equalize+equalize+grayscale+png"
+# Longer than any test waits: a scan held by HeldClamd ends only when the test lets it.
+HELD_SCAN_TIMEOUT = {"timeout_seconds": 120}
 
 
 def test_a_dropped_file_is_scanned_processed_delivered_and_archived(
@@ -58,7 +40,7 @@ def test_a_dropped_file_is_scanned_processed_delivered_and_archived(
     assert daemon.get("/healthz")[0] == 200
     wait_until(lambda: daemon.get("/readyz")[0] == 200, 10, "/readyz to answer 200")
 
-    drop(root, "Gray/dpi=300/photo.jpg", jpeg(1, (300, 200)))
+    drop(root, "Gray/dpi=300/photo.jpg", image_bytes("JPEG", (300, 200), seed=1))
     output = root / "outbox" / "Gray" / "dpi=300" / "photo.png"
     wait_until((root / "archive" / "Gray" / "dpi=300" / "photo.jpg").exists, 20,
                "the original in archive/")
@@ -86,14 +68,8 @@ def test_a_file_written_slowly_in_chunks_is_taken_only_when_complete(
     config = make_root(tmp_path / "root", clamd.address)
     root = config.parent
     daemon = start(daemons, config)
-    data = jpeg(3, (400, 300))
-    target = root / "inbox" / "grayscale+png" / "slow.jpg"
-    target.parent.mkdir(parents=True)
-    with target.open("wb") as out:
-        for start_at in range(0, len(data), 512):
-            out.write(data[start_at:start_at + 512])
-            out.flush()
-            time.sleep(0.02)
+    drop(root, "grayscale+png/slow.jpg", image_bytes("JPEG", (400, 300), seed=3),
+         chunk_bytes=512, pause=0.02)
     output = root / "outbox" / "grayscale+png" / "slow.png"
     wait_until(output.exists, 20, "the output of the slowly written file")
     with Image.open(output) as image:
@@ -132,7 +108,7 @@ def test_bad_files_fail_with_a_reason_and_retry_brings_them_back(
     root = config.parent
     daemon = start(daemons, config)
     drop(root, "grayscale+png/notes.jpg", b"not a picture at all\n" * 20)
-    drop(root, "Wood Burn/photo.jpg", jpeg(5))
+    drop(root, "Wood Burn/photo.jpg", image_bytes("JPEG", seed=5))
     link = root / "inbox" / "grayscale+png" / "link.jpg"
     link.symlink_to(root / "hotfolder.yaml")
     failed = root / "failed"
@@ -168,7 +144,7 @@ def test_nothing_is_processed_unscanned_while_clamd_is_down(
     outbox = root / "outbox" / "grayscale+png"
     with clamd.stopped():
         for n in range(10):
-            drop(root, f"grayscale+png/p{n}.jpg", jpeg(n))
+            drop(root, f"grayscale+png/p{n}.jpg", image_bytes("JPEG", seed=n))
         wait_until(lambda: daemon.metric("hotfolder_waiting_jobs", reason="scanner") == 10, 30,
                    "ten jobs waiting for the scanner")
         wait_until(lambda: daemon.metric("hotfolder_scanner_up") == 0, 10, "scanner_up 0")
@@ -187,7 +163,7 @@ def test_polling_mode_takes_files_once_they_settle(
     root = config.parent
     daemon = start(daemons, config)
     for n in range(3):
-        drop(root, f"grayscale+png/p{n}.jpg", jpeg(n))
+        drop(root, f"grayscale+png/p{n}.jpg", image_bytes("JPEG", seed=n))
     wait_until(lambda: len(files_under(root / "archive")) == 3, 30, "three files via polling")
     assert len(files_under(root / "outbox")) == 3
     assert daemon.stop() == 0
@@ -201,51 +177,66 @@ def running_job(daemon: Daemon) -> dict[str, object]:
 
 
 def test_a_job_that_kills_its_worker_is_retried_then_failed(
-        tmp_path: Path, clamd: Clamd, daemons: list[Daemon]) -> None:
-    config = make_root(tmp_path / "root", clamd.address, queue={"workers": 1})
+        tmp_path: Path, held_clamd: HeldClamd, daemons: list[Daemon]) -> None:
+    config = make_root(tmp_path / "root", held_clamd.address, scanner=HELD_SCAN_TIMEOUT,
+                       queue={"workers": 1})
     root = config.parent
     daemon = start(daemons, config)
-    drop(root, f"{SLOW_FOLDER}/crash.png", slow_image())
-    for attempt in (1, 2, 3):
+    drop(root, "grayscale+png/crash.jpg", image_bytes("JPEG"))
+    for attempt in (1, 2, 3):  # each attempt is held in its scan until its worker is killed
         job = wait_until(lambda a=attempt: (j := running_job(daemon)) and j["attempts"] == a
-                         and j, 30, f"attempt {attempt} running")
+                         and held_clamd.holding == 1 and j, 30, f"attempt {attempt} running")
         os.kill(int(str(job["pid"])), signal.SIGSEGV)  # as a crashing decoder would
-    report = root / "failed" / SLOW_FOLDER / "crash.png.error.json"
+    report = root / "failed" / "grayscale+png" / "crash.jpg.error.json"
     wait_until(report.exists, 20, "the crashed job in failed/")
     message = json.loads(report.read_text())["message"]
     assert "processing crashed 3 times (worker killed: signal 11 (SIGSEGV))" in message
-    drop(root, "grayscale+png/after.jpg", jpeg(9))  # the replaced worker takes new jobs
+    assert held_clamd.answered == 0
+    held_clamd.let_through()
+    drop(root, "grayscale+png/after.jpg", image_bytes("JPEG", seed=9))  # a replaced worker
     wait_until((root / "outbox" / "grayscale+png" / "after.png").exists, 20, "a later job")
+    assert files_under(root / "outbox" / "grayscale+png") == [
+        root / "outbox" / "grayscale+png" / "after.png"]
     assert daemon.stop() == 0
 
 
 def test_a_job_over_the_time_limit_is_stopped_and_failed(
-        tmp_path: Path, clamd: Clamd, daemons: list[Daemon]) -> None:
-    config = make_root(tmp_path / "root", clamd.address, limits={"job_timeout_seconds": 0.5})
+        tmp_path: Path, held_clamd: HeldClamd, daemons: list[Daemon]) -> None:
+    config = make_root(tmp_path / "root", held_clamd.address, scanner=HELD_SCAN_TIMEOUT,
+                       limits={"job_timeout_seconds": 0.5})
     root = config.parent
     daemon = start(daemons, config)
-    drop(root, f"{SLOW_FOLDER}/slow.png", slow_image())
-    report = root / "failed" / SLOW_FOLDER / "slow.png.error.json"
+    drop(root, "grayscale+png/slow.jpg", image_bytes("JPEG"))  # its scan never ends by itself
+    report = root / "failed" / "grayscale+png" / "slow.jpg.error.json"
     wait_until(report.exists, 30, "the overdue job in failed/")
     assert "took longer than 0.5 s (limits.job_timeout_seconds)" in json.loads(
         report.read_text())["message"]
-    assert files_under(root / "outbox") == []
+    assert (root / "failed" / "grayscale+png" / "slow.jpg").read_bytes() == image_bytes("JPEG")
+    assert held_clamd.answered == 0 and files_under(root / "outbox") == []
+
+    held_clamd.let_through()  # the service goes on serving: the next file is done
+    drop(root, "grayscale+png/next.jpg", image_bytes("JPEG", seed=1))
+    wait_until((root / "outbox" / "grayscale+png" / "next.png").exists, 20, "the next file")
     assert daemon.stop() == 0
 
 
 def test_workers_die_with_the_service_and_a_restart_finishes_the_work(
-        tmp_path: Path, clamd: Clamd, daemons: list[Daemon]) -> None:
-    config = make_root(tmp_path / "root", clamd.address)
+        tmp_path: Path, held_clamd: HeldClamd, daemons: list[Daemon]) -> None:
+    config = make_root(tmp_path / "root", held_clamd.address, scanner=HELD_SCAN_TIMEOUT)
     root = config.parent
     daemon = start(daemons, config)
     workers = daemon.children()
     assert len(workers) >= 2
-    drop(root, f"{SLOW_FOLDER}/big.png", slow_image())
-    wait_until(lambda: running_job(daemon), 30, "the job running")
+    drop(root, "grayscale+png/big.jpg", image_bytes("JPEG"))
+    wait_until(lambda: running_job(daemon) and held_clamd.holding == 1, 30, "the job running")
     daemon.kill()
     wait_until(lambda: not any(alive(pid) for pid in workers), 10, "the workers to die too")
+    assert files_under(root / "outbox") == []
+    held_clamd.let_through()
     daemon.start()
-    wait_until((root / "outbox" / SLOW_FOLDER / "big.png").exists, 60, "the job after restart")
+    wait_until((root / "outbox" / "grayscale+png" / "big.png").exists, 60,
+               "the job after restart")
+    assert held_clamd.answered == 1
     assert daemon.stop() == 0
 
 
@@ -256,7 +247,7 @@ def test_a_burst_of_2000_files(tmp_path: Path, clamd: Clamd, daemons: list[Daemo
     daemon = start(daemons, config)
     started = time.monotonic()
     for n in range(2000):
-        drop(root, f"grayscale+png/dpi=300/p{n:04d}.jpg", jpeg(n, (32, 24)))
+        drop(root, f"grayscale+png/dpi=300/p{n:04d}.jpg", image_bytes("JPEG", (32, 24), seed=n))
     wait_until(lambda: len(files_under(root / "archive")) == 2000, 120, "2000 files archived")
     elapsed = time.monotonic() - started
     assert len(files_under(root / "outbox")) == 2000

@@ -7,6 +7,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from helpers import image_bytes
 from hotfolder.config import Config
 from hotfolder.intake import Intake
 from hotfolder.journal import Job
@@ -15,7 +16,7 @@ from hotfolder.metrics import Metrics
 from hotfolder.scanner import MemoryScanner
 from hotfolder.sinks import MemorySink
 from hotfolder.tasks import Context, retry_delay, run_job
-from service_helpers import files_under, jpeg
+from service_helpers import files_under
 
 
 def setup(tmp_path: Path, policy: str = "hold") -> tuple[Context, Intake]:
@@ -47,7 +48,7 @@ def test_a_job_waits_while_its_destination_is_unavailable_then_completes(
         tmp_path: Path) -> None:
     ctx, intake = setup(tmp_path)
     assert isinstance(ctx.sink, MemorySink)
-    job = claim(ctx, intake, "grayscale+png/a.jpg", jpeg(1))
+    job = claim(ctx, intake, "grayscale+png/a.jpg", image_bytes("JPEG", seed=1))
     ctx.sink.available = False
     run_job(ctx, job.id)
     waiting = state(ctx, job)
@@ -59,7 +60,8 @@ def test_a_job_waits_while_its_destination_is_unavailable_then_completes(
     run_job(ctx, job.id)
     assert state(ctx, job).state == "done"
     assert list(ctx.sink.objects) == [PurePosixPath("grayscale+png/a.png")]
-    assert (ctx.layout.archive / "grayscale+png" / "a.jpg").read_bytes() == jpeg(1)
+    archived = ctx.layout.archive / "grayscale+png" / "a.jpg"
+    assert archived.read_bytes() == image_bytes("JPEG", seed=1)
 
 
 @pytest.mark.parametrize("policy", ["hold", "reject", "allow"])
@@ -69,7 +71,7 @@ def test_scanner_unavailable_policies(tmp_path: Path, policy: str) -> None:
     ctx.metrics = Metrics()
     (ctx.layout.recipes).mkdir()
     (ctx.layout.recipes / "side.yaml").write_text("steps: [grayscale]\nsidecar: true\n")
-    job = claim(ctx, intake, "side/a.jpg", jpeg(2))
+    job = claim(ctx, intake, "side/a.jpg", image_bytes("JPEG", seed=2))
     ctx.scanner.available = False
     run_job(ctx, job.id)
     ended = state(ctx, job)
@@ -92,8 +94,8 @@ def test_scanner_unavailable_policies(tmp_path: Path, policy: str) -> None:
 def test_an_infected_file_is_quarantined_and_never_delivered(tmp_path: Path) -> None:
     ctx, intake = setup(tmp_path)
     assert isinstance(ctx.scanner, MemoryScanner) and isinstance(ctx.sink, MemorySink)
-    ctx.scanner.sign(jpeg(3), "Test-Signature")
-    job = claim(ctx, intake, "grayscale+png/bad.jpg", jpeg(3))
+    ctx.scanner.sign(image_bytes("JPEG", seed=3), "Test-Signature")
+    job = claim(ctx, intake, "grayscale+png/bad.jpg", image_bytes("JPEG", seed=3))
     run_job(ctx, job.id)
     assert state(ctx, job).state == "quarantined"
     report = json.loads(
@@ -105,7 +107,7 @@ def test_an_infected_file_is_quarantined_and_never_delivered(tmp_path: Path) -> 
 def test_a_repeated_job_after_a_crash_delivers_nothing_twice(tmp_path: Path) -> None:
     ctx, intake = setup(tmp_path)
     assert isinstance(ctx.sink, MemorySink)
-    job = claim(ctx, intake, "grayscale+png/a.jpg", jpeg(4))
+    job = claim(ctx, intake, "grayscale+png/a.jpg", image_bytes("JPEG", seed=4))
     run_job(ctx, job.id)
     first = dict(ctx.sink.objects)
     # As if the worker died after delivering but before the journal said so:
@@ -121,7 +123,7 @@ def test_a_repeated_job_after_a_crash_delivers_nothing_twice(tmp_path: Path) -> 
 
 def test_a_duplicate_task_for_a_finished_job_does_nothing(tmp_path: Path) -> None:
     ctx, intake = setup(tmp_path)
-    job = claim(ctx, intake, "grayscale+png/a.jpg", jpeg(5))
+    job = claim(ctx, intake, "grayscale+png/a.jpg", image_bytes("JPEG", seed=5))
     run_job(ctx, job.id)
     run_job(ctx, job.id)
     assert state(ctx, job).attempts == 1

@@ -24,6 +24,7 @@ from watchdog.events import (
     FileOpenedEvent,
 )
 
+from helpers import wait_until
 from hotfolder import watcher as watcher_module
 from hotfolder.config import WatchConfig
 from hotfolder.watcher import (
@@ -74,17 +75,6 @@ class Calls:
         """True once at least `count` calls were made, False when the deadline passes first."""
         with self._changed:
             return self._changed.wait_for(lambda: len(self.seen) >= count, timeout)
-
-
-def until(condition: Callable[[], bool], timeout: float = DEADLINE) -> bool:
-    """Wait for a condition with a deadline."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        pause.wait(0.02)
-    return True
 
 
 @pytest.fixture(autouse=True)
@@ -167,12 +157,12 @@ def test_the_tree_is_rescanned_every_rescan_seconds(inbox):
     w = Watcher(inbox, WatchConfig(mode="events", rescan_seconds=60), Calls(inbox), clock=clock)
     w.start()
     try:
-        assert until(lambda: w.last_scan > 0)
-        first = w.last_scan
+        first = wait_until(lambda: w.last_scan, DEADLINE, "the first scan")
         clock.now += 59
-        assert not until(lambda: w.last_scan != first, timeout=0.3)
+        with pytest.raises(AssertionError, match="timed out"):  # no rescan before it is due
+            wait_until(lambda: w.last_scan != first, 0.3, "an early rescan")
         clock.now += 1
-        assert until(lambda: w.last_scan != first)
+        wait_until(lambda: w.last_scan != first, DEADLINE, "the rescan when due")
     finally:
         w.stop()
 
@@ -286,7 +276,7 @@ def test_a_dead_observer_is_restarted(watch, inbox, caplog):
     assert dead is not None
     dead.stop()
     dead.join()
-    assert until(lambda: w.healthy and w._observer is not dead)
+    wait_until(lambda: w.healthy and w._observer is not dead, DEADLINE, "a new observer")
     write(inbox / "after.jpg")
     assert calls.wait(1)
     assert calls.names == ["after.jpg"]
@@ -296,7 +286,7 @@ def test_a_dead_observer_is_restarted(watch, inbox, caplog):
 def test_an_inbox_that_goes_away_and_comes_back_is_watched_again(watch, inbox, caplog):
     w, calls = watch(settle_seconds=0.05)
     shutil.rmtree(inbox)
-    assert until(lambda: not w.healthy)
+    wait_until(lambda: not w.healthy, DEADLINE, "the watcher to see the inbox gone")
     scanned = w.last_scan
     write(inbox / "back.jpg")  # made while nothing watches: the rescan after the restart finds it
     assert calls.wait(1)
