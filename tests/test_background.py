@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from helpers import encoded
 from hotfolder.canvas import Canvas
 from hotfolder.config import LimitsConfig
 from hotfolder.engine import render
@@ -205,11 +206,10 @@ def test_a_one_colour_picture_is_explained_not_crashed_on(method: str,
 
 
 def test_a_one_colour_file_fails_its_job_with_the_reason() -> None:
-    source = io.BytesIO()
-    Image.new("RGB", (60, 40), "white").save(source, "PNG")
+    blank = encoded(Image.new("RGB", (60, 40), "white"), "PNG")
     plan = Plan(name="cutout", steps=parse_chain("remove_background").steps)
     with pytest.raises(InputError) as caught:
-        render(source.getvalue(), "blank.png", plan, LimitsConfig())
+        render(blank, "blank.png", plan, LimitsConfig())
     assert caught.value.message == ("remove_background found nothing to cut out: "
                                     "the picture is one colour")
     assert caught.value.stage == "process"
@@ -233,10 +233,9 @@ def test_bad_parameters_are_named(chain: str, words: str) -> None:
 
 def test_a_job_writes_a_transparent_png() -> None:
     image, truth = scene("logo", "plain", SIZE)
-    source = io.BytesIO()
-    Image.fromarray(image).save(source, "JPEG", quality=95)
+    source = encoded(Image.fromarray(image), "JPEG", quality=95)
     plan = Plan(name="cutout", steps=parse_chain("remove_background+png").steps)
-    rendered = render(source.getvalue(), "logo.jpg", plan, LimitsConfig())
+    rendered = render(source, "logo.jpg", plan, LimitsConfig())
     with Image.open(io.BytesIO(rendered.main.data)) as out:
         assert out.mode == "RGBA"
         assert iou(np.asarray(out)[..., 3] >= 128, truth) >= 0.95

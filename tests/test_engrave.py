@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import photo_pixels, ramp
+from helpers import encoded, image_bytes, ramp
 from hotfolder.canvas import Canvas
 from hotfolder.config import LimitsConfig
 from hotfolder.engine import render
@@ -291,10 +291,8 @@ def test_bad_sizes_are_explained(step: str, words: str) -> None:
 
 @pytest.mark.parametrize("fmt", ["png", "bmp", "tiff", "jpeg"])
 def test_dithered_files_are_one_bit_with_their_dpi(fmt: str) -> None:
-    source = io.BytesIO()
-    ramp((60, 40)).save(source, "PNG")
     plan = Plan(name="t", steps=parse_chain(f"dither=stucki+dpi=318+{fmt}").steps)
-    rendered = render(source.getvalue(), "photo.png", plan, LimitsConfig())
+    rendered = render(encoded(ramp((60, 40)), "PNG"), "photo.png", plan, LimitsConfig())
     with Image.open(io.BytesIO(rendered.main.data)) as out:
         assert out.format == fmt.upper()
         assert out.mode == ("L" if fmt == "jpeg" else "1")  # JPEG has no 1-bit form
@@ -309,9 +307,7 @@ def test_every_shipped_recipe_is_valid_and_makes_a_file(path: Path) -> None:
     recipe = load_recipe(path)
     assert recipe.description and "\n" not in recipe.description.strip()
     plan = RecipeBook(RECIPES).get(path.stem)
-    source = io.BytesIO()
-    Image.fromarray(photo_pixels(64, 48), "RGB").save(source, "JPEG")
-    rendered = render(source.getvalue(), "photo.jpg", plan, LimitsConfig())
+    rendered = render(image_bytes("JPEG"), "photo.jpg", plan, LimitsConfig())
     if rendered.sidecar["output"]["format"] == "svg":
         assert rendered.main.data.startswith(b"<?xml") or b"<svg" in rendered.main.data[:200]
         return

@@ -13,7 +13,7 @@ import resvg_py
 from PIL import Image
 
 from conftest import Recorder
-from helpers import exif_with, image_bytes, png_file
+from helpers import encoded, exif_with, image_bytes, png_file
 from hotfolder import engine, imaging
 from hotfolder.canvas import Canvas
 from hotfolder.config import LimitsConfig
@@ -98,11 +98,9 @@ def test_file_size_limit() -> None:
 
 
 def test_cmyk_jpeg_becomes_correct_rgb() -> None:
-    cyan = Image.new("CMYK", (32, 32), (255, 0, 0, 0))
-    out = io.BytesIO()
-    cyan.save(out, "JPEG", quality=95)
-    assert b"Adobe" in out.getvalue()  # Adobe's marker: the CMYK values are stored inverted
-    canvas = imaging.decode(out.getvalue(), LIMITS).canvas
+    cyan = encoded(Image.new("CMYK", (32, 32), (255, 0, 0, 0)), "JPEG", quality=95)
+    assert b"Adobe" in cyan  # Adobe's marker: the CMYK values are stored inverted
+    canvas = imaging.decode(cyan, LIMITS).canvas
     assert canvas.image.mode == "RGB"
     r, g, b = canvas.image.getpixel((16, 16))  # type: ignore[misc]
     assert r < 20 and g > 235 and b > 235
@@ -113,20 +111,17 @@ CMYK_PROFILE = Path("/usr/share/color/icc/ghostscript/default_cmyk.icc")
 
 @pytest.mark.skipif(not CMYK_PROFILE.is_file(), reason="no CMYK ICC profile on this machine")
 def test_cmyk_jpeg_with_a_profile_is_converted_through_it() -> None:
-    out = io.BytesIO()
-    Image.new("CMYK", (16, 16), (255, 0, 0, 0)).save(
-        out, "JPEG", quality=95, icc_profile=CMYK_PROFILE.read_bytes())
-    canvas = imaging.decode(out.getvalue(), LIMITS).canvas
+    cyan = encoded(Image.new("CMYK", (16, 16), (255, 0, 0, 0)), "JPEG", quality=95,
+                   icc_profile=CMYK_PROFILE.read_bytes())
+    canvas = imaging.decode(cyan, LIMITS).canvas
     # Printed cyan is a lighter blue than the screen's pure (0, 255, 255).
     assert canvas.image.getpixel((8, 8)) == pytest.approx((0, 175, 239), abs=12)
     assert canvas.icc_profile is None  # the pixels are sRGB now
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
-    grey = Image.fromarray(np.array([[0, 32896, 65535]], dtype=np.uint16))
-    out = io.BytesIO()
-    grey.save(out, "PNG")
-    image = imaging.decode(out.getvalue(), LIMITS).canvas.image
+    grey = encoded(Image.fromarray(np.array([[0, 32896, 65535]], dtype=np.uint16)), "PNG")
+    image = imaging.decode(grey, LIMITS).canvas.image
     assert image.mode == "L"
     assert [image.getpixel((x, 0)) for x in range(3)] == [0, 128, 255]
 
@@ -139,9 +134,7 @@ def test_sixteen_bit_rgb_png_decodes_to_eight_bits() -> None:
 def transparent_palette_png() -> bytes:
     image = Image.new("RGBA", (20, 10), (255, 0, 0, 255))
     image.paste((0, 0, 0, 0), (10, 0, 20, 10))
-    out = io.BytesIO()
-    image.convert("P").save(out, "PNG")  # palette with a transparent entry
-    return out.getvalue()
+    return encoded(image.convert("P"), "PNG")  # palette with a transparent entry
 
 
 @pytest.mark.parametrize("fmt", ["png", "webp", "gif"])

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from clamd_server import Clamd
-from service_helpers import Daemon, drop, files_under, jpeg, make_root, start, wait_until
+from helpers import drop, image_bytes, wait_until
+from service_helpers import Daemon, files_under, make_root, start
 
 # Far below every bomb (a 1.2-gigapixel RGB canvas is 3.6 GB), well above a refused job.
 COMMAND_DATA_LIMIT = 2 * 2**30
@@ -68,7 +69,7 @@ def process(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("folder", sorted(GEOMETRY_BOMBS))
 def test_a_folder_name_bomb_fails_at_once_in_process(tmp_path: Path, folder: str) -> None:
-    (tmp_path / "photo.jpg").write_bytes(jpeg(1))
+    (tmp_path / "photo.jpg").write_bytes(image_bytes("JPEG", seed=1))
     done = process("photo.jpg", "-s", folder, "-o", "out", cwd=tmp_path)
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip() == f"photo.jpg: {GEOMETRY_BOMBS[folder]}, {LIMIT}"
@@ -81,8 +82,8 @@ def test_the_four_folder_name_bombs_fail_at_once_in_the_service(
     root = config.parent
     daemon = start(daemons, config)
     for seed, folder in enumerate(BOMBS):
-        drop(root, f"{folder}/bomb.jpg", jpeg(seed))
-    drop(root, "grayscale+png/fine.jpg", jpeg(9))
+        drop(root, f"{folder}/bomb.jpg", image_bytes("JPEG", seed=seed))
+    drop(root, "grayscale+png/fine.jpg", image_bytes("JPEG", seed=9))
     reports = [root / "failed" / folder / "bomb.jpg.error.json" for folder in BOMBS]
     wait_until(lambda: all(r.exists() for r in reports), 60, "four bombs in failed/")
     for report, (folder, reason) in zip(reports, BOMBS.items(), strict=True):

@@ -16,10 +16,11 @@ from PIL import Image, ImageOps
 
 from clamd_server import Clamd
 from conftest import RunCli
+from helpers import drop, encoded, exif_with, wait_until
 from hotfolder import engine, imaging
 from hotfolder.config import LimitsConfig
 from hotfolder.recipes import combine, parse_chain
-from service_helpers import Daemon, drop, make_root, start, wait_until
+from service_helpers import Daemon, make_root, start
 
 LIMITS = LimitsConfig()
 UPRIGHT = (80, 60)
@@ -47,12 +48,7 @@ def phone_photo(orientation: int, size: tuple[int, int] = UPRIGHT) -> bytes:
     picture = upright_picture(size)
     turn = STORED[orientation]
     stored = picture if turn is None else picture.transpose(turn)
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    exif[0x010F] = "PhoneCam"
-    out = io.BytesIO()
-    stored.save(out, "JPEG", quality=95, exif=exif.tobytes())
-    return out.getvalue()
+    return encoded(stored, "JPEG", quality=95, exif=exif_with(orientation))
 
 
 def assert_upright(image: Image.Image, size: tuple[int, int] = UPRIGHT) -> None:
@@ -100,7 +96,7 @@ def test_the_tag_is_dropped_and_the_rest_of_the_exif_kept() -> None:
     image = opened(rendered)
     assert_upright(image)
     exif = image.getexif()
-    assert exif.get(0x0112, 1) == 1 and exif.get(0x010F) == "PhoneCam"
+    assert exif.get(0x0112, 1) == 1 and exif.get(0x010F) == "TestCam"
     assert rendered.sidecar["exif"]["orientation"] == 6  # what the input said
 
 

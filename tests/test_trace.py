@@ -11,6 +11,7 @@ import pytest
 import resvg_py
 from PIL import Image, ImageDraw
 
+from helpers import encoded
 from hotfolder.canvas import Canvas
 from hotfolder.config import LimitsConfig
 from hotfolder.engine import render
@@ -99,10 +100,8 @@ def test_an_all_white_image_gives_an_empty_svg_and_says_so() -> None:
 
 
 def test_trace_in_a_job_writes_an_svg_file_with_the_sidecar() -> None:
-    source = io.BytesIO()
-    shapes().save(source, "PNG", dpi=(300, 300))
     plan = Plan(name="cut", steps=parse_chain("trace").steps)
-    rendered = render(source.getvalue(), "logo.png", plan, LimitsConfig())
+    rendered = render(encoded(shapes(), "PNG", dpi=(300, 300)), "logo.png", plan, LimitsConfig())
     assert rendered.main.name == "logo.svg"
     assert rendered.main.media_type == "image/svg+xml"
     svg = root(rendered.main.data.decode())
