@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import wait_until
 from hotfolder.errors import Unavailable
 from hotfolder.journal import ENDED, UNFINISHED, Journal, is_shared, open_journal
 from hotfolder.journal.memory import MemoryJournal
@@ -21,7 +22,7 @@ from hotfolder.journal.redis import RedisJournal
 from hotfolder.journal.sqlite import SqliteJournal
 from redis_server import RedisServer
 from server_process import free_port
-from service_helpers import make_root, wait_until
+from service_helpers import make_root
 
 SQLITE_QUEUE = "sqlite:///state/queue.db"
 LEASE = 0.6

@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image
 
 from conftest import YAML_BOMB, RunCli
-from service_helpers import Daemon, drop, files_under, jpeg, make_root, start, wait_until
+from helpers import drop, encoded, image_bytes, wait_until
+from service_helpers import Daemon, files_under, make_root, start
 
 WAIT = 30.0
 FIRST_RECIPE = """\
@@ -51,14 +52,15 @@ def test_a_recipe_yaml_written_while_running_chooses_the_steps_of_later_files(
     recipe = root / "inbox" / "Fresh" / "recipe.yaml"
     recipe.parent.mkdir()
     recipe.write_text(FIRST_RECIPE)  # saved in place, as an editor or a copy does
-    drop(root, "Fresh/photo.jpg", jpeg(1, (300, 200)))
+    drop(root, "Fresh/photo.jpg", image_bytes("JPEG", (300, 200), seed=1))
     first = root / "outbox" / "Fresh" / "photo.png"
     wait_until(first.exists, WAIT, "outbox/Fresh/photo.png")
     with Image.open(first) as image:
         assert (image.mode, image.size) == ("L", (32, 24))
 
     recipe.write_text(SECOND_RECIPE)
-    drop(root, "Fresh/again.jpg", jpeg(2, (300, 200)))
+    flat = Image.new("RGB", (300, 200), (40, 90, 200))  # one colour: any pixel of it tells
+    drop(root, "Fresh/again.jpg", encoded(flat, "JPEG"))
     second = root / "outbox" / "Fresh" / "again.bmp"
     wait_until(second.exists, WAIT, "outbox/Fresh/again.bmp")
     with Image.open(second) as image:
@@ -90,7 +92,7 @@ def test_hostile_recipe_files_and_chains_fail_with_the_reason(
         (inbox / folder / "recipe.yaml").write_text(text)
     deep = "Many/Many/Many/Many/Many"  # 40 steps from each: 200 in all
     for rel in ("Bomb/photo.jpg", "Huge/photo.jpg", f"{deep}/photo.jpg"):
-        drop(root, rel, jpeg(3))
+        drop(root, rel, image_bytes("JPEG", seed=3))
 
     bomb = reason(root, "Bomb/photo.jpg")
     assert bomb == (f"Bomb/photo.jpg: {inbox / 'Bomb' / 'recipe.yaml'}, line 5: refused: it"
@@ -115,11 +117,11 @@ def test_with_inline_names_denied_only_recipe_files_choose_steps(
     root = config.parent
     (root / "recipes" / "engrave-wood.yaml").write_text("steps: [grayscale]\n")
     daemon = start(daemons, config)
-    drop(root, "grayscale+png/photo.jpg", jpeg(4))
-    drop(root, "Engrave Wood/photo.jpg", jpeg(5))
+    drop(root, "grayscale+png/photo.jpg", image_bytes("JPEG", seed=4))
+    drop(root, "Engrave Wood/photo.jpg", image_bytes("JPEG", seed=5))
     (root / "inbox" / "Own").mkdir()
     (root / "inbox" / "Own" / "recipe.yaml").write_text(FIRST_RECIPE)
-    drop(root, "Own/photo.jpg", jpeg(6))
+    drop(root, "Own/photo.jpg", image_bytes("JPEG", seed=6))
 
     assert reason(root, "grayscale+png/photo.jpg") == (
         "grayscale+png/photo.jpg: folder 'grayscale+png' is not a recipe: it has no recipe.yaml,"
@@ -139,7 +141,7 @@ def test_with_inline_names_denied_only_recipe_files_choose_steps(
 def test_process_refuses_a_yaml_bomb_in_plain_words(tmp_path: Path, cli: RunCli) -> None:
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(YAML_BOMB)
-    (tmp_path / "photo.jpg").write_bytes(jpeg(7))
+    (tmp_path / "photo.jpg").write_bytes(image_bytes("JPEG", seed=7))
     code, out, err = cli(tmp_path, "process", "photo.jpg", "-r", bomb, "-o", "out")
     assert (code, out) == (2, "")
     assert err == (f"hotfolder: {bomb}, line 5: refused: it holds more than 10000 values once"
@@ -148,7 +150,7 @@ def test_process_refuses_a_yaml_bomb_in_plain_words(tmp_path: Path, cli: RunCli)
 
 
 def test_process_refuses_a_chain_of_too_many_steps(tmp_path: Path, cli: RunCli) -> None:
-    (tmp_path / "photo.jpg").write_bytes(jpeg(8))
+    (tmp_path / "photo.jpg").write_bytes(image_bytes("JPEG", seed=8))
     chain = "+".join(["grayscale"] * 300)
     code, _, err = cli(tmp_path, "process", "photo.jpg", "-s", chain, "-o", "out")
     assert code == 2
