@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from service_helpers import Daemon, drop, files_under, jpeg, make_root, start, wait_until
+from helpers import drop, image_bytes, wait_until
+from service_helpers import Daemon, files_under, make_root, start
 
 MAX_USER_WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
 FOLDERS = 30
@@ -58,7 +59,7 @@ def test_folders_made_without_watches_left_are_served_by_the_rescan_and_reported
     # Below what the service already holds: no process of this user gets another watch.
     with inotify_watches_limited_to(1):
         for n in range(FOLDERS):
-            drop(root, f"resize={20 + n}+png/photo.jpg", jpeg(n))
+            drop(root, f"resize={20 + n}+png/photo.jpg", image_bytes("JPEG", seed=n))
         wait_until(lambda: daemon.metric("hotfolder_watcher_unwatched_folders") == FOLDERS,
                    WAIT, f"the metric to count {FOLDERS} unwatched folders")
 

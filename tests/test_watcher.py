@@ -604,7 +604,8 @@ def test_the_folders_an_inotify_observer_watches_are_read_from_the_kernel(watch,
     made_after = inbox / "C"
     made_after.mkdir()
     folders = [inbox, inbox / "A", inbox / "A" / "B", made_after]
-    assert until(lambda: {f.stat().st_ino for f in folders} <= watched_inodes())
+    wait_until(lambda: {f.stat().st_ino for f in folders} <= watched_inodes(), DEADLINE,
+               "every folder in the observer's watches")
     w.stop()
     assert not {f.stat().st_ino for f in folders} & watched_inodes()
 
