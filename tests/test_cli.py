@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import pty
+import re
 import struct
 import subprocess
 import sys
@@ -13,14 +15,18 @@ import termios
 import threading
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from conftest import RunCli
 from helpers import exif_with, image_bytes
+from hotfolder import yamlfile
 from hotfolder.cli import examples
 from hotfolder.config import load_config
+from hotfolder.errors import RecipeError
 from hotfolder.recipes import Recipe, load_recipe
 
 EXAMPLE_RECIPES = sorted((examples() / "recipes").glob("*.yaml"))
@@ -173,8 +179,95 @@ def test_schema_describes_the_recipe_format(tmp_path: Path, cli: RunCli) -> None
     assert code == 0
     assert schema["additionalProperties"] is False
     assert set(schema["properties"]) == set(Recipe.model_fields)
-    step_names = schema["properties"]["steps"]["items"]["anyOf"][0]["enum"]
-    assert {"resize", "grayscale", "png"} <= set(step_names)
+    bare_names = schema["properties"]["steps"]["items"]["anyOf"][0]["enum"]
+    assert {"grayscale", "png", "optimize"} <= set(bare_names)
+    assert "resize" not in bare_names  # resize needs a size
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_recipes() -> list[object]:
+    """The recipes of README.md: its YAML blocks with steps, and its inline steps (`- jpeg=85`)."""
+    text = README.read_text(encoding="utf-8")
+    blocks = [yamlfile.parse(block, "README.md").data
+              for block in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)]
+    inline = re.findall(r"`- ([^`]+)`", text)
+    assert inline, "README.md shows inline steps"
+    return [b for b in blocks if isinstance(b, dict) and "steps" in b] + [{"steps": inline}]
+
+
+@pytest.fixture
+def printed_schema(tmp_path: Path, cli: RunCli) -> jsonschema.Draft202012Validator:
+    code, out, _ = cli(tmp_path, "schema")
+    assert code == 0
+    schema = json.loads(out)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+@pytest.mark.parametrize("path", EXAMPLE_RECIPES, ids=lambda p: p.stem)
+def test_every_shipped_recipe_is_valid_under_the_printed_schema(
+        path: Path, printed_schema: jsonschema.Draft202012Validator) -> None:
+    problems = [e.message for e in printed_schema.iter_errors(yamlfile.load(path).data)]
+    assert problems == []
+
+
+def test_every_readme_recipe_is_valid_under_the_printed_schema(
+        tmp_path: Path, printed_schema: jsonschema.Draft202012Validator) -> None:
+    recipes = readme_recipes()
+    assert len(recipes) >= 2
+    for number, data in enumerate(recipes):
+        load_recipe(write_yaml(tmp_path / f"readme-{number}.yaml", data))
+        assert [e.message for e in printed_schema.iter_errors(data)] == [], data
+
+
+def write_yaml(path: Path, data: object) -> Path:
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+# Each recipe text: does the loader take it? The printed schema must say the same.
+SCHEMA_CASES = [
+    ("steps: [resize=1600, jpeg=85, grayscale, 'optimize=,,9', png]", True),
+    ("steps: [{jpeg: 85}, {png: null}, {webp: [80]}, {jpeg: {quality: 70}}]", True),
+    ("steps: [{dither: jarvis}, {resize: {width: 100mm, dpi: 300}}, {grayscale: null}]", True),
+    ("- grayscale\n- invert\n", True),
+    ("", True),
+    ("sidecar: yes\noutput: {format: JPG, progressive: on, background: black}", True),
+    ("steps: [resise=1600]", False),
+    ("steps: [resize]", False),
+    ("steps: [grayscale=2]", False),
+    ("steps: [{grayscale: 2}]", False),
+    ("steps: [{resize: {width: 10}, grayscale: null}]", False),
+    ("output: {qualty: 90}", False),
+    ("output: {quality: 101}", False),
+    ("output: {format: eps}", False),
+    ("output: {metadata: remove}", False),
+    ("sidecar: maybe", False),
+    ("colour: red", False),
+    ("output: {background: '#102030'}", True),
+    ("output: {background: [0, 0, 0]}", True),
+    ("output: {background: nocolour}", False),
+    ("output: {background: transparent}", False),
+    ("output: {background: '#00000080'}", False),
+]
+
+
+@pytest.mark.parametrize(("text", "loads"), SCHEMA_CASES)
+def test_the_printed_schema_takes_what_the_loader_takes(
+        tmp_path: Path, printed_schema: jsonschema.Draft202012Validator, text: str,
+        loads: bool) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_recipe(path)
+    except RecipeError:
+        loaded = False
+    else:
+        loaded = True
+    assert loaded is loads
+    assert printed_schema.is_valid(yamlfile.load(path).data) is loads
 
 
 def test_usage_error_exit_code(tmp_path: Path, cli: RunCli) -> None:
@@ -249,3 +342,191 @@ def test_a_folder_that_cannot_be_made_is_one_line(tmp_path: Path, cli: RunCli) -
     code, out, err = cli(tmp_path, "init", "taken/root")
     assert (code, out) == (2, "")
     assert err == f"hotfolder: {tmp_path / 'taken' / 'root' / 'inbox'}: Not a directory\n"
+
+
+# A reader that goes away --------------------------------------------------------------
+
+
+def small_root(tmp_path: Path, folders: int = 0) -> Path:
+    """A root with no scanner and `folders` customer folders under inbox/grayscale/."""
+    root = tmp_path / "hf"
+    for name in ("inbox/grayscale", "recipes"):
+        (root / name).mkdir(parents=True)
+    for number in range(folders):
+        (root / "inbox" / "grayscale" / f"customer {number:05d} with a long name").mkdir()
+    config = root / "hotfolder.yaml"
+    config.write_text("scanner: {clamd: 'off'}\nmetrics: {listen: 'off'}\n")
+    return config
+
+
+def hotfolder_into_closed_pipe(cwd: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """Run a command whose standard output is a pipe nobody reads any more."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        return subprocess.run([sys.executable, "-m", "hotfolder.cli", *map(str, args)],
+                              cwd=cwd, stdout=writer, stderr=subprocess.PIPE, text=True,
+                              timeout=120, check=False)
+    finally:
+        os.close(writer)
+
+
+@pytest.mark.parametrize("command", [
+    ["check"], ["status", "--json"], ["status"], ["ops"], ["schema"], ["cache"],
+    ["process", "a.png", "-s", "png", "-o", "out", "-j", "1"],
+], ids=" ".join)
+def test_every_command_stops_quietly_when_its_reader_has_gone(tmp_path: Path,
+                                                              command: list[str]) -> None:
+    config = small_root(tmp_path)
+    (tmp_path / "a.png").write_bytes(image_bytes("PNG"))
+    done = hotfolder_into_closed_pipe(tmp_path, *command, *(
+        ["-c", config] if command[0] not in ("ops", "schema") else []))
+    assert (done.returncode, done.stderr) == (1, "")
+
+
+def test_check_piped_into_head_stops_quietly(tmp_path: Path) -> None:
+    config = small_root(tmp_path, folders=3000)  # far more lines than a pipe holds
+    with (tmp_path / "stderr").open("wb") as stderr, subprocess.Popen(
+            [sys.executable, "-m", "hotfolder.cli", "check", "-c", config],
+            stdout=subprocess.PIPE, stderr=stderr) as writer:
+        assert writer.stdout is not None
+        head = subprocess.run(["head", "-1"], stdin=writer.stdout, capture_output=True,
+                              text=True, timeout=120, check=True)
+        writer.stdout.close()  # head has gone: nobody reads the rest
+        assert writer.wait(timeout=120) == 1
+    assert head.stdout == f"ok    configuration {config}\n"
+    assert (tmp_path / "stderr").read_text() == ""
+
+
+# Output settings: optimize, metadata, background -------------------------------------
+
+
+def zlib_level(png: Path) -> int:
+    """The compression level class a PNG's zlib stream records (0 fastest ... 3 maximum)."""
+    data = png.read_bytes()
+    at = data.index(b"IDAT") + 4
+    return data[at + 1] >> 6
+
+
+def test_optimize_inline_sets_one_parameter_alone(tmp_path: Path, cli: RunCli) -> None:
+    (tmp_path / "a.jpg").write_bytes(image_bytes("JPEG", (64, 48)))
+    code, _, err = cli(tmp_path, "process", "a.jpg", "-s", "optimize=,,9+png", "-o", "out")
+    assert (code, err) == (0, "")
+    assert zlib_level(tmp_path / "out" / "a.png") == 3
+    code, _, err = cli(tmp_path, "process", "a.jpg", "-s", "png", "-o", "fast")
+    assert zlib_level(tmp_path / "fast" / "a.png") == 0
+
+
+@pytest.mark.parametrize(("metadata", "step", "kept"), [
+    ("keep", "optimize=85", True),  # optimize without strip leaves output.metadata alone
+    ("strip", "optimize: {strip: false}", True),  # a step's setting wins over output:
+    ("keep", "optimize: {strip: true}", False),
+    ("strip", "optimize=,true", False),
+])
+def test_one_rule_settles_optimize_strip_and_output_metadata(
+        tmp_path: Path, cli: RunCli, metadata: str, step: str, kept: bool) -> None:
+    (tmp_path / "a.jpg").write_bytes(image_bytes("JPEG", (64, 48), exif=exif_with(1)))
+    (tmp_path / "r.yaml").write_text(
+        f"steps:\n  - {step}\noutput:\n  format: jpeg\n  metadata: {metadata}\n")
+    code, _, err = cli(tmp_path, "process", "a.jpg", "-r", "r.yaml", "-o", "out")
+    assert (code, err) == (0, "")
+    with Image.open(tmp_path / "out" / "a.jpg") as image:
+        assert (image.getexif().get(0x010F) == "TestCam") is kept
+
+
+def test_ops_shows_one_parameter_alone_and_the_output_rule(tmp_path: Path, cli: RunCli) -> None:
+    code, out, _ = cli(tmp_path, "ops")
+    assert code == 0
+    block = out.split("\noptimize: ", 1)[1].split("\n\n", 1)[0]
+    assert "    one parameter alone: optimize=,,,STRIP (empty places keep their defaults), or" \
+        " - optimize: {strip: STRIP}" in block
+    assert "strip: boolean|null = null  true: output.metadata strip, false: keep; unset:" \
+        " output.metadata" in block
+    assert out.endswith("a step that sets one (format, jpeg=85, optimize, dpi) wins over the"
+                        " recipe's output: section, and optimize changes only the settings it"
+                        " is given.\n")
+
+
+def transparent_png() -> bytes:
+    image = Image.new("RGBA", (20, 10), (255, 0, 0, 255))
+    image.paste((0, 0, 0, 0), (10, 0, 20, 10))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("fmt", "background", "expected"), [
+    ("jpeg", None, (255, 255, 255)), ("jpeg", "black", (0, 0, 0)),
+    ("bmp", "'#2040ff'", (32, 64, 255)),
+])
+def test_a_recipe_chooses_the_colour_transparency_is_flattened_on(
+        tmp_path: Path, cli: RunCli, fmt: str, background: str | None,
+        expected: tuple[int, int, int]) -> None:
+    (tmp_path / "logo.png").write_bytes(transparent_png())
+    (tmp_path / "r.yaml").write_text(f"output:\n  format: {fmt}\n"
+                                     + (f"  background: {background}\n" if background else ""))
+    code, _, err = cli(tmp_path, "process", "logo.png", "-r", "r.yaml", "-o", "out")
+    assert (code, err) == (0, "")
+    with Image.open(tmp_path / "out" / f"logo.{'jpg' if fmt == 'jpeg' else fmt}") as image:
+        assert image.getpixel((15, 5)) == pytest.approx(expected, abs=4)
+        assert image.getpixel((5, 5)) == pytest.approx((255, 0, 0), abs=8)
+
+
+@pytest.mark.parametrize(("background", "message"), [
+    ("transparent", "must be opaque: JPEG and BMP hold no transparency"),
+    ("walnut", "'walnut' is not a colour (use a name such as white, #rrggbb or transparent)"),
+])
+def test_a_background_that_is_no_opaque_colour_is_refused(
+        tmp_path: Path, cli: RunCli, background: str, message: str) -> None:
+    (tmp_path / "logo.png").write_bytes(transparent_png())
+    (tmp_path / "r.yaml").write_text(f"output:\n  format: jpeg\n  background: {background}\n")
+    code, _, err = cli(tmp_path, "process", "logo.png", "-r", "r.yaml", "-o", "out")
+    assert code == 2
+    assert err == f"hotfolder: r.yaml, line 3, key output.background: {message}\n"
+
+
+# Error messages -------------------------------------------------------------------------
+
+
+def test_a_misspelt_key_gets_the_closest_known_one(tmp_path: Path, cli: RunCli) -> None:
+    (tmp_path / "a.jpg").write_bytes(image_bytes("JPEG"))
+    (tmp_path / "r.yaml").write_text("output:\n  format: png\n  qualty: 90\n"
+                                     "steps:\n  - resize: {widht: 100}\n")
+    code, _, err = cli(tmp_path, "process", "a.jpg", "-r", "r.yaml", "-o", "out")
+    assert code == 2
+    assert err.splitlines() == [
+        "hotfolder: r.yaml, line 5, key steps.0: resize: widht: unknown key, did you mean"
+        " 'width'?",
+        "r.yaml, line 3, key output.qualty: unknown key, did you mean 'quality'?",
+    ]
+    config = small_root(tmp_path)
+    config.write_text("watch:\n  setle_seconds: 1\nscaner: {clamd: 'off'}\n")
+    code, _, err = cli(tmp_path, "check", "-c", config)
+    assert code == 2
+    assert err.splitlines() == [
+        f"hotfolder: {config}, line 2, key watch.setle_seconds: unknown key, did you mean"
+        " 'settle_seconds'?",
+        f"{config}, line 3, key scaner: unknown key, did you mean 'scanner'?",
+    ]
+
+
+@pytest.mark.parametrize(("args", "config_text", "message"), [
+    (["check"], "queue: {workers: many}\n",
+     "{config}, line 1, key queue.workers: must be a whole number or 'auto'"),
+    (["check"], "output:\n  s3: 5\n", "{config}, line 2, key output.s3: must be a mapping of"
+     " settings"),
+    (["check"], "output:\n  s3: {bucket: b}\n",
+     "{config}, line 2, key output.s3.bucket: must be at least 3 characters long"),
+    (["process", "a.jpg", "-s", "adjust=bright", "-o", "out"], "",
+     "-s 'adjust=bright': adjust: brightness: must be a number"),
+    (["process", "a.jpg", "-s", "png=500", "-o", "out"], "",
+     "-s 'png=500': format: quality: must be at most 100"),
+])
+def test_error_messages_are_plain_words(tmp_path: Path, cli: RunCli, args: list[str],
+                                        config_text: str, message: str) -> None:
+    config = small_root(tmp_path)
+    config.write_text(config_text)
+    (tmp_path / "a.jpg").write_bytes(image_bytes("JPEG"))
+    code, _, err = cli(tmp_path, *args, "-c", config)
+    assert code == 2
+    assert err == f"hotfolder: {message.format(config=config)}\n"

@@ -92,7 +92,7 @@ def test_a_bad_environment_override_names_the_variable_not_the_file(tmp_path: Pa
     ("output:\n  s3: {bucket: b}\n", r"key output\.s3\.bucket: .*at least 3 characters"),
     ("scanner: [1,\n", r"hotfolder\.yaml, line 2: not valid YAML"),
     ("- a\n- b\n", r"hotfolder\.yaml: the configuration must be a mapping"),
-    ("recipes:\n  inline: no\n", r"line 2, key recipes\.inline: Input should be 'allow' or"),
+    ("recipes:\n  inline: no\n", r"line 2, key recipes\.inline: must be 'allow' or 'deny'$"),
     ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
      "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
      "d: [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n",

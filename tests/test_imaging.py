@@ -153,6 +153,28 @@ def test_transparency_is_flattened_on_white_otherwise(fmt: str) -> None:
     assert result.getpixel((5, 5)) == pytest.approx((255, 0, 0), abs=8)
 
 
+@pytest.mark.parametrize(("fmt", "background", "expected"), [
+    ("jpeg", "black", (0, 0, 0)), ("bmp", "#7f3f1f", (127, 63, 31)),
+    ("jpeg", [0, 0, 255], (0, 0, 255)),
+])
+def test_transparency_is_flattened_on_the_recipes_background(
+        fmt: str, background: object, expected: tuple[int, int, int]) -> None:
+    plan = plan_of(fmt, output={"background": background})
+    result = opened(render(transparent_palette_png(), "p.png", plan, LIMITS))
+    assert result.getpixel((15, 5)) == pytest.approx(expected, abs=4)
+    assert result.getpixel((5, 5)) == pytest.approx((255, 0, 0), abs=8)
+
+
+def test_a_grey_image_is_flattened_on_the_grey_of_the_background() -> None:
+    image = Image.new("LA", (4, 4), (200, 0))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    result = opened(render(out.getvalue(), "g.png", plan_of("jpeg", output={
+        "background": "#ff0000"}), LIMITS))
+    assert result.mode == "L"
+    assert result.getpixel((1, 1)) == pytest.approx(76, abs=3)  # the grey of pure red
+
+
 # --- what is written -------------------------------------------------------------------
 
 

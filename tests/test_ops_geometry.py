@@ -410,8 +410,8 @@ def test_flip_and_mirror() -> None:
 
 
 @pytest.mark.parametrize(("step", "message"), [
-    ("rotate", "angle: Field required"),
-    ("rotate=abc", "angle: Input should be a valid number"),
+    ("rotate", "angle: is required"),
+    ("rotate=abc", "angle: must be a number"),
     ("rotate=10,expnd", "'expnd' is not crop, expand or a colour"),
     ({"rotate": {"angle": 5, "fill": "x"}}, "fill: 'x' is not a colour"),
 ])

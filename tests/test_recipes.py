@@ -136,13 +136,13 @@ def test_an_empty_file_is_an_empty_recipe(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ("steps:\n  - grayscale\noutptu:\n  format: png\n",
-     r"r\.yaml, line 3, key outptu: unknown key"),
+     r"r\.yaml, line 3, key outptu: unknown key, did you mean 'output'\?$"),
     ("steps:\n  - grayscale\n  - resise: 800\n",
      r"r\.yaml, line 3, key steps\.1: unknown operation 'resise' \(did you mean 'resize'\?\)"),
     ("steps:\n  - resize:\n      width: 10\n      colour: red\n",
      r"r\.yaml, line 2, key steps\.0: resize: colour: unknown key"),
     ("output:\n  format: png\n  quality: 900\n",
-     r"r\.yaml, line 3, key output\.quality: Input should be less than or equal to 100"),
+     r"r\.yaml, line 3, key output\.quality: must be at most 100$"),
     ("output:\n  name: '{stem}/{ext}'\n", r"line 2, key output\.name: the name may not contain"),
     ("output:\n  name: '{colour}.{ext}'\n", r"line 2, key output\.name: unknown field \{colour\}"),
     ("steps: [grayscale\n", r"r\.yaml, line 2: not valid YAML"),

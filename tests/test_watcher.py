@@ -152,6 +152,26 @@ def test_the_same_bytes_dropped_again_after_a_claim_are_offered_again(watch, inb
     assert calls.names == ["photo.jpg", "photo.jpg"]
 
 
+def test_the_same_file_moved_back_at_once_after_a_claim_is_offered_again(watch, inbox, tmp_path):
+    """`hotfolder retry` moves the very file back: same size, mtime and inode."""
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    _, calls = watch(settle_seconds=0.1, rescan_seconds=3600)
+    photo = write(inbox / "photo.jpg", b"x" * 5000)
+    assert calls.wait(1)
+    claimed = photo.rename(failed / "photo.jpg")  # claimed, failed...
+    claimed.rename(inbox / "photo.jpg")  # ...and retried, within the de-duplication window
+    assert calls.wait(2, timeout=2.0)
+    assert calls.names == ["photo.jpg", "photo.jpg"]
+
+
+def test_a_path_that_left_the_tree_is_forgotten():
+    recent = Recent(10.0, Clock())
+    assert recent.first("/i/a", Signature(100, 5, 1))
+    recent.forget("/i/a")
+    assert recent.first("/i/a", Signature(100, 5, 1))
+
+
 def test_the_tree_is_rescanned_every_rescan_seconds(inbox):
     clock = Clock()
     w = Watcher(inbox, WatchConfig(mode="events", rescan_seconds=60), Calls(inbox), clock=clock)

@@ -21,7 +21,14 @@ from hotfolder.engine import Output
 from hotfolder.errors import ConfigError, HotfolderError, RecipeError
 from hotfolder.files import write_atomic
 from hotfolder.ops import REGISTRY
-from hotfolder.recipes import Plan, Recipe, RecipeBook, combine, load_recipe, parse_chain
+from hotfolder.recipes import (
+    Plan,
+    RecipeBook,
+    combine,
+    load_recipe,
+    parse_chain,
+    recipe_schema,
+)
 from hotfolder.sinks.local import OutboxSink
 
 OK, FAILED, USAGE = 0, 1, 2
@@ -349,18 +356,38 @@ def cmd_check(args: argparse.Namespace) -> int:
 # --- ops and schema --------------------------------------------------------------------
 
 
+OUTPUT_RULE = (
+    "Output settings: a step that sets one (format, jpeg=85, optimize, dpi) wins over the"
+    " recipe's output: section, and optimize changes only the settings it is given."
+)
+
+
 def cmd_ops(args: argparse.Namespace) -> int:
     """List the operations with their parameters and inline forms."""
     for name, op in sorted(REGISTRY.items()):
         print(f"{name}: {op.summary}")
         print(f"    inline: {op.inline_form}")
         schema = op.params.model_json_schema()
-        for field, spec in schema.get("properties", {}).items():
+        fields = schema.get("properties", {})
+        for field, spec in fields.items():
             default = f" = {json.dumps(spec['default'])}" if "default" in spec else ""
             doc = f"  {spec['description']}" if "description" in spec else ""
             print(f"    {field}: {_type_of(spec, schema)}{default}{doc}")
+        if len(fields) > 1 and not schema.get("required"):
+            print(f"    one parameter alone: {one_parameter(name, op.positional, list(fields))}")
         print()
+    print(OUTPUT_RULE)
     return OK
+
+
+def one_parameter(name: str, positional: bool, fields: list[str]) -> str:
+    """How to set only the last parameter of an operation, in a recipe and inline."""
+    last = fields[-1]
+    mapping = f"- {name}: {{{last}: {last.upper()}}}"
+    if not positional:
+        return mapping
+    commas = "," * (len(fields) - 1)
+    return f"{name}={commas}{last.upper()} (empty places keep their defaults), or {mapping}"
 
 
 def _type_of(spec: dict[str, Any], schema: dict[str, Any]) -> str:
@@ -384,10 +411,7 @@ def _type_of(spec: dict[str, Any], schema: dict[str, Any]) -> str:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the JSON Schema of recipe files."""
-    schema = Recipe.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "hotfolder recipe"
-    print(json.dumps(schema, indent=2))
+    print(json.dumps(recipe_schema(), indent=2))
     return OK
 
 
@@ -531,22 +555,24 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, so that a reader gone away is found while it can be handled
+        return code
     except (ConfigError, RecipeError) as exc:
         print(f"hotfolder: {exc.message}", file=sys.stderr)
         return USAGE
     except HotfolderError as exc:
         print(f"hotfolder: {exc.message}", file=sys.stderr)
         return FAILED
+    except BrokenPipeError:  # the reader went away (`hotfolder check | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return FAILED
     except OSError as exc:  # a folder that cannot be made, a file that cannot be read...
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"hotfolder:{where}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"hotfolder: {where}{exc.strerror or exc}", file=sys.stderr)
         return USAGE
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # the reader went away (`hotfolder ops | head`): stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return FAILED
 
 
 if __name__ == "__main__":

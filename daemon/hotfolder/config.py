@@ -110,7 +110,7 @@ class QueueConfig(Section):
 class OutputConfig(Section):
     s3: S3Config | None = None
     archive: bool = True
-    archive_days: float | None = Field(30.0, gt=0)
+    archive_days: float | None = Field(30.0, ge=0)  # counted from the move into archive/
     on_conflict: Literal["rename", "overwrite", "skip"] = "rename"
 
 
@@ -266,5 +266,6 @@ def load_config(
         return Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(
-            doc.explain(exc, elsewhere=env_settings(environ)), detail=str(exc)
+            doc.explain(exc, Config, elsewhere=env_settings(environ), data=data),
+            detail=yamlfile.values_given(yamlfile.problems(exc, data, Config)),
         ) from None

@@ -17,7 +17,7 @@ class Format:
     words: tuple[str, ...]  # what a recipe may write for it: `+png`, `format: jpg`
     media_types: tuple[str, ...]  # as libmagic names them; the first is the one written
     pillow: str | None  # Pillow's format name; None for vectors
-    alpha: bool  # keeps transparency; the others are flattened on white
+    alpha: bool  # keeps transparency; the others are flattened on output.background
     modes: frozenset[str]  # Pillow modes its encoder writes as they are
     dpi: bool  # stores a resolution
     exif: bool  # can carry EXIF (`metadata: keep`)

@@ -317,7 +317,7 @@ def encode(canvas: Canvas, fmt: str, settings: dict[str, Any]) -> bytes:
         if canvas.vector is None:
             raise RecipeError("SVG output needs a step that makes vectors (trace)")
         return canvas.vector.encode("utf-8")
-    image = for_format(canvas.image, fmt)
+    image = for_format(canvas.image, fmt, settings.get("background") or "white")
     options: dict[str, Any] = {}
     dpi = settings.get("dpi") or canvas.dpi
     if dpi and FORMATS[fmt].dpi:
@@ -342,13 +342,13 @@ def encode(canvas: Canvas, fmt: str, settings: dict[str, Any]) -> bytes:
     return out.getvalue()
 
 
-def for_format(image: Image.Image, fmt: str) -> Image.Image:
-    """The image in a mode `fmt` can store; transparency is flattened on white where lost."""
+def for_format(image: Image.Image, fmt: str, background: str = "white") -> Image.Image:
+    """The image in a mode `fmt` can store; transparency is flattened on `background` where lost."""
     grey = Image.getmodebase(image.mode) == "L"
     alpha = image.has_transparency_data
     if alpha and not FORMATS[fmt].alpha:
         rgba = image.convert("LA" if grey else "RGBA")
-        image = Image.new(rgba.mode[:-1], image.size, "white")
+        image = Image.new(rgba.mode[:-1], image.size, background)
         image.paste(rgba.convert(image.mode), mask=rgba.getchannel("A"))
         alpha = False
     modes = FORMATS[fmt].modes

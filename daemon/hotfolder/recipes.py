@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import re
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from PIL import ImageColor
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,11 +29,14 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 from hotfolder import yamlfile
 from hotfolder.config import RECIPE_FILE
 from hotfolder.errors import RecipeError
-from hotfolder.formats import WORDS, FormatName
+from hotfolder.formats import NAMES, WORDS, FormatName
+from hotfolder.modes import RGBA, WHITE, Color
 from hotfolder.ops import REGISTRY, Operation, lookup
 from hotfolder.pipeline import Step
 
@@ -44,7 +51,12 @@ def word_to_step(word: str, args: Any) -> Step:
     # Bare format words in a chain (`+png`, `jpeg=85`) are the `format` operation.
     if word in WORDS and word not in REGISTRY:
         fmt = WORDS[word]
-        args = [fmt, *args] if isinstance(args, list) else ([fmt] if args is None else args)
+        if isinstance(args, dict):
+            if "format" in args:
+                raise RecipeError(f"{word}: the word names the format; give only the quality")
+            args = {"format": fmt, **args}
+        else:
+            args = [fmt, *(args if isinstance(args, list) else [] if args is None else [args])]
         word = "format"
     op: Operation = lookup(word)
     return Step(op.name, op.parse(args))
@@ -71,19 +83,61 @@ def _validate_step(value: Any) -> Step:
         raise ValueError(exc.message) from None
 
 
+def any_case(words: Iterable[str]) -> str:
+    """A JSON Schema pattern matching any of `words` in any letter case."""
+    def letters(word: str) -> str:
+        return "".join(f"[{c}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+
+    return f"^(?:{'|'.join(letters(word) for word in sorted(words))})$"
+
+
+class RecipeSchema(GenerateJsonSchema):
+    """The JSON Schema of what the loader reads: booleans also as yes/no/on/off (yamlfile)."""
+
+    def bool_schema(self, schema: core_schema.BoolSchema) -> JsonSchemaValue:
+        """A boolean, or the words and digits that pydantic reads as one."""
+        words = ("yes", "no", "on", "off", "true", "false", "y", "n", "t", "f")
+        return {"anyOf": [{"type": "boolean"}, {"type": "string", "pattern": any_case(words)},
+                          {"enum": [0, 1]}]}
+
+
+def _bare(op: Operation) -> bool:
+    """True when the operation may be named without parameters."""
+    try:
+        op.parse(None)
+    except RecipeError:
+        return False
+    return True
+
+
 def _step_schema() -> dict[str, Any]:
-    """JSON Schema of one step: a bare operation name, or `{op: params}`."""
+    """JSON Schema of one step: `op`, `op=arg,...` (as in folder names), or `{op: params}`."""
+    bare = sorted([*(name for name, op in REGISTRY.items() if _bare(op)), *WORDS])
+    takes = sorted([*(name for name, op in REGISTRY.items() if op.params.model_fields),
+                    *WORDS])
     choices: list[dict[str, Any]] = [
-        {"type": "string", "enum": sorted([*REGISTRY, *WORDS])},
+        {"type": "string", "enum": bare},
+        {"type": "string", "pattern": rf"^\s*(?:{'|'.join(bare)})\s*=?\s*$"
+                                      rf"|^\s*(?:{'|'.join(takes)})\s*=.*$"},
     ]
+    fmt = REGISTRY["format"].params.model_json_schema(schema_generator=RecipeSchema)
+    by_word = {word: {"type": "object", "additionalProperties": False,
+                      "properties": {k: v for k, v in fmt["properties"].items() if k != "format"}}
+               for word in WORDS if word not in REGISTRY}
     for name, op in sorted(REGISTRY.items()):
+        by_word[name] = op.params.model_json_schema(schema_generator=RecipeSchema)
+    for word, params in sorted(by_word.items()):
+        op = REGISTRY.get(word) or REGISTRY["format"]
+        inline: list[dict[str, Any]] = [params]
+        if op.params.model_fields:
+            inline.append({"type": ["string", "number", "array"]})
+        if word in bare:
+            inline.append({"type": "null"})
         choices.append({
             "type": "object",
             "description": op.summary,
-            "properties": {name: {"anyOf": [
-                op.params.model_json_schema(), {"type": ["string", "number", "array", "null"]}
-            ]}},
-            "required": [name],
+            "properties": {word: {"anyOf": inline}},
+            "required": [word],
             "additionalProperties": False,
         })
     return {"anyOf": choices}
@@ -97,12 +151,33 @@ StepField = Annotated[
 ]
 
 
+def _opaque(rgba: RGBA) -> RGBA:
+    if rgba[3] != 255:
+        raise ValueError("must be opaque: JPEG and BMP hold no transparency")
+    return rgba
+
+
+FormatWord = Annotated[
+    FormatName,
+    WithJsonSchema({"anyOf": [{"type": "string", "enum": list(NAMES)},
+                              {"type": "string", "pattern": any_case(WORDS)}]}),
+]
+_BYTE = {"type": "integer", "minimum": 0, "maximum": 255}
+Background = Annotated[Color, AfterValidator(_opaque), WithJsonSchema({"anyOf": [
+    {"type": "string", "enum": sorted(ImageColor.colormap)},
+    {"type": "string", "pattern": "^#?(?:[0-9a-fA-F]{3}[fF]?|[0-9a-fA-F]{6}(?:[fF]{2})?)$"},
+    {"type": "array", "items": _BYTE, "minItems": 3, "maxItems": 3},
+    {"type": "array", "prefixItems": [_BYTE, _BYTE, _BYTE, {"const": 255}], "minItems": 4,
+     "maxItems": 4},
+]})]
+
+
 class OutputSpec(BaseModel):
     """How the result is written: format, quality, DPI, name, metadata."""
 
     model_config = ConfigDict(extra="forbid")
 
-    format: FormatName | None = Field(
+    format: FormatWord | None = Field(
         None, description="output format; by default the input's format"
     )
     quality: int = Field(90, ge=1, le=100, description="JPEG/WebP quality")
@@ -114,6 +189,10 @@ class OutputSpec(BaseModel):
     dpi: float | None = Field(None, gt=0, description="resolution written into the file")
     name: str = Field("{stem}.{ext}", description="output file name template")
     metadata: Literal["strip", "keep"] = "strip"
+    background: Background = Field(
+        WHITE, description="the colour transparency is flattened on for JPEG and BMP: a name"
+        " such as black, or #rrggbb"
+    )
 
     @field_validator("format", mode="before")
     @classmethod
@@ -153,6 +232,15 @@ class Recipe(BaseModel):
     sidecar: bool = False
 
 
+def recipe_schema() -> dict[str, Any]:
+    """The JSON Schema of recipe files: a mapping, a bare list of steps, or an empty file."""
+    schema = Recipe.model_json_schema(schema_generator=RecipeSchema)
+    schema["type"] = ["object", "array", "null"]
+    schema["items"] = schema["properties"]["steps"]["items"]
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema,
+            "title": "hotfolder recipe"}
+
+
 def load_recipe(path: Path) -> Recipe:
     """Read a recipe file; errors name the file, the line and the key."""
     try:
@@ -167,7 +255,8 @@ def load_recipe(path: Path) -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        raise RecipeError(doc.explain(exc), detail=str(exc)) from None
+        detail = yamlfile.values_given(yamlfile.problems(exc, data, Recipe))
+        raise RecipeError(doc.explain(exc, Recipe, data=data), detail=detail) from None
 
 
 def parse_chain(text: str) -> Recipe:

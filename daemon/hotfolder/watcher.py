@@ -14,7 +14,8 @@ start-up and every `rescan_seconds` catches what events missed (a full inotify q
 that went away), and the folders inotify could not watch once the user's watches ran out
 (`Coverage` counts them). A folder's recipe.yaml is configuration, never offered. on_file is
 called from one thread at a time; it may be called again for the same file (intake makes that
-harmless) but not for the same version within a few seconds.
+harmless) but not for the same version within a few seconds, unless it left the tree in
+between (claimed, then moved back by `hotfolder retry`).
 """
 
 from __future__ import annotations
@@ -343,6 +344,11 @@ class Recent:
                 self._seen = {p: v for p, v in self._seen.items() if now - v[1] < self.window}
                 self._pruned = now
             return True
+
+    def forget(self, path: str) -> None:
+        """Drop a path that left the tree: whatever comes back under its name is offered again."""
+        with self._lock:
+            self._seen.pop(path, None)
 
 
 def signature_of(st: os.stat_result) -> Signature:
@@ -679,6 +685,7 @@ class Watcher:
             self._settler.closed(path)
         else:
             self._settler.forget(path)
+            self._recent.forget(path)
 
     def _settle(self) -> None:
         for path, signature in self._settler.due(_look):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast, get_args
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 Loc = tuple[str | int, ...]
 
@@ -41,22 +43,146 @@ class Located:
         return ", ".join(parts)
 
     def explain(
-        self, exc: ValidationError, prefix: Loc = (),
-        elsewhere: Mapping[tuple[str, ...], str] | None = None,
+        self, exc: ValidationError, model: type[BaseModel], prefix: Loc = (),
+        elsewhere: Mapping[tuple[str, ...], str] | None = None, data: Any = None,
     ) -> str:
-        """Every error of `exc` located in this document (or `elsewhere`: env), one per line."""
+        """Every error of `exc` located in this document (or `elsewhere`: env), one per line.
+
+        `data` is what was validated, when it is not this document's data as read.
+        """
         lines = []
-        for err in exc.errors():
-            loc = prefix + tuple(p for p in err["loc"] if not _is_union_tag(p))
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
+        for problem in problems(exc, self.data if data is None else data, model):
+            loc = prefix + problem.loc
             origin = next(
                 (name for at, name in (elsewhere or {}).items() if loc[: len(at)] == at), None
             )
             where = f"{origin}, key {'.'.join(map(str, loc))}" if origin else self.where(loc)
-            lines.append(f"{where}: {msg}")
+            lines.append(f"{where}: {problem.message}")
         return "\n".join(lines)
+
+
+class Problem(NamedTuple):
+    """One wrong key of a validated document: where, what is wrong, and the value found."""
+
+    loc: Loc
+    message: str
+    given: str | None
+
+
+def problems(exc: ValidationError, data: Any, model: type[BaseModel]) -> list[Problem]:
+    """The errors of `exc` in plain words, one per key of `data` (the alternatives of a union
+    joined), without pydantic's error codes, type names and links."""
+    found: dict[Loc, tuple[list[str], str | None]] = {}
+    for err in exc.errors():
+        loc = _real_loc(data, err["loc"])
+        messages, _ = found.setdefault(
+            loc, ([], None if err["type"] == "missing" else _shown(err["input"]))
+        )
+        message = plain_message(err, model, loc)
+        if message not in messages:
+            messages.append(message)
+    return [Problem(loc, _either(messages), given) for loc, (messages, given) in found.items()]
+
+
+def values_given(found: list[Problem]) -> str:
+    """The technical detail of a validation error: the value found at each wrong key."""
+    return "; ".join(f"{'.'.join(map(str, p.loc)) or 'the document'} was {p.given}"
+                     for p in found if p.given is not None)
+
+
+def plain_message(err: ErrorDetails, model: type[BaseModel], loc: Loc) -> str:
+    """What is wrong with one value, in words an operator reads."""
+    kind, ctx = err["type"], err.get("ctx", {})
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), fields_at(model, loc[:-1]), n=1)
+        return f"unknown key, did you mean {close[0]!r}?" if close else "unknown key"
+    if kind in _LIMITS:
+        bound = next(iter(ctx.values()))
+        return f"must be {_LIMITS[kind]} {bound:g}" if isinstance(bound, float | int) else (
+            f"must be {_LIMITS[kind]} {bound}")
+    if kind == "literal_error":
+        return f"must be {ctx['expected']}"
+    if kind in _LENGTHS:
+        what, bound = _LENGTHS[kind]
+        return f"must be {what} {ctx[bound]} {'characters' if 'string' in kind else 'items'} long"
+    if kind in _PLAIN:
+        return _PLAIN[kind]
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+_LIMITS = {"greater_than": "greater than", "greater_than_equal": "at least",
+           "less_than": "less than", "less_than_equal": "at most"}
+_LENGTHS = {"string_too_short": ("at least", "min_length"), "too_short": ("at least", "min_length"),
+            "string_too_long": ("at most", "max_length"), "too_long": ("at most", "max_length")}
+_PLAIN = {
+    "missing": "is required",
+    "int_parsing": "must be a whole number", "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number", "float_type": "must be a number",
+    "bool_parsing": "must be true or false", "bool_type": "must be true or false",
+    "string_type": "must be text",
+    "dict_type": "must be a mapping of settings", "model_type": "must be a mapping of settings",
+    "model_attributes_type": "must be a mapping of settings",
+    "list_type": "must be a list", "tuple_type": "must be a list",
+}
+
+
+def _either(messages: list[str]) -> str:
+    """`must be a whole number or 'auto'` from the messages of a union's alternatives."""
+    if len(messages) > 1 and all(m.startswith("must be ") for m in messages):
+        return "must be " + " or ".join(m.removeprefix("must be ") for m in messages)
+    return "; or ".join(messages)
+
+
+def _real_loc(data: Any, loc: tuple[str | int, ...]) -> Loc:
+    """`loc` without the parts pydantic adds for a union's alternatives (`int`, `literal[...]`):
+    the path stops where `data` holds no more keys."""
+    real: list[str | int] = []
+    node = data
+    for part in loc:
+        if _is_union_tag(part):
+            continue
+        if isinstance(node, dict):
+            real.append(part)
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int):
+            real.append(part)
+            node = node[part] if part < len(node) else None
+        elif node is None:
+            real.append(part)
+        else:
+            break  # a scalar holds no keys: the rest names a union's alternative
+    return tuple(real)
+
+
+def fields_at(model: type[BaseModel], path: Loc) -> list[str]:
+    """The keys that `model` knows at `path` (inside its nested models); [] when none."""
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        inner = _model_in(field.annotation) if field is not None else None
+        if inner is None:
+            return []
+        model = inner
+    return list(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside a type such as `S3Config | None` or `list[Step]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _shown(value: Any) -> str:
+    """A value found in a document, short enough for one line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _is_union_tag(part: str | int) -> bool:

@@ -33,19 +33,25 @@ def to_format(canvas: Canvas, p: FormatParams) -> Canvas:
 
 
 class OptimizeParams(Params):
-    quality: int | None = Field(None, ge=1, le=100)
-    progressive: bool | None = None
-    compression: int | None = Field(None, ge=0, le=9)
-    strip: bool = True
+    """Encoder settings: each one given replaces the recipe's `output:` value."""
+
+    quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality")
+    progressive: bool | None = Field(None, description="progressive JPEG")
+    compression: int | None = Field(None, ge=0, le=9, description="PNG zlib level")
+    strip: bool | None = Field(
+        None, description="true: output.metadata strip, false: keep; unset: output.metadata"
+    )
 
 
 @operation("optimize", OptimizeParams)
 def optimize(canvas: Canvas, p: OptimizeParams) -> Canvas:
     """Tune the encoder: quality, progressive JPEG, PNG compression level, metadata strip."""
-    settings: dict[str, object] = {"metadata": "strip" if p.strip else "keep"}
-    for key in ("quality", "progressive", "compression"):
-        if getattr(p, key) is not None:
-            settings[key] = getattr(p, key)
+    settings: dict[str, object] = {
+        key: value for key in ("quality", "progressive", "compression")
+        if (value := getattr(p, key)) is not None
+    }
+    if p.strip is not None:
+        settings["metadata"] = "strip" if p.strip else "keep"
     return canvas.with_output(**settings)
 
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hotfolder.canvas import Canvas
 from hotfolder.errors import RecipeError
+from hotfolder.yamlfile import Problem, problems, values_given
 
 
 class Params(BaseModel):
@@ -47,12 +48,12 @@ def same_size(params: Params, size: Size, dpi: float | None) -> Size:
 
 
 def positional(fields: list[str]) -> InlineParser:
-    """An inline parser that assigns the arguments to `fields` in order."""
+    """An inline parser that assigns the arguments to `fields` in order; empty ones are skipped."""
 
     def parse(args: list[str]) -> dict[str, Any]:
         if len(args) > len(fields):
             raise ValueError(f"takes at most {len(fields)} argument(s) ({', '.join(fields)})")
-        return dict(zip(fields, args, strict=False))
+        return {name: arg for name, arg in zip(fields, args, strict=False) if arg.strip()}
 
     return parse
 
@@ -66,6 +67,7 @@ class Operation:
     params: type[Params]
     inline: InlineParser
     inline_form: str
+    positional: bool  # inline arguments go to the fields in order; an empty one is skipped
     output_size: OutputSize = same_size
 
     @property
@@ -76,31 +78,29 @@ class Operation:
 
     def parse(self, value: Any) -> Params:
         """Parameters from a YAML value: None, a mapping, or a scalar/list of inline args."""
+        data: Any = None
         try:
             if value is None:
                 return self.params()
             if isinstance(value, dict):
-                return self.params.model_validate(value)
-            args = [str(a) for a in value] if isinstance(value, list) else [str(value)]
-            return self.params.model_validate(self.inline(args))
+                data = value
+            else:
+                args = [str(a) for a in value] if isinstance(value, list) else [str(value)]
+                data = self.inline(args)
+            return self.params.model_validate(data)
         except ValidationError as exc:
+            found = problems(exc, data, self.params)
             raise RecipeError(
-                f"{self.name}: {describe_validation(exc)}", detail=str(exc)
+                f"{self.name}: {describe(found)}", detail=values_given(found)
             ) from None
         except ValueError as exc:
             raise RecipeError(f"{self.name}: {exc}") from None
 
 
-def describe_validation(exc: ValidationError) -> str:
-    """One plain sentence from a pydantic error: where and what."""
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        parts.append(f"{where}: {msg}" if where else msg)
-    return "; ".join(parts)
+def describe(found: list[Problem]) -> str:
+    """Validation problems in one plain sentence: `key: what is wrong; ...`."""
+    return "; ".join(f"{'.'.join(map(str, p.loc))}: {p.message}" if p.loc else p.message
+                     for p in found)
 
 
 REGISTRY: dict[str, Operation] = {}
@@ -125,6 +125,7 @@ def operation(
             params=params,
             inline=inline or positional(fields),
             inline_form=inline_form or (f"{name}=" + ",".join(fields) if fields else name),
+            positional=inline is None,
             output_size=output_size,
         )
         return func

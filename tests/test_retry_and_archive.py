@@ -1,0 +1,86 @@
+"""After a failure: the report in plain words, `hotfolder retry` taken at once, archive expiry."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import drop, image_bytes, wait_until
+from hotfolder.config import load_config
+from hotfolder.errors import ConfigError
+from hotfolder.service import Service
+from service_helpers import Daemon, make_root, start
+
+RETRY_SECONDS = 15.0  # generous for a loaded machine, far below the rescan of the test's root
+
+
+def test_a_retried_file_is_taken_at_once_and_its_report_was_plain_words(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    root = tmp_path / "hf"
+    config = make_root(root, watch={"rescan_seconds": 3600})  # only an event can find it
+    recipe = root / "recipes" / "engrave.yaml"
+    recipe.write_text("steps: [grayscale]\noutput:\n  format: png\n  qualty: 90\n")
+    start(daemons, config)
+    drop(root, "engrave/photo.jpg", image_bytes("JPEG", seed=1))
+    report_path = root / "failed" / "engrave" / "photo.jpg.error.json"
+    wait_until(report_path.exists, 20, "the error report in failed/")
+
+    report = json.loads(report_path.read_text())
+    assert report["message"] == (f"engrave/photo.jpg: {recipe}, line 4, key output.qualty:"
+                                 " unknown key, did you mean 'quality'?")
+    assert report["detail"] == "output.qualty was 90"
+
+    recipe.write_text("steps: [grayscale]\noutput:\n  format: png\n  quality: 90\n")
+    retried = subprocess.run(
+        [sys.executable, "-m", "hotfolder.cli", "retry", "-c", str(config), "--all"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert retried.returncode == 0, retried.stderr
+    moved_at = time.monotonic()
+    wait_until((root / "outbox" / "engrave" / "photo.png").exists, RETRY_SECONDS,
+               "the retried file in outbox/")
+    assert time.monotonic() - moved_at < RETRY_SECONDS
+    assert not report_path.exists()
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A systemd notification socket for a service made in this process."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(tmp_path / "notify.sock"))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+        yield
+
+
+@pytest.mark.usefixtures("notify_socket")
+@pytest.mark.parametrize(("days", "kept"), [(0, False), (1, True)])
+def test_archive_days_count_from_the_move_into_archive(tmp_path: Path, days: float,
+                                                       kept: bool) -> None:
+    root = tmp_path / "hf"
+    config = make_root(root, output={"archive_days": days}, queue={"workers": 0})
+    original = root / "archive" / "engrave" / "photo.jpg"
+    original.parent.mkdir(parents=True)
+    original.write_bytes(image_bytes("JPEG", seed=2))
+    os.utime(original, (time.time() - 400 * 86400,) * 2)  # taken long ago, archived just now
+    service = Service(load_config(config), watch=False)
+    try:
+        service.cleanup(time.time())
+    finally:
+        service.journal.close()
+        service.notifier.socket.close()
+    assert original.exists() is kept
+
+
+def test_a_negative_archive_days_is_refused(tmp_path: Path) -> None:
+    config = make_root(tmp_path / "hf")
+    config.write_text(yaml.safe_dump({"output": {"archive_days": -1}}))
+    with pytest.raises(ConfigError, match=r"key output\.archive_days: must be at least 0$"):
+        load_config(config)
