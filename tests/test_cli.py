@@ -188,13 +188,14 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def readme_recipes() -> list[object]:
-    """The recipes of README.md: its YAML blocks with steps, and its inline steps (`- jpeg=85`)."""
+    """The recipes of README.md: its YAML blocks with steps, and the steps in its text."""
     text = README.read_text(encoding="utf-8")
     blocks = [yamlfile.parse(block, "README.md").data
               for block in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)]
-    inline = re.findall(r"`- ([^`]+)`", text)
-    assert inline, "README.md shows inline steps"
-    return [b for b in blocks if isinstance(b, dict) and "steps" in b] + [{"steps": inline}]
+    steps = [yamlfile.parse(item, "README.md").data[0]
+             for item in re.findall(r"`(- [^`]+)`", text)]
+    assert "resize=1200" in steps, "README.md shows inline steps"
+    return [b for b in blocks if isinstance(b, dict) and "steps" in b] + [{"steps": steps}]
 
 
 @pytest.fixture
