@@ -446,6 +446,9 @@ def test_ops_shows_one_parameter_alone_and_the_output_rule(tmp_path: Path, cli: 
     assert out.endswith("a step that sets one (format, jpeg=85, optimize, dpi) wins over the"
                         " recipe's output: section, and optimize changes only the settings it"
                         " is given.\n")
+    shown = subprocess.run([sys.executable, "-m", "hotfolder.cli", "ops", "--help"],
+                           capture_output=True, text=True, timeout=60, check=True)
+    assert "optimize changes only the settings it is given" in " ".join(shown.stdout.split())
 
 
 def transparent_png() -> bytes:

@@ -532,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = command("check", cmd_check)
     config_option(check)
 
-    command("ops", cmd_ops)
+    command("ops", cmd_ops).epilog = OUTPUT_RULE
     command("schema", cmd_schema)
 
     for name, func in (("run", cmd_run), ("worker", cmd_worker)):

@@ -46,10 +46,7 @@ class Located:
         self, exc: ValidationError, model: type[BaseModel], prefix: Loc = (),
         elsewhere: Mapping[tuple[str, ...], str] | None = None, data: Any = None,
     ) -> str:
-        """Every error of `exc` located in this document (or `elsewhere`: env), one per line.
-
-        `data` is what was validated, when it is not this document's data as read.
-        """
+        """Every error of `exc` (on `data`, by default this document's) located, one per line."""
         lines = []
         for problem in problems(exc, self.data if data is None else data, model):
             loc = prefix + problem.loc
@@ -70,8 +67,7 @@ class Problem(NamedTuple):
 
 
 def problems(exc: ValidationError, data: Any, model: type[BaseModel]) -> list[Problem]:
-    """The errors of `exc` in plain words, one per key of `data` (the alternatives of a union
-    joined), without pydantic's error codes, type names and links."""
+    """The errors of `exc` in plain words, one per key of `data`, a union's alternatives joined."""
     found: dict[Loc, tuple[list[str], str | None]] = {}
     for err in exc.errors():
         loc = _real_loc(data, err["loc"])
@@ -135,8 +131,7 @@ def _either(messages: list[str]) -> str:
 
 
 def _real_loc(data: Any, loc: tuple[str | int, ...]) -> Loc:
-    """`loc` without the parts pydantic adds for a union's alternatives (`int`, `literal[...]`):
-    the path stops where `data` holds no more keys."""
+    """`loc` without what pydantic adds for a union's alternatives (`int`): keys `data` holds."""
     real: list[str | int] = []
     node = data
     for part in loc:
