@@ -85,6 +85,19 @@ def test_a_symlink_is_moved_to_failed_and_its_target_left_alone(layout: Layout, 
     assert intake.journal.counts() == {"failed": 1}
 
 
+def test_no_link_in_a_folder_of_the_path_is_followed(layout: Layout, intake: Intake,
+                                                     tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "photo.jpg").write_bytes(jpeg())
+    (layout.inbox / "A").mkdir()
+    (layout.inbox / "A" / "x").symlink_to(elsewhere)
+    assert intake.offer(layout.inbox / "A" / "x" / "photo.jpg") is None
+    assert (elsewhere / "photo.jpg").read_bytes() == jpeg()
+    assert intake.journal.counts() == {}
+    assert refused(intake, layout.inbox / "A" / "x")  # the link itself is refused
+
+
 def test_a_hardlink_is_refused(layout: Layout, intake: Intake, tmp_path: Path) -> None:
     other = tmp_path / "other.jpg"
     other.write_bytes(image_bytes("JPEG"))

@@ -9,6 +9,8 @@ flat file per job, no folders: the inotify watcher of the inbox would add a watc
 every folder created in the work folder, which made claiming eight times slower. A file whose
 first bytes are not an accepted image is claimed with that refusal recorded: it is
 scanned like any other, so malware goes to quarantine/, and fails only once clean.
+The file's folder is reached from the inbox without following any link (a link to a
+folder is refused as a file of its own), so no claim reaches outside the inbox.
 """
 
 from __future__ import annotations
@@ -83,6 +85,21 @@ def read_head(path: Path, expect: os.stat_result, size: int) -> bytes:
         os.close(fd)
 
 
+def open_below(top: Path, rel: PurePosixPath) -> int:
+    """A descriptor of the folder rel under top, reached without following any link."""
+    fd = os.open(top, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in rel.parts:
+            child = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                            dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def park_special(path: Path, failed_dir: Path, rel: PurePosixPath, error: InputError) -> bool:
     """Move a link, FIFO, socket or device to failed/ by renaming only; False across filesystems."""
     parts = key_parts(rel)
@@ -119,8 +136,25 @@ class Intake:
         """Check and claim one file: a queued job, a failed one when refused, None when gone."""
         try:
             rel = PurePosixPath(path.relative_to(self.layout.inbox).as_posix())
+        except ValueError:
+            return None
+        try:
+            folder = open_below(self.layout.inbox, rel.parent)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                return None  # gone, or reached through a link (the link itself gets refused)
+            raise
+        try:
+            # The folder's descriptor stands in for the path to it: no link in it is resolved.
+            return self._check(Path(f"/proc/self/fd/{folder}") / rel.name, rel)
+        finally:
+            os.close(folder)
+
+    def _check(self, path: Path, rel: PurePosixPath) -> Job | None:
+        """Check the file at path (inbox-relative rel) and claim it, or refuse it."""
+        try:
             st = os.lstat(path)
-        except (ValueError, FileNotFoundError):
+        except FileNotFoundError:
             return None
         if stat.S_ISDIR(st.st_mode):
             return None

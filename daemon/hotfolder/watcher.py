@@ -12,7 +12,9 @@ are polled; their clients cache a file's attributes for a while (NFS `acregmin`,
 so there a file must stay unchanged for `settle_seconds` plus that time. A full rescan at
 start-up and every `rescan_seconds` catches what events missed (a full inotify queue, a share
 that went away), and the folders inotify could not watch once the user's watches ran out
-(`Coverage` counts them). A folder's recipe.yaml is configuration, never offered. on_file is
+(`Coverage` counts them). No link is followed into a folder, in any mode: a link is offered as
+a file (intake refuses it), so links to other folders or loops (`a -> .`) are never walked. A
+folder's recipe.yaml is configuration, never offered. on_file is
 called from one thread at a time; it may be called again for the same file (intake makes that
 harmless) but not for the same version within a few seconds, unless it left the tree in
 between (claimed, then moved back by `hotfolder retry`).
@@ -50,7 +52,7 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify import InotifyObserver
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
 from hotfolder.config import RECIPE_FILE, WatchConfig
 from hotfolder.files import write_atomic
@@ -559,7 +561,8 @@ class Watcher:
         observer: BaseObserver | None = None
         try:
             observer = (
-                PollingObserver(timeout=poll_interval(self.settle_seconds))
+                PollingObserverVFS(self._lstat_below, os.scandir,
+                                   polling_interval=poll_interval(self.settle_seconds))
                 if self.polling
                 else InotifyObserver(generate_full_events=True)
             )
@@ -592,6 +595,10 @@ class Watcher:
         with self._observer_lock:
             self._observer = observer
         return True
+
+    def _lstat_below(self, path: str) -> os.stat_result:
+        """The polling observer's stat: a link below the inbox is never followed into."""
+        return os.stat(path) if path == str(self.inbox) else os.lstat(path)
 
     def _loop(self) -> None:
         period = tick_interval(self.settle_seconds)
