@@ -10,12 +10,16 @@ without huge files; clamd writes each stream to `temp_dir` before scanning it.
 `HeldClamd` stands in for clamd where a test must decide when a scan ends: it
 answers PING at once and holds every scan without a verdict until the test lets
 scans through, so a job in its scan stays running however fast the machine is.
+`small_clamd` is a second one as clamd is often left: a MaxFileSize of 1 MB and
+AlertExceedsMax at its default (no), so it answers OK for what it skips.
+`SplitReplies` relays a clamd's replies in two pieces, as a slow network may.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import math
 import os
 import select
@@ -25,6 +29,8 @@ import socket
 import socketserver
 import struct
 import threading
+import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,9 +58,18 @@ TemporaryDirectory {dir}/tmp
 StreamMaxLength {stream_max}
 MaxFileSize {file_max}
 MaxScanSize {scan_max}
-AlertExceedsMax yes
 SelfCheck 0
 """
+SMALL_FILE_MAX_BYTES = 1024 * 1024
+
+
+def image_then_zip_bomb() -> bytes:
+    """A JPEG followed by a small ZIP that holds 40 MB of zeros (clamd's MaxScanSize is 32 MB)."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for index in range(10):
+            zipped.writestr(f"part{index}.bin", bytes(4 * 1024 * 1024 - 64))
+    return image_bytes("JPEG", (32, 24)) + archive.getvalue()
 
 
 def ping(path: Path, timeout: float = 1.0) -> bool:
@@ -72,7 +87,8 @@ def ping(path: Path, timeout: float = 1.0) -> bool:
 class Clamd(ServerProcess):
     """One clamd process, started and stopped on demand."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, file_max_bytes: int = FILE_MAX_BYTES,
+                 alert_exceeds_max: bool = True) -> None:
         self.dir = directory
         self.socket = directory / "clamd.sock"
         self.address = f"unix://{self.socket}"
@@ -80,7 +96,7 @@ class Clamd(ServerProcess):
         self.tcp_address = f"tcp://127.0.0.1:{self.port}"
         self.eicar = EICAR
         self.stream_max_bytes = STREAM_MAX_BYTES
-        self.file_max_bytes = FILE_MAX_BYTES
+        self.file_max_bytes = file_max_bytes
         self.temp_dir = directory / "tmp"
         self.temp_dir.mkdir(exist_ok=True)
         self.signed_image = directory / "signed.png"
@@ -97,7 +113,8 @@ class Clamd(ServerProcess):
         self.config = directory / "clamd.conf"
         self.config.write_text(CONFIG.format(
             socket=self.socket, port=self.port, db=db, dir=directory, stream_max=STREAM_MAX_BYTES,
-            file_max=FILE_MAX_BYTES, scan_max=4 * STREAM_MAX_BYTES))
+            file_max=file_max_bytes, scan_max=4 * STREAM_MAX_BYTES)
+            + ("AlertExceedsMax yes\n" if alert_exceeds_max else ""))
         super().__init__(["clamd", "-c", str(self.config)], directory / "clamd.out",
                          lambda: ping(self.socket))
 
@@ -121,7 +138,8 @@ class HeldClamd:
     """A clamd on a unix socket that answers PING, and answers a scan only when let through.
 
     Every INSTREAM is read whole, then held without a reply (its client waits, as on a
-    clamd that hangs) until `let_through` allows it; a scan let through is clean.
+    clamd that hangs) until `let_through` allows it; a scan let through is clean. A stream
+    holding the EICAR test file (hotfolder's scan-limit probe) is found at once.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -208,19 +226,25 @@ class _HeldRequest(socketserver.StreamRequestHandler):
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             if name == "PING":
                 self.wfile.write(b"PONG\n")
-            elif name == "INSTREAM" and self._read_stream() and self.server.clamd.hold(
-                    self.request):
+            elif name != "INSTREAM" or (stream := self._read_stream()) is None:
+                return
+            elif EICAR in stream:  # hotfolder's scan-limit probe: found at once, as clamd would
+                self.wfile.write(f"stream: {EICAR_SIGNATURE} FOUND\n".encode())
+            elif self.server.clamd.hold(self.request):
                 self.wfile.write(b"stream: OK\n")
 
-    def _read_stream(self) -> bool:
-        """Read the chunks up to the empty one; False when the client hangs up first."""
+    def _read_stream(self) -> bytes | None:
+        """Read the chunks up to the empty one; None when the client hangs up first."""
+        stream = bytearray()
         while len(head := self.rfile.read(4)) == 4:
             (size,) = struct.unpack("!L", head)
             if size == 0:
-                return True
-            if len(self.rfile.read(size)) != size:
-                return False
-        return False
+                return bytes(stream)
+            chunk = self.rfile.read(size)
+            if len(chunk) != size:
+                return None
+            stream += chunk
+        return None
 
 
 @pytest.fixture
@@ -243,3 +267,85 @@ def clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clamd]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def small_clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clamd]:
+    """A clamd with MaxFileSize 1 MB that answers OK for larger files (AlertExceedsMax no)."""
+    if shutil.which("clamd") is None:
+        pytest.fail("clamd is not installed: run `make setup` (Debian package clamav-daemon)")
+    server = Clamd(tmp_path_factory.mktemp("small-clamd"), file_max_bytes=SMALL_FILE_MAX_BYTES,
+                   alert_exceeds_max=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class SplitReplies:
+    """A unix socket relaying to a clamd, its replies sent in two pieces a moment apart."""
+
+    PAUSE_SECONDS = 0.2
+
+    def __init__(self, clamd: Clamd, directory: Path) -> None:
+        self.clamd = clamd
+        self.socket = directory / "split.sock"
+        self.address = f"unix://{self.socket}"
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(str(self.socket))
+        self._listener.listen()
+        self._threads: list[threading.Thread] = []
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            thread = threading.Thread(target=self._relay, args=(client,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _relay(self, client: socket.socket) -> None:
+        with client, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as upstream:
+            upstream.connect(str(self.clamd.socket))
+            sending = threading.Thread(target=_forward, args=(client, upstream), daemon=True)
+            sending.start()
+            with contextlib.suppress(OSError):  # the client may hang up first (after a PONG)
+                while reply := upstream.recv(4096):
+                    half = max(len(reply) // 2, 1)
+                    client.sendall(reply[:half])
+                    time.sleep(self.PAUSE_SECONDS)  # the first piece is read on its own
+                    client.sendall(reply[half:])
+                client.shutdown(socket.SHUT_WR)  # clamd is done: so is the relay
+            sending.join()
+
+    def close(self) -> None:
+        """Stop relaying and wait for the connections to end."""
+        self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        self._listener.close()
+        self._accepting.join()
+        for thread in self._threads:
+            thread.join()
+
+
+def _forward(source: socket.socket, target: socket.socket) -> None:
+    """Copy source to target until source ends, then end target's writing side."""
+    with contextlib.suppress(OSError):
+        while data := source.recv(1 << 16):
+            target.sendall(data)
+    with contextlib.suppress(OSError):
+        target.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture
+def split_clamd(clamd: Clamd, tmp_path: Path) -> Iterator[SplitReplies]:
+    """The session clamd behind a relay that splits each of its replies in two."""
+    relay = SplitReplies(clamd, tmp_path)
+    try:
+        yield relay
+    finally:
+        relay.close()

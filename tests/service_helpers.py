@@ -34,6 +34,8 @@ def make_root(root: Path, clamd_address: str = "off", **overrides: Any) -> Path:
         "root": str(root),
         "watch": {"settle_seconds": 0.3, "rescan_seconds": 2},
         "scanner": {"clamd": clamd_address, "timeout_seconds": 5},
+        # Below the test clamd's MaxFileSize, so that it passes the scan-limit probe.
+        "limits": {"max_file_mb": 3},
         "queue": {"workers": 2},
         "metrics": {"listen": f"127.0.0.1:{free_port()}"},
     }

@@ -89,7 +89,7 @@ def test_check_reports_each_broken_recipe_and_folder(tmp_path: Path, cli: RunCli
     fails = [line for line in out.splitlines() if line.startswith("FAIL")]
     assert len(fails) == 2, out
     assert f"{root / 'recipes' / 'broken.yaml'}, line 2, key steps.0" in fails[0]
-    assert "unknown operation 'blur'" in fails[0]
+    assert "unknown operation (value not shown)" in fails[0]  # a file's values are never quoted
     assert "folder 'resize=800+grayscal' is not a recipe: unknown operation 'grayscal'" \
         " (did you mean 'grayscale'?)" in fails[1]
     assert err == "2 problem(s) found\n"
@@ -478,7 +478,8 @@ def test_a_recipe_chooses_the_colour_transparency_is_flattened_on(
 
 @pytest.mark.parametrize(("background", "message"), [
     ("transparent", "must be opaque: JPEG and BMP hold no transparency"),
-    ("walnut", "'walnut' is not a colour (use a name such as white, #rrggbb or transparent)"),
+    ("walnut", "(value not shown) is not a colour (use a name such as white, #rrggbb or"
+               " transparent)"),  # a file's values are never quoted
 ])
 def test_a_background_that_is_no_opaque_colour_is_refused(
         tmp_path: Path, cli: RunCli, background: str, message: str) -> None:

@@ -89,11 +89,11 @@ def test_no_link_in_a_folder_of_the_path_is_followed(layout: Layout, intake: Int
                                                      tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    (elsewhere / "photo.jpg").write_bytes(jpeg())
+    (elsewhere / "photo.jpg").write_bytes(image_bytes("JPEG"))
     (layout.inbox / "A").mkdir()
     (layout.inbox / "A" / "x").symlink_to(elsewhere)
     assert intake.offer(layout.inbox / "A" / "x" / "photo.jpg") is None
-    assert (elsewhere / "photo.jpg").read_bytes() == jpeg()
+    assert (elsewhere / "photo.jpg").read_bytes() == image_bytes("JPEG")
     assert intake.journal.counts() == {}
     assert refused(intake, layout.inbox / "A" / "x")  # the link itself is refused
 

@@ -10,11 +10,26 @@ from pathlib import Path
 
 import pytest
 
-from clamd_server import EICAR, EICAR_SIGNATURE, IMAGE_SIGNATURE, Clamd
+from clamd_server import (
+    EICAR,
+    EICAR_SIGNATURE,
+    IMAGE_SIGNATURE,
+    Clamd,
+    SplitReplies,
+    image_then_zip_bomb,
+)
 from helpers import image_bytes
 from hotfolder.config import ScannerConfig
-from hotfolder.errors import Unavailable
-from hotfolder.scanner import ClamdScanner, MemoryScanner, Scanner, make_scanner, parse_address
+from hotfolder.errors import InputError, Unavailable
+from hotfolder.scanner import (
+    ClamdScanner,
+    MemoryScanner,
+    Scanner,
+    Untrusted,
+    make_scanner,
+    parse_address,
+    probe_bytes,
+)
 from server_process import free_port
 
 
@@ -139,14 +154,66 @@ class TestClamdScanner(ScannerContract):
         assert info.value.message.startswith("poster.tiff could not be scanned")
         assert scanner.ping()
 
-    def test_file_over_max_file_size_is_unavailable(
+    def test_file_over_max_file_size_is_never_clean(
         self, scanner: ClamdScanner, clamd: Clamd, tmp_path: Path
     ) -> None:
         # clamd reads only MaxFileSize bytes of it: an OK would prove nothing.
         path = tmp_path / "poster.bmp"
         path.write_bytes(bytes(clamd.file_max_bytes + 1024))
-        with pytest.raises(Unavailable, match=r"over a scanning limit .*MaxFileSize"):
+        with pytest.raises(InputError, match=r"scanned whole: .* scanning limit .*MaxFileSize"):
             scanner.scan(path)
+
+    def test_an_archive_past_max_scan_size_is_never_clean(
+        self, scanner: ClamdScanner, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "photo.jpg"
+        path.write_bytes(image_then_zip_bomb())
+        with pytest.raises(InputError, match=r"scanning limit .*MaxScanSize.* not taken as clean"):
+            scanner.scan(path)
+
+    def test_replies_in_two_pieces_are_read_whole(
+        self, split_clamd: SplitReplies, samples: dict[str, Path]
+    ) -> None:
+        scanner = ClamdScanner(split_clamd.address, timeout=10)
+        assert scanner.scan(samples["eicar"]).signature == f"{EICAR_SIGNATURE}.UNOFFICIAL"
+        assert scanner.scan(samples["clean"]).clean
+        assert scanner.ping()
+
+    def test_the_probe_passes_a_clamd_that_reads_files_of_the_largest_size_whole(
+        self, clamd: Clamd
+    ) -> None:
+        assert ClamdScanner(clamd.address, max_bytes=clamd.file_max_bytes - 1024).check_limits() \
+            is None
+
+    def test_a_clamd_whose_limits_are_below_the_largest_size_is_not_trusted(
+        self, clamd: Clamd, samples: dict[str, Path]
+    ) -> None:
+        over_file = ClamdScanner(clamd.address, max_bytes=clamd.file_max_bytes + 1024)
+        assert "raise MaxFileSize and MaxScanSize" in str(over_file.check_limits())
+        with pytest.raises(Untrusted, match=r"clean.png could not be scanned: .*MaxFileSize"):
+            over_file.scan(samples["clean"])
+        assert not over_file.ping()
+        over_stream = ClamdScanner(clamd.address, max_bytes=clamd.stream_max_bytes + 1024)
+        assert "raise StreamMaxLength" in str(over_stream.check_limits())
+
+    def test_a_clamd_that_answers_ok_for_what_it_skipped_is_not_trusted(
+        self, small_clamd: Clamd, samples: dict[str, Path], tmp_path: Path
+    ) -> None:
+        scanner = ClamdScanner(small_clamd.address, timeout=10,
+                               max_bytes=2 * small_clamd.file_max_bytes)
+        padded = tmp_path / "padded.bin"  # what the probe sends: clamd skips it and says OK
+        padded.write_bytes(probe_bytes(2 * small_clamd.file_max_bytes))
+        assert ClamdScanner(small_clamd.address).scan(padded).clean
+        problem = scanner.check_limits()
+        assert problem is not None and "set AlertExceedsMax yes" in problem
+        with pytest.raises(Untrusted, match=r"clean.png could not be scanned: .*AlertExceedsMax"):
+            scanner.scan(samples["clean"])
+        assert not scanner.ping()
+        # Files up to its MaxFileSize are read whole: a root accepting no more is served.
+        fitting = ClamdScanner(small_clamd.address, max_bytes=small_clamd.file_max_bytes - 1024)
+        assert fitting.check_limits() is None
+        assert fitting.scan(samples["clean"]).clean
+        assert not fitting.scan(samples["eicar"]).clean
 
     def test_file_just_under_the_limits_is_scanned(
         self, scanner: ClamdScanner, clamd: Clamd, tmp_path: Path
@@ -206,8 +273,8 @@ def test_parse_address_refuses_nonsense(address: str) -> None:
 
 
 def test_make_scanner_follows_the_configuration() -> None:
-    assert make_scanner(ScannerConfig(clamd="off")) is None
-    scanner = make_scanner(ScannerConfig(clamd="tcp://127.0.0.1:3310", timeout_seconds=7))
+    assert make_scanner(ScannerConfig(clamd="off"), 1024) is None
+    scanner = make_scanner(ScannerConfig(clamd="tcp://127.0.0.1:3310", timeout_seconds=7), 1024)
     assert isinstance(scanner, ClamdScanner)
     assert (scanner.address, scanner.timeout) == ("tcp://127.0.0.1:3310", 7)
 
@@ -230,3 +297,4 @@ def test_clamd_local_script_serves_a_demo_root(tmp_path: Path) -> None:
         stopped = subprocess.run([str(script), "--stop", str(tmp_path)], capture_output=True,
                                  text=True, timeout=60, check=False)
     assert stopped.stdout.startswith("clamd-local: stopped clamd of ")
+

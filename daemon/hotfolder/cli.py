@@ -18,7 +18,7 @@ from tqdm import tqdm
 from hotfolder import __version__, engine
 from hotfolder.config import Config, LimitsConfig, config_path, load_config
 from hotfolder.engine import Output
-from hotfolder.errors import ConfigError, HotfolderError, RecipeError
+from hotfolder.errors import ConfigError, HotfolderError, RecipeError, Unavailable
 from hotfolder.files import write_atomic
 from hotfolder.ops import REGISTRY
 from hotfolder.recipes import (
@@ -321,6 +321,24 @@ def check_s3(config: Config) -> Iterator[Finding]:
         yield Finding(problem is None, f"{where}: {problem or 'reachable and takes writes'}")
 
 
+def check_scanner(config: Config) -> Iterator[Finding]:
+    """clamd answers and finds a test virus at the end of a file of the largest accepted size."""
+    from hotfolder.scanner import ClamdScanner
+
+    cfg = config.scanner
+    if not cfg.enabled:
+        return
+    scanner = ClamdScanner(cfg.clamd, timeout=cfg.timeout_seconds,
+                           max_bytes=config.limits.max_file_bytes)
+    try:
+        problem = scanner.check_limits()
+    except Unavailable as exc:
+        problem = exc.message
+    yield Finding(problem is None, problem or (
+        f"clamd at {cfg.clamd} answers and finds a test virus at the end of a file of"
+        f" {config.limits.max_file_mb:g} MB (limits.max_file_mb)"))
+
+
 def check_queue(config: Config) -> Iterator[Finding]:
     """A Redis queue answers (workers on other machines share it)."""
     from hotfolder.journal import is_shared
@@ -335,7 +353,7 @@ def check_queue(config: Config) -> Iterator[Finding]:
 
 # Checks run by `hotfolder check`, in order; each yields (ok, text) pairs. Other parts
 # (scanner ping, S3 access, local state/ disk) add their own function to this list.
-CHECKS: list[Check] = [check_recipes, check_inbox, check_s3, check_queue]
+CHECKS: list[Check] = [check_recipes, check_inbox, check_scanner, check_s3, check_queue]
 
 
 def cmd_check(args: argparse.Namespace) -> int:

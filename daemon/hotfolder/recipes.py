@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import os
 import re
 import string
 from collections.abc import Iterable
@@ -244,7 +245,7 @@ def recipe_schema() -> dict[str, Any]:
 def load_recipe(path: Path) -> Recipe:
     """Read a recipe file; errors name the file, the line and the key."""
     try:
-        doc = yamlfile.load(path)
+        doc = yamlfile.load(path, follow_links=False)
     except (OSError, ValueError) as exc:
         raise RecipeError(str(exc)) from None
     data = doc.data if doc.data is not None else {}
@@ -255,8 +256,8 @@ def load_recipe(path: Path) -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        detail = yamlfile.values_given(yamlfile.problems(exc, data, Recipe))
-        raise RecipeError(doc.explain(exc, Recipe, data=data), detail=detail) from None
+        raise RecipeError(doc.explain(exc, Recipe, data=data),
+                          detail=yamlfile.technical(exc)) from None
 
 
 def parse_chain(text: str) -> Recipe:
@@ -333,7 +334,7 @@ class RecipeBook:
         self._cache: dict[Path, tuple[tuple[int, ...], Recipe]] = {}
 
     def _load(self, path: Path) -> Recipe:
-        st = path.stat()
+        st = path.lstat()
         # A file saved again, or replaced by another one, differs in one of these.
         version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         cached = self._cache.get(path)
@@ -374,7 +375,7 @@ class RecipeBook:
     def folder(self, folder: Path) -> tuple[str, str, Recipe]:
         """The (label, source, recipe) that one inbox folder contributes."""
         local = folder / RECIPE_FILE
-        if local.is_file():
+        if os.path.lexists(local):  # a link or anything but a file fails, with the reason
             return folder.name, str(local), self._load(local)
         recipe = self.named(folder.name)
         if recipe is not None:

@@ -1,26 +1,35 @@
 """Virus scanning: the Scanner seam, clamd through pyclamd, and an in-memory scanner for tests.
 
-A verdict is clean only when clamd answered `OK` for the whole file. Every other
-outcome that is not a signature raises `Unavailable` (the job waits, SPEC 8.3):
-an `ERROR` reply, clamd's `INSTREAM size limit exceeded` (StreamMaxLength below
-the file's size), a `Heuristics.Limits.Exceeded` alert (MaxFileSize/MaxScanSize
-below the file's size: clamd stopped reading, so nothing was proved), a timeout,
-and a refused or missing socket.
+A verdict is clean only when clamd answered `OK` for the whole file. A signature is
+infected. A `Heuristics.Limits.Exceeded` alert (the file is past MaxFileSize,
+MaxScanSize, MaxRecursion, MaxScanTime... of clamd: it stopped reading, so nothing was
+proved) fails the file (`InputError`), whatever `on_unavailable` says. Every other
+outcome raises `Unavailable` (the job waits, SPEC 8.3): an `ERROR` reply, a timeout, a
+refused or missing socket, and `Untrusted`, a clamd that answers but would not see
+all of a file hotfolder accepts: clamd's `INSTREAM size limit exceeded` (StreamMaxLength
+below the file's size), or a probe that fails. Before its first scan (and whenever clamd
+comes back), the scanner sends clamd a probe of `limits.max_file_mb` whose end holds
+the EICAR test file inside a ZIP; unless clamd finds it, no file is taken as clean
+(clamd's default `AlertExceedsMax no` answers `OK` for what it skipped).
 
-pyclamd sends each chunk with `socket.send`, which may send part of it, and
-returns None both for `OK` and for a connection closed without a reply; the
-connection is wrapped so that every chunk goes out whole and the reply is
-kept, and only `stream: OK` counts as clean. pyclamd also retries
-a failed receive five times, so each socket operation gets a fifth of the
+pyclamd sends each chunk with `socket.send`, which may send part of it, reads a reply
+with one `recv` (a reply that arrives in two pieces is parsed as two), and returns None
+both for `OK` and for a connection closed without a reply; the connection is wrapped so
+that every chunk goes out whole, every reply is read up to its end before pyclamd parses
+it, and the reply is kept, so that only `stream: OK` counts as clean. pyclamd also
+retries a failed receive five times, so each socket operation gets a fifth of the
 configured timeout and a scan never waits longer than the timeout in total.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
 import os
 import socket
-from collections.abc import Mapping
+import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,7 +37,9 @@ from typing import Any, Protocol
 import pyclamd
 
 from hotfolder.config import ScannerConfig
-from hotfolder.errors import Unavailable
+from hotfolder.errors import InputError, Unavailable
+
+log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 16
 LIMIT_ALERT = "Heuristics.Limits.Exceeded"
@@ -36,6 +47,11 @@ SIZE_LIMIT_REPLY = "INSTREAM size limit exceeded"
 CLEAN_REPLY = b"stream: OK"
 # pyclamd retries a failed receive this many times before giving up.
 RECEIVE_ATTEMPTS = 5
+REPLY_END = b"\n"  # pyclamd sends its commands with the `n` prefix: replies end with a newline
+# The EICAR test file (68 bytes), split so that this source file is not itself detected.
+EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+PROBE_NAME = "the EICAR probe"
+CHECK_AGAIN_SECONDS = 60.0  # a clamd that failed the probe is probed again after this long
 
 
 @dataclass(frozen=True)
@@ -68,10 +84,25 @@ class _Connection:
         return len(data)
 
     def recv(self, size: int) -> bytes:
-        """Receive up to size bytes, and remember them."""
-        data = self._sock.recv(size)
-        self.received += data
-        return data
+        """One whole reply (up to its newline, or all that came before clamd closed), kept."""
+        reply = bytearray()
+        timeout = self._sock.gettimeout()
+        deadline = time.monotonic() + (timeout if timeout is not None else 0.0)
+        try:
+            while not reply.endswith(REPLY_END):
+                if timeout is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError("clamd's reply did not end in time")
+                    self._sock.settimeout(left)
+                data = self._sock.recv(size)
+                if not data:
+                    break
+                reply += data
+        finally:
+            self._sock.settimeout(timeout)
+        self.received += reply
+        return bytes(reply)
 
     def close(self) -> None:
         """Close the socket."""
@@ -118,15 +149,33 @@ def parse_address(address: str) -> str | tuple[str, int]:
     raise ValueError(f"{address!r} is not unix:///path/to/socket or tcp://host:port")
 
 
+class Untrusted(Unavailable):
+    """clamd answers but would not see all of a file hotfolder accepts: nothing is clean."""
+
+    stage = "scan"
+
+
+def probe_bytes(size: int) -> bytes:
+    """`size` bytes ending with a ZIP that holds the EICAR test file, for clamd to find."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zipped:
+        zipped.writestr("eicar.com", EICAR)
+    tail = archive.getvalue()
+    return bytes(max(size - len(tail), 0)) + tail
+
+
 class ClamdScanner:
     """Scans with clamd's INSTREAM command over a unix or TCP socket."""
 
     name = "clamd"
 
-    def __init__(self, address: str, timeout: float = 60.0) -> None:
+    def __init__(self, address: str, timeout: float = 60.0, max_bytes: int = 0) -> None:
         self.address = address
         self.timeout = timeout
+        self.max_bytes = max_bytes
         self._target = parse_address(address)
+        self._trusted = False
+        self._next_check = 0.0
 
     def _client(self) -> Any:
         step_timeout = self.timeout / RECEIVE_ATTEMPTS
@@ -135,91 +184,138 @@ class ClamdScanner:
         host, port = self._target
         return _NetworkClient(host, port, timeout=step_timeout)
 
-    def _unavailable(self, path: Path, why: str, detail: object = "") -> Unavailable:
-        return Unavailable(
-            f"{path.name} could not be scanned: {why}", detail=str(detail), stage="scan"
-        )
+    def _unavailable(self, name: str, why: str, detail: object = "") -> Unavailable:
+        return Unavailable(f"{name} could not be scanned: {why}", detail=str(detail), stage="scan")
 
     def scan(self, path: Path) -> Verdict:
         """Stream the file to clamd and return its verdict, or raise Unavailable."""
         # Opened first: a missing file is the caller's problem, not clamd's; a link is refused.
         with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as stream:
-            client = None
-            try:
-                client = self._client()
-                reply = client.scan_stream(stream, chunk_size=CHUNK_BYTES)
-            except pyclamd.BufferTooLongError as exc:
-                raise self._size_limit(path, exc) from None
-            except OSError as exc:
-                raise self._failure(path, client, exc) from None
-            finally:
-                if client is not None:
-                    client.close()
-        return self._verdict(path, reply, bytes(client.clamd_socket.received))
+            self._ensure_trusted(path.name)
+            status, reason = self._instream(stream, path.name)
+        if status == "FOUND" and reason.startswith(LIMIT_ALERT):
+            raise InputError(
+                f"{path.name} could not be scanned whole: it is over a scanning limit of clamd"
+                f" at {self.address} ({reason}), so it is not taken as clean", detail=reason,
+                stage="scan")
+        if status == "FOUND":
+            return Verdict(clean=False, signature=reason, scanner=self.name)
+        if status == "OK":
+            return Verdict(clean=True, signature=None, scanner=self.name)
+        raise self._unavailable(path.name, f"clamd at {self.address} reported an error", reason)
 
-    def _failure(self, path: Path, client: Any, exc: OSError) -> Unavailable:
+    def _ensure_trusted(self, name: str) -> None:
+        """Raise Untrusted unless clamd has found the probe since it last went away."""
+        if self._trusted:
+            return
+        problem = self.check_limits(name)
+        if problem is not None:
+            raise Untrusted(f"{name} could not be scanned: {problem}", stage="scan")
+        self._trusted = True
+
+    def check_limits(self, name: str = PROBE_NAME) -> str | None:
+        """None when clamd finds the probe of `max_bytes`, else why it cannot be trusted.
+
+        Unavailable (named after `name`, the file waiting for it) when clamd does not answer.
+        """
+        stream = io.BytesIO(probe_bytes(self.max_bytes))
+        try:
+            status, reason = self._instream(stream, name)
+        except Untrusted as exc:
+            return exc.message.removeprefix(f"{name} could not be scanned: ")
+        size = f"{self.max_bytes / 1048576:g} MB (limits.max_file_mb)"
+        if status == "FOUND" and not reason.startswith(LIMIT_ALERT):
+            return None
+        if status == "FOUND":
+            return (f"clamd at {self.address} stops at its limits ({reason}) for a file of"
+                    f" {size}: raise MaxFileSize and MaxScanSize in clamd.conf above it")
+        if status == "OK":
+            return (f"clamd at {self.address} did not find the EICAR test file at the end of a"
+                    f" file of {size}, so it would answer OK for files it did not read whole:"
+                    " set AlertExceedsMax yes, ScanArchive yes, and StreamMaxLength, MaxFileSize"
+                    " and MaxScanSize above limits.max_file_mb in clamd.conf")
+        return f"clamd at {self.address} reported an error for the probe: {reason}"
+
+    def _instream(self, stream: Any, name: str) -> tuple[str, str]:
+        """clamd's (status, reason) for a stream: OK, FOUND or ERROR; Unavailable when none."""
+        client = None
+        try:
+            client = self._client()
+            reply = client.scan_stream(stream, chunk_size=CHUNK_BYTES)
+        except pyclamd.BufferTooLongError as exc:
+            raise self._size_limit(name, exc) from None
+        except OSError as exc:
+            self._trusted = False  # clamd went away: it may come back with other limits
+            raise self._failure(name, client, exc) from None
+        finally:
+            if client is not None:
+                client.close()
+        if reply:
+            status, reason = next(iter(reply.values()))
+            return str(status), str(reason)
+        # pyclamd also returns None when clamd hangs up without a word (it does when it
+        # cannot write its temporary file): only an explicit OK is clean.
+        received = bytes(client.clamd_socket.received)
+        if received.strip(b"\0\n ") == CLEAN_REPLY:
+            return "OK", ""
+        raise self._hung_up(name, received.decode("utf-8", "replace"))
+
+    def _failure(self, name: str, client: Any, exc: OSError) -> Unavailable:
         """The plain reason a scan broke off: no clamd, a size limit, a timeout."""
         if client is None:
             return self._unavailable(
-                path, f"clamd at {self.address} is not reachable (is clamd running?)", exc
+                name, f"clamd at {self.address} is not reachable (is clamd running?)", exc
             )
         pending = _pending_reply(client)
         if SIZE_LIMIT_REPLY in pending:
-            return self._size_limit(path, pending)
+            return self._size_limit(name, pending)
         # pyclamd turns a failed receive into its own ConnectionError; the cause is its context.
         cause = exc.__context__ if isinstance(exc.__context__, OSError) else exc
         if isinstance(cause, TimeoutError):
             return self._unavailable(
-                path, f"clamd at {self.address} did not answer within {self.timeout:g} s", exc
+                name, f"clamd at {self.address} did not answer within {self.timeout:g} s", exc
             )
         if isinstance(cause, BrokenPipeError | ConnectionResetError):
-            return self._hung_up(path, exc)
-        return self._unavailable(path, f"the connection to clamd at {self.address} failed", exc)
+            return self._hung_up(name, exc)
+        return self._unavailable(name, f"the connection to clamd at {self.address} failed", exc)
 
-    def _hung_up(self, path: Path, detail: object) -> Unavailable:
+    def _hung_up(self, name: str, detail: object) -> Unavailable:
         return self._unavailable(
-            path, f"clamd at {self.address} closed the connection without a verdict "
+            name, f"clamd at {self.address} closed the connection without a verdict "
             "(see its log)", detail)
 
-    def _size_limit(self, path: Path, detail: object) -> Unavailable:
-        return self._unavailable(
-            path,
-            f"clamd at {self.address} refused it as larger than its StreamMaxLength; "
-            "raise StreamMaxLength in clamd.conf above limits.max_file_mb",
-            detail,
-        )
-
-    def _verdict(self, path: Path, reply: Mapping[str, tuple[str, str]] | None,
-                 received: bytes) -> Verdict:
-        if not reply:
-            # pyclamd also returns None when clamd hangs up without a word (it does when it
-            # cannot write its temporary file): only an explicit OK is clean.
-            if received.strip(b"\0\n ") == CLEAN_REPLY:
-                return Verdict(clean=True, signature=None, scanner=self.name)
-            raise self._hung_up(path, received.decode("utf-8", "replace"))
-        status, reason = next(iter(reply.values()))
-        if status == "FOUND" and reason.startswith(LIMIT_ALERT):
-            raise self._unavailable(
-                path,
-                f"it is over a scanning limit of clamd at {self.address} ({reason}); "
-                "raise MaxFileSize and MaxScanSize in clamd.conf above limits.max_file_mb",
-                reason,
-            )
-        if status == "FOUND":
-            return Verdict(clean=False, signature=reason, scanner=self.name)
-        raise self._unavailable(path, f"clamd at {self.address} reported an error", reason)
+    def _size_limit(self, name: str, detail: object) -> Untrusted:
+        return Untrusted(
+            f"{name} could not be scanned: clamd at {self.address} refused it as larger than"
+            " its StreamMaxLength; raise StreamMaxLength in clamd.conf above limits.max_file_mb",
+            detail=str(detail), stage="scan")
 
     def ping(self) -> bool:
-        """True when clamd answers PING."""
+        """True when clamd answers PING and has found the probe since it last went away."""
         client = None
         try:
             client = self._client()
-            return bool(client.ping())
+            answers = bool(client.ping())
         except OSError:
-            return False
+            answers = False
         finally:
             if client is not None:
                 client.close()
+        if not answers:
+            self._trusted = False
+            self._next_check = 0.0  # probed again as soon as it is back
+            return False
+        if not self._trusted and time.monotonic() >= self._next_check:
+            try:
+                problem = self.check_limits()
+            except Unavailable as exc:
+                problem = exc.message
+            if problem is None:
+                self._trusted = True
+            else:
+                self._next_check = time.monotonic() + CHECK_AGAIN_SECONDS
+                log.error("the virus scanner cannot be trusted, files wait: %s", problem)
+        return self._trusted
 
 
 def _pending_reply(client: Any) -> str:
@@ -259,8 +355,8 @@ class MemoryScanner:
         return self.available
 
 
-def make_scanner(cfg: ScannerConfig) -> Scanner | None:
-    """The scanner the configuration asks for, or None when `clamd: off`."""
+def make_scanner(cfg: ScannerConfig, max_bytes: int) -> Scanner | None:
+    """The scanner the configuration asks for (files up to max_bytes), or None when `clamd: off`."""
     if not cfg.enabled:
         return None
-    return ClamdScanner(cfg.clamd, timeout=cfg.timeout_seconds)
+    return ClamdScanner(cfg.clamd, timeout=cfg.timeout_seconds, max_bytes=max_bytes)

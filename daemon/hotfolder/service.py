@@ -108,7 +108,7 @@ class Service:
         if getattr(self.notifier, "socket", None) is not None:
             self.notifier.socket.setblocking(False)  # a busy systemd must never stall the service
         self.watchdog = "WATCHDOG_USEC" in os.environ
-        self.scanner = make_scanner(cfg.scanner)
+        self.scanner = make_scanner(cfg.scanner, cfg.limits.max_file_bytes)
         self.scanner_up = False  # until the first ping, which also wakes jobs held for it
         self._stop = threading.Event()
         self._exits: dict[int, int | None] = {}

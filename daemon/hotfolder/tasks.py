@@ -31,7 +31,7 @@ from hotfolder.intake import work_path
 from hotfolder.journal import Job, Journal
 from hotfolder.metrics import Metrics
 from hotfolder.recipes import RecipeBook
-from hotfolder.scanner import Scanner, Verdict, make_scanner
+from hotfolder.scanner import Scanner, Untrusted, Verdict, make_scanner
 from hotfolder.sinks import Sink
 from hotfolder.sinks.local import to_archive, to_failed, to_quarantine
 from hotfolder.sinks.s3 import make_sink
@@ -87,7 +87,7 @@ class Context:
 
 def make_context(cfg: Config, journal: Journal, metrics: Metrics | None = None) -> Context:
     """The context of a root from its configuration: clamd scanner, outbox or S3, cache."""
-    return Context(cfg, journal, make_scanner(cfg.scanner),
+    return Context(cfg, journal, make_scanner(cfg.scanner, cfg.limits.max_file_bytes),
                    make_sink(cfg.output, cfg.layout.outbox), metrics,
                    open_cache(cfg.cache, cfg.layout.state))
 
@@ -206,7 +206,7 @@ def scan(ctx: Context, job: Job, work_file: Path) -> Verdict:
         return ctx.scanner.scan(work_file)
     except Unavailable as exc:
         policy = ctx.cfg.scanner.on_unavailable
-        if policy == "allow":
+        if policy == "allow" and not isinstance(exc, Untrusted):  # it would pass unread files
             log.warning("job %s: processed unscanned (scanner.on_unavailable: allow), %s",
                         job.id, exc.message)
             if ctx.metrics is not None:

@@ -1,9 +1,17 @@
-"""YAML loading that remembers where each key stood, for errors that name the line."""
+"""YAML loading that remembers where each key stood, for errors that name the line.
+
+A file is read only when it is a regular file of at most `MAX_FILE_BYTES`; recipe files
+(which users of the share can write) are also never read through a link. Errors about a
+file name its line and key, never a value: a file read by mistake (a secret) is not quoted.
+"""
 
 from __future__ import annotations
 
 import difflib
+import errno
+import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +22,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 Loc = tuple[str | int, ...]
+MAX_FILE_BYTES = 1024 * 1024
+HIDDEN = "(value not shown)"
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,7 @@ class Located:
         elsewhere: Mapping[tuple[str, ...], str] | None = None, data: Any = None,
     ) -> str:
         """Every error of `exc` (on `data`, by default this document's) located, one per line."""
+        given = [err.get("input") for err in exc.errors()]
         lines = []
         for problem in problems(exc, self.data if data is None else data, model):
             loc = prefix + problem.loc
@@ -54,7 +65,7 @@ class Located:
                 (name for at, name in (elsewhere or {}).items() if loc[: len(at)] == at), None
             )
             where = f"{origin}, key {'.'.join(map(str, loc))}" if origin else self.where(loc)
-            lines.append(f"{where}: {problem.message}")
+            lines.append(f"{where}: {hide_values(problem.message, given)}")
         return "\n".join(lines)
 
 
@@ -80,8 +91,35 @@ def problems(exc: ValidationError, data: Any, model: type[BaseModel]) -> list[Pr
     return [Problem(loc, _either(messages), given) for loc, (messages, given) in found.items()]
 
 
+def hide_values(message: str, given: Any) -> str:
+    """The message with every value found in `given` (quoted, or long enough) replaced."""
+    for value in sorted(_values(given), key=len, reverse=True):
+        for form in (repr(value), f"'{value}'", f'"{value}"'):
+            message = message.replace(form, HIDDEN)
+        if len(value) >= 8:
+            message = message.replace(value, HIDDEN)
+    return message
+
+
+def _values(given: Any) -> set[str]:
+    """The texts and numbers inside a parsed YAML value (mapping keys are structure, kept)."""
+    if isinstance(given, Mapping):
+        return {text for item in given.values() for text in _values(item)}
+    if isinstance(given, list | tuple):
+        return {text for item in given for text in _values(item)}
+    if isinstance(given, str | int | float) and not isinstance(given, bool) and str(given):
+        return {str(given)}
+    return set()
+
+
+def technical(exc: ValidationError) -> str:
+    """Where each error of a file's `exc` is and its kind, without the values given."""
+    return "; ".join(f"{'.'.join(map(str, err['loc'])) or 'the document'}: {err['type']}"
+                     for err in exc.errors(include_input=False, include_url=False))
+
+
 def values_given(found: list[Problem]) -> str:
-    """The technical detail of a validation error: the value found at each wrong key."""
+    """The value found at each wrong key, for folder names and steps (files use `technical`)."""
     return "; ".join(f"{'.'.join(map(str, p.loc)) or 'the document'} was {p.given}"
                      for p in found if p.given is not None)
 
@@ -301,6 +339,27 @@ def parse(text: str, source: str) -> Located:
     return Located(data=data, lines=lines, source=source)
 
 
-def load(path: Path) -> Located:
-    """Read and parse a YAML file."""
-    return parse(path.read_text(encoding="utf-8"), str(path))
+def load(path: Path, *, follow_links: bool = True) -> Located:
+    """Read and parse a YAML file; OSError or ValueError (naming the file) when it can't be."""
+    return parse(read_text(path, follow_links=follow_links), str(path))
+
+
+def read_text(path: Path, *, follow_links: bool) -> str:
+    """The UTF-8 text of a regular file of at most MAX_FILE_BYTES; ValueError for anything else."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_links:
+            raise ValueError(f"{path}: not read, it is a symbolic link") from None
+        raise
+    with os.fdopen(fd, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path}: not read, it is not a regular file")
+        data = stream.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ValueError(f"{path}: not read, it is larger than {MAX_FILE_BYTES // 1024} KB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start})") from None
