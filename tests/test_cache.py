@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -69,8 +70,8 @@ def test_duplicate_reuses_the_result_under_the_new_name(tmp_path: Path) -> None:
     cache.put(key, first, origin="Engrave/photo.jpg")
     hit = cache.get(key)
     assert hit is not None
-    again = hit.for_input("copy of photo.JPG", plan("resize=64x64+grayscale+thumbnail=16+png",
-                                                    name="wood"))
+    again = hit.for_input("Engrave/copy of photo.JPG",
+                          plan("resize=64x64+grayscale+thumbnail=16+png", name="wood"))
 
     assert [o.name for o in again.outputs] == ["copy of photo.png", "copy of photo_thumb.jpg"]
     assert [o.data for o in again.outputs] == [o.data for o in first.outputs]
@@ -213,3 +214,26 @@ def test_the_service_reuses_the_result_of_a_duplicate(
     assert "duplicate_of" not in json.loads(first.with_name("photo.png.json").read_text())
     wait_until((root / "archive" / "Gray" / "same photo.jpg").exists, 10, "the archived copy")
     assert ResultCache(root / "state", max_bytes=10**6).usage()[0] == 1
+
+
+def test_a_duplicate_in_another_folder_learns_no_name_of_the_first(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    config = make_root(tmp_path / "root")
+    root = config.parent
+    for name in ("gray", "grey"):  # two folders, one result: the same steps and output
+        (root / "recipes" / f"{name}.yaml").write_text(
+            "steps: [grayscale]\noutput: {format: png}\nsidecar: true\n")
+    start(daemons, config)
+    data = image_bytes("JPEG", (160, 120), seed=6)
+    drop(root, "Gray/Customer photo.jpg", data)
+    wait_until((root / "outbox" / "Gray" / "Customer photo.png.json").exists, 20,
+               "the first result")
+    drop(root, "Grey/mine.jpg", data)
+    sidecar_path = root / "outbox" / "Grey" / "mine.png.json"
+    wait_until(sidecar_path.exists, 20, "the duplicate's result")
+
+    text = sidecar_path.read_text()
+    assert "Customer" not in text and "Gray" not in text
+    assert re.fullmatch(r"result [0-9a-f]{12}", json.loads(text)["duplicate_of"])
+    assert (root / "outbox" / "Grey" / "mine.png").read_bytes() == (
+        root / "outbox" / "Gray" / "Customer photo.png").read_bytes()

@@ -8,7 +8,8 @@ is bounded in bytes and evicts the least recently used results first;
 `hotfolder cache clear` empties it. Outputs are written atomically and fsynced
 (hotfolder.files), as every file hotfolder writes.
 Each stored output carries its SHA-256, so a damaged file is a miss, never a
-wrong result.
+wrong result. A duplicate's sidecar names the first input only when it was in the same
+folder; from another folder it gets an opaque reference (`result <key prefix>`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from hotfolder import __version__
@@ -33,6 +34,8 @@ from hotfolder.files import write_atomic
 from hotfolder.recipes import Plan
 
 log = logging.getLogger("hotfolder.cache")
+
+REFERENCE_CHARS = 12  # of the key, in the `duplicate_of` of a duplicate in another folder
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -67,9 +70,18 @@ class Hit:
 
     origin: str
     rendered: Rendered
+    key: str
 
-    def for_input(self, name: str, plan: Plan) -> Rendered:
-        """The result renamed for another input `name`; the sidecar says it is a duplicate."""
+    def reference(self, rel: str) -> str:
+        """How the sidecar of a duplicate at `rel` names this result: the first input's path
+        when it is in the same folder, else an opaque reference (no other folder's names)."""
+        if PurePosixPath(self.origin).parent == PurePosixPath(rel).parent:
+            return self.origin
+        return f"result {self.key[:REFERENCE_CHARS]}"
+
+    def for_input(self, rel: str, plan: Plan) -> Rendered:
+        """The result renamed for another input at `rel`; the sidecar says it is a duplicate."""
+        name = PurePosixPath(rel).name
         sidecar = copy.deepcopy(self.rendered.sidecar)
         out = sidecar.get("output", {})
         old_stem = Path(self.rendered.main.name).stem
@@ -92,7 +104,7 @@ class Hit:
         for extra_record in sidecar.get("extras", []):
             extra_record["name"] = names.get(extra_record.get("name"), extra_record.get("name"))
         sidecar.pop("timings", None)
-        sidecar["duplicate_of"] = self.origin
+        sidecar["duplicate_of"] = self.reference(rel)
         return Rendered(outputs, sidecar)
 
 
@@ -151,7 +163,7 @@ class ResultCache:
                 self.discard(key)  # removed by another worker's eviction, or damaged
                 return None
             outputs.append(Output(item["name"], data, item["media_type"]))
-        return Hit(origin, Rendered(outputs, json.loads(sidecar)))
+        return Hit(origin, Rendered(outputs, json.loads(sidecar)), key)
 
     def put(self, key: str, rendered: Rendered, origin: str) -> None:
         """Store a result, then evict the least recently used until the cache fits."""
@@ -238,8 +250,9 @@ def render_cached(cache: ResultCache | None, data: bytes, name: str, plan: Plan,
         log.warning("the result cache cannot be read, %s is processed: %s", origin, exc)
         hit = None
     if hit is not None:
-        log.info("%s is a duplicate of %s, its result is reused", origin, hit.origin)
-        return hit.for_input(name, plan)
+        log.info("%s is a duplicate of %s (%s), its result is reused", origin, hit.origin,
+                 hit.reference(origin))
+        return hit.for_input(origin, plan)
     rendered = render(data, name, plan, limits)
     try:
         cache.put(key, rendered, origin)
