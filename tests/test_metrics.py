@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import select
+import socket
 import subprocess
 import sys
 import textwrap
@@ -14,8 +16,18 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from helpers import drop, image_bytes, wait_until
 from hotfolder import __version__
-from hotfolder.metrics import Metrics, MetricsServer, State, serve
+from hotfolder.metrics import (
+    IDLE_SECONDS,
+    MAX_CONNECTIONS,
+    Metrics,
+    MetricsServer,
+    State,
+    parse_listen,
+    serve,
+)
+from service_helpers import Daemon, make_root, start
 
 SPEC_NAMES = {
     "hotfolder_files_detected", "hotfolder_jobs", "hotfolder_stage_seconds",
@@ -190,3 +202,66 @@ def test_counts_from_worker_processes_reach_metrics(tmp_path: Path) -> None:
     assert samples[("hotfolder_files_detected_total", ())] == 4
     assert samples[("hotfolder_queue_depth", ())] == 5
     assert samples[("hotfolder_scanner_up", ())] == 1
+
+
+def threads_of(pid: int) -> int:
+    """How many threads the process has now."""
+    return len(list(Path(f"/proc/{pid}/task").iterdir()))
+
+
+def hung_up(sock: socket.socket) -> bool:
+    """True once the server has closed this connection."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return sock.recv(4096) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_idle_connections_are_closed_and_hold_few_threads(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    daemon = start(daemons, make_root(tmp_path / "root"))
+    assert daemon.process is not None
+    pid = daemon.process.pid
+    before = threads_of(pid)
+    address = parse_listen(daemon.metrics_url.removeprefix("http://"))
+    half_sent = []
+    for _ in range(60):  # each sends half a request, then nothing
+        sock = socket.create_connection(address, timeout=10)
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        half_sent.append(sock)
+    peak = before
+    open_ = list(half_sent)
+
+    def all_closed() -> bool:
+        nonlocal peak, open_
+        peak = max(peak, threads_of(pid))
+        open_ = [sock for sock in open_ if not hung_up(sock)]
+        return not open_
+
+    try:
+        wait_until(all_closed, IDLE_SECONDS + 20, "the server to close every idle connection")
+    finally:
+        for sock in half_sent:
+            sock.close()
+    assert peak <= before + MAX_CONNECTIONS + 2  # not one thread per connection
+    assert daemon.get("/metrics")[0] == 200
+
+
+def test_inline_folders_and_recipe_files_are_labelled_by_kind(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    config = make_root(tmp_path / "root")
+    root = config.parent
+    (root / "recipes" / "gray.yaml").write_text("steps: [grayscale]\n")
+    (root / "inbox" / "Shop 17").mkdir()
+    (root / "inbox" / "Shop 17" / "recipe.yaml").write_text("steps: [grayscale]\n")
+    daemon = start(daemons, config)
+    for n, folder in enumerate(("grayscale+png", "resize=32x24+png", "Shop 17", "Gray")):
+        drop(root, f"{folder}/photo.jpg", image_bytes("JPEG", seed=n))
+    for recipe, count in (("inline", 2), ("recipe.yaml", 1), ("gray", 1)):
+        wait_until(lambda r=recipe, c=count: daemon.metric(
+            "hotfolder_jobs_total", recipe=r, outcome="done") == c, 30, f"{count} {recipe} jobs")
+    _, body = daemon.get("/metrics")
+    assert "grayscale+png" not in body and "resize=" not in body and "Shop 17" not in body

@@ -50,6 +50,10 @@ STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # How often the server thread checks for shutdown.
 POLL_SECONDS = 0.05
+# A connection that sends nothing for this long is closed; at most this many are served at
+# once, and those beyond are closed at once, so a flood of idle connections holds no threads.
+IDLE_SECONDS = 10.0
+MAX_CONNECTIONS = 8
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +178,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 class _Handler(BaseHTTPRequestHandler):
     server: MetricsServer
+    timeout = IDLE_SECONDS
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -203,7 +208,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class MetricsServer(ThreadingHTTPServer):
-    """/metrics, /healthz and /readyz, served from a background thread."""
+    """/metrics, /healthz and /readyz, served from a background thread.
+
+    Each connection has a thread of its own, at most MAX_CONNECTIONS at once.
+    """
 
     daemon_threads = True
 
@@ -214,6 +222,7 @@ class MetricsServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.registry = registry
         self.ready = ready
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._thread = threading.Thread(target=self.serve_forever, args=(POLL_SECONDS,),
                                         name="metrics-http", daemon=True)
 
@@ -222,6 +231,25 @@ class MetricsServer(ThreadingHTTPServer):
         """The base URL, with the port actually bound."""
         host, port = str(self.server_address[0]), self.server_address[1]
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection in a thread of its own, or close it when all are busy."""
+        if not self._slots.acquire(blocking=False):
+            log.debug("metrics http: %d connections already, one more closed", MAX_CONNECTIONS)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve one connection, then free its slot."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def start(self) -> None:
         """Serve in the background."""

@@ -45,6 +45,7 @@ NAME_FIELDS = {"stem", "ext", "recipe", "date", "sha8", "width", "height"}
 # Steps one job may have, from all its folders together: folder names and recipe files are
 # written by anyone who can write to the share, and every step costs a pass over the image.
 MAX_STEPS = 50
+FOLDER_NAME = "folder name"  # the source of a part read from a folder's name as a chain
 
 
 def word_to_step(word: str, args: Any) -> Step:
@@ -292,6 +293,9 @@ class Plan:
     output: OutputSpec = field(default_factory=OutputSpec)
     sidecar: bool = False
     sources: tuple[str, ...] = ()
+    # The `recipe` label of metrics: inline chains and recipe.yaml files are named by kind,
+    # so that folders made on the share make no new time series.
+    metric_name: str = "none"
 
     def describe(self) -> list[dict[str, Any]]:
         """The steps as recorded in the sidecar."""
@@ -317,7 +321,15 @@ def combine(parts: list[tuple[str, str, Recipe]]) -> Plan:
         output=output,
         sidecar=sidecar,
         sources=tuple(source for _, source, _ in parts),
+        metric_name="/".join(_metric_part(label, source) for label, source, _ in parts) or "none",
     )
+
+
+def _metric_part(label: str, source: str) -> str:
+    """A part's name in metrics: `inline`, `recipe.yaml`, or the named recipe's name."""
+    if source == FOLDER_NAME:
+        return "inline"
+    return RECIPE_FILE if Path(source).name == RECIPE_FILE else label
 
 
 class RecipeBook:
@@ -387,7 +399,7 @@ class RecipeBook:
                 " off (recipes.inline: deny)"
             )
         try:
-            return folder.name, "folder name", parse_chain(folder.name)
+            return folder.name, FOLDER_NAME, parse_chain(folder.name)
         except RecipeError as exc:
             raise RecipeError(
                 f"folder {folder.name!r} is not a recipe: {exc.message}", detail=exc.detail

@@ -182,7 +182,7 @@ def carry(ctx: Context, job: Job, work_file: Path, tally: Tally) -> tuple[str, s
         if job.kind is None and job.reason:  # refused at intake, failed once known clean
             raise InputError(job.reason, stage="intake")
         plan = ctx.book.resolve(ctx.layout.inbox, ctx.layout.inbox / rel)
-        tally.recipe = plan.name
+        tally.recipe = plan.metric_name
         rendered = render_cached(ctx.cache, data, rel.name, plan, origin=job.rel,
                                  limits=ctx.cfg.limits)
         tally.timings.update(rendered.sidecar.get("timings", {}))
