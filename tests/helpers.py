@@ -98,6 +98,19 @@ def png_file(width: int, height: int, *, rows: int | None = None, bit_depth: int
             + chunk(b"IDAT", body + packer.flush()) + chunk(b"IEND", b""))
 
 
+def gif_file(width: int, height: int, frames: int) -> bytes:
+    """A GIF whose logical screen is `width` x `height`, with `frames` frames of one pixel.
+
+    A decoder draws every frame on the whole screen, so a few bytes a frame stand for
+    width x height pixels each: a frame bomb, or with one frame a huge screen.
+    """
+    screen = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\0\0\0" * 2
+    one_pixel = (b"\x21\xf9\x04\x00\x0a\x00\x00\x00"  # shown for 100 ms
+                 + b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0)
+                 + b"\x02\x02\x44\x01\x00")  # LZW: clear, index 0, end
+    return screen + one_pixel * frames + b"\x3b"
+
+
 # -- dropping files -------------------------------------------------------------------------
 
 

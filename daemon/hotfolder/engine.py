@@ -2,7 +2,9 @@
 
 `render` is what both `hotfolder process` and the service's workers call. It returns
 the encoded outputs (main first, then extras such as thumbnails) with their final
-names, and the sidecar record of what was done.
+names, and the sidecar record of what was done. The steps run on the first frame of an
+animation (or page of a document); when the output format holds frames, each later frame
+then runs through the same steps, else the sidecar says how many were left out.
 """
 
 from __future__ import annotations
@@ -65,11 +67,14 @@ def render(data: bytes, name: str, plan: Plan, limits: LimitsConfig) -> Rendered
     decoded = imaging.decode(data, limits, size_hint(plan), grey=greys_early(plan))
     decoded_at = time.perf_counter()
     canvas = pipeline.run(decoded.canvas, plan.steps, limits.max_pixels)
-    processed_at = time.perf_counter()
-
     settings = output_settings(plan.output, canvas, decoded.canvas.dpi)
     fmt = str(settings.get("format") or ("png" if decoded.kind == "svg" else decoded.kind))
-    main_data = imaging.encode(canvas, fmt, settings)
+    frames = [imaging.Frame(canvas.image, decoded.duration)]
+    if FORMATS[fmt].frames:
+        frames += later_frames(decoded, plan.steps, limits)
+    processed_at = time.perf_counter()
+
+    main_data = imaging.encode(canvas, fmt, settings, frames, decoded.loop)
     width, height = canvas.image.size
     main_name = output_name(
         plan.output.name if "name" not in canvas.output else str(canvas.output["name"]),
@@ -104,7 +109,19 @@ def render(data: bytes, name: str, plan: Plan, limits: LimitsConfig) -> Rendered
     }
     if extras:
         sidecar["extras"] = extras
+    if decoded.frames > 1:
+        sidecar["frames"] = {"input": decoded.frames, "output": len(frames),
+                             "left_out": decoded.frames - len(frames)}
     return Rendered(outputs, sidecar)
+
+
+def later_frames(decoded: imaging.Decoded, steps: list[Step],
+                 limits: LimitsConfig) -> list[imaging.Frame]:
+    """The frames after the first, each through the steps on the first frame's canvas; the
+    pixel budget counts every frame of the input."""
+    return [imaging.Frame(pipeline.run(decoded.canvas.with_image(frame.image), steps,
+                                       limits.max_pixels, decoded.frames).image, frame.duration)
+            for frame in decoded.later()]
 
 
 def output_settings(

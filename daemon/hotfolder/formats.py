@@ -21,6 +21,7 @@ class Format:
     modes: frozenset[str]  # Pillow modes its encoder writes as they are
     dpi: bool  # stores a resolution
     exif: bool  # can carry EXIF (`metadata: keep`)
+    frames: bool  # holds several frames (an animation) or pages, read and written
 
     @property
     def media_type(self) -> str:
@@ -30,20 +31,22 @@ class Format:
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("jpeg", "jpg", ("jpeg", "jpg"), ("image/jpeg",), "JPEG", alpha=False,
-           modes=frozenset({"L", "RGB"}), dpi=True, exif=True),
+           modes=frozenset({"L", "RGB"}), dpi=True, exif=True, frames=False),
     Format("png", "png", ("png",), ("image/png",), "PNG", alpha=True,
-           modes=frozenset({"1", "L", "LA", "P", "RGB", "RGBA"}), dpi=True, exif=True),
+           modes=frozenset({"1", "L", "LA", "P", "RGB", "RGBA"}), dpi=True, exif=True,
+           frames=False),
     # Pillow's GIF encoder keeps RGBA transparency itself.
     Format("gif", "gif", ("gif",), ("image/gif",), "GIF", alpha=True,
-           modes=frozenset({"1", "L", "P", "RGB", "RGBA"}), dpi=False, exif=False),
+           modes=frozenset({"1", "L", "P", "RGB", "RGBA"}), dpi=False, exif=False, frames=True),
     Format("bmp", "bmp", ("bmp",), ("image/bmp", "image/x-ms-bmp"), "BMP", alpha=False,
-           modes=frozenset({"1", "L", "P", "RGB"}), dpi=True, exif=False),
+           modes=frozenset({"1", "L", "P", "RGB"}), dpi=True, exif=False, frames=False),
     Format("tiff", "tif", ("tiff", "tif"), ("image/tiff",), "TIFF", alpha=True,
-           modes=frozenset({"1", "L", "LA", "P", "RGB", "RGBA"}), dpi=True, exif=True),
+           modes=frozenset({"1", "L", "LA", "P", "RGB", "RGBA"}), dpi=True, exif=True,
+           frames=True),
     Format("webp", "webp", ("webp",), ("image/webp",), "WEBP", alpha=True,
-           modes=frozenset({"RGB", "RGBA"}), dpi=False, exif=True),
+           modes=frozenset({"RGB", "RGBA"}), dpi=False, exif=True, frames=True),
     Format("svg", "svg", ("svg",), ("image/svg+xml",), None, alpha=True,
-           modes=frozenset(), dpi=False, exif=False),
+           modes=frozenset(), dpi=False, exif=False, frames=False),
 )}
 NAMES: tuple[FormatName, ...] = get_args(FormatName)
 # A word of a recipe (`jpg`, `tif`, `png`...) -> the format's name.

@@ -5,6 +5,9 @@ allow-listed types reach a decoder, which is told the one format it may use. The
 count is checked before any pixel is decoded, a truncated file is an error, and an SVG
 is checked with defusedxml and refused when it refers to anything outside itself. Every
 decoded image is turned upright by its EXIF orientation, and the tag is dropped.
+An animation or a multi-page file is counted whole before its first pixel is decoded (all
+frames together must fit the pixel budget); its later frames are decoded one at a time, on
+demand, only for an output format that holds them.
 Encoding always rebuilds the file from pixels, so data hidden after the image is gone,
 and writes metadata only when asked to keep it.
 """
@@ -16,8 +19,9 @@ import io
 import math
 import re
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError, tostring
 
@@ -70,13 +74,32 @@ def _article(what: str) -> str:
 
 
 @dataclass(frozen=True)
+class Frame:
+    """One frame of an animation, or one page of a document, and how long it is shown."""
+
+    image: Image.Image
+    duration: int | None = None  # milliseconds; None for a page or an untimed frame
+
+
+def _no_frames() -> Iterator[Frame]:
+    return iter(())
+
+
+@dataclass(frozen=True)
 class Decoded:
-    """A decoded input: the canvas, its detected type, its stored size and an EXIF summary."""
+    """A decoded input: the canvas (its first frame), its detected type, its stored size, an
+    EXIF summary, and for an animation or a multi-page file the count, timing and later frames.
+    """
 
     canvas: Canvas
     kind: str
     size: tuple[int, int]
     exif: dict[str, Any]
+    frames: int = 1
+    duration: int | None = None  # of the first frame, in milliseconds
+    loop: int | None = None  # times an animation is played again; 0: for ever; None: once
+    later: Callable[[], Iterator[Frame]] = field(default=_no_frames, compare=False)
+    """Decodes the frames after the first, one at a time, upright and in a working mode."""
 
 
 def decode(
@@ -95,28 +118,18 @@ def decode(
     return _decode_raster(data, kind, limits, hint, grey)
 
 
-def _decode_raster(
-    data: bytes, kind: str, limits: LimitsConfig, hint: SizeHint | None, grey: bool = False
-) -> Decoded:
-    pillow = FORMATS[kind].pillow
-    assert pillow is not None  # an SVG is drawn as a PNG first
+@contextmanager
+def _decoding(kind: str, limits: LimitsConfig, frame: str = "") -> Iterator[None]:
+    """Pillow's errors and bomb warnings while decoding, as InputErrors in plain words.
+
+    `frame` (`frame 3 of 5`) names the frame being decoded in the message.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data": the pixels may be fine
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = limits.max_pixels  # Pillow's own check, at our limit
-            im = Image.open(io.BytesIO(data), formats=[pillow])
-            size = im.size
-            check_pixels(size, limits)
-            exif = read_exif(im)
-            turn = orientation(exif)
-            if kind == "jpeg":
-                need = hint(size, turn) if hint is not None else None
-                if need is not None and not (need[0] < size[0] and need[1] < size[1]):
-                    need = None
-                if need is not None or grey:
-                    im.draft("L" if grey else None, need)
-            im.load()
+            yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         claimed = re.search(r"\((\d+) pixels\)", str(exc))
         size_text = f"{int(claimed.group(1)) / 1e6:.0f} megapixels" if claimed else "more pixels"
@@ -130,19 +143,71 @@ def _decode_raster(
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         text = str(exc)
         reason = "truncated" if "truncated" in text else "damaged or not a valid image"
+        where = f" ({frame} could not be decoded)" if frame else ""
         raise InputError(
-            f"the {kind} file is {reason}", detail=f"{type(exc).__name__}: {text}"
+            f"the {kind} file is {reason}{where}", detail=f"{type(exc).__name__}: {text}"
         ) from None
+
+
+def _decode_raster(
+    data: bytes, kind: str, limits: LimitsConfig, hint: SizeHint | None, grey: bool = False
+) -> Decoded:
+    pillow = FORMATS[kind].pillow
+    assert pillow is not None  # an SVG is drawn as a PNG first
+    with _decoding(kind, limits):
+        im = Image.open(io.BytesIO(data), formats=[pillow])
+        size = im.size
+        check_pixels(size, limits)
+        frames = count_frames(im, limits) if FORMATS[kind].frames else 1
+        exif = read_exif(im)
+        turn = orientation(exif)
+        if kind == "jpeg":
+            need = hint(size, turn) if hint is not None else None
+            if need is not None and not (need[0] < size[0] and need[1] < size[1]):
+                need = None
+            if need is not None or grey:
+                im.draft("L" if grey else None, need)
+        im.load()
     info = im.info
     dpi = info.get("dpi")
+    first = to_working_mode(im)
     canvas = Canvas(
-        image=to_working_mode(im),
+        image=first.copy() if frames > 1 and first is im else first,  # `im` moves on
         dpi=(float(dpi[0]), float(dpi[1])) if dpi and dpi[0] and dpi[1] else None,
         exif=info.get("exif") if exif is not None and info.get("exif") else None,
         icc_profile=None if im.mode == "CMYK" else info.get("icc_profile") or None,
     )
+
+    def later() -> Iterator[Frame]:
+        for number in range(1, frames):
+            with _decoding(kind, limits, f"frame {number + 1} of {frames}"):
+                im.seek(number)
+                check_pixels(im.size, limits, frames)  # a GIF frame may enlarge the screen
+                im.load()
+            image = to_working_mode(im)
+            image = upright(Canvas(image.copy() if image is im else image), turn).image
+            yield Frame(image, im.info.get("duration"))
+
     return Decoded(upright(canvas, turn), kind, size,
-                   exif_summary(exif) if exif is not None else {})
+                   exif_summary(exif) if exif is not None else {}, frames=frames,
+                   duration=info.get("duration"), loop=info.get("loop"), later=later)
+
+
+def count_frames(im: Image.Image, limits: LimitsConfig) -> int:
+    """The frames (or pages) of an opened file, read from its headers; InputError when all of
+    them together are over limits.max_pixels."""
+    frames: int = getattr(im, "n_frames", 1)
+    if frames == 1:
+        return 1
+    sizes = [im.size] * frames
+    if im.format == "TIFF":  # pages may differ in size: each is read from its own header
+        for number in range(1, frames):
+            im.seek(number)
+            sizes[number] = im.size
+        im.seek(0)
+    largest = max(sizes, key=lambda size: size[0] * size[1])
+    check_pixels(largest, limits, frames, sum(width * height for width, height in sizes))
+    return frames
 
 
 # EXIF orientation -> the turn that makes the stored pixels upright.
@@ -178,23 +243,31 @@ def check_size(size: int, limits: LimitsConfig) -> None:
         )
 
 
-def check_pixels(size: tuple[int, int], limits: LimitsConfig) -> None:
-    """InputError when `size` has more pixels than limits.max_pixels."""
+def check_pixels(size: tuple[int, int], limits: LimitsConfig, frames: int = 1,
+                 total: int | None = None) -> None:
+    """InputError when `frames` images of `size` (or `total` pixels) are over limits.max_pixels."""
     width, height = size
     if width <= 0 or height <= 0:
         raise InputError(f"the image claims an impossible size of {width} x {height} pixels")
-    over = pixels_over(size, limits.max_pixels)
+    over = pixels_over(size, limits.max_pixels, frames, total)
     if over:
-        raise InputError(f"the image is {over}")
+        raise InputError(f"the image {'has' if frames > 1 else 'is'} {over}")
 
 
-def pixels_over(size: tuple[int, int], max_pixels: int) -> str | None:
-    """`W x H pixels (N megapixels), over the limit of ...` when `size` exceeds `max_pixels`."""
+def pixels_over(size: tuple[int, int], max_pixels: int, frames: int = 1,
+                total: int | None = None) -> str | None:
+    """`W x H pixels (N megapixels), over the limit of ...` when `frames` images of `size`
+    (or `total` pixels, for pages of different sizes up to `size`) exceed `max_pixels`."""
     width, height = size
-    if width * height <= max_pixels:
+    pixels = width * height * frames if total is None else total
+    if pixels <= max_pixels:
         return None
-    return (f"{width} x {height} pixels ({megapixels(width * height)} megapixels), over the"
-            f" limit of {megapixels(max_pixels)} megapixels (limits.max_pixels)")
+    shape = f"{width} x {height} pixels ({megapixels(pixels)} megapixels)"
+    if frames > 1:
+        up_to = "" if pixels == width * height * frames else "up to "
+        shape = (f"{frames} frames of {up_to}{width} x {height} pixels"
+                 f" ({megapixels(pixels)} megapixels in all)")
+    return f"{shape}, over the limit of {megapixels(max_pixels)} megapixels (limits.max_pixels)"
 
 
 def megapixels(pixels: int) -> str:
@@ -311,13 +384,19 @@ def _numbers(text: str) -> list[float] | None:
 # --- encoding ------------------------------------------------------------------------
 
 
-def encode(canvas: Canvas, fmt: str, settings: dict[str, Any]) -> bytes:
-    """The canvas as a file of format `fmt`, rebuilt from pixels; `settings` as in OutputSpec."""
+def encode(canvas: Canvas, fmt: str, settings: dict[str, Any], frames: Sequence[Frame] = (),
+           loop: int | None = None) -> bytes:
+    """The canvas as a file of format `fmt`, rebuilt from pixels; `settings` as in OutputSpec.
+
+    `frames`, when more than one, are written as an animation played `loop` more times (GIF,
+    WebP) or as pages (TIFF); the first of them is the canvas's image.
+    """
     if fmt == "svg":
         if canvas.vector is None:
             raise RecipeError("SVG output needs a step that makes vectors (trace)")
         return canvas.vector.encode("utf-8")
-    image = for_format(canvas.image, fmt, settings.get("background") or "white")
+    background = settings.get("background") or "white"
+    image = for_format(canvas.image, fmt, background)
     options: dict[str, Any] = {}
     dpi = settings.get("dpi") or canvas.dpi
     if dpi and FORMATS[fmt].dpi:
@@ -337,9 +416,30 @@ def encode(canvas: Canvas, fmt: str, settings: dict[str, Any]) -> bytes:
         options.update(quality=quality, lossless=bool(settings.get("lossless")), method=4)
     elif fmt == "tiff":
         options["compression"] = "tiff_lzw"
+    if len(frames) > 1:
+        options.update(_frame_options(frames, fmt, loop, background))
     out = io.BytesIO()
     image.save(out, FORMATS[fmt].pillow, **options)
     return out.getvalue()
+
+
+def _frame_options(frames: Sequence[Frame], fmt: str, loop: int | None,
+                   background: str) -> dict[str, Any]:
+    """Pillow's options that write the frames after the first, with their timing."""
+    later = [for_format(frame.image, fmt, background) for frame in frames[1:]]
+    options: dict[str, Any] = {"save_all": True, "append_images": later}
+    if fmt == "tiff":
+        return options
+    durations = [frame.duration for frame in frames]
+    if any(duration is not None for duration in durations):
+        options["duration"] = [duration or 0 for duration in durations]
+    if loop is not None:
+        options["loop"] = loop
+    elif fmt == "webp":
+        options["loop"] = 1  # played once, as a GIF without a loop count
+    if fmt == "gif" and any(frame.image.has_transparency_data for frame in frames):
+        options["disposal"] = 2  # each frame drawn on a cleared screen, not over the last
+    return options
 
 
 def for_format(image: Image.Image, fmt: str, background: str = "white") -> Image.Image:

@@ -1,7 +1,9 @@
 """Run a recipe's steps on a canvas: pure, no files, no service.
 
 Before each step runs, the size its operation will make is checked against the pixel
-budget, so that a step that would be too large is refused before it allocates.
+budget, so that a step that would be too large is refused before it allocates. The frames of
+an animation (or the pages of a document) each run through the steps on a canvas of their
+own, and the budget counts all of them together.
 """
 
 from __future__ import annotations
@@ -40,14 +42,16 @@ class Step:
         return self.text or self.summary()
 
 
-def run(canvas: Canvas, steps: list[Step], max_pixels: int | None = None) -> Canvas:
-    """Apply `steps` to `canvas` in order; a step whose result would exceed `max_pixels` is
-    refused before it runs."""
+def run(canvas: Canvas, steps: list[Step], max_pixels: int | None = None,
+        frames: int = 1) -> Canvas:
+    """Apply `steps` to `canvas` in order; a step whose result, times the `frames` of the
+    job that will each hold one, would exceed `max_pixels` is refused before it runs."""
     for number, step in enumerate(steps, 1):
         op = lookup(step.op)
         if max_pixels is not None:
             dpi = canvas.dpi[0] if canvas.dpi else None
-            over = pixels_over(op.output_size(step.params, canvas.image.size, dpi), max_pixels)
+            size = op.output_size(step.params, canvas.image.size, dpi)
+            over = pixels_over(size, max_pixels, frames)
             if over:
                 raise InputError(f"step {number}, {step.label()}: the result would be {over}",
                                  stage="process")
