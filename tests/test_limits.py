@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from clamd_server import Clamd
-from helpers import drop, image_bytes, wait_until
+from helpers import drop, encoded, gif_file, image_bytes, wait_until
 from service_helpers import Daemon, files_under, make_root, start
 
 # Far below every bomb (a 1.2-gigapixel RGB canvas is 3.6 GB), well above a refused job.
@@ -104,3 +105,46 @@ def peak_kb(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     raise AssertionError(f"no VmHWM for process {pid}")
+
+
+# Animations: the budget counts every frame, from the headers, before a frame is decoded.
+FRAME_BOMBS = {
+    "frames.gif": (gif_file(4000, 4000, 400),  # 400 frames on a 4000 x 4000 screen: 9 kB
+                   "the image has 400 frames of 4000 x 4000 pixels (6400 megapixels in all)"),
+    "screen.gif": (gif_file(20000, 20000, 3),  # frames of one pixel, drawn on the screen
+                   "the image claims 400 megapixels"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FRAME_BOMBS))
+def test_a_frame_bomb_fails_at_once_by_its_logical_size(tmp_path: Path, name: str) -> None:
+    data, reason = FRAME_BOMBS[name]
+    (tmp_path / name).write_bytes(data)
+    done = process(name, "-s", "resize=32+gif", "-o", "out", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(f"{name}: {reason}, {LIMIT}")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def ten_frames() -> bytes:
+    """A 10-frame animated GIF of 400 x 300 pixels."""
+    first, *later = [Image.new("RGB", (400, 300), (25 * n, 0, 0)) for n in range(10)]
+    return encoded(first, "GIF", save_all=True, append_images=later, duration=50)
+
+
+def test_a_step_is_refused_for_all_the_frames_it_would_make(tmp_path: Path) -> None:
+    (tmp_path / "anim.gif").write_bytes(ten_frames())
+    done = process("anim.gif", "-s", "resize=4000x4000,upscale+gif", "-o", "out", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == (
+        "anim.gif: step 1, resize=4000x4000,upscale: the result would be 10 frames of"
+        f" 4000 x 3000 pixels (120 megapixels in all), {LIMIT}")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_the_same_step_fits_when_only_the_first_frame_is_kept(tmp_path: Path) -> None:
+    (tmp_path / "anim.gif").write_bytes(ten_frames())
+    done = process("anim.gif", "-s", "resize=4000x4000,upscale+png", "-o", "out", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with Image.open(tmp_path / "out" / "anim.png") as image:
+        assert image.size == (4000, 3000)
