@@ -267,5 +267,5 @@ def load_config(
     except ValidationError as exc:
         raise ConfigError(
             doc.explain(exc, Config, elsewhere=env_settings(environ), data=data),
-            detail=yamlfile.technical(exc),
+            detail=yamlfile.technical(yamlfile.problems(exc, data, Config)),
         ) from None

@@ -258,7 +258,7 @@ def load_recipe(path: Path) -> Recipe:
         return Recipe.model_validate(data)
     except ValidationError as exc:
         raise RecipeError(doc.explain(exc, Recipe, data=data),
-                          detail=yamlfile.technical(exc)) from None
+                          detail=yamlfile.technical(yamlfile.problems(exc, data, Recipe))) from None
 
 
 def parse_chain(text: str) -> Recipe:

@@ -70,25 +70,32 @@ class Located:
 
 
 class Problem(NamedTuple):
-    """One wrong key of a validated document: where, what is wrong, and the value found."""
+    """One wrong key of a validated document: where, what is wrong, the value found, its kind."""
 
     loc: Loc
     message: str
     given: str | None
+    kind: str | None
 
 
 def problems(exc: ValidationError, data: Any, model: type[BaseModel]) -> list[Problem]:
     """The errors of `exc` in plain words, one per key of `data`, a union's alternatives joined."""
-    found: dict[Loc, tuple[list[str], str | None]] = {}
+    found: dict[Loc, tuple[list[str], Any]] = {}
     for err in exc.errors():
         loc = _real_loc(data, err["loc"])
-        messages, _ = found.setdefault(
-            loc, ([], None if err["type"] == "missing" else _shown(err["input"]))
-        )
+        messages, _ = found.setdefault(loc, ([], _MISSING if err["type"] == "missing"
+                                            else err["input"]))
         message = plain_message(err, model, loc)
         if message not in messages:
             messages.append(message)
-    return [Problem(loc, _either(messages), given) for loc, (messages, given) in found.items()]
+    result = []
+    for loc, (messages, value) in found.items():
+        given, kind = (None, None) if value is _MISSING else (_shown(value), _kind(value))
+        result.append(Problem(loc, _either(messages), given, kind))
+    return result
+
+
+_MISSING = object()
 
 
 def hide_values(message: str, given: Any) -> str:
@@ -112,10 +119,18 @@ def _values(given: Any) -> set[str]:
     return set()
 
 
-def technical(exc: ValidationError) -> str:
-    """Where each error of a file's `exc` is and its kind, without the values given."""
-    return "; ".join(f"{'.'.join(map(str, err['loc'])) or 'the document'}: {err['type']}"
-                     for err in exc.errors(include_input=False, include_url=False))
+def technical(found: list[Problem]) -> str:
+    """The kind of value found at each wrong key of a file, never the value itself."""
+    return "; ".join(f"{'.'.join(map(str, p.loc)) or 'the document'} was {p.kind}"
+                     for p in found if p.kind is not None)
+
+
+def _kind(value: Any) -> str:
+    """What sort of YAML value this is, in words: `text`, `a whole number`, `a mapping`..."""
+    kinds: tuple[tuple[type | tuple[type, ...], str], ...] = (
+        (bool, "true or false"), (int, "a whole number"), (float, "a number"), (str, "text"),
+        ((list, tuple), "a list"), (Mapping, "a mapping"), (type(None), "empty"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
 
 
 def values_given(found: list[Problem]) -> str:
