@@ -13,13 +13,20 @@ import os
 import resource
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
 from clamd_server import Clamd
 from helpers import drop, encoded, gif_file, image_bytes, wait_until
+from hotfolder import engine, memory
+from hotfolder.config import AUTO_FLOOR_MB, MEMORY_SHARE_PERCENT, SERVICE_MEMORY_MB, LimitsConfig
+from hotfolder.errors import InputError
 from service_helpers import Daemon, files_under, make_root, start
 
 # Far below every bomb (a 1.2-gigapixel RGB canvas is 3.6 GB), well above a refused job.
@@ -148,3 +155,93 @@ def test_the_same_step_fits_when_only_the_first_frame_is_kept(tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     with Image.open(tmp_path / "out" / "anim.png") as image:
         assert image.size == (4000, 3000)
+
+
+# -- the memory cap of each worker -------------------------------------------------------------
+
+# A worker holds about 300 MB of libraries before its first job: 700 MB leave a small job
+# plenty of room, while padding to 9900 x 9900 on transparency holds a 392 MB canvas and the
+# 294 MB picture placed on it at once. It stays within limits.max_pixels (98 megapixels).
+WORKER_MEMORY_MB = 700
+GREEDY = "resize=9900x9900,pad,upscale,transparent+png"
+NOT_ENOUGH = (f"not enough memory to process it: it needs more than the {WORKER_MEMORY_MB} MB"
+              " a worker may use (limits.worker_memory_mb)")
+
+
+def test_a_job_over_the_worker_memory_fails_plainly_and_the_service_carries_on(
+        tmp_path: Path, clamd: Clamd, daemons: list[Daemon],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))  # compiled under the cap
+    config = make_root(tmp_path / "root", clamd.address, queue={"workers": 1},
+                       limits={"worker_memory_mb": WORKER_MEMORY_MB})
+    root = config.parent
+    daemon = start(daemons, config)
+    drop(root, f"{GREEDY}/big.jpg", image_bytes("JPEG", seed=1))
+    drop(root, "grayscale+png/before.jpg", image_bytes("JPEG", seed=2))
+    report = root / "failed" / GREEDY / "big.jpg.error.json"
+    wait_until(report.exists, 60, "the greedy job in failed/")
+    error = json.loads(report.read_text())
+    assert error["message"] == f"{GREEDY}/big.jpg: {NOT_ENOUGH}"
+    drop(root, "resize=800+dither=jarvis+png/after.jpg", image_bytes("JPEG", (1600, 1200)))
+    outbox = root / "outbox"
+    wait_until(lambda: len(files_under(outbox)) == 2, 60, "the other two jobs")
+    assert sorted(p.name for p in files_under(outbox)) == ["after.png", "before.png"]
+    assert daemon.get("/readyz")[0] == 200
+    assert daemon.status()["jobs"]["failed"] == 1
+    assert daemon.stop() == 0
+
+
+def test_process_caps_each_of_its_workers(tmp_path: Path) -> None:
+    (tmp_path / "hotfolder.yaml").write_text(
+        f"limits:\n  worker_memory_mb: {WORKER_MEMORY_MB}\n")
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(image_bytes("JPEG", seed=3))
+    for jobs in ("1", "2"):
+        done = subprocess.run(
+            [sys.executable, "-m", "hotfolder.cli", "process", "a.jpg", "b.jpg", "-s", GREEDY,
+             "-o", f"out{jobs}", "-j", jobs, "-c", "hotfolder.yaml"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 1
+        assert sorted(done.stderr.strip().splitlines()) == [
+            "0 of 2 files processed, 2 failed", f"a.jpg: {NOT_ENOUGH}", f"b.jpg: {NOT_ENOUGH}"]
+        assert list((tmp_path / f"out{jobs}").iterdir()) == []
+    small = subprocess.run(
+        [sys.executable, "-m", "hotfolder.cli", "process", "a.jpg", "-s", "resize=2000,upscale+png",
+         "-o", "small", "-c", "hotfolder.yaml"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert small.returncode == 0, small.stderr
+
+
+def data_bytes() -> int:
+    """This process's data segment now (VmData), in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmData:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmData")
+
+
+@pytest.mark.parametrize(("allocate", "detail"), [
+    (lambda: np.ones((12000, 12000, 3), np.uint8), ""),
+    (lambda: Image.new("RGB", (12000, 12000)), ""),
+    (lambda: cv2.GaussianBlur(np.zeros((6000, 6000, 3), np.uint8), (0, 0), 3),
+     "(-4:Insufficient memory)"),
+], ids=["numpy", "pillow", "opencv"])
+def test_each_library_running_out_of_memory_is_said_in_plain_words(
+        allocate: Callable[[], object], detail: str) -> None:
+    cap = data_bytes() + 200 * 2**20
+    with (pytest.raises(InputError) as caught, memory.capped(cap),
+          engine.memory_errors_in_words()):
+        allocate()
+    assert caught.value.message == (f"not enough memory to process it: it needs more than the"
+                                    f" {cap // 2**20} MB a worker may use"
+                                    " (limits.worker_memory_mb)")
+    assert detail in caught.value.detail
+    assert resource.getrlimit(resource.RLIMIT_DATA)[0] != cap  # lifted again after the block
+
+
+def test_worker_memory_is_the_machines_share_divided_among_the_workers() -> None:
+    share = memory.machine_memory() * MEMORY_SHARE_PERCENT // 100 - SERVICE_MEMORY_MB * 2**20
+    assert LimitsConfig().worker_memory_bytes(2) == max(share // 2, AUTO_FLOOR_MB * 2**20)
+    assert LimitsConfig(worker_memory_mb=900).worker_memory_bytes(2) == 900 * 2**20
+    with pytest.raises(ValidationError, match=r"at least 512 \(MB\), or auto"):
+        LimitsConfig(worker_memory_mb=100)

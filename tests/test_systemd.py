@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from hotfolder.config import DEFAULT_CONFIG, LimitsConfig
+from hotfolder.config import (
+    AUTO_FLOOR_MB,
+    DEFAULT_CONFIG,
+    MEMORY_SHARE_PERCENT,
+    SERVICE_MEMORY_MB,
+    LimitsConfig,
+)
+from hotfolder.memory import machine_memory
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 UNIT = SYSTEMD / "hotfolder.service"
@@ -84,6 +91,17 @@ def test_unit_stops_gracefully_and_notifies() -> None:
     assert "clamav-daemon.service" in unit["After"][0].split()
     assert "clamav-daemon.service" in unit["Wants"][0].split()
     assert "MemoryDenyWriteExecute" not in unit  # numba's JIT needs W+X memory
+
+
+def test_memory_max_holds_every_worker_cap_and_the_service() -> None:
+    """MemoryMax is hotfolder's share of the machine, which worker_memory_mb auto divides."""
+    assert directives(UNIT)["MemoryMax"] == [f"{MEMORY_SHARE_PERCENT}%"]
+    memory_max = machine_memory() * MEMORY_SHARE_PERCENT // 100
+    service = SERVICE_MEMORY_MB * 2**20
+    for workers in (1, 2, 8):
+        cap = LimitsConfig().worker_memory_bytes(workers)
+        if cap > AUTO_FLOOR_MB * 2**20:  # not the floor that a very small machine gets
+            assert 0 <= memory_max - (cap * workers + service) < workers
 
 
 def test_unit_can_write_every_folder_it_creates() -> None:

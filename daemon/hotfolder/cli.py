@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from tqdm import tqdm
 
-from hotfolder import __version__, engine
+from hotfolder import __version__, engine, memory
 from hotfolder.config import Config, LimitsConfig, config_path, load_config
 from hotfolder.engine import Output
 from hotfolder.errors import ConfigError, HotfolderError, RecipeError, Unavailable
@@ -89,10 +89,11 @@ def _copy_new(source: Path, target: Path) -> bool:
 
 @dataclass(frozen=True)
 class Batch:
-    """What every file of a `process` run gets: the plan and the limits."""
+    """What every file of a `process` run gets: the plan, the limits and the memory cap."""
 
     plan: Plan
     limits: LimitsConfig
+    memory_limit: int
 
 
 class Rendering(NamedTuple):
@@ -122,7 +123,8 @@ def render_file(source: Path, batch: Batch) -> Rendering:
         reason = "is not a regular file" if source.exists() else "does not exist"
         return Rendering(source, [], reason)
     try:
-        rendered = engine.render(source.read_bytes(), source.name, batch.plan, batch.limits)
+        with memory.capped(batch.memory_limit):
+            rendered = engine.render(source.read_bytes(), source.name, batch.plan, batch.limits)
     except HotfolderError as exc:
         return Rendering(source, [], exc.message)
     except OSError as exc:
@@ -205,7 +207,9 @@ def cmd_process(args: argparse.Namespace) -> int:
     bar = tqdm(total=len(files), unit="file", file=sys.stderr, leave=False, dynamic_ncols=True,
                disable=None if len(files) > 1 else True)  # None: shown on a terminal only
     with bar:
-        for rendering in render_all(files, Batch(plan, limits), args.jobs):
+        workers = max(1, min(args.jobs, len(files)))
+        batch = Batch(plan, limits, limits.worker_memory_bytes(workers))
+        for rendering in render_all(files, batch, workers):
             bar.update()
             error = rendering.error or write_outputs(rendering, outbox, made)
             if error:

@@ -10,12 +10,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hotfolder import yamlfile
+from hotfolder import memory, yamlfile
 from hotfolder.errors import ConfigError
 from hotfolder.formats import NAMES, FormatName
 
 DEFAULT_CONFIG = Path("/etc/hotfolder/hotfolder.yaml")
 ENV_PREFIX = "HOTFOLDER_"
+# hotfolder's share of the machine's memory (MemoryMax= of the systemd unit), the part of it
+# the service keeps for its own process, and the least a worker gets under worker_memory_mb auto.
+MEMORY_SHARE_PERCENT = 75
+SERVICE_MEMORY_MB = 512
+AUTO_FLOOR_MB = 1024
+MIN_WORKER_MEMORY_MB = 512
 DEFAULT_IGNORE = [".*", "~$*", "*.tmp", "*.part", "*.crdownload", "Thumbs.db", "desktop.ini"]
 RECIPE_FILE = "recipe.yaml"  # a folder's own recipe (SPEC 3): configuration, never an input
 
@@ -37,11 +43,32 @@ class LimitsConfig(Section):
     max_file_mb: float = Field(50.0, gt=0)
     max_pixels: int = Field(100_000_000, gt=0)
     job_timeout_seconds: float = Field(300.0, gt=0)
+    worker_memory_mb: float | Literal["auto"] = "auto"
     formats: list[FormatName] = Field(default_factory=lambda: list(NAMES))
+
+    @field_validator("worker_memory_mb")
+    @classmethod
+    def _enough_to_start(cls, value: float | str) -> float | str:
+        if isinstance(value, float | int) and value < MIN_WORKER_MEMORY_MB:
+            raise ValueError(f"must be at least {MIN_WORKER_MEMORY_MB} (MB), or auto: a worker"
+                             " holds about 300 MB of libraries before its first job")
+        return value
 
     @property
     def max_file_bytes(self) -> int:
         return int(self.max_file_mb * 1024 * 1024)
+
+    def worker_memory_bytes(self, workers: int) -> int:
+        """The memory cap of one of `workers` worker processes.
+
+        auto: hotfolder's share of the machine (the systemd unit's MemoryMax), less what
+        the service keeps for itself, divided among the workers.
+        """
+        if self.worker_memory_mb != "auto":
+            return int(self.worker_memory_mb * memory.MB)
+        share = memory.machine_memory() * MEMORY_SHARE_PERCENT // 100
+        each = (share - SERVICE_MEMORY_MB * memory.MB) // max(workers, 1)
+        return max(each, AUTO_FLOOR_MB * memory.MB)
 
 
 class RecipesConfig(Section):

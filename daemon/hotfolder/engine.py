@@ -12,14 +12,19 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hotfolder import imaging, pipeline
+import cv2
+
+from hotfolder import imaging, memory, pipeline
 from hotfolder.canvas import Canvas
 from hotfolder.config import LimitsConfig
+from hotfolder.errors import InputError
 from hotfolder.formats import FORMATS
 from hotfolder.lengths import to_pixels
 from hotfolder.ops.geometry import ResizeParams
@@ -61,6 +66,25 @@ class Rendered:
 
 def render(data: bytes, name: str, plan: Plan, limits: LimitsConfig) -> Rendered:
     """Decode `data` (the file `name`), apply `plan`, and encode the outputs."""
+    with memory_errors_in_words():
+        return _render(data, name, plan, limits)
+
+
+@contextmanager
+def memory_errors_in_words() -> Iterator[None]:
+    """Running out of memory (limits.worker_memory_mb) as an InputError that says so,
+    whichever library ran out."""
+    try:
+        yield
+    except MemoryError:
+        raise InputError(memory.not_enough_memory(), stage="process") from None
+    except cv2.error as exc:
+        if exc.code != cv2.Error.StsNoMem:
+            raise
+        raise InputError(memory.not_enough_memory(), stage="process", detail=str(exc)) from None
+
+
+def _render(data: bytes, name: str, plan: Plan, limits: LimitsConfig) -> Rendered:
     imaging.check_size(len(data), limits)
     sha256 = hashlib.sha256(data).hexdigest()
     started = time.perf_counter()

@@ -3,7 +3,8 @@
 Workers are forked processes (a crashing decoder kills one worker, not the service).
 Each one dies with the process that forked it (PR_SET_PDEATHSIG), ignores the
 terminal's and systemd's stop signals (the service stops it through Huey's stop flag
-once its job is done), runs at a lower priority than the service, and sleeps on a
+once its job is done), runs at a lower priority than the service, is capped at
+limits.worker_memory_mb (`memory.cap`), and sleeps on a
 pipe that the service writes to when it queues a job, so a dropped file never waits
 for Huey's idle polling back-off.
 """
@@ -24,6 +25,7 @@ from huey import MemoryHuey, RedisHuey, SqliteHuey
 from huey.api import Huey
 from huey.consumer import Consumer, ProcessEnvironment, Worker
 
+from hotfolder import memory
 from hotfolder.config import Layout
 from hotfolder.errors import ConfigError
 
@@ -86,7 +88,10 @@ class WakePipe:
 
 
 class _Environment(ProcessEnvironment):  # type: ignore[misc]
-    """Forked workers that die with their parent and leave stop signals to the service."""
+    """Forked workers that die with their parent, leave stop signals to the service, and are
+    capped at `memory_limit` bytes (limits.worker_memory_mb)."""
+
+    memory_limit: int | None = None
 
     def init_child(self, process: Any) -> None:
         parent = os.getppid()
@@ -100,6 +105,8 @@ class _Environment(ProcessEnvironment):  # type: ignore[misc]
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         os.nice(WORKER_NICE)
         die_with_parent(parent)
+        if self.memory_limit is not None:
+            memory.cap(self.memory_limit)
 
 
 class _Worker(Worker):  # type: ignore[misc]
@@ -129,8 +136,10 @@ class _Worker(Worker):  # type: ignore[misc]
 class ServiceConsumer(Consumer):  # type: ignore[misc]
     """Huey's consumer with process workers; the service, not Huey, handles signals."""
 
-    def __init__(self, huey: Huey, workers: int, wake: WakePipe | None) -> None:
+    def __init__(self, huey: Huey, workers: int, wake: WakePipe | None,
+                 memory_limit: int | None = None) -> None:
         self.worker_class = type("Worker", (_Worker,), {"wake": wake})
+        self.memory_limit = memory_limit
         super().__init__(
             huey, workers=workers, periodic=False, initial_delay=0.05, backoff=1.5,
             max_delay=MAX_POLL_SECONDS, scheduler_interval=60, worker_type="process",
@@ -138,7 +147,9 @@ class ServiceConsumer(Consumer):  # type: ignore[misc]
         )
 
     def get_environment(self, worker_type: str) -> ProcessEnvironment:
-        return _Environment(self._graceful_sig, self._interrupt_sig)
+        environment = _Environment(self._graceful_sig, self._interrupt_sig)
+        environment.memory_limit = self.memory_limit
+        return environment
 
     def _set_signal_handlers(self) -> None:
         """Signals are the service's business."""

@@ -159,7 +159,9 @@ class Service:
             self.clean_temporary(older_than=0)
             count = self.recover()
             log.info("%d unfinished job(s) queued again", count)
-        self.consumer = ServiceConsumer(self.huey, self.cfg.queue.worker_count, self.wake)
+        workers = self.cfg.queue.worker_count
+        self.consumer = ServiceConsumer(self.huey, workers, self.wake,
+                                        self.cfg.limits.worker_memory_bytes(workers))
         self.consumer.start()
         log.info("%d worker process(es) started", self.cfg.queue.worker_count)
         if self.watch:

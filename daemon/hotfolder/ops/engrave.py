@@ -33,6 +33,7 @@ from PIL import Image
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from hotfolder import memory
 from hotfolder.canvas import Canvas
 from hotfolder.errors import RecipeError
 from hotfolder.lengths import LengthField
@@ -138,13 +139,20 @@ def _diffuse(grey: Grey, weights: npt.NDArray[np.float32], serpentine: bool) -> 
 
 @functools.cache
 def _compiled() -> Callable[[Grey, npt.NDArray[np.float32], bool], Mask]:
-    """The error-diffusion loop compiled by numba, cached on disk when a folder allows."""
-    import numba  # noqa: PLC0415  (0.3 s to import: only when a dither needs it)
+    """The error-diffusion loop compiled by numba, cached on disk when a folder allows.
 
-    try:
-        return numba.njit(cache=True, nogil=True)(_diffuse)
-    except RuntimeError:  # no writable cache folder: compile in memory (about 1 s per start)
-        return numba.njit(nogil=True)(_diffuse)
+    It is loaded and compiled outside the worker's memory cap: numba loads a BLAS library
+    that retries a failed allocation for ever, which under the cap would hang the job.
+    """
+    with memory.uncapped():
+        import numba  # noqa: PLC0415  (0.3 s to import: only when a dither needs it)
+
+        try:
+            kernel = numba.njit(cache=True, nogil=True)(_diffuse)
+        except RuntimeError:  # no writable cache folder: compile in memory (about 1 s per start)
+            kernel = numba.njit(nogil=True)(_diffuse)
+        kernel(np.zeros((2, 2), np.uint8), kernel_weights("floyd-steinberg"), False)
+    return kernel
 
 
 def kernel_weights(method: str) -> npt.NDArray[np.float32]:
