@@ -2,11 +2,14 @@
 
 `moto_server -H 127.0.0.1 -p PORT` speaks the S3 API; boto3 reaches it with
 `endpoint_url`. A stopped server comes back empty, so tests that stop it create
-their bucket again (`S3Endpoint.bucket()`).
+their bucket again (`S3Endpoint.bucket()`). `s3_limits` is moto with S3's limit on
+object metadata (2 KB), which moto alone does not enforce (tests/moto_limits.py);
+`S3Endpoint(..., metadata_limit=N)` is a store that takes less.
 """
 
 from __future__ import annotations
 
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,17 +23,20 @@ from botocore.config import Config as BotoConfig
 from server_process import ServerProcess, free_port, serving
 
 REGION = "us-east-1"
+S3_METADATA_BYTES = 2048  # what S3 takes of an object's user metadata, keys and values
 
 
 class S3Endpoint(ServerProcess):
     """moto's S3 server; `client()` talks to it with test credentials."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, *, metadata_limit: int | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._client: Any = None
-        super().__init__(["moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
-                         log_dir / "moto.log", self.answers)
+        limits = Path(__file__).with_name("moto_limits.py")
+        argv = (["moto_server", "-H", "127.0.0.1", "-p", str(self.port)] if metadata_limit is None
+                else [sys.executable, str(limits), str(self.port), str(metadata_limit)])
+        super().__init__(argv, log_dir / "moto.log", self.answers)
 
     def answers(self) -> bool:
         """True when the server answers HTTP."""
@@ -69,10 +75,33 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint
         yield server
 
 
+@pytest.fixture(scope="session")
+def s3_limits_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    """A running moto server with S3's metadata limit, for the whole session."""
+    def make() -> S3Endpoint:
+        return S3Endpoint(tmp_path_factory.mktemp("moto-limits"), metadata_limit=S3_METADATA_BYTES)
+
+    with serving(make, "pip moto[server]") as server:
+        yield server
+
+
 @pytest.fixture
 def s3(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch,
        tmp_path_factory: pytest.TempPathFactory) -> S3Endpoint:
     """The moto server, emptied, with test credentials in the standard AWS environment."""
+    return ready(s3_endpoint, monkeypatch, tmp_path_factory)
+
+
+@pytest.fixture
+def s3_limits(s3_limits_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch,
+              tmp_path_factory: pytest.TempPathFactory) -> S3Endpoint:
+    """`s3` with S3's limit on object metadata."""
+    return ready(s3_limits_endpoint, monkeypatch, tmp_path_factory)
+
+
+def ready(endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch,
+          tmp_path_factory: pytest.TempPathFactory) -> S3Endpoint:
+    """The endpoint running and emptied, with test credentials in the AWS environment."""
     home = tmp_path_factory.mktemp("aws")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -82,6 +111,6 @@ def s3(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
-    s3_endpoint.start()
-    s3_endpoint.reset()
-    return s3_endpoint
+    endpoint.start()
+    endpoint.reset()
+    return endpoint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -305,3 +306,61 @@ def test_the_service_uploads_once_and_waits_while_the_endpoint_is_down(
                "the original in archive/")
     assert Daemon(config).status()["jobs"] == {"done": 2}
     assert keys(s3, bucket) == ["shop/grayscale+png/second.png"]
+
+
+def metadata_size(head: dict[str, Any]) -> int:
+    """The bytes S3 counts for an object's user metadata: each key and value."""
+    return sum(len(key.encode()) + len(value.encode()) for key, value in head["Metadata"].items())
+
+
+def decoded(value: str) -> str:
+    """A metadata value as written: RFC 2047 (`=?UTF-8?B?...?=`) decoded."""
+    if value.startswith("=?UTF-8?B?") and value.endswith("?="):
+        return base64.b64decode(value[len("=?UTF-8?B?"):-2]).decode()
+    return value
+
+
+def test_long_metadata_is_cut_to_fit_what_s3_takes(s3_limits: S3Endpoint) -> None:
+    bucket = s3_limits.bucket()
+    sink = S3Sink(config(s3_limits, bucket))
+    source = "Kundenaufträge für Müller & Söhne/" * 40  # 1.4 KB of UTF-8, 1.9 KB encoded
+    deliver(sink, "photo.png", b"png", source=source, recipe="Größen/" * 100, job="a1b2c3")
+    head = s3_limits.client().head_object(Bucket=bucket, Key="photo.png")
+    assert metadata_size(head) <= 2048
+    assert head["Metadata"]["job"] == "a1b2c3"
+    cut = decoded(head["Metadata"]["source"])
+    assert cut.endswith("...") and source.startswith(cut.removesuffix("..."))
+
+
+def test_a_refusal_that_retrying_cannot_cure_fails_with_the_reason(
+        s3_limits: S3Endpoint) -> None:
+    bucket = s3_limits.bucket()
+    sink = S3Sink(config(s3_limits, bucket))
+    too_many = {f"a-long-metadata-key-of-sixty-characters-{n:03d}-{'x' * 15}": "x"
+                for n in range(40)}  # the keys alone are over 2 KB: nothing can be cut
+    with pytest.raises(InputError, match=r"refused to store photo\.png: MetadataTooLarge") as info:
+        deliver(sink, "photo.png", b"png", **too_many)
+    assert "retrying would not change that" in info.value.message
+    assert keys(s3_limits, bucket) == []
+
+
+def test_the_service_fails_a_job_the_store_refuses_for_good(
+        tmp_path: Path, s3: S3Endpoint, daemons: list[Daemon]) -> None:  # s3: the credentials
+    store = S3Endpoint(tmp_path, metadata_limit=128)  # takes less than hotfolder's metadata
+    store.start()
+    try:
+        bucket = store.bucket()
+        config = make_root(tmp_path / "root", output={"s3": {
+            "bucket": bucket, "endpoint_url": store.url, "region": "us-east-1"}})
+        root = config.parent
+        start(daemons, config)
+        drop(root, "grayscale+png/photo.jpg", image_bytes("JPEG", seed=3))
+        report = root / "failed" / "grayscale+png" / "photo.jpg.error.json"
+        wait_until(report.exists, 30, "the refused job in failed/")
+        message = json.loads(report.read_text())["message"]
+        assert "S3 refused to store grayscale+png/photo.png: MetadataTooLarge" in message
+        assert "retrying would not change that" in message
+        assert keys(store, bucket) == []
+        assert Daemon(config).status()["jobs"] == {"failed": 1}
+    finally:
+        store.stop()

@@ -4,6 +4,10 @@ An object becomes visible only once complete: small results are one PUT, large o
 a multipart upload that is completed at the end or aborted on failure. Names are
 claimed with conditional writes (`If-None-Match: *`), so two workers never overwrite
 each other's result. Credentials come only from the standard AWS chain.
+Object metadata is shortened to fit S3's 2 KB (long non-ASCII folder paths grow by a third
+once encoded). A refusal that retrying cannot cure (a 4xx such as MetadataTooLarge or
+InvalidArgument) fails the job with S3's reason; the store being down, throttled, denied
+or missing its bucket makes the job wait.
 """
 
 from __future__ import annotations
@@ -41,6 +45,13 @@ TAKEN = {"PreconditionFailed", "ConditionalRequestConflict"}
 DENIED = {"AccessDenied", "AllAccessDisabled", "AccountProblem"}
 BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
                    "InvalidToken", "TokenRefreshRequired"}
+# 4xx codes that an operator, the store or time can cure: the job waits for them.
+CURABLE = THROTTLED | TAKEN | DENIED | BAD_CREDENTIALS | {
+    "NoSuchBucket", "NoSuchUpload", "RequestTimeTooSkewed", "AuthorizationHeaderMalformed",
+    "PermanentRedirect", "TemporaryRedirect", "OperationAborted", "InvalidBucketState"}
+CURABLE_STATUS = {403, 404, 408, 409, 429}
+METADATA_BYTES = 2000  # S3 takes 2 KB of user metadata (keys and values); a margin below it
+TRUNCATED = "..."
 
 
 def prefix_parts(prefix: str) -> list[str]:
@@ -57,11 +68,34 @@ def prefix_parts(prefix: str) -> list[str]:
         ) from None
 
 
-def header_value(value: str) -> str:
-    """A metadata value S3 accepts: printable ASCII as is, anything else RFC 2047 encoded."""
+def header_value(value: str, limit: int) -> str:
+    """A metadata value of at most `limit` bytes: ASCII as is, else RFC 2047; cut with `...`."""
     if all(32 <= ord(c) < 127 for c in value):
-        return value
-    return f"=?UTF-8?B?{base64.b64encode(value.encode()).decode()}?="
+        return value if len(value) <= limit else value[: max(limit - len(TRUNCATED), 0)] + TRUNCATED
+    raw = value.encode()
+    room = max((limit - len("=?UTF-8?B??=")) // 4 * 3, 0)  # base64: 4 characters per 3 bytes
+    if len(raw) > room:
+        raw = raw[: max(room - len(TRUNCATED), 0)].decode(errors="ignore").encode() + b"..."
+    return f"=?UTF-8?B?{base64.b64encode(raw).decode()}?="
+
+
+def fit_metadata(metadata: Mapping[str, str], budget: int = METADATA_BYTES) -> dict[str, str]:
+    """Metadata as S3 takes it: keys and values within `budget` bytes, the longest cut."""
+    left = budget - sum(len(key.encode()) for key in metadata)
+    fitted = {}
+    by_length = sorted(metadata.items(), key=lambda item: len(header_value(item[1], budget)))
+    for index, (key, value) in enumerate(by_length):
+        fitted[key.lower()] = header_value(value, max(left // (len(by_length) - index), 0))
+        left -= len(fitted[key.lower()])
+    return {key.lower(): fitted[key.lower()] for key in metadata}
+
+
+def curable(exc: ClientError) -> bool:
+    """False for a 4xx that no retry can cure (MetadataTooLarge, InvalidArgument, ...)."""
+    code, status = _status(exc)
+    if not 400 <= status < 500:
+        return True
+    return code in CURABLE or code.startswith("KMS") or status in CURABLE_STATUS
 
 
 def _status(exc: ClientError) -> tuple[str, int]:
@@ -138,10 +172,21 @@ class S3Sink(KeyedSink):
 
     @contextlib.contextmanager
     def _errors(self, key: PurePosixPath) -> Iterator[None]:
-        """botocore's errors as Unavailable with a plain reason: the job waits and retries."""
+        """botocore's errors in plain words: Unavailable (the job waits), or InputError."""
         try:
             yield
-        except (BotoCoreError, ClientError) as exc:
+        except ClientError as exc:
+            if curable(exc):
+                raise Unavailable(f"cannot store {self.object_key(key)} in S3:"
+                                  f" {explain(exc, self.cfg)}", detail=str(exc)) from None
+            code, status = _status(exc)
+            message = exc.response.get("Error", {}).get("Message", "")
+            raise InputError(
+                f"S3 refused to store {self.object_key(key)}: {code or status}"
+                + (f" ({message})" if message else "") + "; retrying would not change that",
+                detail=str(exc), stage="deliver",
+            ) from None
+        except BotoCoreError as exc:
             raise Unavailable(
                 f"cannot store {self.object_key(key)} in S3: {explain(exc, self.cfg)}",
                 detail=str(exc),
@@ -191,7 +236,7 @@ class S3Sink(KeyedSink):
     def _extra_args(self, media_type: str, metadata: Mapping[str, str]) -> dict[str, Any]:
         extra: dict[str, Any] = {
             "ContentType": media_type,
-            "Metadata": {k.lower(): header_value(v) for k, v in metadata.items()},
+            "Metadata": fit_metadata(metadata),
         }
         if self.cfg.sse:
             extra["ServerSideEncryption"] = self.cfg.sse
