@@ -21,9 +21,10 @@ import pytest
 import yaml
 from PIL import Image
 
+from clamd_server import Clamd
 from conftest import RunCli
 from helpers import exif_with, image_bytes
-from hotfolder import yamlfile
+from hotfolder import watcher, yamlfile
 from hotfolder.cli import examples
 from hotfolder.config import load_config
 from hotfolder.errors import RecipeError
@@ -535,3 +536,46 @@ def test_error_messages_are_plain_words(tmp_path: Path, cli: RunCli, args: list[
     code, _, err = cli(tmp_path, *args, "-c", config)
     assert code == 2
     assert err == f"hotfolder: {message.format(config=config)}\n"
+
+
+def test_check_pings_clamd(tmp_path: Path, cli: RunCli, clamd: Clamd,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    cli(tmp_path, "init", "hf")
+    monkeypatch.setenv("HOTFOLDER_SCANNER__CLAMD", clamd.address)
+    monkeypatch.setenv("HOTFOLDER_LIMITS__MAX_FILE_MB", "1")  # within the test clamd's limits
+    code, out, err = cli(tmp_path, "check", "-c", tmp_path / "hf" / "hotfolder.yaml")
+    assert code == 0, out + err
+    assert (f"ok    clamd at {clamd.address} answers and finds a test virus at the end of a file"
+            " of 1 MB (limits.max_file_mb)\n") in out
+
+
+def test_check_fails_when_clamd_does_not_answer(tmp_path: Path, cli: RunCli,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    cli(tmp_path, "init", "hf")
+    address = f"unix://{tmp_path / 'no-clamd.sock'}"
+    monkeypatch.setenv("HOTFOLDER_SCANNER__CLAMD", address)
+    code, out, err = cli(tmp_path, "check", "-c", tmp_path / "hf" / "hotfolder.yaml")
+    assert code == 2
+    assert [line for line in out.splitlines() if line.startswith("FAIL")] == [
+        f"FAIL  the EICAR probe could not be scanned: clamd at {address} is not reachable (is"
+        " clamd running?)"]
+    assert err == "1 problem(s) found\n"
+
+
+def test_check_says_whether_the_state_folder_is_on_a_local_disk(
+        tmp_path: Path, cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli(tmp_path, "init", "hf")
+    state = tmp_path / "hf" / "state"
+    code, out, _ = cli(tmp_path, "check", "-c", tmp_path / "hf" / "hotfolder.yaml")
+    assert code == 0
+    assert f"ok    {state}: the state folder is on a local disk\n" in out
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"/dev/sda1 / ext4 rw 0 0\nnas:/export {state.resolve()} nfs4 rw 0 0\n")
+    monkeypatch.setattr(watcher, "MOUNTS", mounts)  # the mount table the check reads
+    code, out, err = cli(tmp_path, "check", "-c", tmp_path / "hf" / "hotfolder.yaml")
+    assert code == 2
+    assert [line for line in out.splitlines() if line.startswith("FAIL")] == [
+        f"FAIL  {state}: the state folder is on a network filesystem; its SQLite databases"
+        " need a local disk (set paths.state to a local folder)"]
+    assert err == "1 problem(s) found\n"

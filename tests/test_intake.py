@@ -12,7 +12,7 @@ import pytest
 
 from helpers import drop, image_bytes
 from hotfolder.config import Config, Layout
-from hotfolder.intake import Intake
+from hotfolder.intake import Intake, work_path
 from hotfolder.journal.sqlite import SqliteJournal
 
 
@@ -48,8 +48,8 @@ def test_a_good_file_is_claimed_into_the_work_folder(layout: Layout, intake: Int
     assert (job.state, job.rel, job.kind, job.size) == ("queued", "Engrave/photo.jpg", "jpeg",
                                                         len(data))
     assert not path.exists()
-    assert intake.work_file(job) == layout.work / f"{job.id}_Engrave%2Fphoto.jpg"
-    assert intake.work_file(job).read_bytes() == data
+    assert work_path(layout.work, job.id, job.rel) == layout.work / f"{job.id}_Engrave%2Fphoto.jpg"
+    assert work_path(layout.work, job.id, job.rel).read_bytes() == data
 
 
 def test_offering_a_file_again_or_concurrently_gives_one_job(layout: Layout,
@@ -139,7 +139,7 @@ def test_content_not_name_decides_the_type(layout: Layout, intake: Intake) -> No
     assert job is not None and job.kind is None and job.state == "queued"
     assert job.reason is not None and job.reason.startswith("Wood/notes.jpg: the file is")
     assert "not an image type hotfolder accepts" in job.reason
-    assert intake.work_file(job).exists()
+    assert work_path(layout.work, job.id, job.rel).exists()
 
 
 def test_an_allowed_type_outside_limits_formats_is_refused(layout: Layout,
@@ -157,6 +157,6 @@ def test_adopt_finds_a_claim_the_journal_never_recorded(layout: Layout, intake: 
     jobs = intake.adopt()
     assert [(j.id, j.rel, j.state) for j in jobs] == [
         ("0123456789ab", "A/B/photo 1.jpg", "queued")]
-    assert intake.work_file(jobs[0]) == orphan
+    assert work_path(layout.work, jobs[0].id, jobs[0].rel) == orphan
     assert (layout.work / "stray-folder").is_dir()  # not ours: left alone
     assert intake.adopt() == []

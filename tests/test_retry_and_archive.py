@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,10 @@ import yaml
 from helpers import drop, image_bytes, wait_until
 from hotfolder.config import load_config
 from hotfolder.errors import ConfigError
-from hotfolder.service import Service
+from hotfolder.janitor import Janitor
+from hotfolder.journal.sqlite import SqliteJournal
+from hotfolder.parts import prepare_root
+from hotfolder.sinks.originals import Originals
 from service_helpers import Daemon, make_root, start
 
 RETRY_SECONDS = 15.0  # generous for a loaded machine, far below the rescan of the test's root
@@ -51,16 +52,6 @@ def test_a_retried_file_is_taken_at_once_and_its_report_was_plain_words(
     assert not report_path.exists()
 
 
-@pytest.fixture
-def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A systemd notification socket for a service made in this process."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
-        listener.bind(str(tmp_path / "notify.sock"))
-        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
-        yield
-
-
-@pytest.mark.usefixtures("notify_socket")
 @pytest.mark.parametrize(("days", "kept"), [(0, False), (1, True)])
 def test_archive_days_count_from_the_move_into_archive(tmp_path: Path, days: float,
                                                        kept: bool) -> None:
@@ -70,12 +61,13 @@ def test_archive_days_count_from_the_move_into_archive(tmp_path: Path, days: flo
     original.parent.mkdir(parents=True)
     original.write_bytes(image_bytes("JPEG", seed=2))
     os.utime(original, (time.time() - 400 * 86400,) * 2)  # taken long ago, archived just now
-    service = Service(load_config(config), watch=False)
+    cfg = load_config(config)
+    prepare_root(cfg)
+    journal = SqliteJournal(cfg.layout.state / "journal.db")
     try:
-        service.cleanup(time.time())
+        Janitor(cfg, journal, Originals.of(cfg)).sweep(time.time())
     finally:
-        service.journal.close()
-        service.notifier.socket.close()
+        journal.close()
     assert original.exists() is kept
 
 

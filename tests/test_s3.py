@@ -19,8 +19,9 @@ from helpers import drop, image_bytes, wait_until
 from hotfolder.cli import main
 from hotfolder.config import OutputConfig, S3Config
 from hotfolder.errors import ConfigError, InputError, Unavailable
+from hotfolder.sinks import make_sink
 from hotfolder.sinks.local import OutboxSink
-from hotfolder.sinks.s3 import S3Sink, check_bucket, make_sink
+from hotfolder.sinks.s3 import S3Sink, check_bucket
 from moto_server import S3Endpoint
 from service_helpers import Daemon, files_under, make_root, start
 

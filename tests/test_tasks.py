@@ -6,30 +6,40 @@ import json
 from pathlib import Path, PurePosixPath
 
 import pytest
+from huey import MemoryHuey
 
 from helpers import image_bytes
 from hotfolder.config import Config
-from hotfolder.intake import Intake
+from hotfolder.intake import Intake, work_path
 from hotfolder.journal import Job
 from hotfolder.journal.sqlite import SqliteJournal
 from hotfolder.metrics import Metrics
+from hotfolder.parts import Parts
+from hotfolder.recipes import RecipeBook
 from hotfolder.scanner import MemoryScanner
 from hotfolder.sinks import MemorySink
-from hotfolder.tasks import Context, retry_delay, run_job
+from hotfolder.sinks.originals import Originals
+from hotfolder.tasks import retry_delay, run_job
 from service_helpers import files_under
 
 
-def setup(tmp_path: Path, policy: str = "hold") -> tuple[Context, Intake]:
+def setup(tmp_path: Path, policy: str = "hold") -> tuple[Parts, Intake]:
     cfg = Config(root=tmp_path, scanner={"on_unavailable": policy})
     layout = cfg.layout
     for folder in (layout.inbox, layout.state):
         folder.mkdir(parents=True)
     journal = SqliteJournal(layout.state / "journal.db")
-    ctx = Context(cfg, journal, MemoryScanner(), MemorySink())
+    ctx = Parts(cfg, journal, MemoryScanner(), MemorySink(), Originals.of(cfg),
+                RecipeBook(layout.recipes, cfg.default_recipe, inline=cfg.recipes.inline_allowed),
+                MemoryHuey("test"), Metrics())
     return ctx, Intake(layout, cfg.limits, journal)
 
 
-def claim(ctx: Context, intake: Intake, rel: str, data: bytes) -> Job:
+def work_file(ctx: Parts, job: Job) -> Path:
+    return work_path(ctx.layout.work, job.id, job.rel)
+
+
+def claim(ctx: Parts, intake: Intake, rel: str, data: bytes) -> Job:
     path = ctx.layout.inbox / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -38,7 +48,7 @@ def claim(ctx: Context, intake: Intake, rel: str, data: bytes) -> Job:
     return job
 
 
-def state(ctx: Context, job: Job) -> Job:
+def state(ctx: Parts, job: Job) -> Job:
     current = ctx.journal.get(job.id)
     assert current is not None
     return current
@@ -53,7 +63,7 @@ def test_a_job_waits_while_its_destination_is_unavailable_then_completes(
     run_job(ctx, job.id)
     waiting = state(ctx, job)
     assert (waiting.state, waiting.reason, waiting.waits) == ("waiting", "memory", 1)
-    assert ctx.work_file(job).exists()  # never failed for it, nothing lost
+    assert work_file(ctx, job).exists()  # never failed for it, nothing lost
     assert files_under(ctx.layout.failed) == []
     ctx.sink.available = True
     assert [j.id for j in ctx.journal.wake("memory")] == [job.id]
@@ -68,7 +78,6 @@ def test_a_job_waits_while_its_destination_is_unavailable_then_completes(
 def test_scanner_unavailable_policies(tmp_path: Path, policy: str) -> None:
     ctx, intake = setup(tmp_path, policy)
     assert isinstance(ctx.scanner, MemoryScanner) and isinstance(ctx.sink, MemorySink)
-    ctx.metrics = Metrics()
     (ctx.layout.recipes).mkdir()
     (ctx.layout.recipes / "side.yaml").write_text("steps: [grayscale]\nsidecar: true\n")
     job = claim(ctx, intake, "side/a.jpg", image_bytes("JPEG", seed=2))
@@ -114,7 +123,7 @@ def test_a_repeated_job_after_a_crash_delivers_nothing_twice(tmp_path: Path) -> 
     ctx.journal._connect().execute(
         "update jobs set state = 'queued', outputs = null where id = ?", (job.id,))
     archived = ctx.layout.archive / "grayscale+png" / "a.jpg"
-    archived.rename(ctx.work_file(job))
+    archived.rename(work_file(ctx, job))
     run_job(ctx, job.id)
     assert state(ctx, job).state == "done"
     assert ctx.sink.objects.keys() == first.keys()  # no a-1.png

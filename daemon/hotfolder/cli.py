@@ -135,9 +135,7 @@ def render_file(source: Path, batch: Batch) -> Rendering:
         return Rendering(source, [], f"failed unexpectedly ({type(exc).__name__}: {exc})")
     files = list(rendered.outputs)
     if batch.plan.sidecar:
-        sidecar = json.dumps(rendered.sidecar, indent=2, ensure_ascii=False) + "\n"
-        files.append(Output(engine.sidecar_name(rendered.main.name), sidecar.encode(),
-                            "application/json"))
+        files.append(engine.sidecar_output(rendered.sidecar, beside=rendered.main.name))
     return Rendering(source, files, None)
 
 
@@ -355,9 +353,18 @@ def check_queue(config: Config) -> Iterator[Finding]:
         yield Finding(problem is None, problem or f"queue {url}: Redis answers")
 
 
-# Checks run by `hotfolder check`, in order; each yields (ok, text) pairs. Other parts
-# (scanner ping, S3 access, local state/ disk) add their own function to this list.
-CHECKS: list[Check] = [check_recipes, check_inbox, check_scanner, check_s3, check_queue]
+def check_state(config: Config) -> Iterator[Finding]:
+    """The state folder is on a local disk (SPEC 6: its SQLite databases need one)."""
+    from hotfolder.parts import network_state_problem
+
+    problem = network_state_problem(config)
+    yield Finding(problem is None, problem or f"{config.layout.state}: the state folder is on a"
+                  " local disk")
+
+
+# Checks run by `hotfolder check`, in order; each yields (ok, text) pairs.
+CHECKS: list[Check] = [check_recipes, check_inbox, check_scanner, check_s3, check_queue,
+                       check_state]
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -460,9 +467,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show the queue depth, jobs by state and the latest failures."""
-    from hotfolder import service
+    from hotfolder import admin
 
-    report = service.status(load_config(args.config))
+    report = admin.status(load_config(args.config))
     if args.json:
         print(json.dumps(report, indent=2))
         return OK
@@ -488,9 +495,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
     """Move failed files back into their inbox folder (and remove their error reports)."""
     if bool(args.paths) == args.all:
         raise ConfigError("give the failed files to retry, or --all")
-    from hotfolder import service
+    from hotfolder import admin
 
-    moved, problems = service.retry(load_config(args.config), args.paths)
+    moved, problems = admin.retry(load_config(args.config), args.paths)
     for line in moved:
         print(line)
     for line in problems:

@@ -10,6 +10,7 @@ then runs through the same steps, else the sidecar says how many were left out.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -178,9 +179,10 @@ def output_name(template: str, *, stem: str, ext: str, recipe: str, sha8: str, w
     return text or f"output.{ext}"
 
 
-def sidecar_name(output: str) -> str:
-    """The name of the sidecar JSON written beside an output (`photo.png.json`)."""
-    return f"{output}.json"
+def sidecar_output(record: dict[str, Any], *, beside: str) -> Output:
+    """The sidecar JSON written beside the output named `beside` (`photo.png.json`)."""
+    text = json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n"
+    return Output(f"{beside}.json", text.encode(), "application/json")
 
 
 def size_hint(plan: Plan) -> imaging.SizeHint | None:

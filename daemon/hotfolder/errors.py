@@ -50,12 +50,3 @@ class Unavailable(HotfolderError):
 
     stage = "deliver"
 
-
-class Infected(HotfolderError):
-    """The scanner found a signature in the file."""
-
-    stage = "scan"
-
-    def __init__(self, signature: str) -> None:
-        super().__init__(f"the virus scanner found {signature}", detail=signature)
-        self.signature = signature

@@ -128,10 +128,6 @@ class Intake:
         self.journal = journal
         self._left: set[tuple[int, int]] = set()
 
-    def work_file(self, job: Job) -> Path:
-        """Where a claimed job's file waits."""
-        return work_path(self.layout.work, job.id, job.rel)
-
     def offer(self, path: Path) -> Job | None:
         """Check and claim one file: a queued job, a failed one when refused, None when gone."""
         try:

@@ -44,7 +44,7 @@ from hotfolder import __version__
 PREFIX = "hotfolder_"
 OUTCOMES = ("done", "failed", "quarantined")
 STAGES = ("scan", "decode", "process", "encode", "deliver")
-DIRECTIONS = ("in", "out")
+UNKNOWN_RECIPE = "unknown"  # the recipe label of a job that failed before its recipe was known
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                  120.0, 300.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

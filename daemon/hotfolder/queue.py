@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import select
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,7 +31,10 @@ from hotfolder import memory
 from hotfolder.config import Layout
 from hotfolder.errors import ConfigError
 
+log = logging.getLogger("hotfolder.queue")
+
 PR_SET_PDEATHSIG = 1
+KILL_WAIT_SECONDS = 5.0
 # Idle workers poll the queue this often at most (the wake pipe makes it rarely matter).
 MAX_POLL_SECONDS = 1.0
 QUEUE_NAME = "hotfolder"
@@ -157,3 +162,29 @@ class ServiceConsumer(Consumer):  # type: ignore[misc]
     def worker_processes(self) -> list[Any]:
         """The multiprocessing.Process of each worker."""
         return [process for _, process in self.worker_threads]
+
+    def replace_dead_workers(self, *, holding: contextlib.AbstractContextManager[Any]) -> None:
+        """Fork new workers for dead ones, holding `holding` and the queue's lock meanwhile."""
+        # No child may inherit a lock held; Redis' connection pool is fork-safe and has none.
+        with holding, getattr(self.huey.storage, "lock", contextlib.nullcontext()):
+            self.check_worker_health()
+
+    def kill_worker(self, process: Any) -> int | None:
+        """SIGKILL one worker process; returns its exit code once it is gone (None: not yet)."""
+        process.kill()
+        process.join(KILL_WAIT_SECONDS)
+        return int(process.exitcode) if process.exitcode is not None else None
+
+    def stop_workers(self, seconds: float) -> None:
+        """Let the workers finish the jobs they hold, for up to `seconds`, then kill them."""
+        self.stop_flag.set()
+        deadline = time.monotonic() + seconds
+        processes = [*self.worker_processes(), self.scheduler]
+        for process in processes:
+            process.join(max(deadline - time.monotonic(), 0))
+        for process in processes:
+            if process.is_alive():
+                log.warning("worker %s still busy after %.0f s, stopped; its job will run again"
+                            " at the next start", process.pid, seconds)
+                process.kill()
+                process.join()

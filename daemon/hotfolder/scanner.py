@@ -355,6 +355,30 @@ class MemoryScanner:
         return self.available
 
 
+class ScannerWatch:
+    """Whether a scanner answers, from its latest ping; logs each change."""
+
+    def __init__(self, scanner: Scanner | None) -> None:
+        self.scanner = scanner
+        self.up = False  # until the first ping
+
+    @property
+    def down(self) -> bool:
+        """A scanner is configured and did not answer the latest ping."""
+        return self.scanner is not None and not self.up
+
+    def ping(self) -> bool:
+        """Ping the scanner; True when it answers again after not answering (or at first)."""
+        if self.scanner is None:
+            return False
+        up = self.scanner.ping()
+        if up != self.up:
+            log.log(logging.INFO if up else logging.WARNING, "the virus scanner is %s",
+                    "answering" if up else "not answering")
+        came_back, self.up = up and not self.up, up
+        return came_back
+
+
 def make_scanner(cfg: ScannerConfig, max_bytes: int) -> Scanner | None:
     """The scanner the configuration asks for (files up to max_bytes), or None when `clamd: off`."""
     if not cfg.enabled:

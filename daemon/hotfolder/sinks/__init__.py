@@ -1,4 +1,4 @@
-"""Where results go: the Sink seam, the rules every sink shares, and an in-memory sink for tests.
+"""Where results go: the Sink seam and its factory, the rules every sink shares, a memory sink.
 
 A key is the result's path relative to the sink's root (`A/B/photo.png`); it can
 never leave the root. Conflicts resolve the same way everywhere: `rename` tries
@@ -13,9 +13,10 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Protocol
 
+from hotfolder.config import OutputConfig
 from hotfolder.errors import InputError, Unavailable
 
 ON_CONFLICT = ("rename", "overwrite", "skip")
@@ -31,6 +32,19 @@ class Sink(Protocol):
                 metadata: Mapping[str, str], on_conflict: str) -> str | None:
         """Store data atomically at key; returns where it went, or None when skipped."""
         ...
+
+
+def make_sink(output: OutputConfig, outbox: Path) -> Sink:
+    """Where results go: the outbox, S3, or both (`output.s3.keep_local`)."""
+    from hotfolder.sinks.local import OutboxSink  # noqa: PLC0415  (it builds on this module)
+
+    local = OutboxSink(outbox)
+    if output.s3 is None:
+        return local
+    from hotfolder.sinks.s3 import S3Sink, S3WithLocalCopy  # noqa: PLC0415  (boto3 only for S3)
+
+    s3 = S3Sink(output.s3)
+    return S3WithLocalCopy(s3, local) if output.s3.keep_local else s3
 
 
 def key_parts(key: PurePosixPath | str, *, portable: bool = True) -> list[str]:

@@ -16,7 +16,7 @@ import base64
 import contextlib
 import hashlib
 from collections.abc import Iterator, Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 import boto3
@@ -30,10 +30,9 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from hotfolder.config import OutputConfig, S3Config
+from hotfolder.config import S3Config
 from hotfolder.errors import ConfigError, InputError, Unavailable
 from hotfolder.sinks import KeyedSink, Sink, key_parts
-from hotfolder.sinks.local import OutboxSink
 
 MIB = 1024 * 1024
 MAX_KEY_BYTES = 1024
@@ -280,8 +279,8 @@ class S3Sink(KeyedSink):
             self.client.delete_object(Bucket=self.cfg.bucket, Key=self.object_key(probe))
 
 
-class KeepLocal:
-    """S3 first, then the outbox under the name S3 gave (`keep_local: true`)."""
+class S3WithLocalCopy:
+    """An S3 sink that also keeps a copy in the outbox, under the name S3 gave (`keep_local`)."""
 
     name = "s3"
 
@@ -298,15 +297,6 @@ class KeepLocal:
         self.outbox.deliver(local, data, media_type=media_type, metadata=metadata,
                             on_conflict=on_conflict)
         return where
-
-
-def make_sink(output: OutputConfig, outbox: Path) -> Sink:
-    """Where results go: the outbox, S3, or both (`output.s3.keep_local`)."""
-    local = OutboxSink(outbox)
-    if output.s3 is None:
-        return local
-    s3 = S3Sink(output.s3)
-    return KeepLocal(s3, local) if output.s3.keep_local else s3
 
 
 def check_bucket(cfg: S3Config, client: Any = None) -> str | None:

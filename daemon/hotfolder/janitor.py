@@ -1,0 +1,89 @@
+"""The janitor: removes what no job owns, once a minute and at start-up.
+
+Temporary files of interrupted writes older than the job time limit; a file left in
+the work folder after its job ended (it goes to failed/ with that reason); archived
+originals older than `output.archive_days`; journal rows of jobs that ended more than
+JOURNAL_KEEP_DAYS ago.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from hotfolder.config import Config
+from hotfolder.errors import InputError
+from hotfolder.files import TEMP_GLOB
+from hotfolder.intake import parse_work_name
+from hotfolder.journal import ENDED, Journal
+from hotfolder.sinks.originals import Originals
+
+log = logging.getLogger("hotfolder.janitor")
+
+JOURNAL_KEEP_DAYS = 30
+DAY_SECONDS = 86400
+
+
+class Janitor:
+    """Cleans one root's folders and journal; every method takes the time `now`."""
+
+    def __init__(self, cfg: Config, journal: Journal, originals: Originals) -> None:
+        self.layout = cfg.layout
+        self.temp_seconds = cfg.limits.job_timeout_seconds
+        self.archive_days = cfg.output.archive_days
+        self.journal = journal
+        self.originals = originals
+
+    def sweep(self, now: float) -> None:
+        """One round: temporary files, work-folder leftovers, old archives, old journal rows."""
+        self.remove_temporary(before=now - self.temp_seconds)
+        self.fail_leftovers()
+        if self.archive_days is not None:
+            removed = remove_older(self.layout.archive, now - self.archive_days * DAY_SECONDS)
+            if removed:
+                log.info("removed %d archived original(s) older than %g days", removed,
+                         self.archive_days)
+        self.journal.forget_ended(now - JOURNAL_KEEP_DAYS * DAY_SECONDS)
+
+    def remove_temporary(self, before: float) -> None:
+        """Remove temporary files of interrupted writes last changed at or before `before`."""
+        layout = self.layout
+        for folder in (layout.outbox, layout.failed, layout.quarantine, layout.archive):
+            for temp in folder.rglob(TEMP_GLOB):
+                try:
+                    if temp.lstat().st_mtime <= before:
+                        temp.unlink()
+                        log.info("removed the temporary file %s", temp)
+                except FileNotFoundError:
+                    continue
+
+    def fail_leftovers(self) -> None:
+        """A file left in the work folder after its job ended goes to failed/ with that reason."""
+        for entry in self.layout.work.iterdir():
+            parsed = parse_work_name(entry.name)
+            job = self.journal.get(parsed[0]) if parsed is not None else None
+            if parsed is None or job is None or job.state not in ENDED:
+                continue
+            error = InputError(f"{job.rel}: left in the work folder after its job ended"
+                               f" ({job.state})", stage="cleanup")
+            try:
+                self.originals.to_failed(entry, parsed[1], error)
+            except FileNotFoundError:  # its job moved it out after the folder was listed
+                continue
+            log.warning("job %s: %s; moved to failed/", job.id, error.message)
+
+
+def remove_older(folder: Path, before: float) -> int:
+    """Remove files under `folder` whose last change is before `before`; returns how many."""
+    removed = 0
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            try:
+                if os.lstat(path).st_ctime < before:
+                    os.unlink(path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+    return removed

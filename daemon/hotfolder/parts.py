@@ -1,0 +1,88 @@
+"""The composition root: the parts of a service, each built once from its configuration.
+
+`hotfolder run` and `hotfolder worker` build their parts here before forking the
+workers, which inherit them: one journal, one scanner, one sink for results (the
+outbox, S3 or both), the folders for originals (failed/, quarantine/, archive/), the
+recipe book, the result cache, the metrics and the Huey queue. Each part comes from
+the factory of its own module, and the configuration alone picks the implementation:
+the S3 sink (and boto3) is imported only when `output.s3` is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from huey.api import Huey
+
+from hotfolder.cache import ResultCache, open_cache
+from hotfolder.config import Config, Layout
+from hotfolder.errors import ConfigError
+from hotfolder.journal import Journal, open_journal
+from hotfolder.metrics import Metrics, clear_directory
+from hotfolder.queue import make_huey
+from hotfolder.recipes import RecipeBook
+from hotfolder.scanner import Scanner, make_scanner
+from hotfolder.sinks import Sink, make_sink
+from hotfolder.sinks.originals import Originals
+from hotfolder.watcher import is_network_fs
+
+
+@dataclass
+class Parts:
+    """What a service runs with: the workers run jobs with it, the service supervises it."""
+
+    cfg: Config
+    journal: Journal
+    scanner: Scanner | None
+    sink: Sink
+    originals: Originals
+    book: RecipeBook
+    huey: Huey
+    metrics: Metrics
+    cache: ResultCache | None = None
+
+    @property
+    def layout(self) -> Layout:
+        """The root's folders."""
+        return self.cfg.layout
+
+
+def network_state_problem(cfg: Config, mounts: str | None = None) -> str | None:
+    """Why the state folder cannot be used (it is on a network filesystem), or None."""
+    state = cfg.layout.state
+    if not is_network_fs(state, mounts):
+        return None
+    return (f"{state}: the state folder is on a network filesystem; its SQLite databases need"
+            " a local disk (set paths.state to a local folder)")
+
+
+def prepare_root(cfg: Config) -> None:
+    """Create the root's folders; ConfigError when the state folder is on the network."""
+    layout = cfg.layout
+    for folder in (layout.inbox, layout.outbox, layout.failed, layout.archive, layout.state,
+                   layout.work):
+        folder.mkdir(parents=True, exist_ok=True)
+    layout.quarantine.mkdir(mode=0o700, parents=True, exist_ok=True)
+    problem = network_state_problem(cfg)
+    if problem is not None:
+        raise ConfigError(problem)
+
+
+def assemble(cfg: Config, *, watching: bool) -> Parts:
+    """Every part of the service for `cfg`; `watching`: this process counts metrics afresh."""
+    prepare_root(cfg)
+    layout = cfg.layout
+    metrics_dir = layout.state / "metrics"
+    if watching:
+        clear_directory(metrics_dir)
+    return Parts(
+        cfg=cfg,
+        journal=open_journal(cfg.queue.url, layout.state / "journal.db"),
+        scanner=make_scanner(cfg.scanner, cfg.limits.max_file_bytes),
+        sink=make_sink(cfg.output, layout.outbox),
+        originals=Originals.of(cfg),
+        book=RecipeBook(layout.recipes, cfg.default_recipe, inline=cfg.recipes.inline_allowed),
+        huey=make_huey(cfg.queue.url, layout),
+        metrics=Metrics(directory=metrics_dir),
+        cache=open_cache(cfg.cache, layout.state),
+    )
