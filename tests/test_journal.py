@@ -568,18 +568,11 @@ def imported_by(command: str, config: Path) -> set[str]:
     return set(json.loads(result.stdout))
 
 
-HUEY_IMPORTS_REDIS = pytest.mark.xfail(
-    strict=True, reason="status runs in service.py, which imports huey; huey's storage module"
-    " imports redis whenever it is installed")
-TASKS_IMPORT_BOTO3 = pytest.mark.xfail(
-    strict=True, reason="the S3 sink module, which imports boto3, is imported without output.s3")
-
-
 @pytest.mark.parametrize(("command", "module"), [
     ("check", "redis"),
-    pytest.param("check", "boto3", marks=TASKS_IMPORT_BOTO3),
-    pytest.param("status", "redis", marks=HUEY_IMPORTS_REDIS),
-    pytest.param("status", "boto3", marks=TASKS_IMPORT_BOTO3),
+    ("check", "boto3"),
+    ("status", "redis"),
+    ("status", "boto3"),
 ])
 def test_the_command_line_on_a_local_root_does_not_import(
         command: str, module: str, tmp_path: Path) -> None:

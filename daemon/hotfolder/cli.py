@@ -314,10 +314,10 @@ def describe_plan(plan: Plan) -> str:
 
 def check_s3(config: Config) -> Iterator[Finding]:
     """The bucket of `output.s3` can be written (SPEC 6: tries S3)."""
-    from hotfolder.sinks.s3 import check_bucket
-
     s3 = config.output.s3
     if s3 is not None:
+        from hotfolder.sinks.s3 import check_bucket
+
         problem = check_bucket(s3)
         where = f"s3://{s3.bucket}/{s3.prefix.strip('/')}"
         yield Finding(problem is None, f"{where}: {problem or 'reachable and takes writes'}")
@@ -355,9 +355,9 @@ def check_queue(config: Config) -> Iterator[Finding]:
 
 def check_state(config: Config) -> Iterator[Finding]:
     """The state folder is on a local disk (SPEC 6: its SQLite databases need one)."""
-    from hotfolder.parts import network_state_problem
+    from hotfolder.watcher import state_folder_problem
 
-    problem = network_state_problem(config)
+    problem = state_folder_problem(config.layout.state)
     yield Finding(problem is None, problem or f"{config.layout.state}: the state folder is on a"
                   " local disk")
 

@@ -24,7 +24,7 @@ from hotfolder.recipes import RecipeBook
 from hotfolder.scanner import Scanner, make_scanner
 from hotfolder.sinks import Sink, make_sink
 from hotfolder.sinks.originals import Originals
-from hotfolder.watcher import is_network_fs
+from hotfolder.watcher import state_folder_problem
 
 
 @dataclass
@@ -47,15 +47,6 @@ class Parts:
         return self.cfg.layout
 
 
-def network_state_problem(cfg: Config, mounts: str | None = None) -> str | None:
-    """Why the state folder cannot be used (it is on a network filesystem), or None."""
-    state = cfg.layout.state
-    if not is_network_fs(state, mounts):
-        return None
-    return (f"{state}: the state folder is on a network filesystem; its SQLite databases need"
-            " a local disk (set paths.state to a local folder)")
-
-
 def prepare_root(cfg: Config) -> None:
     """Create the root's folders; ConfigError when the state folder is on the network."""
     layout = cfg.layout
@@ -63,7 +54,7 @@ def prepare_root(cfg: Config) -> None:
                    layout.work):
         folder.mkdir(parents=True, exist_ok=True)
     layout.quarantine.mkdir(mode=0o700, parents=True, exist_ok=True)
-    problem = network_state_problem(cfg)
+    problem = state_folder_problem(layout.state)
     if problem is not None:
         raise ConfigError(problem)
 

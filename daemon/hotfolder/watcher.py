@@ -175,6 +175,14 @@ def is_network_fs(path: Path, mounts: str | None = None) -> bool:
     return network_type(mount_at(path, mounts).fstype)
 
 
+def state_folder_problem(state: Path, mounts: str | None = None) -> str | None:
+    """Why `state` cannot hold the SQLite databases (it is on a network filesystem), or None."""
+    if not is_network_fs(state, mounts):
+        return None
+    return (f"{state}: the state folder is on a network filesystem; its SQLite databases need"
+            " a local disk (set paths.state to a local folder)")
+
+
 def polling_wanted(mode: str, network: bool) -> bool:
     """Whether to poll: forced by `watch.mode`, else only on network filesystems."""
     return mode == "polling" or (mode == "auto" and network)
