@@ -65,9 +65,7 @@ class Service:
         self.consumer: ServiceConsumer | None = None
         self.watcher: Watcher | None = None
         self.server: MetricsServer | None = None
-        self.notifier = notifier if notifier is not None else sdnotify.SystemdNotifier()
-        if getattr(self.notifier, "socket", None) is not None:
-            self.notifier.socket.setblocking(False)  # a busy systemd must never stall the service
+        self.notifier = nonblocking(notifier or sdnotify.SystemdNotifier())
         self.watchdog = "WATCHDOG_USEC" in os.environ
         self.scanner = ScannerWatch(parts.scanner)
         self._stop = threading.Event()
@@ -105,13 +103,11 @@ class Service:
 
     def state(self) -> State:
         """The gauges' values now (read at each scrape)."""
-        counts = self.journal.counts()
-        return State(queue_depth=counts.get("queued", 0),
-                     jobs_in_progress=counts.get("running", 0),
+        counts, watcher = self.journal.counts(), self.watcher
+        return State(queue_depth=counts.get("queued", 0), jobs_in_progress=counts.get("running", 0),
                      waiting_jobs=self.journal.waiting_counts(), scanner_up=self.scanner.up,
-                     watcher_last_scan=self.watcher.last_scan if self.watcher else 0.0,
-                     watcher_unwatched_folders=self.watcher.coverage.unwatched if self.watcher
-                     else 0)
+                     watcher_last_scan=watcher.last_scan if watcher else 0.0,
+                     watcher_unwatched_folders=watcher.coverage.unwatched if watcher else 0)
 
     def ready(self) -> bool:
         """Watching, workers alive, and the scanner answering when one is configured."""
@@ -203,6 +199,13 @@ class Service:
             lines.append(f"STATUS={status}")
         if lines:
             self.notifier.notify("\n".join(lines))
+
+
+def nonblocking(notifier: Any) -> Any:
+    """The notifier with a non-blocking socket: a busy systemd must never stall the service."""
+    if getattr(notifier, "socket", None) is not None:
+        notifier.socket.setblocking(False)
+    return notifier
 
 
 def status_line(counts: Mapping[str, int], *, scanner_down: bool) -> str:
