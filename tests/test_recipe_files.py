@@ -30,7 +30,7 @@ steps:
   - invert
 output: {format: bmp}
 """
-# 10,001 steps: 140 kB that would take the workers minutes to validate and run.
+# 10,001 steps in 140 kB: under the size limit for recipe files, over the limit of values.
 HUGE_RECIPE = "steps:\n" + "  - invert\n" * 10_001
 LONG_CHAIN = "+".join(["png"] * 63)  # 251 bytes: a name the file system takes
 VALUES_LIMIT = "it holds more than 10000 values"
