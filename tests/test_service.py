@@ -53,7 +53,7 @@ def test_a_dropped_file_is_scanned_processed_delivered_and_archived(
     assert sidecar["output"]["width"] == 300
     assert set(sidecar["timings"]) >= {"scan", "decode", "process", "encode", "deliver"}
     wait_until(lambda: files_under(root / "inbox") == [], 5, "an empty work folder")
-    wait_until(lambda: daemon.metric("hotfolder_jobs_total", recipe="gray/dpi=300",
+    wait_until(lambda: daemon.metric("hotfolder_jobs_total", recipe="gray/inline",
                                      outcome="done") == 1, 5, "the jobs_total metric")
     assert daemon.metric("hotfolder_files_detected_total") == 1
     assert daemon.metric("hotfolder_scanner_up") == 1
@@ -252,7 +252,7 @@ def test_a_burst_of_2000_files(tmp_path: Path, clamd: Clamd, daemons: list[Daemo
     elapsed = time.monotonic() - started
     assert len(files_under(root / "outbox")) == 2000
     assert files_under(root / "failed") == []
-    wait_until(lambda: daemon.metric("hotfolder_jobs_total", recipe="grayscale+png/dpi=300",
+    wait_until(lambda: daemon.metric("hotfolder_jobs_total", recipe="inline/inline",
                                      outcome="done") == 2000, 10, "the metrics")
     print(f"2000 files in {elapsed:.1f} s")
     assert daemon.stop() == 0

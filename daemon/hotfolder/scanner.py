@@ -308,8 +308,8 @@ class ClamdScanner:
         if not self._trusted and time.monotonic() >= self._next_check:
             try:
                 problem = self.check_limits()
-            except Unavailable as exc:
-                problem = exc.message
+            except Unavailable:
+                return False  # it broke off (clamd restarting): probed again at the next ping
             if problem is None:
                 self._trusted = True
             else:
