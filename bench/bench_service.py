@@ -171,7 +171,8 @@ def make_root(root: Path, workers: int, fuzzy_hash: bool) -> str:
         subprocess.run(["clamd", "-c", str(root / "state" / "clamd.conf")], check=True)
         wait_for(lambda: ClamdScanner(address).ping(), 60, "clamd")
     config = {"root": str(root), "scanner": {"clamd": address},
-              "queue": {"workers": workers}, "metrics": {"listen": "127.0.0.1:0"}}
+              "queue": {"workers": workers}, "metrics": {"listen": "127.0.0.1:0"},
+              "web": {"listen": "127.0.0.1:0"}}
     (root / "hotfolder.yaml").write_text(yaml.safe_dump(config))
     return address
 

@@ -29,7 +29,7 @@ def files_under(folder: Path) -> list[Path]:
 
 
 def make_root(root: Path, clamd_address: str = "off", **overrides: Any) -> Path:
-    """Write a test configuration (fast settle and rescan, 2 workers); returns its path."""
+    """Write a test configuration (fast settle and rescan, 2 workers, free ports); its path."""
     config: dict[str, Any] = {
         "root": str(root),
         "watch": {"settle_seconds": 0.3, "rescan_seconds": 2},
@@ -38,6 +38,7 @@ def make_root(root: Path, clamd_address: str = "off", **overrides: Any) -> Path:
         "limits": {"max_file_mb": 3},
         "queue": {"workers": 2},
         "metrics": {"listen": f"127.0.0.1:{free_port()}"},
+        "web": {"listen": f"127.0.0.1:{free_port()}"},
     }
     for section, values in overrides.items():
         if isinstance(values, dict):

@@ -283,6 +283,19 @@ class TestContract:
         assert journal.counts() == {"queued": 1, "running": 1, "waiting": 1, "failed": 1}
         assert journal.forget_ended(cutoff) == 0
 
+    def test_one_ended_job_is_forgotten_and_an_unfinished_one_kept(
+            self, journal: Journal) -> None:
+        journal.add("done", "a.jpg", kind="jpeg", size=1)
+        journal.add("queued", "b.jpg", kind="jpeg", size=1)
+        journal.finish("done", "done")
+
+        assert journal.forget("done") is True
+        assert journal.forget("queued") is False
+        assert journal.forget("unknown") is False
+
+        assert journal.ids() == {"queued"}
+        assert journal.recent("done") == [] and journal.counts() == {"queued": 1}
+
     def test_a_child_forked_under_the_guard_can_use_the_journal(
             self, journal: Journal) -> None:
         journal.add("j1", "a.jpg", kind="jpeg", size=1)

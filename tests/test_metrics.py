@@ -61,10 +61,11 @@ def metrics() -> Metrics:
 def test_every_spec_metric_is_exposed(metrics: Metrics) -> None:
     metrics.follow(lambda: State(queue_depth=0, jobs_in_progress=0))
     names = {family.name for family in metrics.registry.collect()}
-    # Beyond SPEC 9: files processed unscanned under scanner.on_unavailable: allow, and
-    # folders that inotify cannot watch (SPEC 10).
+    # Beyond SPEC 9: files processed unscanned under scanner.on_unavailable: allow,
+    # folders that inotify cannot watch (SPEC 10), and the console's requests and uploads.
     assert names == SPEC_NAMES | {"hotfolder_files_unscanned",
-                                  "hotfolder_watcher_unwatched_folders"}
+                                  "hotfolder_watcher_unwatched_folders",
+                                  "hotfolder_web_requests", "hotfolder_web_upload_bytes"}
 
 
 def test_record_job_counts_outcome_stages_and_bytes(metrics: Metrics) -> None:

@@ -25,6 +25,7 @@ from hotfolder.recipes import (
     Plan,
     RecipeBook,
     combine,
+    inbox_folders,
     load_recipe,
     parse_chain,
     recipe_schema,
@@ -285,10 +286,7 @@ def check_inbox(config: Config) -> Iterator[Finding]:
     yield Finding(True, "inline folder names: " + ("allowed" if inline else "turned off")
                   + f" (recipes.inline: {config.recipes.inline})")
     book = RecipeBook(layout.recipes, config.default_recipe, inline=inline)
-    folders = [layout.inbox, *sorted(
-        Path(top) / name for top, dirs, _ in os.walk(layout.inbox) for name in dirs
-        if not name.startswith(".") and Path(top, name) != layout.work
-    )]
+    folders = [layout.inbox, *inbox_folders(layout.inbox, layout.work)]
     for folder in folders:
         label = folder.relative_to(layout.root) if folder.is_relative_to(layout.root) else folder
         try:

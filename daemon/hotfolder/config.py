@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hotfolder import memory, yamlfile
 from hotfolder.errors import ConfigError
@@ -152,18 +160,58 @@ class CacheConfig(Section):
         return int(self.max_mb * 1024 * 1024)
 
 
+def listen_address(value: str | None, example: str) -> str | None:
+    """A `host:port` setting as given, or None for `off`."""
+    if value is None or value == "off":
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"must be host:port, for example {example}, or off")
+    return value
+
+
 class MetricsConfig(Section):
     listen: str | None = "127.0.0.1:9464"
 
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
-        if value is None or value == "off":
-            return None
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError("must be host:port, for example 127.0.0.1:9464, or off")
-        return value
+        return listen_address(value, "127.0.0.1:9464")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen host is this machine only (127.0.0.0/8, ::1, localhost)."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class WebConfig(Section):
+    """The operator console and HTTP API (SPEC 11)."""
+
+    listen: str | None = "127.0.0.1:8080"
+    token: str | None = Field(None, min_length=16)
+    max_files: int = Field(10, ge=1, le=1000)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        return listen_address(value, "127.0.0.1:8080")
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> WebConfig:
+        if self.listen is not None and self.token is None:
+            host = self.listen.rpartition(":")[0]
+            if not is_loopback(host):
+                raise ValueError(
+                    f"web.listen {self.listen} is not a loopback address, so web.token must be"
+                    " set (or HOTFOLDER_WEB__TOKEN): without one the console is served on"
+                    " 127.0.0.1 only")
+        return self
 
 
 class PathsConfig(Section):
@@ -205,6 +253,7 @@ class Config(Section):
     output: OutputConfig = Field(default_factory=OutputConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
 
     @property

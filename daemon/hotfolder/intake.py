@@ -146,6 +146,11 @@ class Intake:
         finally:
             os.close(folder)
 
+    def offer_as(self, path: Path, rel: PurePosixPath) -> Job | None:
+        """Check and claim a file kept elsewhere on the inbox's filesystem (an upload) as if
+        it had been dropped at inbox/rel."""
+        return self._check(path, rel)
+
     def _check(self, path: Path, rel: PurePosixPath) -> Job | None:
         """Check the file at path (inbox-relative rel) and claim it, or refuse it."""
         try:

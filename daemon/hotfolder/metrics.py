@@ -3,7 +3,8 @@
 Jobs run in worker processes, so the metrics are split by what they describe:
 
 - Events (counters and the stage histogram: `files_detected_total`,
-  `jobs_total`, `stage_seconds`, `bytes_total`, `files_unscanned_total`) are counted in whichever
+  `jobs_total`, `stage_seconds`, `bytes_total`, `files_unscanned_total`,
+  `web_requests_total`, `web_upload_bytes_total`) are counted in whichever
   process sees them. With `Metrics(directory=state/metrics)` they use
   prometheus_client's multiprocess mode: each process writes its own
   memory-mapped file there, forked workers switch to a file of their own, and
@@ -146,6 +147,12 @@ class Metrics:
         self.bytes = Counter(
             PREFIX + "bytes", "Bytes read from inputs (in) and written as results (out)",
             ["direction"], registry=own)
+        self.web_requests = Counter(
+            PREFIX + "web_requests", "Requests to the console and its API, by route and status",
+            ["route", "status"], registry=own)
+        self.upload_bytes = Counter(
+            PREFIX + "web_upload_bytes", "Bytes of files received by console uploads",
+            registry=own)
         self._state = _StateCollector()
         self.registry.register(self._state)
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from hotfolder.errors import HotfolderError
 from hotfolder.intake import Intake
+from hotfolder.journal import Job
 from hotfolder.metrics import UNKNOWN_RECIPE, Metrics
 
 log = logging.getLogger("hotfolder.reception")
@@ -23,18 +24,23 @@ class Reception:
 
     def on_file(self, path: Path) -> None:
         """Claim the file and queue its job; a file that cannot be claimed now stays put."""
+        self.take(path)
+
+    def take(self, path: Path, rel: PurePosixPath | None = None) -> Job | None:
+        """Claim a file (an upload's as if dropped at inbox/`rel`) and queue its job; the job."""
         try:
-            job = self.intake.offer(path)
+            job = self.intake.offer(path) if rel is None else self.intake.offer_as(path, rel)
         except (HotfolderError, OSError) as exc:
             log.error("cannot claim %s now, it stays in the inbox: %s", path, exc)
-            return
+            return None
         if job is None:
-            return
+            return None
         self.metrics.files_detected.inc()
         if job.state == "queued":
             self.submit(job.id)
         else:
             self.metrics.record_job(UNKNOWN_RECIPE, "failed", timings={})
+        return job
 
     def recover(self) -> int:
         """Queue again every job claimed but not finished; returns how many."""

@@ -332,6 +332,14 @@ def _metric_part(label: str, source: str) -> str:
     return RECIPE_FILE if Path(source).name == RECIPE_FILE else label
 
 
+def inbox_folders(inbox: Path, work: Path) -> list[Path]:
+    """Every folder below the inbox that takes files: not hidden, not the work folder."""
+    return sorted(
+        Path(top) / name for top, dirs, _ in os.walk(inbox) for name in dirs
+        if not name.startswith(".") and Path(top, name) != work
+    )
+
+
 class RecipeBook:
     """Finds recipes for folders and names; a file is read again once it changes.
 

@@ -39,6 +39,8 @@ from hotfolder.reception import Reception
 from hotfolder.scanner import ScannerWatch
 from hotfolder.supervisor import Fail, Kill, Requeue, crash_reason, supervise
 from hotfolder.watcher import REPORT_NAME, Watcher
+from hotfolder.web.console import Backend
+from hotfolder.web.server import WebServer
 
 log = logging.getLogger("hotfolder.service")
 
@@ -64,6 +66,7 @@ class Service:
         self.janitor = Janitor(parts.cfg, parts.journal, parts.originals)
         self.consumer: ServiceConsumer | None = None
         self.watcher: Watcher | None = None
+        self.web: WebServer | None = None
         self.server: MetricsServer | None = None
         self.notifier = nonblocking(notifier or sdnotify.SystemdNotifier())
         self.watchdog = "WATCHDOG_USEC" in os.environ
@@ -99,6 +102,9 @@ class Service:
             self.watcher = Watcher(layout.inbox, cfg.watch, self.reception.on_file,
                                    exclude=[layout.work], report=layout.state / REPORT_NAME)
             self.watcher.start()
+            if cfg.web.listen is not None:
+                self.web = WebServer(Backend.of(self.parts, self.reception.take))
+                self.web.start()
         self.notifier.notify("READY=1")
 
     def state(self) -> State:
@@ -139,6 +145,8 @@ class Service:
     def stop(self) -> None:
         """Stop watching, let workers finish their jobs (up to STOP_SECONDS), then end them."""
         self.notifier.notify("STOPPING=1")
+        if self.web is not None:
+            self.web.stop()
         if self.watcher is not None:
             self.watcher.stop()
         if self.server is not None:

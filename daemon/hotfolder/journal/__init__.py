@@ -118,6 +118,10 @@ class Journal(Protocol):
         """Drop the jobs that ended before `before` (epoch seconds); returns how many."""
         ...
 
+    def forget(self, job_id: str) -> bool:
+        """Drop one ended job (its files were deleted); False when unknown or unfinished."""
+        ...
+
 
 def is_shared(queue_url: str) -> bool:
     """Whether the queue (and so the journal) is in Redis, shared between machines."""

@@ -141,6 +141,15 @@ class MemoryJournal:
         """Whether the worker process holding a running job still exists (on this machine)."""
         return pid_exists(job.pid)
 
+    def forget(self, job_id: str) -> bool:
+        """Drop one ended job."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.state not in ENDED:
+                return False
+            del self._jobs[job_id]
+            return True
+
     def forget_ended(self, before: float) -> int:
         """Drop the jobs that ended before `before` (epoch seconds)."""
         with self._lock:

@@ -136,6 +136,16 @@ end
 return count
 """
 
+FORGET_ONE = """
+local prefix, id = ARGV[1], ARGV[2]
+local state = redis.call('HGET', prefix .. 'job:' .. id, 'state')
+if state ~= 'done' and state ~= 'failed' and state ~= 'quarantined' then return 0 end
+redis.call('DEL', prefix .. 'job:' .. id)
+redis.call('ZREM', prefix .. 'state:' .. state, id)
+redis.call('ZREM', prefix .. 'ended:' .. state, id)
+return 1
+"""
+
 
 def connect(url: str, retries: int = RETRIES) -> redis.Redis:
     """A client for `url` that rides out a Redis restart of a few seconds."""
@@ -193,6 +203,7 @@ class RedisJournal:
         self._wake = self.conn.register_script(WAKE)
         self._renew = self.conn.register_script(RENEW)
         self._forget = self.conn.register_script(FORGET)
+        self._forget_one = self.conn.register_script(FORGET_ONE)
         self._held: set[str] = set()
         self._keeper: tuple[int, threading.Thread] | None = None
         self._stopped = threading.Event()
@@ -346,6 +357,11 @@ class RedisJournal:
     def forget_ended(self, before: float) -> int:
         """Drop rows of jobs that ended before `before` (epoch seconds)."""
         return int(self._forget(args=[self.prefix, before]))
+
+    @_in_words
+    def forget(self, job_id: str) -> bool:
+        """Drop one ended job."""
+        return bool(self._forget_one(args=[self.prefix, job_id]))
 
     @_in_words
     def alive(self, job: Job) -> bool:

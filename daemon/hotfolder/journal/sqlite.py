@@ -239,6 +239,14 @@ class SqliteJournal:
         """Whether the worker process holding a running job still exists (on this machine)."""
         return pid_exists(job.pid)
 
+    def forget(self, job_id: str) -> bool:
+        """Drop one ended job."""
+        with self._tx(durable=False) as conn:
+            cur = conn.execute(
+                "delete from jobs where id = ? and state in ('done', 'failed', 'quarantined')",
+                (job_id,))
+            return cur.rowcount == 1
+
     def forget_ended(self, before: float) -> int:
         """Drop rows of jobs that ended before `before` (epoch seconds)."""
         with self._tx(durable=False) as conn:
