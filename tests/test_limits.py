@@ -120,6 +120,8 @@ FRAME_BOMBS = {
                    "the image has 400 frames of 4000 x 4000 pixels (6400 megapixels in all)"),
     "screen.gif": (gif_file(20000, 20000, 3),  # frames of one pixel, drawn on the screen
                    "the image claims 400 megapixels"),
+    "screens.gif": (gif_file(6000, 6000, 3),  # each frame a whole screen within the limit
+                    "the image has 3 frames of 6000 x 6000 pixels (108 megapixels in all)"),
 }
 
 
