@@ -174,3 +174,24 @@ def test_the_service_keeps_every_frame(tmp_path: Path, daemons: list[Daemon]) ->
     assert [p.name for p in files_under(root / "outbox")] == ["anim.gif"]
     assert daemon.get("/readyz")[0] == 200
     assert daemon.stop() == 0
+
+
+def test_frames_trimmed_to_other_sizes_are_centred_on_the_first_ones_size(
+        tmp_path: Path, cli: RunCli) -> None:
+    frames = []
+    for side in (30, 20, 10):  # a red square on white, smaller in each frame
+        frame = Image.new("RGB", (60, 60), "white")
+        frame.paste((255, 0, 0), (15, 15, 15 + side, 15 + side))
+        frames.append(frame)
+    (tmp_path / "shrink.gif").write_bytes(encoded(frames[0], "GIF", save_all=True,
+                                                  append_images=frames[1:], duration=100))
+    code, _, err = cli(tmp_path, "process", "shrink.gif", "-s", "trim+webp", "-o", "out")
+    assert code == 0, err  # WebP refuses frames of different sizes
+    with Image.open(tmp_path / "out" / "shrink.webp") as image:
+        squares = []
+        for number in range(image.n_frames):
+            image.seek(number)
+            opaque = image.convert("RGBA").getchannel("A").point(lambda a: 255 * (a > 128))
+            squares.append((image.size, opaque.getbbox()))
+    assert squares == [((30, 30), (0, 0, 30, 30)), ((30, 30), (5, 5, 25, 25)),
+                       ((30, 30), (10, 10, 20, 20))]

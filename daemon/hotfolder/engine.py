@@ -28,7 +28,8 @@ from hotfolder.config import LimitsConfig
 from hotfolder.errors import InputError
 from hotfolder.formats import FORMATS
 from hotfolder.lengths import to_pixels
-from hotfolder.ops.geometry import ResizeParams
+from hotfolder.modes import TRANSPARENT
+from hotfolder.ops.geometry import ResizeParams, pad
 from hotfolder.pipeline import Step
 from hotfolder.recipes import OutputSpec, Plan
 
@@ -97,6 +98,8 @@ def _render(data: bytes, name: str, plan: Plan, limits: LimitsConfig) -> Rendere
     frames = [imaging.Frame(canvas.image, decoded.duration)]
     if FORMATS[fmt].frames:
         frames += later_frames(decoded, plan.steps, limits)
+    if FORMATS[fmt].frames == "animation":
+        frames = one_size(frames)
     processed_at = time.perf_counter()
 
     main_data = imaging.encode(canvas, fmt, settings, frames, decoded.loop)
@@ -147,6 +150,15 @@ def later_frames(decoded: imaging.Decoded, steps: list[Step],
     return [imaging.Frame(pipeline.run(decoded.canvas.with_image(frame.image), steps,
                                        limits.max_pixels, decoded.frames).image, frame.duration)
             for frame in decoded.later()]
+
+
+def one_size(frames: list[imaging.Frame]) -> list[imaging.Frame]:
+    """The frames of an animation at the first one's size: a step that sized each frame by its
+    content (trim) leaves others fitted, centred, on a transparent frame of that size."""
+    size = frames[0].image.size
+    return [frame if frame.image.size == size
+            else imaging.Frame(pad(frame.image, size, TRANSPARENT), frame.duration)
+            for frame in frames]
 
 
 def output_settings(

@@ -21,7 +21,9 @@ class Format:
     modes: frozenset[str]  # Pillow modes its encoder writes as they are
     dpi: bool  # stores a resolution
     exif: bool  # can carry EXIF (`metadata: keep`)
-    frames: bool  # holds several frames (an animation) or pages, read and written
+    # Several frames, read and written: an animation (timed frames of one size) or pages
+    # (each of its own size); None: one image only.
+    frames: Literal["animation", "pages"] | None
 
     @property
     def media_type(self) -> str:
@@ -31,22 +33,27 @@ class Format:
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("jpeg", "jpg", ("jpeg", "jpg"), ("image/jpeg",), "JPEG", alpha=False,
-           modes=frozenset({"L", "RGB"}), dpi=True, exif=True, frames=False),
+           modes=frozenset({"L", "RGB"}), dpi=True, exif=True,
+           frames=None),
     Format("png", "png", ("png",), ("image/png",), "PNG", alpha=True,
            modes=frozenset({"1", "L", "LA", "P", "RGB", "RGBA"}), dpi=True, exif=True,
-           frames=False),
+           frames=None),
     # Pillow's GIF encoder keeps RGBA transparency itself.
     Format("gif", "gif", ("gif",), ("image/gif",), "GIF", alpha=True,
-           modes=frozenset({"1", "L", "P", "RGB", "RGBA"}), dpi=False, exif=False, frames=True),
+           modes=frozenset({"1", "L", "P", "RGB", "RGBA"}), dpi=False, exif=False,
+           frames="animation"),
     Format("bmp", "bmp", ("bmp",), ("image/bmp", "image/x-ms-bmp"), "BMP", alpha=False,
-           modes=frozenset({"1", "L", "P", "RGB"}), dpi=True, exif=False, frames=False),
+           modes=frozenset({"1", "L", "P", "RGB"}), dpi=True, exif=False,
+           frames=None),
     Format("tiff", "tif", ("tiff", "tif"), ("image/tiff",), "TIFF", alpha=True,
            modes=frozenset({"1", "L", "LA", "P", "RGB", "RGBA"}), dpi=True, exif=True,
-           frames=True),
+           frames="pages"),
     Format("webp", "webp", ("webp",), ("image/webp",), "WEBP", alpha=True,
-           modes=frozenset({"RGB", "RGBA"}), dpi=False, exif=True, frames=True),
+           modes=frozenset({"RGB", "RGBA"}), dpi=False, exif=True,
+           frames="animation"),
     Format("svg", "svg", ("svg",), ("image/svg+xml",), None, alpha=True,
-           modes=frozenset(), dpi=False, exif=False, frames=False),
+           modes=frozenset(), dpi=False, exif=False,
+           frames=None),
 )}
 NAMES: tuple[FormatName, ...] = get_args(FormatName)
 # A word of a recipe (`jpg`, `tif`, `png`...) -> the format's name.

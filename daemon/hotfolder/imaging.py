@@ -158,7 +158,7 @@ def _decode_raster(
         im = Image.open(io.BytesIO(data), formats=[pillow])
         size = im.size
         check_pixels(size, limits)
-        frames = count_frames(im, limits) if FORMATS[kind].frames else 1
+        frames = count_frames(im, kind, limits) if FORMATS[kind].frames else 1
         exif = read_exif(im)
         turn = orientation(exif)
         if kind == "jpeg":
@@ -193,14 +193,14 @@ def _decode_raster(
                    duration=info.get("duration"), loop=info.get("loop"), later=later)
 
 
-def count_frames(im: Image.Image, limits: LimitsConfig) -> int:
+def count_frames(im: Image.Image, kind: str, limits: LimitsConfig) -> int:
     """The frames (or pages) of an opened file, read from its headers; InputError when all of
     them together are over limits.max_pixels."""
     frames: int = getattr(im, "n_frames", 1)
     if frames == 1:
         return 1
     sizes = [im.size] * frames
-    if im.format == "TIFF":  # pages may differ in size: each is read from its own header
+    if FORMATS[kind].frames == "pages":  # each may have its own size, read from its header
         for number in range(1, frames):
             im.seek(number)
             sizes[number] = im.size
@@ -428,7 +428,7 @@ def _frame_options(frames: Sequence[Frame], fmt: str, loop: int | None,
     """Pillow's options that write the frames after the first, with their timing."""
     later = [for_format(frame.image, fmt, background) for frame in frames[1:]]
     options: dict[str, Any] = {"save_all": True, "append_images": later}
-    if fmt == "tiff":
+    if FORMATS[fmt].frames == "pages":
         return options
     durations = [frame.duration for frame in frames]
     if any(duration is not None for duration in durations):
