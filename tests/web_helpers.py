@@ -8,6 +8,7 @@ import json
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,7 +90,10 @@ class Api:
 
     @contextmanager
     def events(self) -> Iterator[list[dict[str, Any]]]:
-        """The `job` events of /api/v1/events, collected by a thread as they come."""
+        """The `job` events of /api/v1/events, collected by a thread as they come.
+
+        Each event's fields, plus `received`: the `time.perf_counter()` of its arrival.
+        """
         conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
         conn.request("GET", "/api/v1/events", headers=self.headers)
         response = conn.getresponse()
@@ -106,7 +110,8 @@ class Api:
                     if text.startswith("event: "):
                         kind = text[len("event: "):]
                     elif text.startswith("data: ") and kind == "job":
-                        seen.append(json.loads(text[len("data: "):]))
+                        seen.append({**json.loads(text[len("data: "):]),
+                                     "received": time.perf_counter()})
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()

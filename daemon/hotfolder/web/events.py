@@ -21,13 +21,18 @@ from hotfolder.web.console import summary
 POLL_SECONDS = 0.1
 KEEPALIVE_SECONDS = 15.0
 CLOSED_CHECK_SECONDS = 0.25
-ENDED_WINDOW = 200  # the latest ended jobs of each state compared at each look
+ENDED_MARGIN = 50  # jobs of each ended state looked at beyond those unfinished before
 FOLLOWER_BACKLOG = 1000
 
 
 def event(job: Job) -> str:
     """One job event in the text/event-stream format."""
     return f"event: job\ndata: {json.dumps(summary(job), ensure_ascii=False)}\n\n"
+
+
+def states(jobs: dict[str, Job]) -> dict[str, str]:
+    """Each job's state, by id."""
+    return {job_id: job.state for job_id, job in jobs.items()}
 
 
 class Hub:
@@ -40,11 +45,15 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
-    def look(self) -> dict[str, Job]:
-        """The jobs that can change or have just ended, by id."""
+    def look(self, unfinished_before: int = 0) -> dict[str, Job]:
+        """The unfinished jobs and the latest ended ones, by id.
+
+        Between two looks at most the jobs unfinished at the first one end, and those
+        claimed meanwhile: `unfinished_before` plus ENDED_MARGIN of each ended state.
+        """
         jobs = self.journal.in_state(*UNFINISHED)
         for state in ENDED:
-            jobs += self.journal.recent(state, ENDED_WINDOW)
+            jobs += self.journal.recent(state, unfinished_before + ENDED_MARGIN)
         return {job.id: job for job in jobs}
 
     async def follow(self) -> AsyncIterator[str]:
@@ -73,15 +82,15 @@ class Hub:
     async def _watch(self) -> None:
         """Look at the journal while anyone follows; send what changed."""
         try:
-            first = await run_in_threadpool(self.look)
-            seen = {job_id: job.state for job_id, job in first.items()}
+            seen = states(await run_in_threadpool(self.look))
             while self._followers and not self._closed:
                 await asyncio.sleep(self.poll_seconds)
-                now = await run_in_threadpool(self.look)
+                unfinished = sum(state in UNFINISHED for state in seen.values())
+                now = await run_in_threadpool(self.look, unfinished)
                 for job_id, job in now.items():
                     if seen.get(job_id) != job.state:
                         self._send(event(job))
-                seen = {job_id: job.state for job_id, job in now.items()}
+                seen = states(now)
         finally:
             self._task = None
 

@@ -31,7 +31,7 @@ function say(text) { $("status").textContent = text; }
 
 async function call(path, options) {
   const response = await fetch(API + path, Object.assign({ credentials: "same-origin" }, options));
-  if (response.status === 401) {
+  if (response.status === 401 && path !== "session") {
     showLogin();
     throw new Error("the token is needed");
   }

@@ -1,0 +1,136 @@
+"""The console's page in a real browser (Debian's chromium driven by Playwright), real clamd."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Dialog, Page, sync_playwright
+
+from clamd_server import EICAR, Clamd
+from helpers import image_bytes
+from server_process import free_port
+from service_helpers import Daemon, make_root, start
+from web_helpers import web_address
+
+CHROMIUM = "/usr/bin/chromium"
+FOLDER = "grayscale+png"
+HOSTILE = "<img src=x onerror=alert(1)>.jpg"
+TOKEN = "a-long-enough-test-token-0123456789"
+WAIT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium, headless; nothing is downloaded."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: run `make setup` (Debian package chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM,
+                                              args=["--no-sandbox", "--disable-gpu"])
+        yield launched
+        launched.close()
+
+
+def console(tmp_path: Path, clamd: Clamd, daemons: list[Daemon], **web: object) -> str:
+    """A running service with the folder FOLDER; the page's URL."""
+    config = make_root(tmp_path / "root", clamd.address,
+                       web={"listen": f"127.0.0.1:{free_port()}", **web})
+    (config.parent / "inbox" / FOLDER).mkdir()
+    start(daemons, config)
+    host, port = web_address(config)
+    return f"http://{host}:{port}/"
+
+
+def job_item(page: Page, name: str, state: str) -> str:
+    """Wait until the list shows a job of that name in that state; its selector."""
+    selector = f"li.job[data-state={state}]:has(.name:text-is({name!r}))"
+    page.wait_for_selector(selector, timeout=WAIT_MS)
+    return selector
+
+
+def test_upload_by_picker_and_by_drop_the_list_follows_and_names_stay_text(
+        tmp_path: Path, clamd: Clamd, daemons: list[Daemon], browser: Browser) -> None:
+    url = console(tmp_path, clamd, daemons)
+    page = browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: record(dialogs, dialog))
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(url)
+    page.wait_for_selector(f"#folder option[value='{FOLDER}']", state="attached")
+
+    page.set_input_files("#picker", files=[
+        {"name": HOSTILE, "mimeType": "image/jpeg", "buffer": image_bytes("JPEG", (320, 240))},
+        {"name": "eicar.jpg", "mimeType": "image/jpeg", "buffer": EICAR},
+    ])
+    hostile = job_item(page, HOSTILE, "done")  # arrived through the events, no reload
+    job_item(page, "eicar.jpg", "quarantined")
+    assert page.locator("#attention li.job").count() == 1
+    assert page.locator("#done li.job").count() == 1
+
+    dropped = base64.b64encode(image_bytes("JPEG", (200, 150), seed=5)).decode()
+    transfer = page.evaluate_handle("""(data) => {
+        const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], "dropped.jpg", {type: "image/jpeg"}));
+        return transfer;
+    }""", dropped)
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    job_item(page, "dropped.jpg", "done")
+    assert page.locator("#done li.job").count() == 2
+
+    for side in ("before", "after"):
+        image = page.locator(f"{hostile} img[alt^='{side}']")
+        image.scroll_into_view_if_needed()
+        page.wait_for_function("(img) => img.complete && img.naturalWidth > 0",
+                               arg=image.element_handle(), timeout=WAIT_MS)
+    assert page.locator(f"{hostile} .name").text_content() == HOSTILE
+    assert page.locator("img[src='x']").count() == 0
+    assert dialogs == []
+    assert page.locator(f"{hostile} a:text-is('Download')").count() == 1
+    assert "quarantined" in page.locator("#attention .reason").text_content() or \
+        "Eicar" in page.locator("#attention .reason").text_content()
+    page.screenshot(path=str(tmp_path / "console-wide.png"), full_page=True)
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways at 390 px ({width} px wide)"
+    page.screenshot(path=str(tmp_path / "console-phone.png"), full_page=True)
+    assert all(request.startswith(url) for request in requests), requests
+    page.close()
+
+
+def test_the_page_asks_for_the_token_once_and_keeps_a_strict_cookie(
+        tmp_path: Path, clamd: Clamd, daemons: list[Daemon], browser: Browser) -> None:
+    url = console(tmp_path, clamd, daemons, token=TOKEN)
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_selector("#login", state="visible")
+    page.fill("#token", "wrong")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#login-error:text('not the token')")
+    page.fill("#token", TOKEN)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#console", state="visible")
+    (cookie,) = context.cookies()
+    assert (cookie["httpOnly"], cookie["sameSite"]) == (True, "Strict")
+    assert TOKEN not in cookie["value"]
+    assert page.evaluate("() => document.cookie") == ""  # the script cannot read it
+
+    page.reload()
+    page.wait_for_selector("#console", state="visible")
+    assert page.locator("#login").is_hidden()
+    page.focus("#folder")
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.id") == "drop"
+    context.close()
+
+
+def record(dialogs: list[str], dialog: Dialog) -> None:
+    """Note a dialog the page opened, and dismiss it."""
+    dialogs.append(dialog.message)
+    dialog.dismiss()
