@@ -5,7 +5,8 @@ workers, which inherit them: one journal, one scanner, one sink for results (the
 outbox, S3 or both), the folders for originals (failed/, quarantine/, archive/), the
 recipe book, the result cache, the metrics and the Huey queue. Each part comes from
 the factory of its own module, and the configuration alone picks the implementation:
-the S3 sink (and boto3) is imported only when `output.s3` is set.
+the S3 sink (and boto3) is imported only when `output.s3` is set, the Redis journal
+only for a Redis queue.
 """
 
 from __future__ import annotations
