@@ -84,6 +84,19 @@ def test_a_folder_name_bomb_fails_at_once_in_process(tmp_path: Path, folder: str
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def test_geometry_that_cannot_grow_an_image_is_not_a_bomb_whatever_its_numbers(
+        tmp_path: Path) -> None:
+    """A crop box, a trim, turns and a thumbnail larger than the picture keep its size."""
+    (tmp_path / "photo.jpg").write_bytes(image_bytes("JPEG", seed=1))
+    chain = ("crop=0,0,100000,100000+trim=0+auto_orient+flip+mirror+rotate=720+rotate=90,crop"
+             "+thumbnail=4096+png")
+    done = process("photo.jpg", "-s", chain, "-o", "out", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for name in ("photo.png", "photo_thumb.jpg"):
+        with Image.open(tmp_path / "out" / name) as image:
+            assert image.size == (64, 48)
+
+
 def test_the_four_folder_name_bombs_fail_at_once_in_the_service(
         tmp_path: Path, clamd: Clamd, daemons: list[Daemon]) -> None:
     config = make_root(tmp_path / "root", clamd.address)
