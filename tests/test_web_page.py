@@ -38,7 +38,7 @@ def browser() -> Iterator[Browser]:
 
 
 def console(tmp_path: Path, clamd: Clamd, daemons: list[Daemon], **web: object) -> str:
-    """A running service with the folder FOLDER; the page's URL."""
+    """A running service on tmp_path/root with the folder FOLDER; the page's URL."""
     config = make_root(tmp_path / "root", clamd.address,
                        web={"listen": f"127.0.0.1:{free_port()}", **web})
     (config.parent / "inbox" / FOLDER).mkdir()
@@ -57,6 +57,7 @@ def job_item(page: Page, name: str, state: str) -> str:
 def test_upload_by_picker_and_by_drop_the_list_follows_and_names_stay_text(
         tmp_path: Path, clamd: Clamd, daemons: list[Daemon], browser: Browser) -> None:
     url = console(tmp_path, clamd, daemons)
+    root = tmp_path / "root"
     page = browser.new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: record(dialogs, dialog))
@@ -108,6 +109,18 @@ def test_upload_by_picker_and_by_drop_the_list_follows_and_names_stay_text(
     assert width <= 390, f"the page scrolls sideways at 390 px ({width} px wide)"
     page.screenshot(path=str(tmp_path / "console-phone.png"), full_page=True)
     assert all(request.startswith(url) for request in requests), requests
+
+    dropped_item = page.locator(job_item(page, "dropped.jpg", "done"))
+    dropped_item.locator(".again-steps").fill("invert+png")
+    dropped_item.locator("button:text-is('Process again')").click()
+    page.wait_for_selector("li.job[data-state=done]:has(.folder:text-is('invert+png/'))",
+                           timeout=WAIT_MS)
+    assert (root / "outbox" / "invert+png" / "dropped.png").is_file()
+    page.locator(f"li.job:has(.folder:text-is('{FOLDER}/')):has(.name:text-is('dropped.jpg'))"
+                 " button:text-is('Delete')").click()
+    page.wait_for_selector(f"li.job:has(.folder:text-is('{FOLDER}/'))"
+                           ":has(.name:text-is('dropped.jpg'))", state="detached")
+    assert not (root / "outbox" / FOLDER / "dropped.png").exists()
     page.close()
 
 

@@ -187,11 +187,14 @@ function actions(job) {
     row.append(element("button", { type: "button", text: "Retry",
                                    onclick: () => act(path + "/retry", "POST") }));
   }
-  if (job.state === "done" && folders.length) {
+  if (job.state === "done") {
     const chooser = element("select", { "aria-label": "folder to process " + job.name + " again in" },
       folders.map((f) => element("option", { value: f.path, text: f.path })));
-    row.append(chooser, element("button", { type: "button", text: "Process again",
-      onclick: () => act(path + "/process", "POST", { folder: chooser.value }) }));
+    const steps = element("input", { type: "text", class: "again-steps", placeholder: "or steps: invert+png",
+                                     "aria-label": "steps to process " + job.name + " again with" });
+    row.append(chooser, steps, element("button", { type: "button", text: "Process again",
+      onclick: () => act(path + "/process", "POST",
+                         steps.value.trim() ? { steps: steps.value.trim() } : { folder: chooser.value }) }));
   }
   if (PARTS.attention.includes(job.state) && job.state !== "waiting" || job.state === "done") {
     row.append(element("button", { type: "button", text: "Delete", onclick: () => remove(job) }));
