@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 from pathlib import Path
 
 import pytest
 import yaml
 from PIL import Image
 
+from clamd_server import HeldClamd
 from helpers import drop, image_bytes, wait_until
 from hotfolder.cli import main
 from hotfolder.journal.redis import RedisJournal
@@ -18,7 +17,7 @@ from redis_server import RedisServer
 from server_process import free_port
 from service_helpers import Daemon, alive, files_under, make_root, start
 
-SLOW_FOLDER = "sharpen+equalize+png"  # about 0.2 s per photo below on one core
+SLOW_FOLDER = "sharpen+equalize+png"  # bench_scaleout's workload: about 0.2 s per photo on one core
 BATCH = 30
 
 
@@ -35,8 +34,10 @@ def worker_config(watcher_config: Path, folder: Path) -> Path:
 
 
 def test_two_workers_share_a_batch_and_a_killed_one_loses_nothing(
-        redis_server: RedisServer, tmp_path: Path, daemons: list[Daemon]) -> None:
-    config = make_root(tmp_path / "root", queue={"url": redis_server.url, "workers": 0})
+        redis_server: RedisServer, held_clamd: HeldClamd, tmp_path: Path,
+        daemons: list[Daemon]) -> None:
+    config = make_root(tmp_path / "root", held_clamd.address, scanner={"timeout_seconds": 120},
+                       queue={"url": redis_server.url, "workers": 0})
     root = config.parent
     journal = RedisJournal(redis_server.url)
     watcher = start(daemons, config)
@@ -49,25 +50,16 @@ def test_two_workers_share_a_batch_and_a_killed_one_loses_nothing(
     victim, survivor = workers
 
     photos = {f"photo-{n:02d}": image_bytes("JPEG", (1000, 750), seed=n) for n in range(BATCH)}
+    held_clamd.let_through(3)  # three jobs done, then each worker holds one in its scan
     for stem, data in photos.items():
         drop(root, f"{SLOW_FOLDER}/{stem}.jpg", data)
 
     children = victim.children()
-
-    def frozen_mid_job() -> list[str]:
-        """The victim's jobs, its processes stopped while they hold one (else let go on)."""
-        if journal.counts().get("done", 0) < 3:
-            return []
-        for pid in children:
-            os.kill(pid, signal.SIGSTOP)
-        held = [job.id for job in journal.in_state("running") if job.pid in children]
-        if not held:
-            for pid in children:
-                os.kill(pid, signal.SIGCONT)
-        return held
-
-    lost = wait_until(frozen_mid_job, 60, "the first worker to be busy mid-batch")
-    victim.kill()  # SIGKILL; its worker processes die with it
+    wait_until(lambda: journal.counts().get("done") == 3 and held_clamd.holding == 2, 60,
+               "three jobs done and two held in their scan")
+    (lost,) = [job.id for job in journal.in_state("running") if job.pid in children]
+    victim.kill()  # SIGKILL mid-job; its worker processes die with it
+    held_clamd.let_through()
 
     wait_until(lambda: journal.counts() == {"done": BATCH}, 90,
                f"every job done (now {journal.counts()})")
@@ -82,10 +74,9 @@ def test_two_workers_share_a_batch_and_a_killed_one_loses_nothing(
     assert not any(alive(pid) for pid in children)
     survivor_log = survivor.log.read_text()
     supervisors_log = watcher.log.read_text() + survivor_log
-    for job_id in lost:  # taken again once the victim's lease ran out, and finished
-        assert f"job {job_id}: its worker is gone, queued again" in supervisors_log
-        assert re.search(rf"job {job_id}: {re.escape(SLOW_FOLDER)}/photo-\d+\.jpg done -> ",
-                         survivor_log)
+    # The victim's job, taken again once its lease ran out, and finished.
+    assert f"job {lost}: its worker is gone, queued again" in supervisors_log
+    assert re.search(rf"job {lost}: {re.escape(SLOW_FOLDER)}/photo-\d+\.jpg done -> ", survivor_log)
     journal.close()
     assert watcher.status()["jobs"] == {"done": BATCH}  # `hotfolder status` reads Redis
     assert survivor.stop() == 0
