@@ -209,11 +209,12 @@ def test_a_job_over_the_time_limit_is_stopped_and_failed(
     root = config.parent
     daemon = start(daemons, config)
     drop(root, "grayscale+png/slow.jpg", image_bytes("JPEG"))  # its scan never ends by itself
-    report = root / "failed" / "grayscale+png" / "slow.jpg.error.json"
-    wait_until(report.exists, 30, "the overdue job in failed/")
+    failed = root / "failed" / "grayscale+png" / "slow.jpg"
+    report = failed.with_name("slow.jpg.error.json")
+    wait_until(lambda: report.exists() and failed.exists(), 30, "the overdue job in failed/")
     assert f"took longer than {JOB_LIMIT:g} s (limits.job_timeout_seconds)" in json.loads(
         report.read_text())["message"]
-    assert (root / "failed" / "grayscale+png" / "slow.jpg").read_bytes() == image_bytes("JPEG")
+    assert failed.read_bytes() == image_bytes("JPEG")
     assert held_clamd.answered == 0 and files_under(root / "outbox") == []
 
     held_clamd.let_through()  # the service goes on serving: the next file is done
