@@ -144,6 +144,8 @@ def test_nothing_is_processed_unscanned_while_clamd_is_down(
     root = config.parent
     daemon = start(daemons, config)
     outbox = root / "outbox" / "grayscale+png"
+    # clamd goes away only once the service trusts it: not in the middle of its first probe.
+    wait_until(lambda: daemon.metric("hotfolder_scanner_up") == 1, 10, "scanner_up 1 at start")
     with clamd.stopped():
         for n in range(10):
             drop(root, f"grayscale+png/p{n}.jpg", image_bytes("JPEG", seed=n))
