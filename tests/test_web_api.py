@@ -15,8 +15,10 @@ from PIL import Image
 
 from clamd_server import EICAR, EICAR_SIGNATURE, Clamd
 from helpers import image_bytes, wait_until
+from redis_server import RedisServer
 from server_process import free_port
 from service_helpers import Daemon, files_under, make_root, start
+from test_scaleout import worker_config
 from web_helpers import Api, multipart
 
 FOLDER = "grayscale+png"
@@ -116,6 +118,17 @@ def test_limits_folders_and_names(tmp_path: Path, clamd: Clamd, daemons: list[Da
     assert (root / "outbox" / FOLDER / "escape.png").is_file()
     assert not (tmp_path / "escape.jpg").exists() and not (root / "escape.jpg").exists()
     assert files_under(root / "inbox") == []
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the console")
+    output = root / "outbox" / FOLDER / "escape.png"
+    output.unlink()
+    output.symlink_to(secret)  # planted by someone with write access to the share
+    planted = api.get(f"/api/v1/jobs/{job['id']}/download")
+    assert planted.status == 404 and b"not for the console" not in planted.body
+    (root / "inbox" / "linked").symlink_to(tmp_path)
+    assert [f["path"] for f in api.get("/api/v1/folders").json()] == [FOLDER]
+    assert api.upload("linked", [("p.jpg", small)]).status == 400
 
     for host in ("evil.example", "evil.example:80"):  # a name of another site, rebound to us
         conn = http.client.HTTPConnection(api.host, api.port, timeout=10)
@@ -236,3 +249,21 @@ def test_retry_process_again_and_delete(tmp_path: Path, clamd: Clamd,
     missing = api.get("/api/v1/jobs/000000000000")
     assert missing.status == 404 and missing.json() == {"error": "no job '000000000000'"}
     assert api.get("/api/v1/nothing").json()["error"].startswith("no such page")
+
+
+def test_with_a_redis_queue_the_console_shows_the_jobs_of_another_machine(
+        tmp_path: Path, clamd: Clamd, redis_server: RedisServer, daemons: list[Daemon]) -> None:
+    config = console_root(tmp_path, clamd, queue={"url": redis_server.url, "workers": 0})
+    start(daemons, config)  # watches and serves the console, runs no job itself
+    worker = Daemon(worker_config(config, tmp_path / "worker-machine"), "worker")
+    daemons.append(worker)
+    worker.start()
+    api = Api(config)
+
+    reply = api.upload(FOLDER, [("photo.jpg", image_bytes("JPEG", (64, 48)))])
+    assert reply.status == 202, reply
+    (job,) = reply.json()
+    info = done(api, job["id"])
+    assert info["outputs"] == [{"index": 0, "name": "photo.png"}]
+    assert api.get(f"/api/v1/jobs/{job['id']}/download").status == 200
+    assert worker.stop() == 0

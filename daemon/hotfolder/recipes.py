@@ -333,10 +333,11 @@ def _metric_part(label: str, source: str) -> str:
 
 
 def inbox_folders(inbox: Path, work: Path) -> list[Path]:
-    """Every folder below the inbox that takes files: not hidden, not the work folder."""
+    """Every folder below the inbox that takes files: not hidden, not the work folder, no link."""
     return sorted(
         Path(top) / name for top, dirs, _ in os.walk(inbox) for name in dirs
         if not name.startswith(".") and Path(top, name) != work
+        and not Path(top, name).is_symlink()
     )
 
 
