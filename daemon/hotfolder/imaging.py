@@ -14,10 +14,12 @@ and writes metadata only when asked to keep it.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import math
 import re
+import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -279,6 +281,9 @@ def megapixels(pixels: int) -> str:
 
 URL_REF = re.compile(r"url\(\s*['\"]?\s*([^)'\"\s]*)", re.IGNORECASE)
 SAFE_DATA = re.compile(r"data:image/(png|jpeg|gif|webp)[;,]", re.IGNORECASE)
+EMBEDDED_FORMATS = ["PNG", "JPEG", "GIF", "WEBP"]
+# The renderer crashes on elements nested about 250 deep, and serialising recurses per level.
+MAX_SVG_DEPTH = 128
 
 
 def rasterise_svg(data: bytes, limits: LimitsConfig, hint: SizeHint | None = None) -> bytes:
@@ -294,13 +299,19 @@ def rasterise_svg(data: bytes, limits: LimitsConfig, hint: SizeHint | None = Non
         raise InputError("the SVG is not well-formed XML", detail=str(exc)) from None
     if not root.tag.endswith("svg"):
         raise InputError(f"the file is XML but its root element is {root.tag!r}, not an svg")
-    outside = outside_reference(root)
+    depth = svg_depth(root)
+    if depth > MAX_SVG_DEPTH:
+        raise InputError(f"the SVG nests its elements {depth} levels deep, more than the"
+                         f" {MAX_SVG_DEPTH} levels hotfolder draws")
+    refs = list(references(root))
+    outside = next((ref for ref in refs if not _internal(ref)), None)
     if outside is not None:
         raise InputError(
             f"the SVG refers to an outside resource ({outside[:80]}), which hotfolder never"
             " loads; embed images in the SVG instead",
             detail=outside,
         )
+    check_embedded([ref for ref in refs if SAFE_DATA.match(ref.strip())], limits)
     width, height = svg_size(root)
     zoom = 1.0
     if hint is not None:
@@ -326,28 +337,71 @@ def rasterise_svg(data: bytes, limits: LimitsConfig, hint: SizeHint | None = Non
     return bytes(png)
 
 
-def outside_reference(root: Element) -> str | None:
-    """The first reference in the SVG that points outside the document, if any.
+def svg_depth(root: Element) -> int:
+    """How deep the SVG's elements nest (the root alone is 1), counted without recursion."""
+    deepest, level = 0, [(root, 1)]
+    while level:
+        element, depth = level.pop()
+        deepest = max(deepest, depth)
+        level.extend((child, depth + 1) for child in element)
+    return deepest
 
-    Links (`<a href>`) are not loaded by a renderer and are allowed; scripts never run.
+
+def references(root: Element) -> Iterator[str]:
+    """Every reference in the SVG that a renderer would load, in document order.
+
+    Links (`<a href>`) are not loaded by a renderer and are left out; scripts never run;
+    `@import` and `xml:base` come as text that is never internal.
     """
     for element in root.iter():
         tag = element.tag.rsplit("}", 1)[-1].lower()
         if tag == "style" and element.text:
             if "@import" in element.text.lower():
-                return "@import in <style>"
-            for ref in URL_REF.findall(element.text):
-                if not _internal(ref):
-                    return str(ref)
+                yield "@import in <style>"
+            yield from URL_REF.findall(element.text)
         for name, raw in element.attrib.items():
             local = name.rsplit("}", 1)[-1].lower()
             value = str(raw)
             if local in ("href", "src"):
-                if tag != "a" and not _internal(value):
-                    return value
-            elif local == "base" or any(not _internal(ref) for ref in URL_REF.findall(value)):
-                return value
-    return None
+                if tag != "a":
+                    yield value
+            elif local == "base":
+                yield f"xml:base {value}"
+            else:
+                yield from URL_REF.findall(value)
+
+
+def check_embedded(uris: Sequence[str], limits: LimitsConfig) -> None:
+    """InputError unless the images embedded as data: URIs, all together, fit limits.max_pixels.
+
+    Each one's size is read from its header; none is decoded here.
+    """
+    sizes = [embedded_size(uri, limits) for uri in uris]
+    total = sum(width * height for width, height in sizes)
+    if total > limits.max_pixels:
+        largest = max(sizes, key=lambda size: size[0] * size[1])
+        raise InputError(
+            f"the SVG embeds {len(sizes)} images of {megapixels(total)} megapixels in all (the"
+            f" largest {largest[0]} x {largest[1]} pixels), over the limit of"
+            f" {megapixels(limits.max_pixels)} megapixels (limits.max_pixels)")
+
+
+def embedded_size(uri: str, limits: LimitsConfig) -> tuple[int, int]:
+    """The pixel size of an image embedded as a data: URI, read from its header; InputError
+    when it is damaged or alone over limits.max_pixels."""
+    header, _, payload = uri.strip().partition(",")
+    try:
+        with _decoding("embedded", limits):
+            if header.lower().endswith(";base64"):
+                data = base64.b64decode(re.sub(r"\s+", "", payload), validate=True)
+            else:
+                data = urllib.parse.unquote_to_bytes(payload)
+            with Image.open(io.BytesIO(data), formats=EMBEDDED_FORMATS) as im:
+                check_pixels(im.size, limits)
+                return im.size
+    except InputError as exc:
+        raise InputError(f"an image embedded in the SVG is refused: {exc.message}",
+                         detail=exc.detail) from None
 
 
 def _internal(ref: str) -> bool:
