@@ -47,12 +47,25 @@ def work_path(work: Path, job_id: str, rel: str) -> Path:
     return work / f"{job_id}_{quote(rel, safe='')}"
 
 
-def parse_work_name(name: str) -> tuple[str, PurePosixPath] | None:
-    """(job id, relative path) from a work-folder entry's name, or None."""
-    job_id, sep, encoded = name.partition("_")
-    if not sep or not encoded or len(job_id) != JOB_ID_CHARS:
+def inbox_path(text: str) -> PurePosixPath | None:
+    """`text` as a file's path inside the inbox, or None when it could lead anywhere else:
+    absolute, empty, with an empty, `.` or `..` component, or a NUL character.
+
+    Both what is claimed and what is adopted from the work folder pass through here.
+    """
+    parts = text.split("/")
+    if "\0" in text or any(part in ("", ".", "..") for part in parts):
         return None
-    return job_id, PurePosixPath(unquote(encoded))
+    return PurePosixPath(text)
+
+
+def parse_work_name(name: str) -> tuple[str, PurePosixPath] | None:
+    """(job id, relative path) from a work-folder entry's name, or None when it is not one."""
+    job_id, sep, encoded = name.partition("_")
+    rel = inbox_path(unquote(encoded))
+    if not sep or rel is None or len(job_id) != JOB_ID_CHARS:
+        return None
+    return job_id, rel
 
 
 def special_kind(st: os.stat_result) -> str | None:
@@ -131,8 +144,11 @@ class Intake:
     def offer(self, path: Path) -> Job | None:
         """Check and claim one file: a queued job, a failed one when refused, None when gone."""
         try:
-            rel = PurePosixPath(path.relative_to(self.layout.inbox).as_posix())
+            rel = inbox_path(path.relative_to(self.layout.inbox).as_posix())
         except ValueError:
+            return None
+        if rel is None:
+            log.warning("%s is not a file's path inside the inbox; left alone", path)
             return None
         try:
             folder = open_below(self.layout.inbox, rel.parent)
@@ -238,7 +254,8 @@ class Intake:
         for entry in sorted(self.layout.work.iterdir()):
             parsed = parse_work_name(entry.name)
             if entry.is_dir() or parsed is None:  # not ours: left for the operator to see
-                log.warning("%s in the work folder is not a claimed file; left alone", entry)
+                log.warning("%s in the work folder is not a claimed file (its name is not a job id"
+                            " and a path inside the inbox); left alone", entry)
                 continue
             job_id, rel = parsed
             if job_id in known:

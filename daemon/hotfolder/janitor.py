@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from hotfolder.config import Config
-from hotfolder.errors import InputError
+from hotfolder.errors import HotfolderError, InputError
 from hotfolder.files import TEMP_GLOB
 from hotfolder.intake import parse_work_name
 from hotfolder.journal import ENDED, Journal
@@ -70,6 +70,10 @@ class Janitor:
             try:
                 self.originals.to_failed(entry, parsed[1], error)
             except FileNotFoundError:  # its job moved it out after the folder was listed
+                continue
+            except (HotfolderError, OSError) as exc:  # tried again at the next sweep
+                log.warning("job %s: %s; it cannot be moved to failed/ now: %s", job.id,
+                            error.message, exc)
                 continue
             log.warning("job %s: %s; moved to failed/", job.id, error.message)
 

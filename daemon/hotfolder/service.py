@@ -8,8 +8,11 @@ systemd we are ready. The parts come built from `hotfolder.parts`.
 The main thread then ticks once a second: it applies what `supervisor.supervise`
 decides about the running jobs, replaces dead workers, queues waiting jobs when due
 (at once when the scanner comes back), pings the scanner, lets the janitor sweep
-every minute, and feeds systemd's watchdog. SIGTERM or SIGINT stops the watcher,
-lets the workers finish the jobs they hold (up to STOP_SECONDS), and exits 0.
+every minute, and reports its status to systemd. Each of the supervisor's actions is
+applied on its own guard, so that one job's trouble is logged and never stops the round,
+and systemd's watchdog is fed at every turn of the loop, whatever a round met.
+SIGTERM or SIGINT stops the watcher, lets the workers finish the jobs they hold (up to
+STOP_SECONDS), and exits 0.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from hotfolder.parts import Parts, assemble
 from hotfolder.queue import ServiceConsumer, WakePipe
 from hotfolder.reception import Reception
 from hotfolder.scanner import ScannerWatch
-from hotfolder.supervisor import Fail, Kill, Requeue, crash_reason, supervise
+from hotfolder.supervisor import Action, Fail, Kill, Requeue, crash_reason, supervise
 from hotfolder.watcher import REPORT_NAME, Watcher
 from hotfolder.web.console import Backend
 from hotfolder.web.server import WebServer
@@ -133,6 +136,8 @@ class Service:
                     self.tick()
                 except (OSError, HotfolderError, sqlite3.Error) as exc:  # next tick retries
                     log.error("supervision round failed, trying again: %s", exc)
+                if self.watchdog:  # fed while the loop turns, whatever a round met
+                    self.notifier.notify("WATCHDOG=1")
                 self._stop.wait(TICK_SECONDS)
         finally:
             self.stop()
@@ -186,27 +191,32 @@ class Service:
         for action in supervise(self.journal.in_state("running"), live, self._exits, now,
                                 timeout=self.parts.cfg.limits.job_timeout_seconds,
                                 holder_alive=self.journal.alive):
-            match action:
-                case Kill(pid):
-                    self._exits[pid] = self.consumer.kill_worker(live[pid])
-                case Fail(job_id, reason):
-                    tasks.fail_running(self.parts, job_id, reason)
-                case Requeue(job_id, why, forgive):
-                    log.warning("job %s: %s", job_id, why)
-                    self.journal.requeue(job_id, forgive=forgive)
-                    self.submit(job_id)
+            try:
+                self.apply(action, live)
+            except Exception:  # one job's trouble must not stop the supervision
+                log.exception("%s could not be done; tried again in the next round", action)
         if len(live) < len(processes):
             self.consumer.replace_dead_workers(holding=self.journal.fork_guard())
 
+    def apply(self, action: Action, live: Mapping[int, Any]) -> None:
+        """Carry out one of the supervisor's actions."""
+        assert self.consumer is not None
+        match action:
+            case Kill(pid):
+                self._exits[pid] = self.consumer.kill_worker(live[pid])
+            case Fail(job_id, reason):
+                tasks.fail_running(self.parts, job_id, reason)
+            case Requeue(job_id, why, forgive):
+                log.warning("job %s: %s", job_id, why)
+                self.journal.requeue(job_id, forgive=forgive)
+                self.submit(job_id)
+
     def report(self) -> None:
-        """Feed systemd's watchdog and tell it what we are doing."""
+        """Tell systemd what we are doing, when it changed."""
         status = status_line(self.journal.counts(), scanner_down=self.scanner.down)
-        lines = ["WATCHDOG=1"] if self.watchdog else []
         if status != self._status:
             self._status = status
-            lines.append(f"STATUS={status}")
-        if lines:
-            self.notifier.notify("\n".join(lines))
+            self.notifier.notify(f"STATUS={status}")
 
 
 def nonblocking(notifier: Any) -> Any:

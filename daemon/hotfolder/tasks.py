@@ -71,6 +71,7 @@ class JobMeasurements:
     """What a job's run measured, for the metrics."""
 
     recipe: str = UNKNOWN_RECIPE
+    stage: str = "scan"  # the stage running now, named if it ends unexpectedly
     timings: dict[str, float] = field(default_factory=dict)
     bytes_in: int = 0
     bytes_out: int = 0
@@ -82,7 +83,10 @@ class JobMeasurements:
 
 
 def run_job(parts: Parts, job_id: str) -> None:
-    """Take the job if it is still to do, and take it through the stages as far as it can go."""
+    """Take the job if it is still to do, and take it through the stages as far as it can go.
+
+    However a stage ends, the job leaves `running`: done, quarantined, failed, or waiting.
+    """
     job = parts.journal.start(job_id, os.getpid())
     if job is None:
         return
@@ -96,29 +100,53 @@ def run_job(parts: Parts, job_id: str) -> None:
     try:
         outcome, summary = run_stages(parts, job, work_file, measured)
     except MustWait as wait:
-        delay = retry_delay(job.waits)
-        parts.journal.wait(job.id, wait.reason, delay)
-        log.warning("job %s: waiting %.0f s, %s", job.id, delay, wait.error.message)
+        wait_job(parts, job, wait.reason, wait.error.message)
         return
     except (InputError, RecipeError) as exc:
         fail_job(parts, job, exc, measured)
         return
-    except Unavailable as exc:  # a move to failed/, quarantine/ or archive/ that must wait
-        parts.journal.wait(job.id, "disk", retry_delay(job.waits))
-        log.warning("job %s: waiting, %s", job.id, exc.message)
+    except Unavailable as exc:  # a move to quarantine/ or archive/ that must wait
+        wait_job(parts, job, "disk", exc.message)
+        return
+    except Exception as exc:  # a library's surprise still ends the job, in failed/
+        log.exception("job %s: unexpected error in its %s stage", job.id, measured.stage)
+        fail_job(parts, job, unexpected(exc, measured.stage), measured)
         return
     measured.record(parts.metrics, outcome)
     log.info("job %s: %s", job.id, summary)
 
 
+def unexpected(exc: Exception, stage: str) -> InputError:
+    """An error no stage foresaw, in words: which stage, what kind of error, and its text."""
+    text = str(exc) or "no details"
+    return InputError(f"processing stopped on an unexpected error in the {stage} stage"
+                      f" ({type(exc).__name__}: {text[:200]})", detail=repr(exc), stage=stage)
+
+
+def wait_job(parts: Parts, job: Job, reason: str, why: str) -> None:
+    """Park the job until `reason` (scanner, outbox, s3, disk) is likely back."""
+    delay = retry_delay(job.waits)
+    parts.journal.wait(job.id, reason, delay)
+    log.warning("job %s: waiting %.0f s, %s", job.id, delay, why)
+
+
 def fail_job(parts: Parts, job: Job, error: HotfolderError,
              measured: JobMeasurements | None = None) -> None:
-    """Move the job's original to failed/ with the error, end the job and count it."""
+    """Move the job's original to failed/ with the error, end the job and count it.
+
+    While failed/ cannot take the file (a full disk, a file where its folder should be),
+    the job waits for the disk instead, and the log names what is in the way.
+    """
     if not error.message.startswith(job.rel):
         error = type(error)(f"{job.rel}: {error.message}", detail=error.detail, stage=error.stage)
     work_file = work_path(parts.layout.work, job.id, job.rel)
-    if os.path.lexists(work_file):
-        parts.originals.to_failed(work_file, PurePosixPath(job.rel), error)
+    try:
+        if os.path.lexists(work_file):
+            parts.originals.to_failed(work_file, PurePosixPath(job.rel), error)
+    except (HotfolderError, OSError) as exc:
+        wait_job(parts, job, "disk", f"it cannot be moved to failed/ ({exc}); it failed with:"
+                                     f" {error.message}")
+        return
     parts.journal.finish(job.id, "failed", error.message)
     log.warning("job %s: failed, %s", job.id, error.message)
     (measured or JobMeasurements()).record(parts.metrics, "failed")
@@ -151,17 +179,20 @@ def run_stages(parts: Parts, job: Job, work_file: Path,
             return "quarantined", f"{job.rel} quarantined, the scanner found {verdict.signature}"
         if job.kind is None and job.reason:  # refused at intake, failed once known clean
             raise InputError(job.reason, stage="intake")
+        measured.stage = "process"
         plan = parts.book.resolve(parts.layout.inbox, parts.layout.inbox / rel)
         measured.recipe = plan.metric_name
         rendered = render_cached(parts.cache, data, rel.name, plan, origin=job.rel,
                                  limits=parts.cfg.limits)
         measured.timings.update(rendered.sidecar.get("timings", {}))
+        measured.stage = "deliver"
         started = time.perf_counter()
         outputs = deliver(parts, job, rendered, sidecar=plan.sidecar, verdict=verdict,
                           scanned=measured.timings["scan"])
         measured.timings["deliver"] = time.perf_counter() - started
         measured.bytes_out = sum(len(o.data) for o in rendered.outputs)
         parts.journal.delivered(job.id, outputs)
+    measured.stage = "archive"
     parts.originals.to_archive(work_file, rel)
     parts.journal.finish(job.id, "done")
     return "done", f"{job.rel} done -> {', '.join(outputs) or 'nothing (name taken, skipped)'}"
