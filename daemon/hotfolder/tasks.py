@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from hotfolder import engine
+from hotfolder import engine, imaging
 from hotfolder.cache import render_cached
 from hotfolder.errors import HotfolderError, InputError, RecipeError, Unavailable
 from hotfolder.intake import work_path
@@ -177,8 +177,8 @@ def run_stages(parts: Parts, job: Job, work_file: Path,
             parts.journal.finish(job.id, "quarantined",
                                  f"{verdict.signature} ({verdict.scanner})")
             return "quarantined", f"{job.rel} quarantined, the scanner found {verdict.signature}"
-        if job.kind is None and job.reason:  # refused at intake, failed once known clean
-            raise InputError(job.reason, stage="intake")
+        if job.kind is None:  # refused at intake (or adopted): judged again, now known clean
+            imaging.sniff(data, parts.cfg.limits.formats)
         measured.stage = "process"
         plan = parts.book.resolve(parts.layout.inbox, parts.layout.inbox / rel)
         measured.recipe = plan.metric_name
