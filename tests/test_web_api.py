@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 from PIL import Image
 
 from clamd_server import EICAR, EICAR_SIGNATURE, Clamd
 from helpers import image_bytes, wait_until
+from moto_server import S3Endpoint
 from redis_server import RedisServer
 from server_process import free_port
 from service_helpers import Daemon, files_under, make_root, start
@@ -264,6 +266,31 @@ def test_with_a_redis_queue_the_console_shows_the_jobs_of_another_machine(
     assert reply.status == 202, reply
     (job,) = reply.json()
     info = done(api, job["id"])
-    assert info["outputs"] == [{"index": 0, "name": "photo.png"}]
+    assert [(o["name"], o["here"]) for o in info["outputs"]] == [  # type: ignore[attr-defined]
+        ("photo.png", True)]
     assert api.get(f"/api/v1/jobs/{job['id']}/download").status == 200
     assert worker.stop() == 0
+
+
+@pytest.mark.parametrize("keep_local", [True, False])
+def test_results_in_s3_download_from_the_outbox_copy_only(
+        tmp_path: Path, clamd: Clamd, s3: S3Endpoint, daemons: list[Daemon],
+        keep_local: bool) -> None:
+    config = console_root(tmp_path, clamd, output={"s3": {
+        "bucket": s3.bucket(), "endpoint_url": s3.url, "region": "us-east-1",
+        "keep_local": keep_local}})
+    start(daemons, config)
+    api = Api(config)
+    (job,) = api.upload(FOLDER, [("photo.jpg", image_bytes("JPEG", (64, 48)))]).json()
+    info = done(api, job["id"])
+    (output,) = info["outputs"]  # type: ignore[misc]
+    assert output["location"].startswith("s3://") and output["here"] is keep_local
+    download = api.get(f"/api/v1/jobs/{job['id']}/download")
+    preview = api.get(f"/api/v1/jobs/{job['id']}/preview?side=after")
+    if keep_local:
+        local = config.parent / "outbox" / FOLDER / "photo.png"
+        assert download.status == 200 and download.body == local.read_bytes()
+        assert preview.status == 200
+    else:
+        assert download.status == 404 and "keep_local" in download.json()["error"]
+        assert preview.status == 404

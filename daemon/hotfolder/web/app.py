@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Iterator
 from importlib import resources
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
@@ -206,17 +206,17 @@ class Endpoints:
         found = self.the_job(request)
         if found.state != "done":
             raise Refused(409, f"job {found.id} is {found.state}: there is nothing to download")
-        outputs = found.outputs or []
+        files = console.job_files(self.backend, found)
         try:
             index = int(request.query_params.get("output", "0"))
-            location = outputs[index]
+            location, path = files.outputs[index], files.local[index]
         except (ValueError, IndexError):
-            raise Refused(404, f"job {found.id} has {len(outputs)} output(s), numbered from"
-                          " 0") from None
-        src = console.open_under(self.backend.layout.outbox, Path(location))
+            raise Refused(404, f"job {found.id} has {len(files.outputs)} output(s), numbered"
+                          " from 0") from None
+        src = console.open_under(self.backend.layout.outbox, path) if path else None
         if src is None:
-            raise Refused(404, f"{PurePosixPath(location).name} is not in the outbox"
-                          " (removed, or stored elsewhere)")
+            raise Refused(404, f"{location} is not in the outbox here (removed, or stored"
+                          " only in S3: output.s3.keep_local keeps a copy)")
 
         def chunks() -> Iterator[bytes]:
             with src:

@@ -236,17 +236,30 @@ def candidates(root: Path, rel: PurePosixPath) -> Iterator[Path]:
 
 @dataclass(frozen=True)
 class JobFiles:
-    """Where a job's files are: outputs (local ones), sidecar, original, and its report."""
+    """Where a job's files are: outputs (locations, and paths here), sidecar, original, report."""
 
     outputs: list[str]
+    local: list[Path | None]
     sidecar: dict[str, Any] | None
     original: Path | None
     report: dict[str, Any] | None
 
-    def local_outputs(self, outbox: Path) -> list[Path]:
-        """The outputs in the outbox, sidecar excluded."""
-        return [Path(o) for o in self.outputs
-                if not o.endswith(".json") and Path(o).is_relative_to(outbox)]
+    def results(self) -> list[Path]:
+        """The outputs on this machine, sidecar excluded."""
+        return [path for path, where in zip(self.local, self.outputs, strict=True)
+                if path is not None and not where.endswith(".json")]
+
+
+def on_this_machine(backend: Backend, job: Job, location: str) -> Path | None:
+    """Where an output is here: its outbox path, or the outbox copy of an S3 object."""
+    outbox = backend.layout.outbox
+    if location.startswith("s3://"):
+        s3 = backend.cfg.output.s3
+        if s3 is None or not s3.keep_local:
+            return None
+        return outbox / PurePosixPath(job.rel).parent / PurePosixPath(location).name
+    path = Path(location)
+    return path if path.is_relative_to(outbox) else None
 
 
 def job_files(backend: Backend, job: Job) -> JobFiles:
@@ -254,19 +267,21 @@ def job_files(backend: Backend, job: Job) -> JobFiles:
     layout = backend.layout
     rel = PurePosixPath(job.rel)
     outputs = job.outputs or []
-    sidecar = next((read_json(layout.outbox, Path(o)) for o in outputs
-                    if o.endswith(".json") and Path(o).is_relative_to(layout.outbox)), None)
+    local = [on_this_machine(backend, job, where) for where in outputs]
+    sidecar = next((read_json(layout.outbox, path) for path, where in zip(local, outputs,
+                                                                         strict=True)
+                    if path is not None and where.endswith(".json")), None)
     if job.state == "done" and backend.cfg.output.archive:
         sha = (sidecar or {}).get("input", {}).get("sha256")
-        return JobFiles(outputs, sidecar, archived(layout.archive, rel, job, sha), None)
+        return JobFiles(outputs, local, sidecar, archived(layout.archive, rel, job, sha), None)
     if job.state in ("failed", "quarantined"):
         root, suffix = ((layout.failed, admin.ERROR_SUFFIX) if job.state == "failed"
                         else (layout.quarantine, SCAN_SUFFIX))
         for path in candidates(root, rel):
             report = read_json(root, Path(f"{path}{suffix}"))
             if report is not None and report_of(job, report):
-                return JobFiles(outputs, sidecar, path, report)
-    return JobFiles(outputs, sidecar, None, None)
+                return JobFiles(outputs, local, sidecar, path, report)
+    return JobFiles(outputs, local, sidecar, None, None)
 
 
 def report_of(job: Job, report: dict[str, Any]) -> bool:
@@ -308,8 +323,10 @@ def info(backend: Backend, job: Job) -> dict[str, Any]:
         view["recipe"], view["steps"] = plan.name, step_words(plan)
     except RecipeError as exc:
         view["recipe"], view["steps"] = None, [exc.message]
-    view["outputs"] = [{"index": n, "name": PurePosixPath(o).name}
-                       for n, o in enumerate(files.outputs)]
+    view["outputs"] = [{"index": n, "name": PurePosixPath(where).name, "location": where,
+                        "here": path is not None}
+                       for n, (where, path) in enumerate(zip(files.outputs, files.local,
+                                                             strict=True))]
     view["sidecar"] = files.sidecar
     view["error" if job.state == "failed" else "scan"] = files.report
     return view
@@ -433,8 +450,7 @@ def delete(backend: Backend, job: Job, *, quarantine: bool) -> None:
         raise Refused(409, "a quarantined file is deleted only with ?quarantine=yes")
     layout = backend.layout
     files = job_files(backend, job)
-    doomed = [(layout.outbox, Path(o)) for o in files.outputs
-              if Path(o).is_relative_to(layout.outbox)]
+    doomed = [(layout.outbox, path) for path in files.local if path is not None]
     if files.original is not None:
         root = {"done": layout.archive, "failed": layout.failed,
                 "quarantined": layout.quarantine}[job.state]

@@ -93,7 +93,7 @@ class Previews:
         if side == "before":
             root, path = layout.archive, files.original
         else:
-            outputs = files.local_outputs(layout.outbox)
+            outputs = files.results()
             root, path = layout.outbox, (outputs[0] if outputs else None)
         src = open_under(root, path) if path is not None else None
         if src is None:
