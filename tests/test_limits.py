@@ -227,12 +227,18 @@ def test_process_caps_each_of_its_workers(tmp_path: Path) -> None:
     assert small.returncode == 0, small.stderr
 
 
-def data_bytes() -> int:
-    """This process's data segment now (VmData), in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmData:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmData")
+def test_an_svg_too_large_for_the_worker_fails_plainly_instead_of_ending_it(
+        tmp_path: Path) -> None:
+    """The SVG renderer ends its process when an allocation fails: the room is checked first."""
+    (tmp_path / "hotfolder.yaml").write_text(
+        f"limits:\n  worker_memory_mb: {WORKER_MEMORY_MB}\n")
+    (tmp_path / "wide.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="9000"'
+                                       ' height="9000"><rect width="10" height="10"/></svg>')
+    done = subprocess.run(
+        [sys.executable, "-m", "hotfolder.cli", "process", "wide.svg", "-s", "png", "-o", "out",
+         "-c", "hotfolder.yaml"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert (done.returncode, done.stderr.strip()) == (1, f"wide.svg: {NOT_ENOUGH}")
 
 
 @pytest.mark.parametrize(("allocate", "detail"), [
@@ -243,7 +249,7 @@ def data_bytes() -> int:
 ], ids=["numpy", "pillow", "opencv"])
 def test_each_library_running_out_of_memory_is_said_in_plain_words(
         allocate: Callable[[], object], detail: str) -> None:
-    cap = data_bytes() + 200 * 2**20
+    cap = memory.data_size() + 200 * 2**20
     with (pytest.raises(InputError) as caught, memory.capped(cap),
           engine.memory_errors_in_words()):
         allocate()

@@ -33,6 +33,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 from PIL import Image
 
+from hotfolder import memory
 from hotfolder.canvas import Canvas
 from hotfolder.config import LimitsConfig
 from hotfolder.errors import InputError, RecipeError
@@ -279,6 +280,7 @@ def megapixels(pixels: int) -> str:
 
 # --- SVG -----------------------------------------------------------------------------
 
+SVG_BYTES_PER_PIXEL = 12  # RGBA canvas, then at most as much again for the PNG, twice
 URL_REF = re.compile(r"url\(\s*['\"]?\s*([^)'\"\s]*)", re.IGNORECASE)
 SAFE_DATA = re.compile(r"data:image/(png|jpeg|gif|webp)[;,]", re.IGNORECASE)
 EMBEDDED_FORMATS = ["PNG", "JPEG", "GIF", "WEBP"]
@@ -324,6 +326,9 @@ def rasterise_svg(data: bytes, limits: LimitsConfig, hint: SizeHint | None = Non
     root.set("width", f"{width:.4f}")  # the renderer reads plain pixel lengths only
     root.set("height", f"{height:.4f}")
     text = tostring(root, encoding="unicode")
+    # The renderer ends the process when an allocation fails: its canvas, the PNG it encodes
+    # and our copy of that must fit under the worker's memory cap beforehand.
+    memory.reserve(SVG_BYTES_PER_PIXEL * round(width * zoom) * round(height * zoom))
     try:
         png = resvg_py.svg_to_bytes(
             svg_string=text, zoom=zoom, skip_system_fonts=False, resources_dir=None

@@ -55,6 +55,23 @@ def uncapped() -> Iterator[None]:
         resource.setrlimit(LIMIT, before)
 
 
+def reserve(size: int) -> None:
+    """MemoryError when `size` bytes more would not fit under the cap: for libraries that end
+    the process when an allocation fails instead of reporting it."""
+    soft, _ = resource.getrlimit(LIMIT)
+    if soft != resource.RLIM_INFINITY and data_size() + size > soft:
+        raise MemoryError(f"{size} bytes would exceed the cap of {soft} bytes")
+
+
+def data_size() -> int:
+    """This process's data segment now, in bytes (what the cap counts)."""
+    with open("/proc/self/status", "rb") as status:
+        for line in status:
+            if line.startswith(b"VmData:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmData in /proc/self/status")
+
+
 def not_enough_memory() -> str:
     """The reason of a job that reached the cap, in plain words."""
     soft, _ = resource.getrlimit(LIMIT)
