@@ -1,10 +1,11 @@
 """Speed of the engraving operations on a 24-megapixel grey photo, and numba's costs.
 
 Run by hand: `python bench/bench_engrave.py [--megapixels 24]`. Prints one line per
-method with its time and the ratio to its target (error diffusion 1.5 s, Bayer and
-threshold 0.3 s), Pillow's built-in Floyd-Steinberg for comparison, and what numba
-costs: its install size, its import time and the first call with and without a
-warm on-disk cache (each measured in a fresh process).
+method with its time and the ratio to its target (error diffusion 1.5 s, ordered
+(Bayer, blue noise) and threshold 0.3 s), each kernel also in linear light, Pillow's
+built-in Floyd-Steinberg for comparison, and what numba costs: its install size, its
+import time and the first call with and without a warm on-disk cache (each measured in
+a fresh process).
 """
 
 from __future__ import annotations
@@ -89,13 +90,22 @@ def main() -> None:
             label = method + (" serpentine" if serpentine else "")
             seconds = timed(lambda m=method, s=serpentine: engrave.error_diffusion(grey, m, s))
             rows.append((label, "diffusion", seconds))
+        rows.append((method + " linear", "diffusion",
+                     timed(lambda m=method: engrave.error_diffusion(grey, m, linear=True))))
     for size in (2, 4, 8):
-        rows.append((f"bayer {size}", "ordered", timed(lambda s=size: engrave.bayer(grey, s))))
+        matrix = engrave.bayer_matrix(size)
+        rows.append((f"bayer {size}", "ordered",
+                     timed(lambda m=matrix: engrave.ordered(grey, m))))
+    rows.append(("blue-noise mask, made once", "", timed(engrave.blue_noise_matrix.__wrapped__)))
+    blue = engrave.blue_noise_matrix()
+    rows.append(("blue-noise", "ordered", timed(lambda: engrave.ordered(grey, blue))))
+    rows.append(("blue-noise linear", "ordered",
+                 timed(lambda: engrave.ordered(grey, blue, linear=True))))
     rows.append(("threshold 128", "threshold", timed(lambda: engrave.binarize(grey, 128))))
     rows.append(("threshold otsu", "threshold", timed(lambda: engrave.binarize(grey, "otsu"))))
     rows.append(("halftone 8 px 45 deg", "", timed(lambda: engrave.halftone(grey, 8, 45))))
     rows.append(("1-bit image from mask", "",
-                 timed(lambda: engrave.one_bit(engrave.bayer(grey, 8)))))
+                 timed(lambda: engrave.one_bit(engrave.ordered(grey, engrave.bayer_matrix(8))))))
     image = Image.fromarray(grey, "L")
     rows.append(("Pillow convert('1') (FS)", "", timed(lambda: image.convert("1"))))
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import itertools
 import os
 import subprocess
 import sys
@@ -37,9 +39,17 @@ PUBLISHED = {
     "sierra": (32, {(1, 0): 5, (2, 0): 3,
                     (-2, 1): 2, (-1, 1): 4, (0, 1): 5, (1, 1): 4, (2, 1): 2,
                     (-1, 2): 2, (0, 2): 3, (1, 2): 2}),
+    "sierra-2": (16, {(1, 0): 4, (2, 0): 3,
+                      (-2, 1): 1, (-1, 1): 2, (0, 1): 3, (1, 1): 2, (2, 1): 1}),
+    "sierra-lite": (4, {(1, 0): 2, (-1, 1): 1, (0, 1): 1}),
     "burkes": (32, {(1, 0): 8, (2, 0): 4,
                     (-2, 1): 2, (-1, 1): 4, (0, 1): 8, (1, 1): 4, (2, 1): 2}),
+    "stevenson-arce": (200, {(2, 0): 32,
+                             (-3, 1): 12, (-1, 1): 26, (1, 1): 30, (3, 1): 16,
+                             (-2, 2): 12, (0, 2): 26, (2, 2): 12,
+                             (-3, 3): 5, (-1, 3): 12, (1, 3): 12, (3, 3): 5}),
 }
+LINEAR_MID_GREY_BLACK = 1 - ((128 / 255 + 0.055) / 1.055) ** 2.4  # 0.784
 
 
 def reference(grey: np.ndarray, method: str, serpentine: bool = False) -> np.ndarray:
@@ -62,6 +72,16 @@ def reference(grey: np.ndarray, method: str, serpentine: bool = False) -> np.nda
 
 def flat(level: int, size: int = 64) -> np.ndarray:
     return np.full((size, size), level, np.uint8)
+
+
+def black_by_band(white: np.ndarray, bands: int = 8) -> list[float]:
+    """The share of black in each of `bands` vertical bands, left to right."""
+    return [1 - float(band.mean()) for band in np.array_split(white, bands, axis=1)]
+
+
+def horizontal_ramp(width: int = 256, height: int = 64) -> np.ndarray:
+    """Grey levels from 0 on the left to 255 on the right."""
+    return np.tile(np.linspace(0, 255, width).round().astype(np.uint8), (height, 1))
 
 
 # Error diffusion ------------------------------------------------------------------
@@ -99,13 +119,82 @@ def test_jarvis_by_hand_shows_the_second_tap() -> None:
     assert not engrave.error_diffusion(np.full((1, 3), 100, np.uint8), "jarvis").any()
 
 
+def test_kernels_are_the_published_ones() -> None:
+    for method, (divisor, taps) in PUBLISHED.items():
+        weights = engrave.kernel_weights(method)
+        centre = weights.shape[1] // 2
+        found = {(x - centre, y): round(float(w) * divisor) for (y, x), w in
+                 np.ndenumerate(weights) if w}
+        assert found == taps, method
+        assert np.allclose(weights * divisor, np.round(weights * divisor)), method
+
+
+def test_sierra_lite_by_hand() -> None:
+    # 100 -> black, error 100: right +50, below +25. 150 -> white, error -105: below-left
+    # -26.25, below -26.25. Row 2: 98.75 -> black, error 98.75: right +49.38 -> 123.13 black.
+    assert engrave.error_diffusion(flat(100, 2), "sierra-lite").tolist() == [[False, True],
+                                                                            [False, False]]
+    # One row: 100 black; 150 white; 100 - 52.5 = 47.5 black.
+    assert engrave.error_diffusion(np.full((1, 3), 100, np.uint8), "sierra-lite").tolist() == [
+        [False, True, False]]
+
+
+def test_sierra_2_by_hand_shows_the_second_tap() -> None:
+    # 100 -> black, error 100: next +4/16 (25), the one after +3/16 (18.75).
+    # 125 -> black, error 125: next +31.25 -> 100 + 18.75 + 31.25 = 150 -> white.
+    assert engrave.error_diffusion(np.full((1, 3), 100, np.uint8), "sierra-2").tolist() == [
+        [False, False, True]]
+    # From 80: 100 black, then 80 + 15 + 25 = 120: black.
+    assert not engrave.error_diffusion(np.full((1, 3), 80, np.uint8), "sierra-2").any()
+
+
+def test_stevenson_arce_by_hand_skips_every_other_pixel() -> None:
+    # Along the row only the pixel two on gets error: 120 black, 120 black (nothing from
+    # its left neighbour), 120 + 32/200 * 120 = 139.2 white.
+    assert engrave.error_diffusion(np.full((1, 3), 120, np.uint8), "stevenson-arce").tolist() \
+        == [[False, False, True]]
+    # 100 at the end of row 1 -> black, error 100: three left and one down +6, one left and
+    # one down +13. Row 2 of 124: 130 white (error -125: two on -20); 124 black (error 124:
+    # two on +19.84); 124 + 13 - 20 = 117 black; 124 + 19.84 = 143.84 white.
+    grey = np.array([[255, 255, 255, 100], [124, 124, 124, 124]], np.uint8)
+    assert engrave.error_diffusion(grey, "stevenson-arce").tolist() == [
+        [True, True, True, False], [True, False, False, True]]
+
+
 @pytest.mark.parametrize("method", list(PUBLISHED))
 def test_flat_grey_keeps_its_tone(method: str) -> None:
     grey_fraction_black = {128: 127 / 255, 64: 191 / 255, 192: 63 / 255}
     levels = [128] if method == "atkinson" else list(grey_fraction_black)  # Atkinson drops 1/4
     for level in levels:
-        black = 1 - engrave.error_diffusion(flat(level), method).mean()
+        black = 1 - engrave.error_diffusion(flat(level, 128), method).mean()
         assert black == pytest.approx(grey_fraction_black[level], abs=0.01), level
+
+
+@pytest.mark.parametrize("method", [m for m in PUBLISHED if m != "atkinson"])
+def test_linear_light_makes_mid_grey_mostly_black(method: str) -> None:
+    black = 1 - engrave.error_diffusion(flat(128, 128), method, linear=True).mean()
+    assert black == pytest.approx(LINEAR_MID_GREY_BLACK, abs=0.01)
+    assert round(LINEAR_MID_GREY_BLACK, 3) == 0.784
+
+
+@pytest.mark.parametrize("method", list(PUBLISHED))
+@pytest.mark.parametrize("linear", [False, True])
+def test_a_ramp_gets_lighter_band_by_band(method: str, linear: bool) -> None:
+    grey = horizontal_ramp()
+    black = black_by_band(engrave.error_diffusion(grey, method, linear=linear))
+    assert all(left >= right for left, right in itertools.pairwise(black)), black
+    assert black[0] > black[-1] + 0.7
+    if method != "atkinson":  # the others keep each band's tone, in light when linear
+        light = engrave.tone_levels(linear)[grey] / 255
+        np.testing.assert_allclose(black, [1 - band.mean() for band in
+                                           np.array_split(light, 8, axis=1)], atol=0.02)
+
+
+def test_linear_light_darkens_the_midtones_of_a_ramp() -> None:
+    grey = horizontal_ramp()
+    plain = black_by_band(engrave.error_diffusion(grey, "sierra-2"))
+    linear = black_by_band(engrave.error_diffusion(grey, "sierra-2", linear=True))
+    assert all(dark > light for dark, light in zip(linear[1:-1], plain[1:-1], strict=True))
 
 
 def test_atkinson_passes_on_three_quarters_of_the_error() -> None:
@@ -145,12 +234,62 @@ def test_bayer_matrices_are_the_published_ones() -> None:
 
 def test_bayer_by_hand_and_flat_tones() -> None:
     # Thresholds of the 2x2 matrix: (index + 0.5) * 255 / 4 = 31.9, 159.4 / 223.1, 95.6.
-    assert engrave.bayer(np.full((2, 2), 100, np.uint8), 2).tolist() == [[True, False],
-                                                                         [False, True]]
+    two = engrave.bayer_matrix(2)
+    assert engrave.ordered(np.full((2, 2), 100, np.uint8), two).tolist() == [[True, False],
+                                                                            [False, True]]
     for size in (2, 4, 8):
-        assert 1 - engrave.bayer(flat(128), size).mean() == 0.5
+        assert 1 - engrave.ordered(flat(128), engrave.bayer_matrix(size)).mean() == 0.5
     # 64 -> white where (index + 0.5) * 255 / 64 < 64: indexes 0..15 of 64.
-    assert engrave.bayer(flat(64), 8).mean() == 16 / 64
+    assert engrave.ordered(flat(64), engrave.bayer_matrix(8)).mean() == 16 / 64
+
+
+BLUE_NOISE_SHA256 = "9b33fc6b889c01a3ce89fc16e57287d7229076df2ff29f2b097afcc414ef2a1d"
+
+
+def test_the_blue_noise_mask_is_every_rank_once_and_always_the_same() -> None:
+    mask = engrave.blue_noise_matrix()
+    assert mask.shape == (64, 64)
+    assert sorted(mask.ravel().tolist()) == list(range(64 * 64))
+    made_again = engrave.blue_noise_matrix.__wrapped__()
+    np.testing.assert_array_equal(made_again, mask)
+    assert hashlib.sha256(mask.astype("<i8").tobytes()).hexdigest() == BLUE_NOISE_SHA256
+
+
+def test_blue_noise_by_hand_and_flat_tones() -> None:
+    mask = engrave.blue_noise_matrix()
+    # White where (rank + 0.5) * 255 / 4096 < level: ranks 0..1027 for 64, 0..2055 for 128.
+    assert engrave.ordered(flat(64), mask).sum() == 1028
+    np.testing.assert_array_equal(engrave.ordered(flat(128), mask), mask < 2056)
+    for level in (32, 64, 128, 192, 224):
+        black = 1 - engrave.ordered(flat(level, 128), mask).mean()
+        assert black == pytest.approx(1 - level / 255, abs=0.005), level
+    assert 1 - engrave.ordered(flat(128, 128), mask, linear=True).mean() == pytest.approx(
+        LINEAR_MID_GREY_BLACK, abs=0.01)
+
+
+def test_blue_noise_spreads_sparse_dots_evenly() -> None:
+    # One dot in sixteen: random dots would touch; void-and-cluster keeps them 2 px apart.
+    ys, xs = np.nonzero(engrave.blue_noise_matrix() < 256)
+    dy = np.abs(ys[:, None] - ys[None, :])
+    dx = np.abs(xs[:, None] - xs[None, :])
+    distance = np.hypot(np.minimum(dy, 64 - dy), np.minimum(dx, 64 - dx))  # the mask tiles
+    np.fill_diagonal(distance, np.inf)
+    assert distance.min() >= 2
+
+
+@pytest.mark.parametrize("matrix", ["bayer", "blue-noise"])
+@pytest.mark.parametrize("linear", [False, True])
+def test_ordered_ramps_get_lighter_band_by_band(matrix: str, linear: bool) -> None:
+    index = engrave.bayer_matrix(8) if matrix == "bayer" else engrave.blue_noise_matrix()
+    black = black_by_band(engrave.ordered(horizontal_ramp(), index, linear))
+    assert all(left > right for left, right in itertools.pairwise(black)), black
+
+
+def test_linear_bayer_and_halftone_make_mid_grey_mostly_black() -> None:
+    # Bayer 8: white where (index + 0.5) * 255 / 64 < 55.04 (the light of 128): 14 of 64.
+    assert engrave.ordered(flat(128), engrave.bayer_matrix(8), linear=True).mean() == 14 / 64
+    white = engrave.halftone(flat(128, 128), cell=8, angle=45, linear=True)
+    assert 1 - white.mean() == pytest.approx(LINEAR_MID_GREY_BLACK, abs=0.02)
 
 
 @pytest.mark.parametrize("level", [40, 128, 220])
@@ -172,7 +311,10 @@ def test_halftone_draws_one_dot_per_cell_on_a_turned_grid() -> None:
 # The dither and threshold steps ---------------------------------------------------
 
 @pytest.mark.parametrize("step", ["dither", "dither=jarvis,serpentine", "dither=bayer,4",
-                                  "dither=halftone,6,30", "threshold", "threshold=100"])
+                                  "dither=halftone,6,30", "threshold", "threshold=100",
+                                  "dither=sierra-2", "dither=sierra_lite,serpentine",
+                                  "dither=stevenson-arce,linear", "dither=blue-noise",
+                                  "dither=blue-noise,linear", "dither=halftone,6,30,linear"])
 def test_steps_give_true_one_bit_images(step: str) -> None:
     result = apply(ramp((40, 30), "RGB"), step).image
     assert result.mode == "1"
@@ -222,6 +364,10 @@ def test_one_colour_images_stay_that_colour(colour: int) -> None:
     ("dither=halfton", ["did you mean 'halftone'"]),
     ("dither=bayer,3", ["size", "2, 4 or 8"]),
     ("dither=bayer,serpentine", ["serpentine does not apply to bayer"]),
+    ("dither=blue-noise,4", ["size does not apply to blue-noise"]),
+    ("dither=blue-noise,serpentine", ["serpentine does not apply to blue-noise"]),
+    ("dither=sierra-4", ["unknown dither method", "did you mean 'sierra"]),
+    ("dither=jarvis,lineer", ["'lineer' is neither serpentine nor linear nor a number"]),
     ("threshold=300", ["0 to 255, or otsu"]),
     ("threshold=-5", ["0 to 255, or otsu"]),
 ])

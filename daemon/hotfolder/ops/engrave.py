@@ -1,11 +1,16 @@
-"""Engraving operations: `dither`, `threshold`, `dpi` and `size`; their results are 1-bit images.
+"""Engraving operations: `dither`, `threshold`, `dot_width`, `dpi`, `size`; 1-bit results.
 
 A laser burns a dot or it does not, so photos become black-and-white dot patterns:
-- error diffusion (floyd-steinberg, atkinson, jarvis, stucki, sierra, burkes) spreads
-  each pixel's rounding error onto its unvisited neighbours with the published
-  weights (`KERNELS`), optionally along serpentine rows;
-- ordered dithering compares with a Bayer matrix of 2, 4 or 8;
+- error diffusion (floyd-steinberg, atkinson, jarvis, stucki, sierra, sierra-2,
+  sierra-lite, burkes, stevenson-arce) spreads each pixel's rounding error onto its
+  unvisited neighbours with the published weights (`KERNELS`), optionally along
+  serpentine rows;
+- ordered dithering compares with a threshold matrix: Bayer's of 2, 4 or 8, or a
+  64x64 blue-noise mask made by Ulichney's void-and-cluster method;
 - halftone draws round dots on a grid of a given cell size and angle.
+With `linear` every method works on light (sRGB decoded to linear) rather than on
+grey levels, so the share of black dots is the share of light the pixel lacks: sRGB
+mid-grey (128) is only 22% of white's light and gives 78% black.
 
 Error diffusion is sequential along a row, so a per-pixel Python loop would take
 minutes on a 24-megapixel photo. The loop is compiled with numba on the first
@@ -15,6 +20,11 @@ The cache lives beside this file or in NUMBA_CACHE_DIR; with neither writable th
 loop is compiled in memory by each process. Only the within-row part is sequential:
 the error arriving from the rows above is added a whole row at a time, which keeps
 the sequential part to two taps; Jarvis on 24 megapixels takes about 0.5 s.
+
+The blue-noise mask is made on the first blue-noise dither of a process (about 0.1 s)
+and kept in memory rather than shipped as a file: the code is its only source, and it
+is the same on every machine (a fixed seed from numpy's frozen legacy generator, and
+energies in whole numbers, so no rounding can change which pixel comes next).
 """
 
 from __future__ import annotations
@@ -44,8 +54,8 @@ from hotfolder.ops.registry import Params, operation
 Grey = npt.NDArray[np.uint8]
 Mask = npt.NDArray[np.bool_]
 
-# Error-diffusion kernels as published: rows from the current one down, five columns
-# centred on the current pixel (the first three entries of the top row are always 0).
+# Error-diffusion kernels as published: rows from the current one down, an odd number of
+# columns centred on the current pixel (the top row has weights right of centre only).
 KERNELS: dict[str, tuple[int, tuple[tuple[int, ...], ...]]] = {
     "floyd-steinberg": (16, ((0, 0, 0, 7, 0),
                              (0, 3, 5, 1, 0))),
@@ -61,14 +71,29 @@ KERNELS: dict[str, tuple[int, tuple[tuple[int, ...], ...]]] = {
     "sierra": (32, ((0, 0, 0, 5, 3),
                     (2, 4, 5, 4, 2),
                     (0, 2, 3, 2, 0))),
+    "sierra-2": (16, ((0, 0, 0, 4, 3),  # Frankie Sierra's two-row filter
+                      (1, 2, 3, 2, 1))),
+    "sierra-lite": (4, ((0, 0, 0, 2, 0),  # his "filter lite"
+                        (0, 1, 1, 0, 0))),
     "burkes": (32, ((0, 0, 0, 8, 4),
                     (2, 4, 8, 4, 2))),
+    # Stevenson and Arce, "Binary display of hexagonally sampled continuous-tone images",
+    # JOSA A 2(7), 1985: made for a hexagonal grid, and used on a square one with every
+    # other column empty, as tabulated in Lee Crocker's DHALF.TXT and in ImageSharp.
+    "stevenson-arce": (200, ((0, 0, 0, 0, 0, 32, 0),
+                             (12, 0, 26, 0, 30, 0, 16),
+                             (0, 12, 0, 26, 0, 12, 0),
+                             (5, 0, 12, 0, 12, 0, 5))),
 }
-DitherMethod = Literal["floyd-steinberg", "atkinson", "jarvis", "stucki", "sierra", "burkes",
-                       "bayer", "halftone"]
+DitherMethod = Literal["floyd-steinberg", "atkinson", "jarvis", "stucki", "sierra", "sierra-2",
+                       "sierra-lite", "burkes", "stevenson-arce", "bayer", "blue-noise",
+                       "halftone"]
 METHODS: tuple[str, ...] = DitherMethod.__args__  # type: ignore[attr-defined]
 ALIASES = {"fs": "floyd-steinberg", "floyd": "floyd-steinberg", "jjn": "jarvis",
-           "jarvis-judice-ninke": "jarvis", "ordered": "bayer"}
+           "jarvis-judice-ninke": "jarvis", "ordered": "bayer", "sierra-3": "sierra",
+           "sierra2": "sierra-2", "two-row-sierra": "sierra-2", "sierra-two-row": "sierra-2",
+           "sierralite": "sierra-lite", "filter-lite": "sierra-lite", "stevenson": "stevenson-arce",
+           "bluenoise": "blue-noise", "void-and-cluster": "blue-noise"}
 MID = 127.5  # levels above it round to white
 HALFTONE_ROWS = 256
 
@@ -96,10 +121,19 @@ def one_bit(white: Mask) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(white))
 
 
+def tone_levels(linear: bool) -> npt.NDArray[np.float32]:
+    """For each grey level 0-255: the level it is dithered as, its light when `linear`."""
+    share = np.arange(256, dtype=np.float64) / 255
+    if linear:  # the sRGB transfer function, decoded
+        share = np.where(share <= 0.04045, share / 12.92, ((share + 0.055) / 1.055) ** 2.4)
+    return (share * 255).astype(np.float32)
+
+
 # Error diffusion --------------------------------------------------------------
 
-def _diffuse(grey: Grey, weights: npt.NDArray[np.float32], serpentine: bool) -> Mask:
-    """Error diffusion of `grey` with `weights` (rows x 5, centred); compiled by numba."""
+def _diffuse(grey: Grey, tone: npt.NDArray[np.float32], weights: npt.NDArray[np.float32],
+             serpentine: bool) -> Mask:
+    """Error diffusion of `tone[grey]` with `weights` (rows x odd columns, centred); numba."""
     height, width = grey.shape
     rows, span = weights.shape
     centre = span // 2
@@ -109,7 +143,7 @@ def _diffuse(grey: Grey, weights: npt.NDArray[np.float32], serpentine: bool) -> 
     right1, right2 = weights[0, centre + 1], weights[0, centre + 2]
     for y in range(height):
         for x in range(width):
-            level[x] = grey[y, x]
+            level[x] = tone[grey[y, x]]
         for dy in range(1, min(rows, y + 1)):  # error arriving from the rows above, whole rows
             source = y - dy
             src = errors[source % rows]
@@ -137,8 +171,11 @@ def _diffuse(grey: Grey, weights: npt.NDArray[np.float32], serpentine: bool) -> 
     return white
 
 
+Diffuser = Callable[[Grey, npt.NDArray[np.float32], npt.NDArray[np.float32], bool], Mask]
+
+
 @functools.cache
-def _compiled() -> Callable[[Grey, npt.NDArray[np.float32], bool], Mask]:
+def _compiled() -> Diffuser:
     """The error-diffusion loop compiled by numba, cached on disk when a folder allows.
 
     It is loaded and compiled outside the worker's memory cap: numba loads a BLAS library
@@ -151,19 +188,22 @@ def _compiled() -> Callable[[Grey, npt.NDArray[np.float32], bool], Mask]:
             kernel = numba.njit(cache=True, nogil=True)(_diffuse)
         except RuntimeError:  # no writable cache folder: compile in memory (about 1 s per start)
             kernel = numba.njit(nogil=True)(_diffuse)
-        kernel(np.zeros((2, 2), np.uint8), kernel_weights("floyd-steinberg"), False)
+        kernel(np.zeros((2, 2), np.uint8), tone_levels(False), kernel_weights("floyd-steinberg"),
+               False)
     return kernel
 
 
 def kernel_weights(method: str) -> npt.NDArray[np.float32]:
-    """The kernel of `method` as fractions of the error, rows x 5."""
+    """The kernel of `method` as fractions of the error, rows x columns."""
     divisor, rows = KERNELS[method]
     return np.array(rows, np.float32) / np.float32(divisor)
 
 
-def error_diffusion(grey: Grey, method: str, serpentine: bool = False) -> Mask:
-    """White pixels of `grey` dithered by the error-diffusion `method`."""
-    return _compiled()(np.ascontiguousarray(grey), kernel_weights(method), serpentine)
+def error_diffusion(grey: Grey, method: str, serpentine: bool = False,
+                    linear: bool = False) -> Mask:
+    """White pixels of `grey` dithered by the error-diffusion `method`, in light if `linear`."""
+    return _compiled()(np.ascontiguousarray(grey), tone_levels(linear), kernel_weights(method),
+                       serpentine)
 
 
 # Ordered dithering and halftone ----------------------------------------------
@@ -176,12 +216,75 @@ def bayer_matrix(size: int) -> npt.NDArray[np.int64]:
     return matrix
 
 
-def bayer(grey: Grey, size: int) -> Mask:
-    """White pixels of `grey` by ordered dithering with the Bayer matrix of `size`."""
-    levels = ((bayer_matrix(size) + 0.5) * (255.0 / size**2)).astype(np.float32)
+BLUE_NOISE_SIZE = 64
+BLUE_NOISE_SIGMA = 1.5  # Ulichney's choice for the energy filter
+BLUE_NOISE_SEED = 1
+ENERGY_SCALE = 2**20  # the filter in whole numbers: sums are exact on every machine
+
+
+@functools.cache
+def blue_noise_matrix() -> npt.NDArray[np.int64]:
+    """A 64x64 blue-noise index matrix (0 .. 4095) by void-and-cluster (Ulichney, 1993).
+
+    Every pixel's energy is the sum of a Gaussian (on a torus) centred on each dot. From a
+    random tenth of dots, the tightest cluster moves to the largest void until it stays;
+    then dots are taken away from the tightest clusters (ranks below the start) and added
+    in the largest voids (ranks above), so the dots of every rank below k are evenly spread.
+    """
+    size = BLUE_NOISE_SIZE
+    count = size * size
+    offset = np.minimum(np.arange(size), size - np.arange(size)).astype(np.float64)
+    gauss = np.exp(-(offset[:, None] ** 2 + offset[None, :] ** 2) / (2 * BLUE_NOISE_SIGMA**2))
+    tiled = np.tile(np.round(gauss * ENERGY_SCALE).astype(np.int64), (2, 2))
+
+    def spread(pixel: int) -> npt.NDArray[np.int64]:
+        y, x = divmod(pixel, size)
+        return tiled[size - y:2 * size - y, size - x:2 * size - x].ravel()
+
+    def tightest(energy: npt.NDArray[np.int64], dots: Mask) -> int:
+        return int(np.argmax(np.where(dots, energy, -1)))
+
+    def largest_void(energy: npt.NDArray[np.int64], dots: Mask) -> int:
+        return int(np.argmin(np.where(dots, np.iinfo(np.int64).max, energy)))
+
+    dots = np.zeros(count, np.bool_)
+    dots[np.random.RandomState(BLUE_NOISE_SEED).permutation(count)[:count // 10]] = True
+    energy = np.zeros(count, np.int64)
+    for pixel in np.flatnonzero(dots).tolist():
+        energy += spread(pixel)
+    while True:
+        cluster = tightest(energy, dots)
+        dots[cluster] = False
+        energy -= spread(cluster)
+        void = largest_void(energy, dots)
+        dots[void] = True
+        energy += spread(void)
+        if void == cluster:
+            break
+    ranks = np.empty(count, np.int64)
+    fewer, fewer_energy = dots.copy(), energy.copy()
+    for rank in range(int(dots.sum()) - 1, -1, -1):
+        cluster = tightest(fewer_energy, fewer)
+        fewer[cluster] = False
+        fewer_energy -= spread(cluster)
+        ranks[cluster] = rank
+    for rank in range(int(dots.sum()), count):
+        void = largest_void(energy, dots)
+        dots[void] = True
+        energy += spread(void)
+        ranks[void] = rank
+    return ranks.reshape(size, size)
+
+
+def ordered(grey: Grey, matrix: npt.NDArray[np.int64], linear: bool = False) -> Mask:
+    """White pixels of `grey` by ordered dithering with an index `matrix`, in light if `linear`."""
+    thresholds = (matrix + 0.5) * (255.0 / matrix.size)
+    # the darkest grey level that is dithered as more than each threshold: white from it up
+    lowest_white = np.searchsorted(tone_levels(linear), thresholds, side="right").astype(np.int16)
     height, width = grey.shape
-    reps = (-(-height // size), -(-width // size))
-    return grey > np.tile(levels, reps)[:height, :width]
+    rows, columns = matrix.shape
+    reps = (-(-height // rows), -(-width // columns))
+    return grey >= np.tile(lowest_white, reps)[:height, :width]
 
 
 @functools.cache
@@ -194,13 +297,14 @@ def _spot_ranks(bins: int = 4096) -> npt.NDArray[np.float32]:
     return (np.cumsum(counts) / spot.size).astype(np.float32)
 
 
-def halftone(grey: Grey, cell: float, angle: float) -> Mask:
+def halftone(grey: Grey, cell: float, angle: float, linear: bool = False) -> Mask:
     """White pixels of `grey` as round black dots on a grid of `cell` pixels turned by `angle`."""
     height, width = grey.shape
     theta = math.radians(angle)
     freq = np.float32(2 * math.pi / cell)
     cos, sin = np.float32(math.cos(theta)), np.float32(math.sin(theta))
     ranks = _spot_ranks()
+    shares = tone_levels(linear) / np.float32(255)
     x = (np.arange(width, dtype=np.float32) + 0.5)[None, :]
     white = np.empty((height, width), bool)
     for top in range(0, height, HALFTONE_ROWS):  # in bands: a few MB at a time
@@ -209,8 +313,8 @@ def halftone(grey: Grey, cell: float, angle: float) -> Mask:
         spot = -np.cos(freq * (x * cos + y * sin))  # peaks (dot centres) in the middle of cells
         spot -= np.cos(freq * (y * cos - x * sin))
         index = ((spot + 2) * ((len(ranks) - 1) / 4)).round().astype(np.int32)
-        # The darkest share (1 - grey/255) of each cell, around its centre, is black.
-        white[band] = ranks[index] <= grey[band].astype(np.float32) / 255
+        # The darkest share (1 - level/255) of each cell, around its centre, is black.
+        white[band] = ranks[index] <= shares[grey[band]]
     return white
 
 
@@ -234,10 +338,14 @@ def _method(value: Any) -> Any:
 class DitherParams(Params):
     method: Annotated[DitherMethod, BeforeValidator(_method)] = Field(
         "floyd-steinberg", description="error diffusion: " + ", ".join(KERNELS)
-        + "; or bayer (ordered) or halftone",
+        + "; or ordered: bayer, blue-noise; or halftone",
     )
     serpentine: bool = Field(
         False, description="error diffusion: scan every other row right to left (less worming)"
+    )
+    linear: bool = Field(
+        False, description="dither light rather than grey levels (sRGB decoded to linear): "
+        "darker midtones, sRGB 128 gives 78% black"
     )
     size: Literal[2, 4, 8] = Field(8, description="bayer: matrix size 2, 4 or 8")
     cell: float = Field(8.0, ge=2, le=256, description="halftone: dot spacing in pixels")
@@ -253,19 +361,22 @@ class DitherParams(Params):
         return self
 
 
+FLAGS = ("serpentine", "linear")
+
+
 def parse_dither(args: list[str]) -> dict[str, Any]:
-    """`jarvis`, `jarvis,serpentine`, `bayer,4`, `halftone,6,45` (cell, angle)."""
+    """`jarvis`, `jarvis,serpentine,linear`, `bayer,4`, `halftone,6,45` (cell, angle)."""
     method, *rest = (word.strip() for arg in args for word in arg.split(","))
     out: dict[str, Any] = {"method": method}
     numbers: list[float | int] = []
     for word in rest:
-        if word.lower() == "serpentine":
-            out["serpentine"] = True
+        if word.lower() in FLAGS:
+            out[word.lower()] = True
             continue
         try:
             number = float(word)
         except ValueError:
-            raise ValueError(f"{word!r} is neither serpentine nor a number") from None
+            raise ValueError(f"{word!r} is neither {' nor '.join(FLAGS)} nor a number") from None
         numbers.append(int(number) if number.is_integer() else number)
     if numbers:
         fields = ["cell", "angle"] if ALIASES.get(method, method) == "halftone" else ["size"]
@@ -276,17 +387,19 @@ def parse_dither(args: list[str]) -> dict[str, Any]:
 
 
 @operation("dither", DitherParams, inline=parse_dither,
-           inline_form="dither=METHOD[,serpentine] | dither=bayer,2|4|8 | "
-           "dither=halftone,CELL,ANGLE")
+           inline_form="dither=METHOD[,serpentine][,linear] | dither=bayer,2|4|8 | "
+           "dither=blue-noise | dither=halftone,CELL,ANGLE")
 def dither(canvas: Canvas, p: DitherParams) -> Canvas:
-    """Turn the image into black and white dots (1-bit): error diffusion, Bayer or halftone."""
+    """Turn the image into black and white dots (1-bit): error diffusion, ordered or halftone."""
     grey = grey_levels(canvas.image)
     if p.method == "bayer":
-        white = bayer(grey, p.size)
+        white = ordered(grey, bayer_matrix(p.size), p.linear)
+    elif p.method == "blue-noise":
+        white = ordered(grey, blue_noise_matrix(), p.linear)
     elif p.method == "halftone":
-        white = halftone(grey, p.cell, p.angle)
+        white = halftone(grey, p.cell, p.angle, p.linear)
     else:
-        white = error_diffusion(grey, p.method, p.serpentine)
+        white = error_diffusion(grey, p.method, p.serpentine, p.linear)
     return canvas.with_image(one_bit(white))
 
 
