@@ -66,7 +66,9 @@ def test_a_recipe_yaml_written_while_running_chooses_the_steps_of_later_files(
     with Image.open(second) as image:
         assert image.size == (20, 10)
         pixels = np.asarray(image.convert("RGB"), np.int16)
-    with Image.open(root / "archive" / "Fresh" / "again.jpg") as original:
+    archived = root / "archive" / "Fresh" / "again.jpg"  # moved there after the delivery
+    wait_until(archived.exists, WAIT, "archive/Fresh/again.jpg")
+    with Image.open(archived) as original:
         colour = np.asarray(original.convert("RGB"), np.int16)[100, 150]
     assert np.abs(pixels[5, 10] - (255 - colour)).max() <= 8  # inverted
 
