@@ -14,8 +14,7 @@ from hotfolder.intake import Intake, work_path
 from hotfolder.journal import Job
 from hotfolder.journal.sqlite import SqliteJournal
 from hotfolder.metrics import Metrics
-from hotfolder.parts import Parts
-from hotfolder.recipes import RecipeBook
+from hotfolder.parts import Parts, build_book, journal_file
 from hotfolder.scanner import MemoryScanner
 from hotfolder.sinks import MemorySink
 from hotfolder.sinks.originals import Originals
@@ -28,9 +27,8 @@ def setup(tmp_path: Path, policy: str = "hold") -> tuple[Parts, Intake]:
     layout = cfg.layout
     for folder in (layout.inbox, layout.state):
         folder.mkdir(parents=True)
-    journal = SqliteJournal(layout.state / "journal.db")
-    ctx = Parts(cfg, journal, MemoryScanner(), MemorySink(), Originals.of(cfg),
-                RecipeBook(layout.recipes, cfg.default_recipe, inline=cfg.recipes.inline_allowed),
+    journal = SqliteJournal(journal_file(layout))
+    ctx = Parts(cfg, journal, MemoryScanner(), MemorySink(), Originals.of(cfg), build_book(cfg),
                 MemoryHuey("test"), Metrics())
     return ctx, Intake(layout, cfg.limits, journal)
 

@@ -10,7 +10,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from hotfolder.config import Config
-from hotfolder.journal import is_shared, open_journal
+from hotfolder.journal import is_shared
+from hotfolder.parts import build_journal, journal_file
 from hotfolder.sinks import renamed
 from hotfolder.watcher import REPORT_NAME, read_report
 
@@ -19,12 +20,11 @@ ERROR_SUFFIX = ".error.json"
 
 def status(cfg: Config) -> dict[str, Any]:
     """Queue depth, jobs by state and waiting reason, the latest failures, and unwatched folders."""
-    path = cfg.layout.state / "journal.db"
     watcher = read_report(cfg.layout.state / REPORT_NAME)
-    if not path.exists() and not is_shared(cfg.queue.url):
+    if not is_shared(cfg.queue.url) and not journal_file(cfg.layout).exists():
         return {"queue_depth": 0, "jobs": {}, "waiting": {}, "recent_failures": [],
                 "watcher": watcher}
-    journal = open_journal(cfg.queue.url, path)
+    journal = build_journal(cfg)
     try:
         counts = journal.counts()
         return {

@@ -233,9 +233,14 @@ class ResultCache:
         return held
 
 
+def stored_results(cfg: CacheConfig, state: Path) -> ResultCache:
+    """The result cache kept in a root's state folder, whether duplicate detection is on or off."""
+    return ResultCache(state, cfg.max_bytes)
+
+
 def open_cache(cfg: CacheConfig, state: Path) -> ResultCache | None:
     """The result cache of a root, or None when duplicate detection is off."""
-    return ResultCache(state, cfg.max_bytes) if cfg.enabled and cfg.max_bytes > 0 else None
+    return stored_results(cfg, state) if cfg.enabled and cfg.max_bytes > 0 else None
 
 
 def render_cached(cache: ResultCache | None, data: bytes, name: str, plan: Plan, *,

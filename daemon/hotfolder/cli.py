@@ -277,6 +277,8 @@ def check_recipes(config: Config) -> Iterator[Finding]:
 
 def check_inbox(config: Config) -> Iterator[Finding]:
     """The pipeline each inbox folder gives its files (SPEC 3)."""
+    from hotfolder.parts import build_book
+
     layout = config.layout
     if not layout.inbox.is_dir():
         yield Finding(False, f"inbox folder {layout.inbox} does not exist (hotfolder init creates"
@@ -285,7 +287,7 @@ def check_inbox(config: Config) -> Iterator[Finding]:
     inline = config.recipes.inline_allowed
     yield Finding(True, "inline folder names: " + ("allowed" if inline else "turned off")
                   + f" (recipes.inline: {config.recipes.inline})")
-    book = RecipeBook(layout.recipes, config.default_recipe, inline=inline)
+    book = build_book(config)
     folders = [layout.inbox, *inbox_folders(layout.inbox, layout.work)]
     for folder in folders:
         label = folder.relative_to(layout.root) if folder.is_relative_to(layout.root) else folder
@@ -323,19 +325,17 @@ def check_s3(config: Config) -> Iterator[Finding]:
 
 def check_scanner(config: Config) -> Iterator[Finding]:
     """clamd answers and finds a test virus at the end of a file of the largest accepted size."""
-    from hotfolder.scanner import ClamdScanner
+    from hotfolder.parts import build_scanner
 
-    cfg = config.scanner
-    if not cfg.enabled:
+    scanner = build_scanner(config)
+    if scanner is None:
         return
-    scanner = ClamdScanner(cfg.clamd, timeout=cfg.timeout_seconds,
-                           max_bytes=config.limits.max_file_bytes)
     try:
         problem = scanner.check_limits()
     except Unavailable as exc:
         problem = exc.message
     yield Finding(problem is None, problem or (
-        f"clamd at {cfg.clamd} answers and finds a test virus at the end of a file of"
+        f"clamd at {config.scanner.clamd} answers and finds a test virus at the end of a file of"
         f" {config.limits.max_file_mb:g} MB (limits.max_file_mb)"))
 
 
@@ -507,10 +507,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     """Show or clear the cache of results used for duplicate detection."""
-    from hotfolder.cache import ResultCache
+    from hotfolder.cache import stored_results
 
     config = load_config(args.config)
-    cache = ResultCache(config.layout.state, config.cache.max_bytes)
+    cache = stored_results(config.cache, config.layout.state)
     if args.action == "clear":
         count, size = cache.clear()
         print(f"removed {count} cached results ({size / 2**20:.1f} MB) from {cache.folder}")

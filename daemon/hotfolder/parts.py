@@ -6,26 +6,29 @@ outbox, S3 or both), the folders for originals (failed/, quarantine/, archive/),
 recipe book, the result cache, the metrics and the Huey queue. Each part comes from
 the factory of its own module, and the configuration alone picks the implementation:
 the S3 sink (and boto3) is imported only when `output.s3` is set, the Redis journal
-only for a Redis queue.
+only for a Redis queue. The command line builds the parts it needs through the same
+functions, so that `status`, `retry`, `check` and `cache` see what the service runs with.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from huey.api import Huey
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hotfolder.cache import ResultCache, open_cache
 from hotfolder.config import Config, Layout
 from hotfolder.errors import ConfigError
 from hotfolder.journal import Journal, open_journal
 from hotfolder.metrics import Metrics, clear_directory
-from hotfolder.queue import make_huey
 from hotfolder.recipes import RecipeBook
-from hotfolder.scanner import Scanner, make_scanner
+from hotfolder.scanner import ClamdScanner, Scanner, make_scanner
 from hotfolder.sinks import Sink, make_sink
 from hotfolder.sinks.originals import Originals
 from hotfolder.watcher import state_folder_problem
+
+if TYPE_CHECKING:
+    from huey.api import Huey
 
 
 @dataclass
@@ -60,6 +63,35 @@ def prepare_root(cfg: Config) -> None:
         raise ConfigError(problem)
 
 
+def journal_file(layout: Layout) -> Path:
+    """Where the journal of a root with a local queue lives."""
+    return layout.state / "journal.db"
+
+
+def build_journal(cfg: Config) -> Journal:
+    """The root's journal: in Redis for a Redis queue, else in the state folder."""
+    return open_journal(cfg.queue.url, journal_file(cfg.layout))
+
+
+def build_scanner(cfg: Config) -> ClamdScanner | None:
+    """The virus scanner for files up to limits.max_file_mb, or None when `clamd: off`."""
+    return make_scanner(cfg.scanner, cfg.limits.max_file_bytes)
+
+
+def build_book(cfg: Config) -> RecipeBook:
+    """The recipe book that gives each inbox folder its plan."""
+    return RecipeBook(cfg.layout.recipes, cfg.default_recipe, inline=cfg.recipes.inline_allowed)
+
+
+def build_queue(cfg: Config) -> Huey:
+    """The Huey queue of `queue.url`."""
+    # Imported here: huey's storage loads the Redis client whenever it is installed, and
+    # the commands that read the root (status, check, cache) need no queue.
+    from hotfolder.queue import make_huey  # noqa: PLC0415
+
+    return make_huey(cfg.queue.url, cfg.layout)
+
+
 def assemble(cfg: Config, *, watching: bool) -> Parts:
     """Every part of the service for `cfg`; `watching`: this process counts metrics afresh."""
     prepare_root(cfg)
@@ -69,12 +101,12 @@ def assemble(cfg: Config, *, watching: bool) -> Parts:
         clear_directory(metrics_dir)
     return Parts(
         cfg=cfg,
-        journal=open_journal(cfg.queue.url, layout.state / "journal.db"),
-        scanner=make_scanner(cfg.scanner, cfg.limits.max_file_bytes),
+        journal=build_journal(cfg),
+        scanner=build_scanner(cfg),
         sink=make_sink(cfg.output, layout.outbox),
         originals=Originals.of(cfg),
-        book=RecipeBook(layout.recipes, cfg.default_recipe, inline=cfg.recipes.inline_allowed),
-        huey=make_huey(cfg.queue.url, layout),
+        book=build_book(cfg),
+        huey=build_queue(cfg),
         metrics=Metrics(directory=metrics_dir),
         cache=open_cache(cfg.cache, layout.state),
     )

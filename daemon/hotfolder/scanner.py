@@ -380,7 +380,7 @@ class ScannerWatch:
         return came_back
 
 
-def make_scanner(cfg: ScannerConfig, max_bytes: int) -> Scanner | None:
+def make_scanner(cfg: ScannerConfig, max_bytes: int) -> ClamdScanner | None:
     """The scanner the configuration asks for (files up to max_bytes), or None when `clamd: off`."""
     if not cfg.enabled:
         return None
