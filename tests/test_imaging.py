@@ -82,11 +82,10 @@ def test_configured_pixel_limit_applies() -> None:
         imaging.decode(image_bytes("PNG", (40, 30)), limits)
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
-def test_truncated_file_is_an_error_not_a_partial_image(fmt: str) -> None:
-    data = image_bytes(fmt, (200, 150))
-    with pytest.raises(InputError, match="truncated"):
-        imaging.decode(data[: len(data) // 2], LIMITS)
+@pytest.mark.parametrize(("save", "scans"), [({}, 1), ({"progressive": True}, 10)])
+def test_the_scans_of_a_jpeg_are_counted_from_its_markers(save: dict[str, bool],
+                                                          scans: int) -> None:
+    assert imaging.jpeg_scans(image_bytes("JPEG", (300, 200), **save)) == scans
 
 
 def test_file_size_limit() -> None:

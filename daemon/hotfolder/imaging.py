@@ -44,6 +44,13 @@ from hotfolder.modes import to_working_mode
 
 PNG_FAST_LEVEL = 1
 SNIFF_BYTES = 8192
+# Encoders write about a dozen scans; each scan is a pass over every coefficient of the image,
+# so a few bytes a scan can make a small progressive JPEG take hours to decode.
+MAX_JPEG_SCANS = 100
+# Pillow refuses PNG text and colour-profile chunks that decompress to more than this.
+MAX_PNG_CHUNK_MB = 1
+# The renderer (resvg) stops expanding an SVG at this many elements.
+SVG_MAX_NODES = 1_000_000
 
 SizeHint = Callable[[tuple[int, int], int], tuple[int, int] | None]
 """Given a stored size and EXIF orientation, the smallest stored size the recipe needs."""
@@ -145,6 +152,12 @@ def _decoding(kind: str, limits: LimitsConfig, frame: str = "") -> Iterator[None
         raise
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         text = str(exc)
+        if "Decompressed data too large" in text:
+            raise InputError(
+                f"the {kind} file holds a text or colour-profile chunk that decompresses to more"
+                f" than {MAX_PNG_CHUNK_MB} MB, the limit for metadata; refused as a"
+                " decompression bomb", detail=f"{type(exc).__name__}: {text}",
+            ) from None
         reason = "truncated" if "truncated" in text else "damaged or not a valid image"
         where = f" ({frame} could not be decoded)" if frame else ""
         raise InputError(
@@ -157,6 +170,8 @@ def _decode_raster(
 ) -> Decoded:
     pillow = FORMATS[kind].pillow
     assert pillow is not None  # an SVG is drawn as a PNG first
+    if kind == "jpeg":
+        check_scans(data)
     with _decoding(kind, limits):
         im = Image.open(io.BytesIO(data), formats=[pillow])
         size = im.size
@@ -194,6 +209,49 @@ def _decode_raster(
     return Decoded(upright(canvas, turn), kind, size,
                    exif_summary(exif) if exif is not None else {}, frames=frames,
                    duration=info.get("duration"), loop=info.get("loop"), later=later)
+
+
+def jpeg_scans(data: bytes) -> int:
+    """The scans (SOS segments) of a JPEG, counted from its markers without decoding."""
+    scans, at = 0, 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            break  # damaged: the decoder says so
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker == 0xD9:  # end of image
+            break
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            at += 2
+            continue
+        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+        if marker == 0xDA:
+            scans += 1
+            at = _end_of_entropy_data(data, at)
+    return scans
+
+
+def _end_of_entropy_data(data: bytes, at: int) -> int:
+    """Where the entropy-coded data that starts at `at` ends: the next marker that is not a
+    stuffed zero or a restart marker."""
+    while (at := data.find(b"\xff", at)) != -1 and at + 1 < len(data):
+        follower = data[at + 1]
+        if follower != 0x00 and not 0xD0 <= follower <= 0xD7:
+            return at
+        at += 2
+    return len(data)
+
+
+def check_scans(data: bytes) -> None:
+    """InputError when a JPEG has more scans than MAX_JPEG_SCANS."""
+    scans = jpeg_scans(data)
+    if scans > MAX_JPEG_SCANS:
+        raise InputError(
+            f"the jpeg file has {scans} scans, over the limit of {MAX_JPEG_SCANS} scans per"
+            " progressive JPEG; refused before decoding, as each scan is a pass over the"
+            " whole image")
 
 
 def count_frames(im: Image.Image, kind: str, limits: LimitsConfig) -> int:
@@ -334,6 +392,10 @@ def rasterise_svg(data: bytes, limits: LimitsConfig, hint: SizeHint | None = Non
             svg_string=text, zoom=zoom, skip_system_fonts=False, resources_dir=None
         )
     except ValueError as exc:
+        if "nodes limit reached" in str(exc):
+            raise InputError(
+                "the SVG could not be drawn: its <use> references expand to more than"
+                f" {SVG_MAX_NODES:,} elements, the renderer's limit", detail=str(exc)) from None
         raise InputError("the SVG could not be drawn", detail=str(exc)) from None
     except BaseException as exc:  # a panic in the renderer arrives as pyo3's PanicException
         if type(exc).__name__ != "PanicException":
