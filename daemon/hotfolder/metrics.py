@@ -17,7 +17,10 @@ Jobs run in worker processes, so the metrics are split by what they describe:
   `scanner_up`, `watcher_last_scan_timestamp_seconds`, `watcher_unwatched_folders`)
   is computed at scrape time in the serving process by the callback given to
   `Metrics.follow`, from the queue, the journal and the watcher. A gauge kept by a worker would stay
-  wrong after that worker is killed mid-job; a callback cannot.
+  wrong after that worker is killed mid-job; a callback cannot. `scanner_up` is left out
+  while scanning is switched off, so that no scanner reads as a scanner down.
+- `resident_memory_bytes` sums the resident memory of the serving process and every
+  process below it (the workers), read from /proc at scrape time.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ UNKNOWN_RECIPE = "unknown"  # the recipe label of a job that failed before its r
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                  120.0, 300.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 # How often the server thread checks for shutdown.
 POLL_SECONDS = 0.05
 # A connection that sends nothing for this long is closed; at most this many are served at
@@ -66,9 +70,40 @@ class State:
     queue_depth: int
     jobs_in_progress: int
     waiting_jobs: Mapping[str, int] = field(default_factory=dict)
-    scanner_up: bool = False
+    scanner_up: bool | None = False  # None: scanning is switched off
     watcher_last_scan: float = 0.0
     watcher_unwatched_folders: int = 0
+
+
+def _parents() -> dict[int, int]:
+    """The parent of each live (non-zombie) process, from /proc."""
+    parents = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # it ended meanwhile
+                continue
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def resident_memory(pid: int) -> int:
+    """Resident bytes of pid and of every process below it, summed."""
+    parents = _parents()
+    tree, added = {pid}, True
+    while added:
+        below = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= below
+        added = bool(below)
+    pages = 0
+    for member in tree:
+        try:
+            pages += int(Path(f"/proc/{member}/statm").read_text().split()[1])
+        except OSError:  # it ended meanwhile
+            continue
+    return pages * PAGE_BYTES
 
 
 def clear_directory(directory: Path) -> None:
@@ -97,6 +132,10 @@ class _StateCollector(Collector):
                                  labels=["version", "python"])
         info.add_metric([__version__, platform.python_version()], 1)
         yield info
+        yield GaugeMetricFamily(PREFIX + "resident_memory_bytes",
+                                "Resident memory of the service's processes (this one and the"
+                                " workers below it), summed",
+                                value=resident_memory(os.getpid()))
         if self.source is None:
             return
         state = self.source()
@@ -110,8 +149,9 @@ class _StateCollector(Collector):
         for reason, count in sorted(state.waiting_jobs.items()):
             waiting.add_metric([reason], count)
         yield waiting
-        yield GaugeMetricFamily(PREFIX + "scanner_up", "1 when the virus scanner answers",
-                                value=int(state.scanner_up))
+        if state.scanner_up is not None:
+            yield GaugeMetricFamily(PREFIX + "scanner_up", "1 when the virus scanner answers",
+                                    value=int(state.scanner_up))
         yield GaugeMetricFamily(PREFIX + "watcher_last_scan_timestamp_seconds",
                                 "Unix time of the watcher's last full scan of the inbox",
                                 value=state.watcher_last_scan)
