@@ -62,10 +62,12 @@ def test_every_spec_metric_is_exposed(metrics: Metrics) -> None:
     metrics.follow(lambda: State(queue_depth=0, jobs_in_progress=0))
     names = {family.name for family in metrics.registry.collect()}
     # Beyond SPEC 9: files processed unscanned under scanner.on_unavailable: allow,
-    # folders that inotify cannot watch (SPEC 10), and the console's requests and uploads.
+    # folders that inotify cannot watch (SPEC 10), the console's requests and uploads, and
+    # the memory of the service's processes.
     assert names == SPEC_NAMES | {"hotfolder_files_unscanned",
                                   "hotfolder_watcher_unwatched_folders",
-                                  "hotfolder_web_requests", "hotfolder_web_upload_bytes"}
+                                  "hotfolder_web_requests", "hotfolder_web_upload_bytes",
+                                  "hotfolder_resident_memory_bytes"}
 
 
 def test_record_job_counts_outcome_stages_and_bytes(metrics: Metrics) -> None:
@@ -109,6 +111,46 @@ def test_gauges_follow_the_state_at_each_scrape(metrics: Metrics) -> None:
     assert value("hotfolder_queue_depth") == 0
     assert value("hotfolder_waiting_jobs", {"reason": "scanner"}) is None
     assert value("hotfolder_scanner_up") == 1
+
+
+def test_scanner_up_is_left_out_while_scanning_is_off(metrics: Metrics) -> None:
+    metrics.follow(lambda: State(queue_depth=3, jobs_in_progress=0, scanner_up=None))
+    assert metrics.registry.get_sample_value("hotfolder_queue_depth") == 3
+    assert metrics.registry.get_sample_value("hotfolder_scanner_up") is None
+
+
+# Holds 100 MB; with an argument, first starts one more of itself below it. Each says "held"
+# and ends when its standard input closes.
+HOLDER = """\
+import subprocess, sys
+held = b"\\x01" * (100 << 20)
+below = [subprocess.Popen([sys.executable, __file__])] if sys.argv[1:] else []
+print("held", flush=True)
+sys.stdin.read()
+for process in below:
+    process.wait()
+"""
+
+
+def test_resident_memory_sums_this_process_and_those_below_it(
+        metrics: Metrics, tmp_path: Path) -> None:
+    def resident() -> float:
+        value = metrics.registry.get_sample_value("hotfolder_resident_memory_bytes")
+        assert value is not None
+        return value
+
+    before = resident()
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    with subprocess.Popen([sys.executable, str(script), "below"], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as holders:
+        assert holders.stdin is not None and holders.stdout is not None
+        try:
+            assert [holders.stdout.readline(), holders.stdout.readline()] == ["held\n"] * 2
+            assert resident() > before + 190 * 2**20  # a child and a grandchild, 100 MB each
+        finally:
+            holders.stdin.close()
+    wait_until(lambda: resident() < before + 50 * 2**20, 10, "the memory given back")
 
 
 def test_build_info_names_the_version(metrics: Metrics) -> None:
