@@ -13,7 +13,15 @@ from hotfolder.journal.memory import MemoryJournal
 from hotfolder.metrics import Metrics
 from hotfolder.recipes import RecipeBook
 from hotfolder.web.app import host_name
-from hotfolder.web.console import Backend, Refused, list_jobs, upload_folder, upload_name
+from hotfolder.web.console import (
+    Backend,
+    Refused,
+    list_jobs,
+    moment,
+    summary,
+    upload_folder,
+    upload_name,
+)
 
 
 @pytest.fixture
@@ -86,6 +94,8 @@ def test_the_list_is_newest_first_and_filtered() -> None:
     before = journal.get("job2")
     assert before is not None
     assert ids(before=before.created) == ["job1", "job0"]
+    assert moment(str(before.created)) == before.created
+    assert moment(str(summary(before)["created"])) == pytest.approx(before.created, abs=0.001)
     for bad in ({"state": "lost"}, {"limit": 0}):
         with pytest.raises(Refused):
             ids(**bad)

@@ -8,6 +8,7 @@
 - `previews`: small images made from decoded pixels of scanned files.
 - `events`: server-sent events of every change of a job's state, from the journal.
 - `app`: the Starlette application: routes, the token, the origin check, metrics.
+- `openapi`: the description of the API.
 - `server`: uvicorn in a thread of the service.
 - `static/`: the page, its script and its style sheet, served from the package.
 """

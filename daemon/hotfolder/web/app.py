@@ -190,10 +190,9 @@ class Endpoints:
         params = request.query_params
         try:
             limit = int(params.get("limit", console.LIST_LIMIT))
-            before = float(params["before"]) if "before" in params else None
         except ValueError:
-            raise Refused(400, "limit is a whole number, before a time in epoch"
-                          " seconds") from None
+            raise Refused(400, "limit is a whole number") from None
+        before = console.moment(params["before"]) if "before" in params else None
         found = console.list_jobs(self.backend.journal, state=params.get("state"),
                                   folder=params.get("folder"), q=params.get("q"),
                                   limit=limit, before=before)

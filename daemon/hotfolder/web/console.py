@@ -80,6 +80,18 @@ class Backend:
         return self.cfg.layout
 
 
+def moment(text: str) -> float:
+    """A time from a request: epoch seconds, or ISO 8601 as the API gives its times."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise Refused(400, f"{text!r} is not a time (epoch seconds or ISO 8601)") from None
+
+
 def iso(when: float | None) -> str | None:
     """Epoch seconds as ISO 8601 UTC with milliseconds."""
     if when is None:
@@ -300,7 +312,7 @@ def archived(archive: Path, rel: PurePosixPath, job: Job, sha256: str | None) ->
             src = open_under(archive, path)
             if src is not None:
                 with src:
-                    if _sha256(src) == sha256:
+                    if hashlib.file_digest(src, "sha256").hexdigest() == sha256:
                         return path
             continue
         with contextlib.suppress(OSError):
@@ -308,10 +320,6 @@ def archived(archive: Path, rel: PurePosixPath, job: Job, sha256: str | None) ->
             if gap <= CTIME_SLACK_SECONDS and (best is None or gap < best[0]):
                 best = (gap, path)
     return best[1] if best else None
-
-
-def _sha256(src: io.BufferedReader) -> str:
-    return hashlib.file_digest(src, "sha256").hexdigest()
 
 
 def info(backend: Backend, job: Job) -> dict[str, Any]:

@@ -75,8 +75,8 @@ def description(cfg: Config) -> dict[str, Any]:
                         query("folder", "only jobs of this folder", text),
                         query("q", "only jobs whose name contains this", text),
                         query("limit", "at most this many", {"type": "integer"}),
-                        query("before", "only jobs created before this epoch time",
-                              {"type": "number"})])},
+                        query("before", "only jobs created before this time (epoch seconds"
+                              " or ISO 8601, as `created` gives it)", text)])},
         "/api/v1/jobs/{job_id}": {
             "parameters": [JOB_ID],
             "get": operation("One job, with its steps, outputs, sidecar or report", {
