@@ -1,4 +1,4 @@
-"""The picture that flows through a pipeline: pixels plus what travels with them."""
+"""The picture that flows through a pipeline: pixels, what travels with them, their budget."""
 
 from __future__ import annotations
 
@@ -46,3 +46,24 @@ class Canvas:
     def with_extra(self, extra: Extra) -> Canvas:
         """The same canvas with one more side output."""
         return dataclasses.replace(self, extras=(*self.extras, extra))
+
+
+def pixels_over(size: tuple[int, int], max_pixels: int, frames: int = 1,
+                total: int | None = None) -> str | None:
+    """`W x H pixels (N megapixels), over the limit of ...` when `frames` images of `size`
+    (or `total` pixels, for pages of different sizes up to `size`) exceed `max_pixels`."""
+    width, height = size
+    pixels = width * height * frames if total is None else total
+    if pixels <= max_pixels:
+        return None
+    shape = f"{width} x {height} pixels ({megapixels(pixels)} megapixels)"
+    if frames > 1:
+        up_to = "" if pixels == width * height * frames else "up to "
+        shape = (f"{frames} frames of {up_to}{width} x {height} pixels"
+                 f" ({megapixels(pixels)} megapixels in all)")
+    return f"{shape}, over the limit of {megapixels(max_pixels)} megapixels (limits.max_pixels)"
+
+
+def megapixels(pixels: int) -> str:
+    """A pixel count in megapixels as an operator reads it: `1600`, `2.5`, `0.25`."""
+    return f"{pixels / 1e6:.0f}" if pixels >= 10_000_000 else f"{pixels / 1e6:.2g}"

@@ -26,6 +26,7 @@ from hotfolder import imaging, memory, pipeline
 from hotfolder.canvas import Canvas
 from hotfolder.config import LimitsConfig
 from hotfolder.errors import InputError
+from hotfolder.exif import SIDEWAYS
 from hotfolder.formats import FORMATS
 from hotfolder.lengths import to_pixels
 from hotfolder.modes import TRANSPARENT
@@ -202,7 +203,7 @@ def size_hint(plan: Plan) -> imaging.SizeHint | None:
     steps = plan.steps
 
     def hint(size: tuple[int, int], orientation: int) -> tuple[int, int] | None:
-        swapped = orientation in imaging.SIDEWAYS  # decoding turns the image upright
+        swapped = orientation in SIDEWAYS  # decoding turns the image upright
         for step in steps:
             if isinstance(step.params, ResizeParams):  # resize, and size built on it
                 need = resize_need(step, (size[1], size[0]) if swapped else size)

@@ -1,15 +1,20 @@
 """EXIF, read one way everywhere: by the decoder, `auto_orient` and the `metadata` step.
 
+`upright` turns a canvas as its EXIF orientation says, for the decoder and `auto_orient` alike.
+
 EXIF is untrusted like the pixels: one that Pillow cannot parse cleanly (errors or
 warnings) counts as absent, and the picture itself is still processed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any
 
 from PIL import ExifTags, Image
+
+from hotfolder.canvas import Canvas
 
 # The few fields an operator cares about, by their name in the sidecar.
 SUMMARY_FIELDS = {
@@ -53,6 +58,30 @@ def without_orientation(raw: bytes) -> bytes:
     exif.load(raw)
     exif.pop(ExifTags.Base.Orientation, None)
     return exif.tobytes()
+
+
+# EXIF orientation -> the turn that makes the stored pixels upright.
+TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+}
+SIDEWAYS = {5, 6, 7, 8}
+
+
+def upright(canvas: Canvas, orientation: int) -> Canvas:
+    """The canvas turned as EXIF `orientation` says, with that tag gone from its EXIF."""
+    turn = TURNS.get(orientation)
+    if turn is None:
+        return canvas
+    image = canvas.image.transpose(turn)
+    carried = image.info.pop("exif", None)  # the stored orientation must not travel on
+    raw = canvas.exif or carried
+    exif = without_orientation(raw) if isinstance(raw, bytes) else None
+    dpi = canvas.dpi
+    if dpi and orientation in SIDEWAYS:
+        dpi = (dpi[1], dpi[0])
+    return dataclasses.replace(canvas, image=image, exif=exif, dpi=dpi)
 
 
 def exif_summary(exif: Image.Exif) -> dict[str, Any]:

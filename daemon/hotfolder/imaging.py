@@ -15,7 +15,6 @@ and writes metadata only when asked to keep it.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import math
 import re
@@ -34,10 +33,10 @@ from defusedxml.ElementTree import fromstring
 from PIL import Image
 
 from hotfolder import memory
-from hotfolder.canvas import Canvas
+from hotfolder.canvas import Canvas, megapixels, pixels_over
 from hotfolder.config import LimitsConfig
 from hotfolder.errors import InputError, RecipeError
-from hotfolder.exif import exif_summary, orientation, read_exif, without_orientation
+from hotfolder.exif import exif_summary, orientation, read_exif, upright
 from hotfolder.formats import BY_MEDIA_TYPE, FORMATS, NAMES
 from hotfolder.lengths import CSS_DPI, read_length
 from hotfolder.modes import to_working_mode
@@ -271,30 +270,6 @@ def count_frames(im: Image.Image, kind: str, limits: LimitsConfig) -> int:
     return frames
 
 
-# EXIF orientation -> the turn that makes the stored pixels upright.
-TURNS = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
-}
-SIDEWAYS = {5, 6, 7, 8}
-
-
-def upright(canvas: Canvas, orientation: int) -> Canvas:
-    """The canvas turned as EXIF `orientation` says, with that tag gone from its EXIF."""
-    turn = TURNS.get(orientation)
-    if turn is None:
-        return canvas
-    image = canvas.image.transpose(turn)
-    carried = image.info.pop("exif", None)  # the stored orientation must not travel on
-    raw = canvas.exif or carried
-    exif = without_orientation(raw) if isinstance(raw, bytes) else None
-    dpi = canvas.dpi
-    if dpi and orientation in SIDEWAYS:
-        dpi = (dpi[1], dpi[0])
-    return dataclasses.replace(canvas, image=image, exif=exif, dpi=dpi)
-
-
 def check_size(size: int, limits: LimitsConfig) -> None:
     """InputError when a file of `size` bytes is over limits.max_file_mb."""
     if size > limits.max_file_bytes:
@@ -313,27 +288,6 @@ def check_pixels(size: tuple[int, int], limits: LimitsConfig, frames: int = 1,
     over = pixels_over(size, limits.max_pixels, frames, total)
     if over:
         raise InputError(f"the image {'has' if frames > 1 else 'is'} {over}")
-
-
-def pixels_over(size: tuple[int, int], max_pixels: int, frames: int = 1,
-                total: int | None = None) -> str | None:
-    """`W x H pixels (N megapixels), over the limit of ...` when `frames` images of `size`
-    (or `total` pixels, for pages of different sizes up to `size`) exceed `max_pixels`."""
-    width, height = size
-    pixels = width * height * frames if total is None else total
-    if pixels <= max_pixels:
-        return None
-    shape = f"{width} x {height} pixels ({megapixels(pixels)} megapixels)"
-    if frames > 1:
-        up_to = "" if pixels == width * height * frames else "up to "
-        shape = (f"{frames} frames of {up_to}{width} x {height} pixels"
-                 f" ({megapixels(pixels)} megapixels in all)")
-    return f"{shape}, over the limit of {megapixels(max_pixels)} megapixels (limits.max_pixels)"
-
-
-def megapixels(pixels: int) -> str:
-    """A pixel count in megapixels as an operator reads it: `1600`, `2.5`, `0.25`."""
-    return f"{pixels / 1e6:.0f}" if pixels >= 10_000_000 else f"{pixels / 1e6:.2g}"
 
 
 # --- SVG -----------------------------------------------------------------------------

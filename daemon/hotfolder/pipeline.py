@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hotfolder.canvas import Canvas
+from hotfolder.canvas import Canvas, pixels_over
 from hotfolder.errors import InputError
-from hotfolder.imaging import pixels_over
 from hotfolder.ops import lookup
 from hotfolder.ops.registry import Params
 

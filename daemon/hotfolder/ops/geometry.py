@@ -19,8 +19,7 @@ from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
 from hotfolder.canvas import Canvas
 from hotfolder.errors import RecipeError
-from hotfolder.exif import orientation, read_exif
-from hotfolder.imaging import upright
+from hotfolder.exif import orientation, read_exif, upright
 from hotfolder.lengths import LengthField, to_pixels
 from hotfolder.modes import (
     RGBA,
