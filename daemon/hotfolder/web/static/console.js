@@ -29,6 +29,12 @@ function element(tag, props, children) {
 
 function say(text) { $("status").textContent = text; }
 
+// Answers and events can cross: what an upload's answer says may be older than an event.
+function remember(job) {
+  const known = jobs.get(job.id);
+  if (!known || known.updated <= job.updated) jobs.set(job.id, job);
+}
+
 async function call(path, options) {
   const response = await fetch(API + path, Object.assign({ credentials: "same-origin" }, options));
   if (response.status === 401 && path !== "session") {
@@ -92,13 +98,13 @@ function follow() {
   events.addEventListener("open", async () => {
     say("following the jobs");
     try {
-      for (const job of await call("jobs?limit=200")) jobs.set(job.id, job);
+      for (const job of await call("jobs?limit=200")) remember(job);
       render();
     } catch (error) { say(error.message); }
   });
   events.addEventListener("job", (message) => {
     const job = JSON.parse(message.data);
-    jobs.set(job.id, job);
+    remember(job);
     render();
   });
   events.addEventListener("error", () => say("reconnecting to the service..."));
@@ -114,7 +120,7 @@ async function upload(files) {
   result.textContent = "sending " + files.length + " file(s)...";
   try {
     const sent = await call("uploads", { method: "POST", body: form });
-    for (const job of sent) jobs.set(job.id, job);
+    for (const job of sent) remember(job);
     result.textContent = "sent: " + sent.map((j) => j.name).join(", ");
     render();
   } catch (error) {
@@ -208,7 +214,7 @@ async function act(path, method, body) {
     if (body) Object.assign(options, { headers: { "Content-Type": "application/json" },
                                        body: JSON.stringify(body) });
     const job = await call(path, options);
-    if (job) jobs.set(job.id, job);
+    if (job) remember(job);
     render();
   } catch (error) { say(error.message); }
 }
