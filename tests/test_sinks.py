@@ -1,4 +1,5 @@
-"""Sinks: one contract run against the outbox and the in-memory sink; moves of originals."""
+"""Sinks: one contract run against the outbox, S3 (moto over HTTP) and the in-memory sink;
+moves of originals."""
 
 from __future__ import annotations
 
@@ -14,15 +15,18 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from hotfolder.config import S3Config
 from hotfolder.errors import InputError, Unavailable
 from hotfolder.scanner import Verdict
-from hotfolder.sinks import MemorySink
+from hotfolder.sinks import KeyedSink, MemorySink
 from hotfolder.sinks.local import OutboxSink, to_archive, to_failed, to_quarantine
+from hotfolder.sinks.s3 import S3Sink
+from moto_server import S3Endpoint
 
 KEY = PurePosixPath("Wood/Oak/photo.png")
 
 
-def deliver(sink: OutboxSink | MemorySink, data: bytes, key: PurePosixPath | str = KEY,
+def deliver(sink: KeyedSink, data: bytes, key: PurePosixPath | str = KEY,
             on_conflict: str = "rename") -> str | None:
     return sink.deliver(PurePosixPath(key), data, media_type="image/png",
                         metadata={"source": "photo.jpg"}, on_conflict=on_conflict)
@@ -31,20 +35,20 @@ def deliver(sink: OutboxSink | MemorySink, data: bytes, key: PurePosixPath | str
 class SinkContract:
     """What every sink does; subclasses provide `sink`, `read(location)` and `stored()`."""
 
-    def read(self, sink: OutboxSink | MemorySink, location: str) -> bytes:
+    def read(self, sink: KeyedSink, location: str) -> bytes:
         raise NotImplementedError
 
-    def stored(self, sink: OutboxSink | MemorySink) -> dict[str, bytes]:
+    def stored(self, sink: KeyedSink) -> dict[str, bytes]:
         raise NotImplementedError
 
-    def test_stores_the_bytes_under_the_key(self, sink: OutboxSink | MemorySink) -> None:
+    def test_stores_the_bytes_under_the_key(self, sink: KeyedSink) -> None:
         location = deliver(sink, b"result")
         assert location is not None
         assert location.endswith("Wood/Oak/photo.png")
         assert self.read(sink, location) == b"result"
         assert self.stored(sink) == {"Wood/Oak/photo.png": b"result"}
 
-    def test_rename_keeps_both(self, sink: OutboxSink | MemorySink) -> None:
+    def test_rename_keeps_both(self, sink: KeyedSink) -> None:
         first, second, third = (deliver(sink, data) for data in (b"one", b"two", b"three"))
         assert self.stored(sink) == {"Wood/Oak/photo.png": b"one", "Wood/Oak/photo-1.png": b"two",
                                      "Wood/Oak/photo-2.png": b"three"}
@@ -53,27 +57,27 @@ class SinkContract:
         assert len({first, second, third}) == 3
 
     @pytest.mark.parametrize("on_conflict", ["rename", "overwrite", "skip"])
-    def test_same_content_again_is_already_delivered(self, sink: OutboxSink | MemorySink,
+    def test_same_content_again_is_already_delivered(self, sink: KeyedSink,
                                                      on_conflict: str) -> None:
         first = deliver(sink, b"result", on_conflict=on_conflict)
         again = deliver(sink, b"result", on_conflict=on_conflict)
         assert first == again
         assert self.stored(sink) == {"Wood/Oak/photo.png": b"result"}
 
-    def test_rename_finds_its_earlier_delivery(self, sink: OutboxSink | MemorySink) -> None:
+    def test_rename_finds_its_earlier_delivery(self, sink: KeyedSink) -> None:
         deliver(sink, b"someone else's")
         mine = deliver(sink, b"mine")
         assert deliver(sink, b"mine") == mine
         assert len(self.stored(sink)) == 2
 
-    def test_overwrite_replaces(self, sink: OutboxSink | MemorySink) -> None:
+    def test_overwrite_replaces(self, sink: KeyedSink) -> None:
         deliver(sink, b"old", on_conflict="overwrite")
         location = deliver(sink, b"new", on_conflict="overwrite")
         assert location is not None
         assert self.read(sink, location) == b"new"
         assert self.stored(sink) == {"Wood/Oak/photo.png": b"new"}
 
-    def test_skip_keeps_what_is_there(self, sink: OutboxSink | MemorySink) -> None:
+    def test_skip_keeps_what_is_there(self, sink: KeyedSink) -> None:
         deliver(sink, b"old", on_conflict="skip")
         assert deliver(sink, b"new", on_conflict="skip") is None
         assert self.stored(sink) == {"Wood/Oak/photo.png": b"old"}
@@ -87,14 +91,14 @@ class SinkContract:
         ("pho\nto.png", "contains a control character"),
         ("", "is empty"),
     ])
-    def test_keys_never_leave_the_root(self, sink: OutboxSink | MemorySink, key: str,
+    def test_keys_never_leave_the_root(self, sink: KeyedSink, key: str,
                                        reason: str) -> None:
         with pytest.raises(InputError, match=reason) as info:
             deliver(sink, b"x", key=key)
         assert info.value.message.startswith("the output name ")
         assert self.stored(sink) == {}
 
-    def test_unknown_conflict_rule_is_refused(self, sink: OutboxSink | MemorySink) -> None:
+    def test_unknown_conflict_rule_is_refused(self, sink: KeyedSink) -> None:
         with pytest.raises(ValueError, match="rename, overwrite, skip"):
             deliver(sink, b"x", on_conflict="merge")
 
@@ -104,11 +108,11 @@ class TestMemorySink(SinkContract):
     def sink(self) -> MemorySink:
         return MemorySink()
 
-    def read(self, sink: OutboxSink | MemorySink, location: str) -> bytes:
+    def read(self, sink: KeyedSink, location: str) -> bytes:
         assert isinstance(sink, MemorySink)
         return sink.objects[PurePosixPath(location.removeprefix("memory://"))].data
 
-    def stored(self, sink: OutboxSink | MemorySink) -> dict[str, bytes]:
+    def stored(self, sink: KeyedSink) -> dict[str, bytes]:
         assert isinstance(sink, MemorySink)
         return {str(key): obj.data for key, obj in sink.objects.items()}
 
@@ -123,6 +127,23 @@ class TestMemorySink(SinkContract):
             deliver(sink, b"x")
 
 
+class TestS3Sink(SinkContract):
+    @pytest.fixture
+    def sink(self, s3: S3Endpoint) -> S3Sink:
+        return S3Sink(S3Config(bucket=s3.bucket(), endpoint_url=s3.url, region="us-east-1"))
+
+    def read(self, sink: KeyedSink, location: str) -> bytes:
+        assert isinstance(sink, S3Sink)
+        key = location.removeprefix(f"s3://{sink.cfg.bucket}/")
+        return bytes(sink.client.get_object(Bucket=sink.cfg.bucket, Key=key)["Body"].read())
+
+    def stored(self, sink: KeyedSink) -> dict[str, bytes]:
+        assert isinstance(sink, S3Sink)
+        listing = sink.client.list_objects_v2(Bucket=sink.cfg.bucket)
+        return {item["Key"]: self.read(sink, f"s3://{sink.cfg.bucket}/{item['Key']}")
+                for item in listing.get("Contents", [])}
+
+
 def all_files(root: Path) -> dict[str, bytes]:
     """Every file under root, dot-names (temporary files) included."""
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
@@ -133,10 +154,10 @@ class TestOutboxSink(SinkContract):
     def sink(self, tmp_path: Path) -> OutboxSink:
         return OutboxSink(tmp_path / "outbox")
 
-    def read(self, sink: OutboxSink | MemorySink, location: str) -> bytes:
+    def read(self, sink: KeyedSink, location: str) -> bytes:
         return Path(location).read_bytes()
 
-    def stored(self, sink: OutboxSink | MemorySink) -> dict[str, bytes]:
+    def stored(self, sink: KeyedSink) -> dict[str, bytes]:
         assert isinstance(sink, OutboxSink)
         return all_files(sink.root) if sink.root.exists() else {}
 
