@@ -2,8 +2,9 @@
 
 Start-up, in order: remove temporary files no job owns; find work-folder entries the
 journal lacks; queue again every job claimed but not finished (the journal, not Huey,
-is the record); fork the workers; then serve metrics, start watching, and tell
-systemd we are ready. The parts come built from `hotfolder.parts`.
+is the record); fork the workers; then serve metrics, start watching, serve the
+console (`hotfolder.web`), and tell systemd we are ready. The parts come built from
+`hotfolder.parts`.
 
 The main thread then ticks once a second: it applies what `supervisor.supervise`
 decides about the running jobs, replaces dead workers, queues waiting jobs when due
@@ -11,8 +12,8 @@ decides about the running jobs, replaces dead workers, queues waiting jobs when 
 every minute, and reports its status to systemd. Each of the supervisor's actions is
 applied on its own guard, so that one job's trouble is logged and never stops the round,
 and systemd's watchdog is fed at every turn of the loop, whatever a round met.
-SIGTERM or SIGINT stops the watcher, lets the workers finish the jobs they hold (up to
-STOP_SECONDS), and exits 0.
+SIGTERM or SIGINT stops the console and the watcher, lets the workers finish the jobs
+they hold (up to STOP_SECONDS), and exits 0.
 """
 
 from __future__ import annotations
