@@ -147,6 +147,7 @@ class HeldClamd:
         self.address = f"unix://{self.socket}"
         self.holding = 0  # scans read whole, waiting for a verdict, their client still there
         self.answered = 0
+        self.streams: list[bytes] = []  # what each scan sent, in order (the probes left out)
         self._allowed = 0.0
         self._closed = False
         self._changed = threading.Condition()
@@ -230,8 +231,10 @@ class _HeldRequest(socketserver.StreamRequestHandler):
                 return
             elif EICAR in stream:  # hotfolder's scan-limit probe: found at once, as clamd would
                 self.wfile.write(f"stream: {EICAR_SIGNATURE} FOUND\n".encode())
-            elif self.server.clamd.hold(self.request):
-                self.wfile.write(b"stream: OK\n")
+            else:
+                self.server.clamd.streams.append(stream)
+                if self.server.clamd.hold(self.request):
+                    self.wfile.write(b"stream: OK\n")
 
     def _read_stream(self) -> bytes | None:
         """Read the chunks up to the empty one; None when the client hangs up first."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import threading
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import pytest
 
 from helpers import drop, image_bytes
 from hotfolder.config import Config, Layout
-from hotfolder.intake import Intake, work_path
+from hotfolder.errors import InputError
+from hotfolder.intake import Intake, claimed_bytes, read_claimed, work_path
 from hotfolder.journal.sqlite import SqliteJournal
 
 
@@ -160,3 +162,39 @@ def test_adopt_finds_a_claim_the_journal_never_recorded(layout: Layout, intake: 
     assert work_path(layout.work, jobs[0].id, jobs[0].rel) == orphan
     assert (layout.work / "stray-folder").is_dir()  # not ours: left alone
     assert intake.adopt() == []
+
+
+def test_a_claimed_file_is_a_private_copy_its_dropper_cannot_change(
+        layout: Layout, intake: Intake) -> None:
+    data = image_bytes("JPEG")
+    path = drop(layout.root, "photo.jpg", data)
+    os.chmod(path, 0o666)
+    with path.open("r+b") as dropper:  # still open, as the dropper may keep it
+        job = intake.offer(path)
+        assert job is not None and job.state == "queued"
+        claimed = work_path(layout.work, job.id, job.rel)
+        dropper.write(b"rewritten after the claim")
+    st = claimed.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_nlink) == (0o600, os.geteuid(), 1)
+    assert claimed.read_bytes() == data
+
+
+def test_a_claimed_file_is_read_once_as_a_regular_file_within_the_limit(
+        layout: Layout, intake: Intake, tmp_path: Path) -> None:
+    plain = tmp_path / "plain.jpg"
+    plain.write_bytes(image_bytes("JPEG"))
+    plain.chmod(0o644)
+    assert claimed_bytes(plain, intake.limits) == image_bytes("JPEG")
+    assert stat.S_IMODE(plain.stat().st_mode) == 0o600  # made private before it is used
+    link = tmp_path / "link.jpg"
+    link.symlink_to(plain)
+    with pytest.raises(InputError, match="refused, it is a symbolic link"):
+        read_claimed(link, intake.limits)
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="refused, it is not a regular file"):
+        read_claimed(fifo, intake.limits)  # opened without blocking, never read
+    large = tmp_path / "large.jpg"
+    large.write_bytes(bytes(20_000))
+    with pytest.raises(InputError, match=r"over the limit of 0\.01 MB"):
+        read_claimed(large, intake.limits)

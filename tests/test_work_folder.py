@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+import stat
 from pathlib import Path
 
-from clamd_server import Clamd
+from PIL import Image
+
+from clamd_server import Clamd, HeldClamd
 from helpers import image_bytes, wait_until
 from service_helpers import Daemon, files_under, make_root, start
 
@@ -48,4 +51,36 @@ def test_only_work_files_named_inside_the_inbox_are_adopted_at_start(
     assert all(path.is_relative_to(root) for path in created), created
     assert files_under(root / "outbox") == [root / "outbox" / "grayscale+png" / "kept.png"]
     assert files_under(root / "failed") == []
+    assert daemon.stop() == 0
+
+
+def test_a_file_rewritten_by_its_dropper_after_the_claim_is_processed_as_scanned(
+        tmp_path: Path, held_clamd: HeldClamd, daemons: list[Daemon]) -> None:
+    config = make_root(tmp_path / "root", held_clamd.address, scanner={"timeout_seconds": 120})
+    root = config.parent
+    daemon = start(daemons, config)
+    dropped = image_bytes("JPEG", (64, 48), seed=1)
+    swapped = image_bytes("JPEG", (300, 200), seed=2)  # what the dropper puts there instead
+    folder = root / "inbox" / "grayscale+png"
+    folder.mkdir(parents=True)
+    temp = folder / ".photo.jpg.part"
+    temp.write_bytes(dropped)
+    with temp.open("r+b") as kept_open:  # the dropper keeps its file open past the claim
+        temp.rename(folder / "photo.jpg")
+        wait_until(lambda: held_clamd.holding == 1, 30, f"the scan held (log: {daemon.tail()})")
+        work = root / "inbox" / ".hotfolder"
+        (claimed,) = files_under(work)
+        modes = stat.S_IMODE(claimed.stat().st_mode), stat.S_IMODE(work.stat().st_mode)
+        kept_open.write(swapped)  # rewritten while its scan runs, as the dropper can
+        kept_open.truncate()
+    held_clamd.let_through()
+
+    archived = root / "archive" / "grayscale+png" / "photo.jpg"
+    wait_until(archived.exists, 30, f"the original archived (log: {daemon.tail()})")
+    assert held_clamd.streams == [dropped]
+    assert archived.read_bytes() == dropped  # what was scanned, not what was written later
+    output = root / "outbox" / "grayscale+png" / "photo.png"
+    with Image.open(output) as image:
+        assert image.size == (64, 48)
+    assert modes == (0o600, 0o700)  # the claimed file, and its folder, the service's alone
     assert daemon.stop() == 0

@@ -11,6 +11,9 @@ first bytes are not an accepted image is claimed with that refusal recorded: it 
 scanned like any other, so malware goes to quarantine/, and fails only once clean.
 The file's folder is reached from the inbox without following any link (a link to a
 folder is refused as a file of its own), so no claim reaches outside the inbox.
+Right after the rename, the claimed file is replaced by a private copy (the service's
+own, mode 0600) of what it held: whoever dropped it, even with the file still open,
+cannot change what the job reads. The job reads it once (`claimed_bytes`).
 """
 
 from __future__ import annotations
@@ -26,10 +29,16 @@ from urllib.parse import quote, unquote
 from hotfolder import imaging
 from hotfolder.config import Layout, LimitsConfig
 from hotfolder.errors import InputError
-from hotfolder.files import replace
+from hotfolder.files import replace, write_atomic
 from hotfolder.journal import Job, Journal
 from hotfolder.sinks import key_parts, renamed
-from hotfolder.sinks.local import error_report, open_folder, report_bytes, to_failed
+from hotfolder.sinks.local import (
+    PRIVATE_FILE,
+    error_report,
+    open_folder,
+    report_bytes,
+    to_failed,
+)
 
 log = logging.getLogger("hotfolder.intake")
 
@@ -96,6 +105,40 @@ def read_head(path: Path, expect: os.stat_result, size: int) -> bytes:
         return os.read(fd, size)
     finally:
         os.close(fd)
+
+
+def read_claimed(path: Path, limits: LimitsConfig) -> tuple[bytes, os.stat_result]:
+    """A claimed file's whole content, read once through one descriptor, and its fstat: never
+    through a link, only a regular file within limits.max_file_mb."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise InputError("refused, it is a symbolic link", stage="intake") from None
+    with os.fdopen(fd, "rb") as src:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError("refused, it is not a regular file", stage="intake")
+        imaging.check_size(st.st_size, limits)
+        data = src.read(limits.max_file_bytes + 1)
+    imaging.check_size(len(data), limits)  # it may have grown since
+    return data, st
+
+
+def make_private(path: Path, data: bytes) -> None:
+    """Replace the file at path by a new one holding `data` that only this user can read and
+    write: whoever wrote the old one, or still holds it open, cannot change it."""
+    write_atomic(path, data, PRIVATE_FILE)
+
+
+def claimed_bytes(path: Path, limits: LimitsConfig) -> bytes:
+    """A claimed file's content, read once (see read_claimed); the file is made private
+    first when it is not yet (its claim was cut short)."""
+    data, st = read_claimed(path, limits)
+    if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != PRIVATE_FILE or st.st_nlink != 1:
+        make_private(path, data)
+    return data
 
 
 def open_below(top: Path, rel: PurePosixPath) -> int:
@@ -219,6 +262,13 @@ class Intake:
             error = InputError(f"{rel}: the file was replaced while it was being checked",
                                stage="intake")
             return self._refuse(target, rel, moved, error, job_id)
+        try:  # from now on, no one but the service can change what the job will read
+            make_private(target, read_claimed(target, self.limits)[0])
+        except InputError as exc:  # it grew past the limit since it was checked
+            return self._refuse(target, rel, moved, InputError(f"{rel}: {exc.message}",
+                                                               stage="intake"), job_id)
+        except OSError as exc:  # a full disk, say: the job makes the copy before it reads
+            log.warning("job %s: %s not made private at its claim: %s", job_id, rel, exc)
         self.journal.add(job_id, rel.as_posix(), kind=kind, size=st.st_size, reason=refusal)
         log.info("job %s: claimed %s (%s, %d bytes)", job_id, rel, kind or "refused",
                  st.st_size)

@@ -54,10 +54,10 @@ class Parts:
 def prepare_root(cfg: Config) -> None:
     """Create the root's folders; ConfigError when the state folder is on the network."""
     layout = cfg.layout
-    for folder in (layout.inbox, layout.outbox, layout.failed, layout.archive, layout.state,
-                   layout.work):
+    for folder in (layout.inbox, layout.outbox, layout.failed, layout.archive, layout.state):
         folder.mkdir(parents=True, exist_ok=True)
-    layout.quarantine.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for private in (layout.work, layout.quarantine):  # the service's alone
+        private.mkdir(mode=0o700, parents=True, exist_ok=True)
     problem = state_folder_problem(layout.state)
     if problem is not None:
         raise ConfigError(problem)

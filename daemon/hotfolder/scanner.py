@@ -1,5 +1,8 @@
 """Virus scanning: the Scanner seam, clamd through pyclamd, and an in-memory scanner for tests.
 
+A scanner is given the bytes the job read once, the same bytes that are then hashed,
+decoded and archived; it never opens a file itself (clamd gets them by INSTREAM).
+
 A verdict is clean only when clamd answered `OK` for the whole file. A signature is
 infected. A `Heuristics.Limits.Exceeded` alert (the file is past MaxFileSize,
 MaxScanSize, MaxRecursion, MaxScanTime... of clamd: it stopped reading, so nothing was
@@ -26,12 +29,10 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import socket
 import time
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import pyclamd
@@ -65,9 +66,10 @@ class Verdict:
 
 
 class Scanner(Protocol):
-    """Scans files; raises `Unavailable` whenever it cannot prove a file clean or infected."""
+    """Scans a file's bytes (those that are then decoded); raises `Unavailable` whenever it
+    cannot prove them clean or infected."""
 
-    def scan(self, path: Path) -> Verdict: ...
+    def scan(self, data: bytes, name: str) -> Verdict: ...
 
     def ping(self) -> bool: ...
 
@@ -188,22 +190,21 @@ class ClamdScanner:
     def _unavailable(self, name: str, why: str, detail: object = "") -> Unavailable:
         return Unavailable(f"{name} could not be scanned: {why}", detail=str(detail), stage="scan")
 
-    def scan(self, path: Path) -> Verdict:
-        """Stream the file to clamd and return its verdict, or raise Unavailable."""
-        # Opened first: a missing file is the caller's problem, not clamd's; a link is refused.
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as stream:
-            self._ensure_trusted(path.name)
-            status, reason = self._instream(stream, path.name)
+    def scan(self, data: bytes, name: str) -> Verdict:
+        """Stream the bytes of the file `name` to clamd and return its verdict, or raise
+        Unavailable."""
+        self._ensure_trusted(name)
+        status, reason = self._instream(io.BytesIO(data), name)
         if status == "FOUND" and reason.startswith(LIMIT_ALERT):
             raise InputError(
-                f"{path.name} could not be scanned whole: it is over a scanning limit of clamd"
+                f"{name} could not be scanned whole: it is over a scanning limit of clamd"
                 f" at {self.address} ({reason}), so it is not taken as clean", detail=reason,
                 stage="scan")
         if status == "FOUND":
             return Verdict(clean=False, signature=reason, scanner=self.name)
         if status == "OK":
             return Verdict(clean=True, signature=None, scanner=self.name)
-        raise self._unavailable(path.name, f"clamd at {self.address} reported an error", reason)
+        raise self._unavailable(name, f"clamd at {self.address} reported an error", reason)
 
     def _ensure_trusted(self, name: str) -> None:
         """Raise Untrusted unless clamd has found the probe since it last went away."""
@@ -333,21 +334,20 @@ class MemoryScanner:
 
     signatures: dict[str, str] = field(default_factory=dict)
     available: bool = True
-    scanned: list[Path] = field(default_factory=list)
+    scanned: list[str] = field(default_factory=list)
     name: str = "memory"
 
     def sign(self, data: bytes, signature: str) -> None:
         """Make content with these bytes infected under this signature name."""
         self.signatures[hashlib.sha256(data).hexdigest()] = signature
 
-    def scan(self, path: Path) -> Verdict:
-        """The verdict for the file's content, or Unavailable when switched off."""
+    def scan(self, data: bytes, name: str) -> Verdict:
+        """The verdict for these bytes, or Unavailable when switched off."""
         if not self.available:
-            raise Unavailable(
-                f"{path.name} could not be scanned: the scanner is unavailable", stage="scan"
-            )
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        self.scanned.append(path)
+            raise Unavailable(f"{name} could not be scanned: the scanner is unavailable",
+                              stage="scan")
+        digest = hashlib.sha256(data).hexdigest()
+        self.scanned.append(name)
         signature = self.signatures.get(digest)
         return Verdict(clean=signature is None, signature=signature, scanner=self.name)
 

@@ -1,9 +1,10 @@
 """The Huey task: the one place that wires a claimed file through scan, engine and sinks.
 
 A job in a worker, in order: mark it running in the journal (a second copy of the
-task finds it taken and stops); scan the file before anything reads it; resolve the
-recipe from its folders and render it; deliver the outputs and the sidecar; record
-the delivery; move the original to archive/ (or delete it); end the job. An
+task finds it taken and stops); read the claimed file once and scan those bytes, which
+are then the ones hashed, decoded and archived; resolve the recipe from its folders and
+render it; deliver the outputs and the sidecar; record the delivery; move the original
+to archive/ (or delete it); end the job. An
 infected file goes to quarantine/, a bad one to failed/ with its reason, and a job
 whose scanner or destination is unavailable waits in the journal to be retried.
 A retry after a crash repeats only what was not recorded as done.
@@ -23,7 +24,7 @@ from typing import Any
 from hotfolder import engine, imaging
 from hotfolder.cache import render_cached
 from hotfolder.errors import HotfolderError, InputError, RecipeError, Unavailable
-from hotfolder.intake import work_path
+from hotfolder.intake import claimed_bytes, work_path
 from hotfolder.journal import Job
 from hotfolder.metrics import UNKNOWN_RECIPE, Metrics
 from hotfolder.parts import Parts
@@ -165,11 +166,13 @@ def run_stages(parts: Parts, job: Job, work_file: Path,
     rel = PurePosixPath(job.rel)
     outputs = job.outputs
     if outputs is None:
-        started = time.perf_counter()
-        verdict = scan(parts, job, work_file)
-        measured.timings["scan"] = time.perf_counter() - started
-        data = work_file.read_bytes()
+        # Read once: these bytes, and no later read of the file, are scanned, hashed,
+        # decoded and archived (the file is the service's own, see intake.claimed_bytes).
+        data = claimed_bytes(work_file, parts.cfg.limits)
         measured.bytes_in = len(data)
+        started = time.perf_counter()
+        verdict = scan(parts, job, data)
+        measured.timings["scan"] = time.perf_counter() - started
         if not verdict.clean:
             parts.originals.to_quarantine(work_file, rel, verdict,
                                           hashlib.sha256(data).hexdigest(),
@@ -198,12 +201,12 @@ def run_stages(parts: Parts, job: Job, work_file: Path,
     return "done", f"{job.rel} done -> {', '.join(outputs) or 'nothing (name taken, skipped)'}"
 
 
-def scan(parts: Parts, job: Job, work_file: Path) -> Verdict:
-    """The scanner's verdict, applying `on_unavailable` when it cannot give one."""
+def scan(parts: Parts, job: Job, data: bytes) -> Verdict:
+    """The scanner's verdict on the job's bytes, applying `on_unavailable` when it has none."""
     if parts.scanner is None:
         return NOT_SCANNED
     try:
-        return parts.scanner.scan(work_file)
+        return parts.scanner.scan(data, PurePosixPath(job.rel).name)
     except Unavailable as exc:
         policy = parts.cfg.scanner.on_unavailable
         if policy == "allow" and not isinstance(exc, Untrusted):  # it would pass unread files
