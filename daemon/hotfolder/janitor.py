@@ -1,9 +1,9 @@
 """The janitor: removes what no job owns, once a minute and at start-up.
 
-Temporary files of interrupted writes older than the job time limit; a file left in
-the work folder after its job ended (it goes to failed/ with that reason); archived
-originals older than `output.archive_days`; journal rows of jobs that ended more than
-JOURNAL_KEEP_DAYS ago.
+Temporary files of interrupted writes older than the job time limit (in the work folder
+too, where a claim makes its private copy); a file left in the work folder after its
+job ended (it goes to failed/ with that reason); archived originals older than
+`output.archive_days`; journal rows of jobs that ended more than JOURNAL_KEEP_DAYS ago.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ class Janitor:
     def remove_temporary(self, before: float) -> None:
         """Remove temporary files of interrupted writes last changed at or before `before`."""
         layout = self.layout
-        for folder in (layout.outbox, layout.failed, layout.quarantine, layout.archive):
+        for folder in (layout.outbox, layout.failed, layout.quarantine, layout.archive,
+                       layout.work):  # the work folder: a private copy cut short at a claim
             for temp in folder.rglob(TEMP_GLOB):
                 try:
                     if temp.lstat().st_mtime <= before:
