@@ -59,7 +59,8 @@ def test_a_deeply_nested_svg_fails_with_its_reason(
     wait_until(failed.exists, 30, f"the SVG in failed/ (log: {daemon.tail()})")
     assert report(failed) == ("grayscale+png/deep.svg: the SVG nests its elements 2002 levels"
                               " deep, more than the 128 levels hotfolder draws")
-    assert [state for _, state, _ in jobs(daemon)] == ["failed"]
+    wait_until(lambda: [state for _, state, _ in jobs(daemon)] == ["failed"], 10,
+               "the job failed")
     assert daemon.stop() == 0
 
 
@@ -79,7 +80,8 @@ def test_an_unexpected_error_in_a_stage_fails_the_job_in_words(
         "Gray/photo.jpg: processing stopped on an unexpected error in the deliver stage"
         " (IsADirectoryError: [Errno 21] Is a directory")
     assert failed.read_bytes() == image_bytes("JPEG", seed=1)
-    assert [state for _, state, _ in jobs(daemon)] == ["failed"]
+    wait_until(lambda: [state for _, state, _ in jobs(daemon)] == ["failed"], 10,
+               "the job failed")
 
     drop(root, "Gray/next.jpg", image_bytes("JPEG", seed=2))  # the service goes on
     wait_until((root / "outbox" / "Gray" / "next.png.json").exists, 30, "the next file done")
