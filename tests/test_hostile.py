@@ -49,10 +49,15 @@ Kinds through intake, with a hook between check and claim:
  54.   a file that vanishes between check and claim
  55.   a file replaced by a symbolic link between check and claim
  56.   a file still being appended to after its claim
+Kinds of recipe given to `hotfolder process` (a usage error, exit code 2, nothing made):
+ 57.   a recipe file that is a YAML bomb (anchors and aliases)
+ 58.   a recipe file of 10001 steps
+ 59.   a chain of 300 steps
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -69,12 +74,14 @@ from PIL import Image
 
 import hostile_inputs as hostile
 from clamd_server import EICAR, EICAR_SIGNATURE, Clamd
+from conftest import YAML_BOMB
 from helpers import image_bytes, png_file, wait_until
 from hotfolder.intake import Intake
 from hotfolder.journal import Job
 from service_helpers import Daemon, files_under, make_root
 from test_imaging import svg_with_image
 from test_limits import FRAME_BOMBS, GEOMETRY_BOMBS, LIMIT, limit_data
+from test_recipe_files import HUGE_RECIPE
 from test_tasks import setup
 
 GROWING = "the job reads the work file again after its claim, not the bytes it claimed"
@@ -105,13 +112,6 @@ class Kind:
     steps: str = "png"
     reason: str | None = None
     check: Callable[[bytes], None] | None = None
-    xfail: str | None = None
-
-    @property
-    def group(self) -> str:
-        """The run of `hotfolder process` it is part of: one per steps, its own when expected
-        to fail (a crash must not take the other files with it)."""
-        return f"{self.steps} {self.name}" if self.xfail else self.steps
 
 
 def lacks(*marks: bytes) -> Callable[[bytes], None]:
@@ -165,8 +165,8 @@ PROCESS_KINDS = [
     Kind("wide.svg", hostile.huge_svg,
          reason="the image is 1000000 x 1000000 pixels (1000000 megapixels), over the limit of"
                 " 100 megapixels (limits.max_pixels)"),
-    Kind("script.svg", hostile.svg_with_script,
-         check=lacks(hostile.SCRIPT_MARK.encode(), b"<script")),
+    Kind("script.svg", hostile.svg_with_script, "trace",  # traced: an SVG comes out
+         check=lacks(hostile.SCRIPT_MARK.encode(), b"<script", b"onload")),
     Kind("deep.svg", hostile.deep_svg, reason="the SVG nests its elements"),
     Kind("inner.svg", hostile.svg_with_large_raster,
          reason="an image embedded in the SVG is refused: the image claims 400 megapixels"),
@@ -203,23 +203,18 @@ def processed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Processed]:
     """Each set of steps of the table run once over its files: steps -> what it gave."""
     groups: dict[str, list[Kind]] = defaultdict(list)
     for kind in PROCESS_KINDS:
-        groups[kind.group].append(kind)
+        groups[kind.steps].append(kind)
     base = tmp_path_factory.mktemp("process")
     with ThreadPoolExecutor(2) as pool:  # the machine's two cores
-        runs = pool.map(lambda item: process_group(base / f"set{item[0]}", item[1][1][0].steps,
-                                                   item[1][1]), enumerate(groups.items()))
+        runs = pool.map(lambda item: process_group(base / f"set{item[0]}", *item[1]),
+                        enumerate(groups.items()))
         return dict(zip(groups, runs, strict=True))
 
 
-def case(kind: Kind) -> Any:
-    marks = [pytest.mark.xfail(strict=True, reason=kind.xfail)] if kind.xfail else []
-    return pytest.param(kind, id=kind.name, marks=marks)
-
-
-@pytest.mark.parametrize("kind", [case(kind) for kind in PROCESS_KINDS])
+@pytest.mark.parametrize("kind", [pytest.param(kind, id=kind.name) for kind in PROCESS_KINDS])
 def test_process_gives_each_kind_its_place_and_reason(
         kind: Kind, processed: dict[str, Processed]) -> None:
-    run = processed[kind.group]
+    run = processed[kind.steps]
     mine = [line for line in run.lines if line.startswith(f"{kind.name}: ")]
     stem = kind.name.rsplit(".", 1)[0]
     written = {name: data for name, data in run.outputs.items() if name.startswith(f"{stem}.")}
@@ -233,19 +228,53 @@ def test_process_gives_each_kind_its_place_and_reason(
     else:
         assert mine == [], mine
         assert len(written) == 1, run.outputs.keys()
-        data = next(iter(written.values()))
+        name, data = next(iter(written.items()))
+        if name.endswith(".svg"):
+            assert b"<svg" in data
+        else:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()  # a whole picture, not a copy of the odd input
         if kind.check is not None:
             kind.check(data)
 
 
 def test_process_ends_with_a_count_of_the_failed_files(processed: dict[str, Processed]) -> None:
-    for group, run in processed.items():
-        kinds = [kind for kind in PROCESS_KINDS if kind.group == group]
+    for steps, run in processed.items():
+        kinds = [kind for kind in PROCESS_KINDS if kind.steps == steps]
         failed = sum(1 for kind in kinds if kind.reason is not None)
         if len(kinds) > 1:
             assert run.lines[-1] == (f"{len(kinds) - failed} of {len(kinds)} files processed,"
                                      f" {failed} failed"), run.lines
             assert len(run.lines) == failed + 1
+
+
+# -- recipes that are bombs, for hotfolder process ----------------------------------------------
+
+VALUES = "the limit for a configuration or recipe file"
+CHAIN = "+".join(["grayscale"] * 300)
+RECIPE_KINDS = {
+    "yaml-bomb": (["-r", "recipe.yaml"], YAML_BOMB, "recipe.yaml, line 5: refused: it holds"
+                  f" more than 10000 values once its aliases are expanded, {VALUES}"),
+    "many-steps": (["-r", "recipe.yaml"], HUGE_RECIPE,
+                   f"recipe.yaml, line 10001: refused: it holds more than 10000 values, {VALUES}"),
+    "long-chain": (["-s", CHAIN], None,
+                   f"-s {CHAIN!r}: 300 steps, more than the limit of 50 steps per job"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPE_KINDS))
+def test_process_refuses_a_recipe_bomb_in_one_line(tmp_path: Path, name: str) -> None:
+    args, recipe, reason = RECIPE_KINDS[name]
+    if recipe is not None:
+        (tmp_path / "recipe.yaml").write_text(recipe)
+    (tmp_path / "photo.jpg").write_bytes(image_bytes("JPEG", seed=7))
+    done = subprocess.run(
+        [sys.executable, "-m", "hotfolder.cli", "process", "photo.jpg", *args, "-o", "out"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        preexec_fn=limit_data, env={**os.environ, "HOTFOLDER_CONFIG": str(tmp_path / "none")})
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"hotfolder: {reason}\n"
+    assert not (tmp_path / "out").exists()
 
 
 # -- the running service ---------------------------------------------------------------------

@@ -137,26 +137,7 @@ def test_with_inline_names_denied_only_recipe_files_choose_steps(
     assert daemon.stop() == 0
 
 
-# -- hotfolder process and check -------------------------------------------------------------
-
-
-def test_process_refuses_a_yaml_bomb_in_plain_words(tmp_path: Path, cli: RunCli) -> None:
-    bomb = tmp_path / "bomb.yaml"
-    bomb.write_text(YAML_BOMB)
-    (tmp_path / "photo.jpg").write_bytes(image_bytes("JPEG", seed=7))
-    code, out, err = cli(tmp_path, "process", "photo.jpg", "-r", bomb, "-o", "out")
-    assert (code, out) == (2, "")
-    assert err == (f"hotfolder: {bomb}, line 5: refused: it holds more than 10000 values once"
-                   " its aliases are expanded, the limit for a configuration or recipe file\n")
-    assert not (tmp_path / "out").exists()
-
-
-def test_process_refuses_a_chain_of_too_many_steps(tmp_path: Path, cli: RunCli) -> None:
-    (tmp_path / "photo.jpg").write_bytes(image_bytes("JPEG", seed=8))
-    chain = "+".join(["grayscale"] * 300)
-    code, _, err = cli(tmp_path, "process", "photo.jpg", "-s", chain, "-o", "out")
-    assert code == 2
-    assert err == f"hotfolder: -s {chain!r}: 300 steps, more than the limit of 50 steps per job\n"
+# -- hotfolder check (the same files given to hotfolder process are kinds of test_hostile.py) --
 
 
 def test_check_names_hostile_recipe_files_and_shows_the_inline_setting(
