@@ -13,9 +13,8 @@ from hotfolder.config import Config
 from hotfolder.journal import is_shared
 from hotfolder.parts import build_journal, journal_file
 from hotfolder.sinks import renamed
+from hotfolder.sinks.local import ERROR_SUFFIX
 from hotfolder.watcher import REPORT_NAME, read_report
-
-ERROR_SUFFIX = ".error.json"
 
 
 def status(cfg: Config) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from hotfolder.files import replace, write_atomic
 from hotfolder.journal import Job, Journal
 from hotfolder.sinks import key_parts, renamed
 from hotfolder.sinks.local import (
+    ERROR_SUFFIX,
     PRIVATE_FILE,
     error_report,
     open_folder,
@@ -168,7 +169,7 @@ def park_special(path: Path, failed_dir: Path, rel: PurePosixPath, error: InputE
                 continue
             except FileNotFoundError:
                 pass
-            replace(fd, report_bytes(error_report(error, rel)), candidate.name + ".error.json")
+            replace(fd, report_bytes(error_report(error, rel)), candidate.name + ERROR_SUFFIX)
             os.rename(path, candidate.name, dst_dir_fd=fd)
             os.fsync(fd)
             return True

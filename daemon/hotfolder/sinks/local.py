@@ -40,6 +40,10 @@ from hotfolder.sinks import KeyedSink, key_parts, renamed
 if TYPE_CHECKING:
     from hotfolder.scanner import Verdict
 
+# The reports beside an original: why it failed, or what the scanner found.
+ERROR_SUFFIX = ".error.json"
+SCAN_SUFFIX = ".scan.json"
+
 # Errors of the place, not of the file: the job waits and is retried.
 WAIT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
                errno.ELOOP, errno.ENOTDIR}
@@ -222,7 +226,7 @@ def _copy_entry(source: Path, folder: int, mode: int) -> str:
 def to_failed(work_file: Path, failed_dir: Path, rel: PurePosixPath,
               error: HotfolderError) -> Path:
     """Move a problem job's original to failed/ with NAME.error.json (SPEC 4)."""
-    return move_original(work_file, failed_dir, rel, (".error.json", error_report(error, rel)))
+    return move_original(work_file, failed_dir, rel, (ERROR_SUFFIX, error_report(error, rel)))
 
 
 def error_report(error: HotfolderError, rel: PurePosixPath) -> dict[str, Any]:
@@ -238,7 +242,7 @@ def to_quarantine(  # noqa: PLR0917 - the argument order of the module contract
     """Move an infected original to quarantine/ (folders 0700, files 0600) with NAME.scan.json."""
     report = {"signature": verdict.signature, "scanner": verdict.scanner, "sha256": sha256,
               "original": str(original), "time": _now()}
-    return move_original(work_file, quarantine_dir, rel, (".scan.json", report), private=True)
+    return move_original(work_file, quarantine_dir, rel, (SCAN_SUFFIX, report), private=True)
 
 
 def to_archive(work_file: Path, archive_dir: Path | None, rel: PurePosixPath) -> Path | None:

@@ -33,7 +33,7 @@ from hotfolder.metrics import Metrics
 from hotfolder.parts import Parts
 from hotfolder.recipes import Plan, RecipeBook, inbox_folders, parse_chain
 from hotfolder.sinks import renamed
-from hotfolder.sinks.local import open_regular
+from hotfolder.sinks.local import ERROR_SUFFIX, SCAN_SUFFIX, open_regular
 from hotfolder.watcher import ignored
 
 STATES = (*UNFINISHED, *ENDED)
@@ -45,7 +45,6 @@ MAX_LIST_LIMIT = 1000
 ENDED_WINDOW = 2000  # ended jobs of each state looked at by a list
 CLAIM_WAIT_SECONDS = 5.0
 CTIME_SLACK_SECONDS = 30.0  # an archived original moved this close to its job's end is its own
-SCAN_SUFFIX = ".scan.json"
 
 Claim = Callable[[Path, PurePosixPath], Job | None]
 """Take a file on the inbox's filesystem as if it had been dropped at inbox/rel."""
@@ -287,7 +286,7 @@ def job_files(backend: Backend, job: Job) -> JobFiles:
         sha = (sidecar or {}).get("input", {}).get("sha256")
         return JobFiles(outputs, local, sidecar, archived(layout.archive, rel, job, sha), None)
     if job.state in ("failed", "quarantined"):
-        root, suffix = ((layout.failed, admin.ERROR_SUFFIX) if job.state == "failed"
+        root, suffix = ((layout.failed, ERROR_SUFFIX) if job.state == "failed"
                         else (layout.quarantine, SCAN_SUFFIX))
         for path in candidates(root, rel):
             report = read_json(root, Path(f"{path}{suffix}"))
@@ -462,7 +461,7 @@ def delete(backend: Backend, job: Job, *, quarantine: bool) -> None:
     if files.original is not None:
         root = {"done": layout.archive, "failed": layout.failed,
                 "quarantined": layout.quarantine}[job.state]
-        suffix = {"failed": admin.ERROR_SUFFIX, "quarantined": SCAN_SUFFIX}.get(job.state)
+        suffix = {"failed": ERROR_SUFFIX, "quarantined": SCAN_SUFFIX}.get(job.state)
         doomed.append((root, files.original))
         if suffix:
             doomed.append((root, Path(f"{files.original}{suffix}")))
