@@ -310,8 +310,6 @@ def describe_plan(plan: Plan) -> str:
     return f"{steps} -> {fmt}{dpi} [{' + '.join(plan.sources)}]"
 
 
-
-
 def check_s3(config: Config) -> Iterator[Finding]:
     """The bucket of `output.s3` can be written (SPEC 6: tries S3)."""
     s3 = config.output.s3

@@ -26,7 +26,7 @@ DAY_SECONDS = 86400
 
 
 class Janitor:
-    """Cleans one root's folders and journal; every method takes the time `now`."""
+    """Cleans one root's folders and journal; `sweep` is given the time `now`."""
 
     def __init__(self, cfg: Config, journal: Journal, originals: Originals) -> None:
         self.layout = cfg.layout

@@ -47,18 +47,18 @@ INHERITED: list[Any] = []
 
 def make_huey(url: str, layout: Layout) -> Huey:
     """The Huey instance for `queue.url`; sqlite paths are relative to the root."""
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        path = Path(parts.netloc + parts.path)
+    split = urlsplit(url)
+    if split.scheme == "sqlite":
+        path = Path(split.netloc + split.path)
         if not url.startswith("sqlite:////"):
             path = layout.root / path.relative_to("/")
         path.parent.mkdir(parents=True, exist_ok=True)
         return SqliteHuey(QUEUE_NAME, filename=str(path), results=False, fsync=False)
-    if parts.scheme in ("redis", "rediss"):
+    if split.scheme in ("redis", "rediss"):
         return RedisHuey(QUEUE_NAME, url=url, results=False)
-    if parts.scheme == "memory":
+    if split.scheme == "memory":
         return MemoryHuey(QUEUE_NAME, results=False)
-    raise ConfigError(f"queue.url {url!r}: unknown scheme {parts.scheme!r}")
+    raise ConfigError(f"queue.url {url!r}: unknown scheme {split.scheme!r}")
 
 
 def die_with_parent(parent: int) -> None:
