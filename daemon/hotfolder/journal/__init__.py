@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +139,11 @@ def open_journal(queue_url: str, sqlite_path: Path) -> Journal:
     from hotfolder.journal.sqlite import SqliteJournal  # noqa: PLC0415
 
     return SqliteJournal(sqlite_path)
+
+
+def count_by_reason(jobs: Iterable[Job]) -> dict[str, int]:
+    """Number of jobs by reason (for waiting jobs: what each waits for)."""
+    return dict(Counter(job.reason or "" for job in jobs))
 
 
 def pid_exists(pid: int | None) -> bool:

@@ -11,7 +11,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 
-from hotfolder.journal import ENDED, UNFINISHED, Job, in_every_child, pid_exists
+from hotfolder.journal import (
+    ENDED,
+    UNFINISHED,
+    Job,
+    count_by_reason,
+    in_every_child,
+    pid_exists,
+)
 
 
 class MemoryJournal:
@@ -126,10 +133,7 @@ class MemoryJournal:
 
     def waiting_counts(self) -> dict[str, int]:
         """Number of waiting jobs by reason."""
-        counts: dict[str, int] = {}
-        for job in self.in_state("waiting"):
-            counts[job.reason or ""] = counts.get(job.reason or "", 0) + 1
-        return counts
+        return count_by_reason(self.in_state("waiting"))
 
     def recent(self, state: str, limit: int = 10) -> list[Job]:
         """The latest jobs that ended in `state`, newest first."""

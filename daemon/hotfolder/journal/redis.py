@@ -33,7 +33,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from hotfolder.errors import Unavailable
-from hotfolder.journal import ENDED, UNFINISHED, Job
+from hotfolder.journal import ENDED, UNFINISHED, Job, count_by_reason
 
 PREFIX = "hotfolder:"
 STATES = (*UNFINISHED, *ENDED)
@@ -342,10 +342,7 @@ class RedisJournal:
     @_in_words
     def waiting_counts(self) -> dict[str, int]:
         """Number of waiting jobs by reason."""
-        counts: dict[str, int] = {}
-        for job in self.in_state("waiting"):
-            counts[job.reason or ""] = counts.get(job.reason or "", 0) + 1
-        return counts
+        return count_by_reason(self.in_state("waiting"))
 
     @_in_words
     def recent(self, state: str, limit: int = 10) -> list[Job]:
