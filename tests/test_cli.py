@@ -172,6 +172,9 @@ def test_ops_lists_operations_with_inline_forms(tmp_path: Path, cli: RunCli) -> 
     assert "inline: resize=WxH[,fit|fill|stretch|pad]" in block
     assert "    mode: fit|fill|stretch|pad = \"fit\"" in block
     assert "\ngrayscale: " in out
+    for inline in ("inline: curve=IN:OUT,IN:OUT,...", "inline: levels=BLACK,WHITE,GAMMA",
+                   "inline: dot_width=WIDTH", "dither=blue-noise", "[,linear]"):
+        assert inline in out
 
 
 def test_schema_describes_the_recipe_format(tmp_path: Path, cli: RunCli) -> None:
@@ -235,6 +238,15 @@ SCHEMA_CASES = [
     ("steps: [{jpeg: 85}, {png: null}, {webp: [80]}, {jpeg: {quality: 70}}]", True),
     ("steps: [{dither: jarvis}, {resize: {width: 100mm, dpi: 300}}, {grayscale: null}]", True),
     ("- grayscale\n- invert\n", True),
+    ("steps: [{curve: '0:0,128:96,255:255'}, 'levels=16,240,1.2', {levels: {gamma: 1.2}},"
+     " {curve: {points: [[0, 0], [255, 200]]}}, {dither: {method: blue-noise, linear: true}},"
+     " {dither: {method: stevenson-arce, serpentine: true}}, dot_width=0.1mm,"
+     " {dot_width: {width: 0.08mm}}]", True),
+    ("steps: [{levels: {black: 10, gamma: 0}}]", False),
+    ("steps: [{levels: {black: 300}}]", False),
+    ("steps: [{curve: {points: [[0, 0], [300, 255]]}}]", False),
+    ("steps: [{curve: {points: [[0, 0]]}}]", False),
+    ("steps: [{dither: {method: sierra-4}}]", False),
     ("", True),
     ("sidecar: yes\noutput: {format: JPG, progressive: on, background: black}", True),
     ("steps: [resise=1600]", False),

@@ -396,6 +396,72 @@ def test_unknown_method_in_a_recipe_file_names_the_line(tmp_path: Path) -> None:
     assert "did you mean 'jarvis'" in caught.value.message
 
 
+# dot_width ---------------------------------------------------------------------------
+
+def dots(*rows: str) -> Image.Image:
+    """A 1-bit image from rows of `#` (black) and `.` (white)."""
+    return engrave.one_bit(np.array([[c == "." for c in row] for row in rows]))
+
+
+def drawn(image: Image.Image) -> list[str]:
+    """The rows of a 1-bit image as `#` and `.`."""
+    return ["".join("." if v else "#" for v in row) for row in pixels(image)]
+
+
+def test_dot_width_by_hand() -> None:
+    image = Canvas(dots("...####...##.", "#######.#...."), dpi=(254.0, 254.0))
+    # 0.1 mm at 254 DPI is one pixel, taken from each run's end; a 1-pixel run stays.
+    assert drawn(apply(image, "dot_width=0.1mm").image) == ["...###....#..",
+                                                            "######..#...."]
+    # Two pixels: one from each end; a 2-pixel run keeps its first pixel.
+    assert drawn(apply(image, "dot_width=0.2mm").image) == ["....##....#..",
+                                                            ".#####..#...."]
+    # Wider than every run: each keeps one pixel, its middle one (the first of two).
+    assert drawn(apply(image, "dot_width=5mm").image) == ["....#.....#..",
+                                                          "...#....#...."]
+
+
+def test_dot_width_rounds_to_whole_pixels_at_the_image_dpi() -> None:
+    image = Canvas(dots("#####"), dpi=(300.0, 300.0))
+    result = apply(image, "dot_width=0.1mm")  # 1.18 px
+    assert drawn(result.image) == ["####."] and result.notes["dot_width_pixels"] == 1
+    assert drawn(apply(image, "dot_width=0.15mm").image) == [".###."]  # 1.77 px
+    unchanged = apply(image, "dot_width=0.03mm")  # 0.35 px
+    assert drawn(unchanged.image) == ["#####"] and unchanged.notes["dot_width_pixels"] == 0
+
+
+def test_dot_width_lightens_a_dithered_photo_by_one_pixel_per_long_run() -> None:
+    white = engrave.error_diffusion(horizontal_ramp(), "jarvis")
+    canvas = Canvas(engrave.one_bit(white), dpi=(254.0, 254.0))
+    result = pixels(apply(canvas, "dot_width=0.1mm").image)
+    assert result.shape == white.shape and (result >= white).all()  # only ever lighter
+    runs = [len(run) for row in drawn(canvas.image) for run in row.split(".") if run]
+    assert int((result & ~white).sum()) == sum(1 for n in runs if n > 1)
+
+
+@pytest.mark.parametrize(("canvas", "step", "words"), [
+    (Canvas(Image.new("1", (4, 4)), dpi=None), "dot_width=0.1mm", "no DPI to turn 0.1mm"),
+    (Canvas(Image.new("L", (4, 4)), dpi=(254.0, 254.0)), "dot_width=0.1mm",
+     "after dither or threshold"),
+    (Canvas(Image.new("1", (4, 4)), dpi=(254.0, 254.0)), "dot_width=2px", "mm, cm or in"),
+    (Canvas(Image.new("1", (4, 4)), dpi=(254.0, 254.0)), "dot_width=0.1", "mm, cm or in"),
+    (Canvas(Image.new("1", (4, 4)), dpi=(254.0, 254.0)), "dot_width=0mm", "more than zero"),
+    (Canvas(Image.new("1", (4, 4)), dpi=(254.0, 254.0)), "dot_width", "width"),
+])
+def test_bad_dot_widths_say_what_is_wrong(canvas: Canvas, step: str, words: str) -> None:
+    with pytest.raises(RecipeError, match=words):
+        apply(canvas, step)
+
+
+def test_dot_width_in_a_recipe_after_size_and_dither() -> None:
+    plan = Plan(name="t", steps=parse_chain(
+        "size=20mmx,254+dither=jarvis+dot_width=0.1mm+png").steps)
+    rendered = render(encoded(ramp((300, 100)), "PNG"), "photo.png", plan, LimitsConfig())
+    with Image.open(io.BytesIO(rendered.main.data)) as out:
+        assert out.mode == "1" and out.size == (200, 67)
+    assert rendered.sidecar["dot_width_pixels"] == 1
+
+
 # dpi and size -------------------------------------------------------------------------
 
 def test_dpi_changes_only_the_resolution() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -198,6 +200,86 @@ def test_adjust_of_a_grey_image_stays_grey() -> None:
     ("adjust=1,2,3,4,5", "at most 4"),
 ])
 def test_bad_adjustments_are_recipe_errors(step: object, message: str) -> None:
+    with pytest.raises(RecipeError, match=message):
+        apply(ramp(), step)
+
+
+# levels and curve ------------------------------------------------------------------------
+
+ALL_LEVELS = Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16), "L")
+
+
+def levels_of(image: Image.Image) -> list[int]:
+    """The 256 levels 0-255 (ALL_LEVELS) as a step made them."""
+    return [int(v) for v in pixels(image).ravel()]
+
+
+def test_levels_by_hand() -> None:
+    # black 16, white 240, gamma 2: 16 and below 0, 240 and above 255,
+    # 128 -> 255 * ((128 - 16) / 224) ** 0.5 = 180.3.
+    out = levels_of(apply(ALL_LEVELS, "levels=16,240,2").image)
+    assert out[:17] == [0] * 17 and out[240:] == [255] * 16
+    assert out[128] == 180
+    assert all(a <= b for a, b in itertools.pairwise(out))
+
+
+def test_levels_keep_alpha_and_colour_bands_alike() -> None:
+    image = Image.new("RGBA", (2, 2), (100, 150, 200, 77))
+    r, g, b, a = (int(v) for v in pixels(apply(image, {"levels": {"black": 100,
+                                                                  "white": 200}}).image)[0, 0])
+    assert (r, g, b, a) == (0, 128, 255, 77)
+
+
+def test_default_levels_change_nothing() -> None:
+    assert levels_of(apply(ALL_LEVELS, "levels").image) == list(range(256))
+
+
+def test_curve_by_hand_through_its_points() -> None:
+    # Monotone cubic (PCHIP) through 0:0, 128:96, 255:255. Slopes 0.75 and 1.252; tangents
+    # 0.498 (end), 0.938 (harmonic mean, weights 382 and 383), 1.502 (end). Halfway
+    # through the first span: 128 * 0.498 / 8 + 96 / 2 - 128 * 0.938 / 8 = 40.96.
+    out = levels_of(apply(ALL_LEVELS, "curve=0:0,128:96,255:255").image)
+    assert (out[0], out[128], out[255]) == (0, 96, 255)
+    assert out[64] == 41 and out[192] == 167
+    assert all(a <= b for a, b in itertools.pairwise(out))
+
+
+def test_curve_never_overshoots_between_steep_and_flat_parts() -> None:
+    # An ordinary cubic spline would swing past 200 after the steep part; PCHIP does not.
+    out = levels_of(apply(ALL_LEVELS, "curve=0:0,50:10,60:200,200:210,255:255").image)
+    assert all(a <= b for a, b in itertools.pairwise(out))
+    assert max(out[50:61]) == 200 and min(out[60:201]) == 200
+
+
+def test_curve_of_two_points_is_a_line_and_keeps_the_ends_flat() -> None:
+    out = levels_of(apply(ALL_LEVELS, {"curve": {"points": [[50, 0], [150, 200]]}}).image)
+    assert out[:51] == [0] * 51 and out[150:] == [200] * 106  # beyond the points: flat
+    assert out[100] == 100
+    inverted = levels_of(apply(ALL_LEVELS, {"curve": "0:255,255:0"}).image)
+    assert inverted == list(range(255, -1, -1))
+
+
+def test_curve_keeps_alpha_and_1_bit_becomes_grey() -> None:
+    image = Image.new("LA", (2, 2), (128, 50))
+    assert tuple(int(v) for v in pixels(apply(image, "curve=0:0,128:96,255:255").image)[0, 0]) \
+        == (96, 50)
+    dots = apply(Image.new("1", (2, 2), 1), "curve=0:0,255:128").image
+    assert dots.mode == "L" and pixels(dots).tolist() == [[128, 128], [128, 128]]
+
+
+@pytest.mark.parametrize(("step", "message"), [
+    ("curve=0:0,200:100,128:255", "increasing order of their input level: 128 comes after 200"),
+    ("curve=0:0,128:50,128:200", "128 comes after 128"),
+    ("curve=0:0", "at least 2"),
+    ("curve=0:0,300:255", "at most 255"),
+    ("curve=0:0,255", "'255' is not a point IN:OUT"),
+    ("curve", "points"),
+    ("levels=200,100", r"the black point \(200\) must be below the white point \(100\)"),
+    ("levels=128,128", "must be below"),
+    ("levels=0,255,0", "gamma"),
+    ("levels=0,300", "white"),
+])
+def test_bad_curves_and_levels_say_what_is_wrong(step: str, message: str) -> None:
     with pytest.raises(RecipeError, match=message):
         apply(ramp(), step)
 

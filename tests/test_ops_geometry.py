@@ -459,6 +459,7 @@ STATED_SIZES = [
     "threshold=otsu", "dpi=300", "size=80mmx,300", "size=60mmx20mm,300,stretch",
     "remove_background", "grayscale", "autocontrast", "invert", "adjust=1.1,1.2,0.9,0.8",
     "equalize", "sharpen", "png", "optimize", "thumbnail=64", "metadata", "trace",
+    "levels=10,240,1.2", "curve=0:0,128:96,255:255", "dot_width=0.1mm",
 ]
 
 
@@ -475,6 +476,8 @@ def test_the_size_an_operation_states_is_the_size_it_makes(text: str) -> None:
 
     step = parse_step(text)
     canvas = Canvas(Image.fromarray(photo_pixels(120, 90, seed=3)), dpi=(100.0, 100.0))
+    if step.op == "dot_width":  # it takes black-and-white dots
+        canvas = canvas.with_image(canvas.image.convert("1"))
     stated = lookup(step.op).output_size(step.params, canvas.image.size, 100.0)
     made = run(canvas, [step]).image.size
     if step.op in ("resize", "size", "rotate"):

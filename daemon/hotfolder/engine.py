@@ -36,8 +36,8 @@ from hotfolder.recipes import OutputSpec, Plan
 
 # Operations whose result does not depend on the resolution (pixel values, mirroring):
 # decoding may shrink across them.
-SCALE_FREE = {"auto_orient", "grayscale", "invert", "autocontrast", "adjust", "format",
-              "optimize", "metadata", "dpi", "flip", "mirror"}
+SCALE_FREE = {"auto_orient", "grayscale", "invert", "autocontrast", "adjust", "levels", "curve",
+              "format", "optimize", "metadata", "dpi", "flip", "mirror"}
 # Operations after which converting to grey gives the same result as converting before.
 GREY_COMMUTES = {"auto_orient", "resize", "size", "crop", "rotate", "flip", "mirror", "format",
                  "optimize", "metadata", "dpi"}

@@ -1,4 +1,5 @@
-"""Colour operations: grayscale, invert, autocontrast, equalize (CLAHE), adjust, sharpen.
+"""Colour operations: grayscale, invert, autocontrast, equalize (CLAHE), adjust, levels, curve,
+sharpen.
 
 All of them leave alpha untouched and work on L or RGB (see `modes.colour_ready`):
 palette images become RGB(A), 1-bit images L, CMYK RGB, and 16-bit grey 8-bit L
@@ -7,12 +8,13 @@ palette images become RGB(A), 1-bit images L, CMYK RGB, and 16-bit grey 8-bit L
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
-from pydantic import Field
+from pydantic import BeforeValidator, Field, model_validator
 
 from hotfolder.canvas import Canvas
 from hotfolder.modes import has_alpha, is_grey, on_colour, unpalette
@@ -73,9 +75,15 @@ class AdjustParams(Params):
     gamma: float = Field(1.0, gt=0, description="1 unchanged, above 1 lighter midtones")
 
 
-def _gamma_table(gamma: float, bands: int) -> list[int]:
-    table = [round(255 * (i / 255) ** (1 / gamma)) for i in range(256)]
-    return table * bands
+def levels_table(black: float, white: float, gamma: float) -> npt.NDArray[np.uint8]:
+    """For each level 0-255: `black` and below to 0, `white` and above to 255, `gamma` between."""
+    share = np.clip((np.arange(256, dtype=np.float64) - black) / (white - black), 0.0, 1.0)
+    return np.round(255 * np.power(share, 1 / gamma)).astype(np.uint8)
+
+
+def through_table(image: Image.Image, table: npt.NDArray[np.uint8]) -> Image.Image:
+    """Every band of an L or RGB image mapped through one 256-entry table."""
+    return image.point(table.tolist() * len(image.getbands()))
 
 
 def _adjust(image: Image.Image, p: AdjustParams) -> Image.Image:
@@ -86,7 +94,7 @@ def _adjust(image: Image.Image, p: AdjustParams) -> Image.Image:
     if p.saturation != 1 and image.mode == "RGB":
         image = ImageEnhance.Color(image).enhance(p.saturation)
     if p.gamma != 1:
-        image = image.point(_gamma_table(p.gamma, len(image.getbands())))
+        image = through_table(image, levels_table(0, 255, p.gamma))
     return image
 
 
@@ -117,6 +125,116 @@ def _clahe(image: Image.Image, p: EqualizeParams) -> Image.Image:
 def equalize(canvas: Canvas, p: EqualizeParams) -> Canvas:
     """Bring out detail with local histogram equalisation (CLAHE) of the lightness."""
     return canvas.with_image(on_colour(canvas.image, lambda im: _clahe(im, p)))
+
+
+class LevelsParams(Params):
+    """Input black and white points and a gamma for the levels between them."""
+
+    black: float = Field(0, ge=0, le=255, description="this level and darker become black")
+    white: float = Field(255, ge=0, le=255, description="this level and lighter become white")
+    gamma: float = Field(1.0, gt=0, le=10, description="1 unchanged, above 1 lighter midtones")
+
+    @model_validator(mode="after")
+    def _order(self) -> LevelsParams:
+        if self.black >= self.white:
+            raise ValueError(f"the black point ({self.black:g}) must be below the white point "
+                             f"({self.white:g})")
+        return self
+
+
+@operation("levels", LevelsParams, inline_form="levels=BLACK,WHITE,GAMMA (levels=16,240,1.2)")
+def levels(canvas: Canvas, p: LevelsParams) -> Canvas:
+    """Set the black and white points and the midtones' gamma, as a material needs."""
+    table = levels_table(p.black, p.white, p.gamma)
+    return canvas.with_image(on_colour(canvas.image, lambda im: through_table(im, table)))
+
+
+Point = tuple[float, float]
+
+
+def _points(value: Any) -> Any:
+    """Curve points from `"0:0,128:96,255:255"`, `["0:0", ...]` or `[[0, 0], ...]`."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        return value
+    points = []
+    for item in items:
+        if isinstance(item, str):
+            x, colon, y = item.partition(":")
+            if not colon:
+                raise ValueError(f"{item.strip()!r} is not a point IN:OUT (such as 128:96)")
+            points.append((x.strip(), y.strip()))
+        else:
+            points.append(item)
+    return points
+
+
+def pchip_table(points: list[Point]) -> npt.NDArray[np.uint8]:
+    """The curve through `points` at every level 0-255, by monotone cubic interpolation
+    (Fritsch and Carlson, as PCHIP): it never overshoots, so a rising curve keeps rising.
+    Levels before the first point take its value, after the last point the last's."""
+    x, y = (np.array(column, np.float64) for column in zip(*points, strict=True))
+    h = np.diff(x)
+    slope = np.diff(y) / h
+    tangent = np.zeros_like(x)
+    if len(x) == 2:
+        tangent[:] = slope[0]
+    else:
+        inner_w1, inner_w2 = 2 * h[1:] + h[:-1], h[1:] + 2 * h[:-1]
+        same_sign = slope[:-1] * slope[1:] > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = (inner_w1 + inner_w2) / (inner_w1 / slope[:-1] + inner_w2 / slope[1:])
+        tangent[1:-1] = np.where(same_sign, mean, 0)
+        tangent[0] = _end_tangent(h[0], h[1], slope[0], slope[1])
+        tangent[-1] = _end_tangent(h[-1], h[-2], slope[-1], slope[-2])
+    level = np.clip(np.arange(256, dtype=np.float64), x[0], x[-1])
+    k = np.clip(np.searchsorted(x, level, side="right") - 1, 0, len(x) - 2)
+    t = (level - x[k]) / h[k]
+    curve = (y[k] * (2 * t**3 - 3 * t**2 + 1) + h[k] * tangent[k] * (t**3 - 2 * t**2 + t)
+             + y[k + 1] * (-2 * t**3 + 3 * t**2) + h[k] * tangent[k + 1] * (t**3 - t**2))
+    return np.round(np.clip(curve, 0, 255)).astype(np.uint8)
+
+
+def _end_tangent(h0: float, h1: float, slope0: float, slope1: float) -> float:
+    """PCHIP's tangent at an end point: a three-point estimate kept from overshooting."""
+    tangent = ((2 * h0 + h1) * slope0 - h0 * slope1) / (h0 + h1)
+    if np.sign(tangent) != np.sign(slope0):
+        return 0.0
+    if np.sign(slope0) != np.sign(slope1) and abs(tangent) > abs(3 * slope0):
+        return float(3 * slope0)
+    return float(tangent)
+
+
+class CurveParams(Params):
+    """A tone curve by points IN:OUT (levels 0-255), increasing in IN."""
+
+    points: Annotated[list[tuple[Annotated[float, Field(ge=0, le=255)],
+                                 Annotated[float, Field(ge=0, le=255)]]],
+                      BeforeValidator(_points)] = Field(
+        min_length=2, description="IN:OUT levels 0-255, such as 0:0,128:96,255:255; "
+        "levels between are interpolated smoothly without overshoot",
+    )
+
+    @model_validator(mode="after")
+    def _increasing(self) -> CurveParams:
+        for (x0, _), (x1, _) in zip(self.points, self.points[1:], strict=False):
+            if x1 <= x0:
+                raise ValueError(f"the points must be in increasing order of their input level: "
+                                 f"{x1:g} comes after {x0:g}")
+        return self
+
+
+def parse_curve(args: list[str]) -> dict[str, Any]:
+    """`curve=0:0,128:96,255:255`: the points IN:OUT in increasing order of IN."""
+    return {"points": [word for arg in args for word in arg.split(",") if word.strip()]}
+
+
+@operation("curve", CurveParams, inline=parse_curve,
+           inline_form="curve=IN:OUT,IN:OUT,... (curve=0:0,128:96,255:255)")
+def curve(canvas: Canvas, p: CurveParams) -> Canvas:
+    """Map the levels through a smooth tone curve given by points, as a material needs."""
+    table = pchip_table(p.points)
+    return canvas.with_image(on_colour(canvas.image, lambda im: through_table(im, table)))
 
 
 class SharpenParams(Params):

@@ -449,6 +449,55 @@ def threshold(canvas: Canvas, p: ThresholdParams) -> Canvas:
     return canvas.with_image(one_bit(white)).with_notes(threshold_level=level)
 
 
+# dot_width ----------------------------------------------------------------------
+
+def shorten_dark_runs(white: Mask, by: int) -> Mask:
+    """`white` with every dark run along a row `by` pixels shorter, half from each end (the
+    odd pixel from its end); a run of `by` pixels or fewer keeps one pixel, its middle one."""
+    if by <= 0:
+        return white
+    height, width = white.shape
+    dark = np.zeros((height, width + 2), np.bool_)  # a light pixel each side ends every run
+    dark[:, 1:-1] = ~white
+    flat = dark.ravel()
+    change = np.diff(flat.view(np.int8))
+    index: type[np.signedinteger[Any]] = np.int32 if flat.size < 2**31 else np.int64
+    starts = np.flatnonzero(change == 1).astype(index) + 1  # int32 where it fits: twice as fast
+    ends = np.flatnonzero(change == -1).astype(index) + 1  # one past the run's last pixel
+    cut = np.minimum(by, ends - starts - 1)
+    marks = np.zeros(flat.size, np.int8)
+    marks[starts + cut // 2] = 1
+    marks[ends - (cut - cut // 2)] = -1
+    shortened = np.cumsum(marks, dtype=np.int8).astype(np.bool_).reshape(height, width + 2)
+    return ~shortened[:, 1:-1]
+
+
+class DotWidthParams(Params):
+    width: LengthField = Field(description="the laser's dot width in mm (or cm, in), such as "
+                               "0.1mm; rounded to whole pixels at the image's DPI")
+
+    @model_validator(mode="after")
+    def _physical(self) -> DotWidthParams:
+        if self.width.unit == "px":
+            raise ValueError(f"dot_width takes a width in mm, cm or in (such as 0.1mm), "
+                             f"not {self.width}")
+        return self
+
+
+@operation("dot_width", DotWidthParams, inline_form="dot_width=WIDTH (dot_width=0.1mm)")
+def dot_width(canvas: Canvas, p: DotWidthParams) -> Canvas:
+    """Shorten each dark run along the rows by the laser's dot width (after dither/threshold)."""
+    if canvas.image.mode != "1":
+        raise RecipeError("dot_width works on black-and-white dots: put it after dither or "
+                          "threshold")
+    if not canvas.dpi:
+        raise RecipeError(f"dot_width: the image has no DPI to turn {p.width} into pixels; "
+                          "put a size or dpi step before it")
+    pixels = math.floor(p.width.pixels(canvas.dpi[0]) + 0.5)
+    white = shorten_dark_runs(np.asarray(canvas.image), pixels)
+    return canvas.with_image(one_bit(white)).with_notes(dot_width_pixels=pixels)
+
+
 # dpi and size ---------------------------------------------------------------------
 
 MAX_DPI = 100_000
