@@ -585,8 +585,11 @@ def imported_by(command: str, config: Path) -> set[str]:
 @pytest.mark.parametrize(("command", "module"), [
     ("check", "redis"),
     ("check", "boto3"),
+    ("check", "huey"),
     ("status", "redis"),
     ("status", "boto3"),
+    ("status", "huey"),
+    ("cache", "huey"),
 ])
 def test_the_command_line_on_a_local_root_does_not_import(
         command: str, module: str, tmp_path: Path) -> None:

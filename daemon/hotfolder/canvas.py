@@ -1,4 +1,4 @@
-"""The picture that flows through a pipeline: pixels, what travels with them, their budget."""
+"""The picture that flows through a pipeline (pixels and what travels with them), and its budget."""
 
 from __future__ import annotations
 
