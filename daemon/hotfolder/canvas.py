@@ -19,6 +19,16 @@ class Extra:
 
 
 @dataclass(frozen=True)
+class Dots:
+    """How a 1-bit image was made: the image the step started from, the operation and its
+    parameters (a proof sheet dithers that image again by other methods)."""
+
+    source: Image.Image
+    op: str
+    params: Any
+
+
+@dataclass(frozen=True)
 class Canvas:
     """An image with its resolution, metadata and side outputs; operations return new ones."""
 
@@ -30,10 +40,15 @@ class Canvas:
     notes: dict[str, Any] = field(default_factory=dict)
     extras: tuple[Extra, ...] = ()
     vector: str | None = None
+    dots: Dots | None = None
 
     def with_image(self, image: Image.Image) -> Canvas:
         """The same canvas holding other pixels."""
         return dataclasses.replace(self, image=image)
+
+    def with_dots(self, image: Image.Image, op: str, params: Any) -> Canvas:
+        """The canvas holding the 1-bit `image` that operation `op` made from this one."""
+        return dataclasses.replace(self, image=image, dots=Dots(self.image, op, params))
 
     def with_output(self, **settings: Any) -> Canvas:
         """The same canvas with output settings (format, quality...) overridden."""

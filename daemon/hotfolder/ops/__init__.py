@@ -6,6 +6,7 @@ from hotfolder.ops import (  # noqa: F401  (registration)
     engrave,
     geometry,
     output,
+    proof,
     vector,
 )
 from hotfolder.ops.registry import REGISTRY, Operation, Params, lookup, operation

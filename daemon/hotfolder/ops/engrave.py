@@ -400,7 +400,7 @@ def dither(canvas: Canvas, p: DitherParams) -> Canvas:
         white = halftone(grey, p.cell, p.angle, p.linear)
     else:
         white = error_diffusion(grey, p.method, p.serpentine, p.linear)
-    return canvas.with_image(one_bit(white))
+    return canvas.with_dots(one_bit(white), "dither", p)
 
 
 # threshold ----------------------------------------------------------------------
@@ -446,7 +446,7 @@ class ThresholdParams(Params):
 def threshold(canvas: Canvas, p: ThresholdParams) -> Canvas:
     """Make the image black and white (1-bit) at a fixed grey level or Otsu's."""
     white, level = binarize(grey_levels(canvas.image), p.level)
-    return canvas.with_image(one_bit(white)).with_notes(threshold_level=level)
+    return canvas.with_dots(one_bit(white), "threshold", p).with_notes(threshold_level=level)
 
 
 # dot_width ----------------------------------------------------------------------
