@@ -85,7 +85,9 @@ def test_configured_pixel_limit_applies() -> None:
 @pytest.mark.parametrize(("save", "scans"), [({}, 1), ({"progressive": True}, 10)])
 def test_the_scans_of_a_jpeg_are_counted_from_its_markers(save: dict[str, bool],
                                                           scans: int) -> None:
-    assert imaging.jpeg_scans(image_bytes("JPEG", (300, 200), **save)) == scans
+    data = image_bytes("JPEG", (300, 200), **save)
+    assert imaging.jpeg_scans(data) == scans
+    assert imaging.jpeg_scans(data, up_to=1) == 1
 
 
 def test_file_size_limit() -> None:

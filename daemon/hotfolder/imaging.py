@@ -210,10 +210,11 @@ def _decode_raster(
                    duration=info.get("duration"), loop=info.get("loop"), later=later)
 
 
-def jpeg_scans(data: bytes) -> int:
-    """The scans (SOS segments) of a JPEG, counted from its markers without decoding."""
+def jpeg_scans(data: bytes, up_to: int | None = None) -> int:
+    """The scans (SOS segments) of a JPEG, counted from its markers without decoding; at most
+    `up_to` of them are counted."""
     scans, at = 0, 2
-    while at + 4 <= len(data):
+    while at + 4 <= len(data) and scans != up_to:
         if data[at] != 0xFF:
             break  # damaged: the decoder says so
         marker = data[at + 1]
@@ -232,25 +233,22 @@ def jpeg_scans(data: bytes) -> int:
     return scans
 
 
+# A marker inside entropy-coded data: 0xFF followed by neither a stuffed zero nor a restart.
+ENTROPY_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+
+
 def _end_of_entropy_data(data: bytes, at: int) -> int:
-    """Where the entropy-coded data that starts at `at` ends: the next marker that is not a
-    stuffed zero or a restart marker."""
-    while (at := data.find(b"\xff", at)) != -1 and at + 1 < len(data):
-        follower = data[at + 1]
-        if follower != 0x00 and not 0xD0 <= follower <= 0xD7:
-            return at
-        at += 2
-    return len(data)
+    """Where the entropy-coded data that starts at `at` ends: at its next marker."""
+    found = ENTROPY_END.search(data, at)
+    return found.start() if found else len(data)
 
 
 def check_scans(data: bytes) -> None:
     """InputError when a JPEG has more scans than MAX_JPEG_SCANS."""
-    scans = jpeg_scans(data)
-    if scans > MAX_JPEG_SCANS:
+    if jpeg_scans(data, up_to=MAX_JPEG_SCANS + 1) > MAX_JPEG_SCANS:
         raise InputError(
-            f"the jpeg file has {scans} scans, over the limit of {MAX_JPEG_SCANS} scans per"
-            " progressive JPEG; refused before decoding, as each scan is a pass over the"
-            " whole image")
+            f"the jpeg file has more than {MAX_JPEG_SCANS} scans, the limit for a progressive"
+            " JPEG; refused before decoding, as each scan is a pass over the whole image")
 
 
 def count_frames(im: Image.Image, kind: str, limits: LimitsConfig) -> int:
