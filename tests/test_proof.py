@@ -84,6 +84,22 @@ def test_each_panel_is_its_method_applied_alone(tmp_path: Path, photo: Path,
     assert len({np.asarray(image).tobytes() for image in alone}) == len(alone)  # all differ
 
 
+def test_a_dot_width_after_the_dither_follows_every_method(tmp_path: Path, photo: Path,
+                                                           cli: RunCli) -> None:
+    out = process(cli, tmp_path, f"{SIZE}+dither=jarvis+dot_width=0.3mm+proof=atkinson")
+    sheet = opened(out / "photo_proof.png")
+    plan = proof.layout((400, 300), DPI, 2)
+    alone = opened(process(cli, tmp_path, f"{SIZE}+dither=atkinson+dot_width=0.3mm", "alone")
+                   / "photo.png")
+    without = opened(process(cli, tmp_path, f"{SIZE}+dither=atkinson", "without") / "photo.png")
+    left, top = plan.panels[1]
+    panel = np.asarray(sheet.crop((left, top, left + 400, top + 300)))
+    assert np.array_equal(panel, np.asarray(alone))
+    assert not np.array_equal(panel, np.asarray(without))
+    shares = [black_share(sheet.crop(box)) for box in plan.wedge]
+    assert shares[-1] < 1 and shares[0] == 0  # the runs of the black patch are shorter too
+
+
 def test_the_wedge_rises_from_white_to_black_in_eleven_patches(tmp_path: Path, photo: Path,
                                                                cli: RunCli) -> None:
     out = process(cli, tmp_path, f"{SIZE}+dither=jarvis+proof")

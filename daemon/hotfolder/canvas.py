@@ -21,11 +21,13 @@ class Extra:
 @dataclass(frozen=True)
 class Dots:
     """How a 1-bit image was made: the image the step started from, the operation and its
-    parameters (a proof sheet dithers that image again by other methods)."""
+    parameters, and the steps that changed the dots since (a proof sheet dithers that image
+    again by other methods, each followed by the same steps)."""
 
     source: Image.Image
     op: str
     params: Any
+    after: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,11 @@ class Canvas:
     def with_dots(self, image: Image.Image, op: str, params: Any) -> Canvas:
         """The canvas holding the 1-bit `image` that operation `op` made from this one."""
         return dataclasses.replace(self, image=image, dots=Dots(self.image, op, params))
+
+    def with_dots_changed(self, image: Image.Image, op: str, params: Any) -> Canvas:
+        """The canvas holding the 1-bit `image` that operation `op` made from its dots."""
+        dots = self.dots and dataclasses.replace(self.dots, after=(*self.dots.after, (op, params)))
+        return dataclasses.replace(self, image=image, dots=dots)
 
     def with_output(self, **settings: Any) -> Canvas:
         """The same canvas with output settings (format, quality...) overridden."""

@@ -495,7 +495,8 @@ def dot_width(canvas: Canvas, p: DotWidthParams) -> Canvas:
                           "put a size or dpi step before it")
     pixels = math.floor(p.width.pixels(canvas.dpi[0]) + 0.5)
     white = shorten_dark_runs(np.asarray(canvas.image), pixels)
-    return canvas.with_image(one_bit(white)).with_notes(dot_width_pixels=pixels)
+    return canvas.with_dots_changed(one_bit(white), "dot_width", p).with_notes(
+        dot_width_pixels=pixels)
 
 
 # dpi and size ---------------------------------------------------------------------

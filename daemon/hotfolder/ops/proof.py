@@ -11,7 +11,8 @@ error-diffusion kernels (and the same one in linear light) beside an error diffu
 other matrices beside an ordered dither, finer and coarser cells beside a halftone, other
 levels beside a threshold.
 
-Steps after the dither (such as `dot_width`) are in the recipe's panel only. Sizes on the
+A step after the dither that changes its dots (`dot_width`) follows every method on the
+sheet, the wedge's too; other steps after it are in the recipe's panel only. Sizes on the
 sheet (margins, gaps, the wedge, the labels) are in millimetres at the job's DPI, or at
 300 DPI for an image without one; the label text is Pillow's own scalable font.
 """
@@ -72,7 +73,9 @@ def step_text(panel: Panel) -> str:
     op, params = panel
     if isinstance(params, ThresholdParams):
         return f"threshold={params.level}"
-    assert isinstance(params, DitherParams), op
+    if not isinstance(params, DitherParams):  # a step after the dither, such as dot_width
+        values = [str(v) for v in params.model_dump(mode="json").values() if v is not None]
+        return f"{op}={','.join(values)}" if values else op
     words: list[str] = [params.method]
     words += [flag for flag in ("serpentine", "linear") if getattr(params, flag)]
     if params.method == "bayer":
@@ -124,8 +127,9 @@ def suited(own: Panel | None) -> list[Panel]:
         p = own[1]
         assert isinstance(p, DitherParams)
         if p.method in KERNELS:
-            texts = [f"{p.method},{'' if p.linear else 'linear'}", "jarvis", "stucki",
-                     "atkinson", "blue-noise", "floyd-steinberg"]
+            same = step_text(own)  # and the same in linear light, or out of it
+            texts = [same.replace(",linear", "") if p.linear else f"{same},linear",
+                     "jarvis", "stucki", "atkinson", "blue-noise", "floyd-steinberg"]
         elif p.method == "halftone":
             texts = [f"halftone,{cell:g},{p.angle:g}" for cell in
                      (p.cell * 0.75, p.cell * 1.5, p.cell * 2) if 2 <= cell <= 256]
@@ -213,15 +217,18 @@ def fitted_font(text: str, width: int, size: int) -> ImageFont.FreeTypeFont:
     return font
 
 
-def dotted(panel: Panel, image: Image.Image) -> Image.Image:
-    """`image` through the panel's step alone."""
-    op, params = panel
-    return lookup(op).func(Canvas(image), params).image
+def dotted(steps: list[Panel], image: Image.Image, dpi: tuple[float, float] | None
+           ) -> Image.Image:
+    """`image` at `dpi` through `steps` alone."""
+    canvas = Canvas(image, dpi=dpi)
+    for op, params in steps:
+        canvas = lookup(op).func(canvas, params)
+    return canvas.image
 
 
-def wedge_patch(panel: Panel, size: Size, black: float) -> Image.Image:
-    """One patch of the wedge, a share `black` of black, dithered by the panel's method."""
-    return dotted(panel, Image.new("L", size, round(255 * (1 - black))))
+def chain_text(steps: list[Panel]) -> str:
+    """Steps as an inline chain: `dither=jarvis+dot_width=0.08mm`."""
+    return "+".join(step_text(step) for step in steps)
 
 
 @operation("proof", ProofParams, inline=parse_proof, output_size=proof_size,
@@ -235,11 +242,13 @@ def proof(canvas: Canvas, p: ProofParams) -> Canvas:
     source = image if dots is None else dots.source
     if source.size != image.size:  # a step after the dither changed the size
         source = source.resize(image.size, Image.Resampling.LANCZOS)
+    after = list(dots.after) if dots else []
     others = [panel_from_text(text) for text in p.methods] if p.methods else suited(own)
     shown = [image if image.mode == "1" else flatten(image).convert("L")]
-    shown += [dotted(panel, source) for panel in others]
-    labels = [("the recipe's own", step_text(own) if own else "no dither")]
-    labels += [(f"option {number}", step_text(panel)) for number, panel in enumerate(others, 2)]
+    shown += [dotted([panel, *after], source, canvas.dpi) for panel in others]
+    labels = [("the recipe's own", chain_text([own, *after]) if own else "no dither")]
+    labels += [(f"option {number}", chain_text([panel, *after]))
+               for number, panel in enumerate(others, 2)]
 
     plan = layout(image.size, canvas.dpi[0] if canvas.dpi else None, len(shown))
     mode = "1" if all(panel.mode == "1" for panel in shown) else "L"
@@ -256,14 +265,16 @@ def proof(canvas: Canvas, p: ProofParams) -> Canvas:
     wedge_by = next((panel for panel in [*([own] if own else []), *others]
                      if panel[0] == "dither"), panel_from_text("floyd-steinberg"))
     for step, (left, top, right, bottom) in enumerate(plan.wedge):
-        patch = wedge_patch(wedge_by, (right - left, bottom - top), step / (WEDGE_STEPS - 1))
+        level = round(255 * (1 - step / (WEDGE_STEPS - 1)))
+        patch = dotted([wedge_by, *after], Image.new("L", (right - left, bottom - top), level),
+                       canvas.dpi)
         sheet.paste(patch, (left, top))
         words = f"{10 * step}%"
         font = fitted_font(words, right - left, plan.font_px)
         draw.text((left, plan.wedge_label_top + line // 4), words, fill=0, font=font)
     first, last = plan.wedge[0], plan.wedge[-1]
     draw.rectangle((first[0] - 2, first[1] - 2, last[2] + 1, last[3] + 1), outline=0)  # 0% shows
-    words = f"step wedge, black share, by {step_text(wedge_by)}"
+    words = f"step wedge, black share, by {chain_text([wedge_by, *after])}"
     left = plan.wedge[0][0]
     font = fitted_font(words, plan.size[0] - 2 * left, plan.font_px)
     draw.text((left, plan.wedge_label_top + line + line // 4), words, fill=0, font=font)
