@@ -83,4 +83,5 @@ def test_a_file_rewritten_by_its_dropper_after_the_claim_is_processed_as_scanned
     with Image.open(output) as image:
         assert image.size == (64, 48)
     assert modes == (0o600, 0o700)  # the claimed file, and its folder, the service's alone
+    assert stat.S_IMODE(archived.stat().st_mode) == 0o644  # archived: readable, as before
     assert daemon.stop() == 0

@@ -4,10 +4,10 @@ A job in a worker, in order: mark it running in the journal (a second copy of th
 task finds it taken and stops); read the claimed file once and scan those bytes, which
 are then the ones hashed, decoded and archived; resolve the recipe from its folders and
 render it; deliver the outputs and the sidecar; record the delivery; move the original
-to archive/ (or delete it); end the job. An
-infected file goes to quarantine/, a bad one to failed/ with its reason, and a job
-whose scanner or destination is unavailable waits in the journal to be retried.
-A retry after a crash repeats only what was not recorded as done.
+to archive/ (or delete it); end the job. An infected file goes to quarantine/, a bad
+one to failed/ with its reason (an error no stage foresaw too, named with its stage),
+and a job whose scanner or destination is unavailable waits in the journal to be
+retried. A retry after a crash repeats only what was not recorded as done.
 """
 
 from __future__ import annotations

@@ -48,6 +48,8 @@ SCAN_SUFFIX = ".scan.json"
 WAIT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
                errno.ELOOP, errno.ENOTDIR}
 PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+# An original in failed/ or archive/: readable by the share's users, writable by the service.
+ORIGINAL_FILE = 0o644
 
 
 @contextmanager
@@ -177,6 +179,8 @@ def move_original(work_file: Path, root: Path, rel: PurePosixPath,
         digest = digest_at(None, work_file) or None
         if private and digest is not None:
             os.chmod(work_file, PRIVATE_FILE, follow_symlinks=False)
+        elif digest is not None and os.lstat(work_file).st_uid == os.geteuid():
+            os.chmod(work_file, ORIGINAL_FILE, follow_symlinks=False)  # from a private copy
         for candidate in renamed(PurePosixPath(parts[-1])):
             existing = digest_at(fd, candidate.name)
             if existing not in (None, digest):
