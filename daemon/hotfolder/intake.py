@@ -37,6 +37,7 @@ from hotfolder.sinks.local import (
     PRIVATE_FILE,
     error_report,
     open_folder,
+    place_errors,
     report_bytes,
     to_failed,
 )
@@ -138,7 +139,8 @@ def claimed_bytes(path: Path, limits: LimitsConfig) -> bytes:
     first when it is not yet (its claim was cut short)."""
     data, st = read_claimed(path, limits)
     if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != PRIVATE_FILE or st.st_nlink != 1:
-        make_private(path, data)
+        with place_errors(path):  # a full disk makes the job wait
+            make_private(path, data)
     return data
 
 
