@@ -6,8 +6,9 @@ outbox, S3 or both), the folders for originals (failed/, quarantine/, archive/),
 recipe book, the result cache, the metrics and the Huey queue. Each part comes from
 the factory of its own module, and the configuration alone picks the implementation:
 the S3 sink (and boto3) is imported only when `output.s3` is set, the Redis journal
-only for a Redis queue. The command line builds the parts it needs through the same
-functions, so that `status`, `retry`, `check` and `cache` see what the service runs with.
+only for a Redis queue. `hotfolder status` and `hotfolder check` build what they read
+through the same functions, so they see what the service runs with; huey is loaded
+only to build the queue.
 """
 
 from __future__ import annotations
