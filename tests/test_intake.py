@@ -14,7 +14,7 @@ import pytest
 from helpers import drop, image_bytes
 from hotfolder.config import Config, Layout
 from hotfolder.errors import InputError
-from hotfolder.intake import Intake, claimed_bytes, read_claimed, work_path
+from hotfolder.intake import Intake, claimed_bytes, read_claimed
 from hotfolder.journal.sqlite import SqliteJournal
 
 
@@ -50,8 +50,8 @@ def test_a_good_file_is_claimed_into_the_work_folder(layout: Layout, intake: Int
     assert (job.state, job.rel, job.kind, job.size) == ("queued", "Engrave/photo.jpg", "jpeg",
                                                         len(data))
     assert not path.exists()
-    assert work_path(layout.work, job.id, job.rel) == layout.work / f"{job.id}_Engrave%2Fphoto.jpg"
-    assert work_path(layout.work, job.id, job.rel).read_bytes() == data
+    assert (layout.work / job.id).read_bytes() == data  # named by the job id alone
+    assert (layout.work / f"{job.id}.path").read_bytes() == b"Engrave/photo.jpg"
 
 
 def test_offering_a_file_again_or_concurrently_gives_one_job(layout: Layout,
@@ -64,10 +64,11 @@ def test_offering_a_file_again_or_concurrently_gives_one_job(layout: Layout,
         t.start()
     for t in threads:
         t.join()
-    assert len([r for r in results if r is not None]) == 1
+    (job,) = [r for r in results if r is not None]
     assert intake.offer(path) is None
     assert intake.journal.counts() == {"queued": 1}
-    assert len(list(layout.work.iterdir())) == 1
+    # the losers' notes of the path are gone with their claims
+    assert sorted(p.name for p in layout.work.iterdir()) == [job.id, f"{job.id}.path"]
 
 
 def test_a_symlink_is_moved_to_failed_and_its_target_left_alone(layout: Layout, intake: Intake,
@@ -141,7 +142,7 @@ def test_content_not_name_decides_the_type(layout: Layout, intake: Intake) -> No
     assert job is not None and job.kind is None and job.state == "queued"
     assert job.reason is not None and job.reason.startswith("Wood/notes.jpg: the file is")
     assert "not an image type hotfolder accepts" in job.reason
-    assert work_path(layout.work, job.id, job.rel).exists()
+    assert (layout.work / job.id).exists()
 
 
 def test_an_allowed_type_outside_limits_formats_is_refused(layout: Layout,
@@ -153,13 +154,13 @@ def test_an_allowed_type_outside_limits_formats_is_refused(layout: Layout,
 
 def test_adopt_finds_a_claim_the_journal_never_recorded(layout: Layout, intake: Intake) -> None:
     layout.work.mkdir(parents=True)
-    orphan = layout.work / "0123456789ab_A%2FB%2Fphoto%201.jpg"
+    orphan = layout.work / "0123456789ab"
     orphan.write_bytes(image_bytes("JPEG"))
+    (layout.work / "0123456789ab.path").write_bytes(b"A/B/photo 1.jpg")
     (layout.work / "stray-folder").mkdir()
     jobs = intake.adopt()
     assert [(j.id, j.rel, j.state) for j in jobs] == [
         ("0123456789ab", "A/B/photo 1.jpg", "queued")]
-    assert work_path(layout.work, jobs[0].id, jobs[0].rel) == orphan
     assert (layout.work / "stray-folder").is_dir()  # not ours: left alone
     assert intake.adopt() == []
 
@@ -172,7 +173,7 @@ def test_a_claimed_file_is_a_private_copy_its_dropper_cannot_change(
     with path.open("r+b") as dropper:  # still open, as the dropper may keep it
         job = intake.offer(path)
         assert job is not None and job.state == "queued"
-        claimed = work_path(layout.work, job.id, job.rel)
+        claimed = layout.work / job.id
         dropper.write(b"rewritten after the claim")
     st = claimed.stat()
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_nlink) == (0o600, os.geteuid(), 1)

@@ -10,7 +10,7 @@ from huey import MemoryHuey
 
 from helpers import image_bytes
 from hotfolder.config import Config
-from hotfolder.intake import Intake, work_path
+from hotfolder.intake import Intake
 from hotfolder.journal import Job
 from hotfolder.journal.sqlite import SqliteJournal
 from hotfolder.metrics import Metrics
@@ -34,7 +34,7 @@ def setup(tmp_path: Path, policy: str = "hold") -> tuple[Parts, Intake]:
 
 
 def work_file(ctx: Parts, job: Job) -> Path:
-    return work_path(ctx.layout.work, job.id, job.rel)
+    return ctx.work.file(job.id)
 
 
 def claim(ctx: Parts, intake: Intake, rel: str, data: bytes) -> Job:

@@ -31,6 +31,7 @@ from hotfolder import __version__
 from hotfolder.config import CacheConfig, LimitsConfig
 from hotfolder.engine import Output, Rendered, output_name, render
 from hotfolder.files import write_atomic
+from hotfolder.names import loaded_rel, stored_rel
 from hotfolder.recipes import Plan
 
 log = logging.getLogger("hotfolder.cache")
@@ -163,7 +164,7 @@ class ResultCache:
                 self.discard(key)  # removed by another worker's eviction, or damaged
                 return None
             outputs.append(Output(item["name"], data, item["media_type"]))
-        return Hit(origin, Rendered(outputs, json.loads(sidecar)), key)
+        return Hit(loaded_rel(origin), Rendered(outputs, json.loads(sidecar)), key)
 
     def put(self, key: str, rendered: Rendered, origin: str) -> None:
         """Store a result, then evict the least recently used until the cache fits."""
@@ -180,7 +181,7 @@ class ResultCache:
         with self._connect() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
-                (key, origin, json.dumps(rendered.sidecar), json.dumps(listing), size,
+                (key, stored_rel(origin), json.dumps(rendered.sidecar), json.dumps(listing), size,
                  self.clock()),
             )
             evicted = self._evict(conn)

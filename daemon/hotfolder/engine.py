@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from hotfolder.exif import SIDEWAYS
 from hotfolder.formats import FORMATS
 from hotfolder.lengths import to_pixels
 from hotfolder.modes import TRANSPARENT
+from hotfolder.names import readable
 from hotfolder.ops.geometry import ResizeParams, pad
 from hotfolder.pipeline import Step
 from hotfolder.recipes import OutputSpec, Plan
@@ -185,16 +187,25 @@ def output_name(template: str, *, stem: str, ext: str, recipe: str, sha8: str, w
         height=height, date=datetime.now(UTC).strftime("%Y-%m-%d"),
     )
     text = UNSAFE_NAME.sub("_", text).lstrip(". ")
-    if len(text.encode()) > NAME_BYTES:
+    if len(os.fsencode(text)) > NAME_BYTES:
         stem_part, dot, suffix = text.rpartition(".")
-        keep = NAME_BYTES - len(suffix.encode()) - 1
-        text = stem_part.encode()[:keep].decode(errors="ignore") + dot + suffix
+        text = cut_to_bytes(stem_part, NAME_BYTES - len(os.fsencode(dot + suffix))) + dot + suffix
     return text or f"output.{ext}"
+
+
+def cut_to_bytes(text: str, limit: int) -> str:
+    """The longest start of `text` whose file-system bytes fit in `limit`, whole characters."""
+    size = 0
+    for end, char in enumerate(text):
+        size += len(os.fsencode(char))
+        if size > limit:
+            return text[:end]
+    return text
 
 
 def sidecar_output(record: dict[str, Any], *, beside: str) -> Output:
     """The sidecar JSON written beside the output named `beside` (`photo.png.json`)."""
-    text = json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n"
+    text = json.dumps(readable(record), indent=2, ensure_ascii=False, default=str) + "\n"
     return Output(f"{beside}.json", text.encode(), "application/json")
 
 

@@ -2,11 +2,11 @@
 
 A file is looked at with `lstat` first: links, FIFOs, sockets and devices are refused
 without being opened, and so is a file over the size limit: these move to failed/ with
-their reason. Any other file is claimed by one atomic rename into
-`work/<job id>_<relative path, percent-encoded>`, then recorded in the journal; the
-name alone is enough to find the job again if the service dies between the two. One
-flat file per job, no folders: the inotify watcher of the inbox would add a watch for
-every folder created in the work folder, which made claiming eight times slower. A file whose
+their reason. Any other file is claimed by one atomic rename into `work/<job id>`,
+its path noted beside it first (hotfolder.workfolder), then recorded in the journal:
+the work folder alone is enough to find the job again if the service dies between
+the two. Any name the file system accepts is claimed, whatever its length or bytes;
+names in messages are shown escaped (hotfolder.names). A file whose
 first bytes are not an accepted image is claimed with that refusal recorded: it is
 scanned like any other, so malware goes to quarantine/, and fails only once clean.
 The file's folder is reached from the inbox without following any link (a link to a
@@ -24,13 +24,13 @@ import os
 import secrets
 import stat
 from pathlib import Path, PurePosixPath
-from urllib.parse import quote, unquote
 
 from hotfolder import imaging
 from hotfolder.config import Layout, LimitsConfig
 from hotfolder.errors import InputError
 from hotfolder.files import replace, write_atomic
 from hotfolder.journal import Job, Journal
+from hotfolder.names import shown
 from hotfolder.sinks import key_parts, renamed
 from hotfolder.sinks.local import (
     ERROR_SUFFIX,
@@ -41,42 +41,27 @@ from hotfolder.sinks.local import (
     report_bytes,
     to_failed,
 )
+from hotfolder.workfolder import JOB_ID_CHARS, WorkFolder
 
 log = logging.getLogger("hotfolder.intake")
 
 
-JOB_ID_CHARS = 12
-
-
 def new_job_id() -> str:
-    """A short random job id, also the start of the job's file name in the work folder."""
+    """A short random job id, also the job's file name in the work folder."""
     return secrets.token_hex(JOB_ID_CHARS // 2)
-
-
-def work_path(work: Path, job_id: str, rel: str) -> Path:
-    """Where a claimed file waits: `work/<id>_<rel, percent-encoded>`."""
-    return work / f"{job_id}_{quote(rel, safe='')}"
 
 
 def inbox_path(text: str) -> PurePosixPath | None:
     """`text` as a file's path inside the inbox, or None when it could lead anywhere else:
     absolute, empty, with an empty, `.` or `..` component, or a NUL character.
 
-    Both what is claimed and what is adopted from the work folder pass through here.
+    Both what is claimed and what is adopted from the work folder (its noted path) pass
+    through here.
     """
     parts = text.split("/")
     if "\0" in text or any(part in ("", ".", "..") for part in parts):
         return None
     return PurePosixPath(text)
-
-
-def parse_work_name(name: str) -> tuple[str, PurePosixPath] | None:
-    """(job id, relative path) from a work-folder entry's name, or None when it is not one."""
-    job_id, sep, encoded = name.partition("_")
-    rel = inbox_path(unquote(encoded))
-    if not sep or rel is None or len(job_id) != JOB_ID_CHARS:
-        return None
-    return job_id, rel
 
 
 def special_kind(st: os.stat_result) -> str | None:
@@ -185,6 +170,7 @@ class Intake:
         self.layout = layout
         self.limits = limits
         self.journal = journal
+        self.work = WorkFolder(layout.work)
         self._left: set[tuple[int, int]] = set()
 
     def offer(self, path: Path) -> Job | None:
@@ -223,11 +209,13 @@ class Intake:
             return None
         why = special_kind(st)
         if why is not None:
-            return self._refuse(path, rel, st, InputError(f"{rel}: refused, {why}", stage="intake"))
+            error = InputError(f"{shown(rel)}: refused, {why}", stage="intake")
+            return self._refuse(path, rel, st, error)
         try:
             imaging.check_size(st.st_size, self.limits)
         except InputError as exc:
-            return self._refuse(path, rel, st, InputError(f"{rel}: {exc.message}", stage="intake"))
+            error = InputError(f"{shown(rel)}: {exc.message}", stage="intake")
+            return self._refuse(path, rel, st, error)
         try:
             kind, refusal = self._sniff(path, rel, st), None
         except FileNotFoundError:
@@ -241,35 +229,36 @@ class Intake:
         try:
             return imaging.sniff(read_head(path, st, imaging.SNIFF_BYTES), self.limits.formats)
         except InputError as exc:
-            raise InputError(f"{rel}: {exc.message}", detail=exc.detail, stage="intake") from None
+            raise InputError(f"{shown(rel)}: {exc.message}", detail=exc.detail,
+                             stage="intake") from None
 
     def _claim(self, path: Path, rel: PurePosixPath, st: os.stat_result, kind: str | None,
                refusal: str | None) -> Job | None:
         """Rename the file into the work folder and record the job (with its refusal, if any)."""
         job_id = new_job_id()
-        target = work_path(self.layout.work, job_id, rel.as_posix())
+        self.work.record(job_id, rel.as_posix())
+        target = self.work.file(job_id)
         try:
             os.rename(path, target)
-        except FileNotFoundError:  # claimed by a concurrent offer, or removed meanwhile
-            if not self.layout.work.is_dir():
-                self.layout.work.mkdir(parents=True, exist_ok=True)
-                return self._claim(path, rel, st, kind, refusal)
-            return None
-        except OSError as exc:
-            if exc.errno != errno.ENAMETOOLONG:
-                raise
-            error = InputError(f"{rel}: the path is too long to be claimed", stage="intake")
-            return self._refuse(path, rel, st, error)
+        except OSError:  # claimed by a concurrent offer, removed meanwhile, or a fault
+            self.work.release(job_id)
+            if not os.path.lexists(path):
+                return None
+            raise
         moved = os.lstat(target)
         if (moved.st_dev, moved.st_ino) != (st.st_dev, st.st_ino):
-            error = InputError(f"{rel}: the file was replaced while it was being checked",
+            error = InputError(f"{shown(rel)}: the file was replaced while it was being checked",
                                stage="intake")
-            return self._refuse(target, rel, moved, error, job_id)
+            job = self._refuse(target, rel, moved, error, job_id)
+            self.work.release(job_id)
+            return job
         try:  # from now on, no one but the service can change what the job will read
             make_private(target, read_claimed(target, self.limits)[0])
         except InputError as exc:  # it grew past the limit since it was checked
-            return self._refuse(target, rel, moved, InputError(f"{rel}: {exc.message}",
-                                                               stage="intake"), job_id)
+            error = InputError(f"{shown(rel)}: {exc.message}", stage="intake")
+            job = self._refuse(target, rel, moved, error, job_id)
+            self.work.release(job_id)
+            return job
         except OSError as exc:  # a full disk, say: the job makes the copy before it reads
             log.warning("job %s: %s not made private at its claim: %s", job_id, rel, exc)
         self.journal.add(job_id, rel.as_posix(), kind=kind, size=st.st_size, reason=refusal)
@@ -299,23 +288,32 @@ class Intake:
         return self.journal.get(job_id)
 
     def adopt(self) -> list[Job]:
-        """Jobs for work-folder entries the journal lacks (a crash right after a claim)."""
-        if not self.layout.work.is_dir():
-            return []
+        """Jobs for work-folder files the journal lacks (a crash right after a claim)."""
+        for stray in self.work.strays():
+            log.warning("%s in the work folder is not a claimed file; left alone", stray)
+        for job_id in self.work.unclaimed():  # a claim that never happened, or a job's leftovers
+            self.work.release(job_id)
         known = self.journal.ids()
         adopted = []
-        for entry in sorted(self.layout.work.iterdir()):
-            parsed = parse_work_name(entry.name)
-            if entry.is_dir() or parsed is None:  # not ours: left for the operator to see
-                log.warning("%s in the work folder is not a claimed file (its name is not a job id"
-                            " and a path inside the inbox); left alone", entry)
-                continue
-            job_id, rel = parsed
+        for job_id in self.work.claimed():
             if job_id in known:
                 continue
-            self.journal.add(job_id, rel.as_posix(), kind=None, size=entry.lstat().st_size)
-            log.info("job %s: found %s in the work folder, queued again", job_id, rel)
-            job = self.journal.get(job_id)
+            job = self._adopt(job_id)
             if job is not None:
                 adopted.append(job)
         return adopted
+
+    def _adopt(self, job_id: str) -> Job | None:
+        """Record the job of one work-folder file from the path noted beside it."""
+        entry = self.work.file(job_id)
+        rel = self.work.recorded(job_id)
+        if rel is None:
+            log.warning("%s in the work folder has no record of its path; left alone", entry)
+            return None
+        if inbox_path(rel) is None:
+            log.warning("%s in the work folder has a path that is not inside the inbox (%s);"
+                        " left alone", entry, rel)
+            return None
+        self.journal.add(job_id, rel, kind=None, size=entry.lstat().st_size)
+        log.info("job %s: found %s in the work folder, queued again", job_id, rel)
+        return self.journal.get(job_id)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from hotfolder.config import Config
 from hotfolder.errors import HotfolderError, InputError
 from hotfolder.files import TEMP_GLOB
-from hotfolder.intake import parse_work_name
 from hotfolder.journal import ENDED, Journal
+from hotfolder.names import shown
 from hotfolder.sinks.originals import Originals
+from hotfolder.workfolder import WorkFolder
 
 log = logging.getLogger("hotfolder.janitor")
 
@@ -61,21 +62,22 @@ class Janitor:
 
     def fail_leftovers(self) -> None:
         """A file left in the work folder after its job ended goes to failed/ with that reason."""
-        for entry in self.layout.work.iterdir():
-            parsed = parse_work_name(entry.name)
-            job = self.journal.get(parsed[0]) if parsed is not None else None
-            if parsed is None or job is None or job.state not in ENDED:
+        work = WorkFolder(self.layout.work)
+        for job_id in work.claimed():
+            job = self.journal.get(job_id)
+            if job is None or job.state not in ENDED:
                 continue
-            error = InputError(f"{job.rel}: left in the work folder after its job ended"
+            error = InputError(f"{shown(job.rel)}: left in the work folder after its job ended"
                                f" ({job.state})", stage="cleanup")
             try:
-                self.originals.to_failed(entry, parsed[1], error)
+                self.originals.to_failed(work.file(job_id), PurePosixPath(job.rel), error)
             except FileNotFoundError:  # its job moved it out after the folder was listed
                 continue
             except (HotfolderError, OSError) as exc:  # tried again at the next sweep
                 log.warning("job %s: %s; it cannot be moved to failed/ now: %s", job.id,
                             error.message, exc)
                 continue
+            work.release(job_id)
             log.warning("job %s: %s; moved to failed/", job.id, error.message)
 
 

@@ -27,6 +27,7 @@ from hotfolder.scanner import ClamdScanner, Scanner, make_scanner
 from hotfolder.sinks import Sink, make_sink
 from hotfolder.sinks.originals import Originals
 from hotfolder.watcher import state_folder_problem
+from hotfolder.workfolder import WorkFolder
 
 if TYPE_CHECKING:
     from huey.api import Huey
@@ -50,6 +51,11 @@ class Parts:
     def layout(self) -> Layout:
         """The root's folders."""
         return self.cfg.layout
+
+    @property
+    def work(self) -> WorkFolder:
+        """The work folder, where claimed files wait."""
+        return WorkFolder(self.cfg.layout.work)
 
 
 def prepare_root(cfg: Config) -> None:

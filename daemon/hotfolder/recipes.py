@@ -3,7 +3,9 @@
 A file at `inbox/A/B/photo.jpg` gets the steps of `A`, then those of `B`. Each
 folder contributes the first that exists of: `A/recipe.yaml`, the named recipe
 `recipes/a.yaml`, or the folder name read as an inline chain
-(`resize=800x600,fill+grayscale+png`).
+(`resize=800x600,fill+grayscale+png`). Below a folder that chose steps, a folder
+that is none of these and whose name holds no `=` or `+` is a plain sub-folder (a
+customer, an order): it adds no steps and stays in the output path.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ NAME_FIELDS = {"stem", "ext", "recipe", "date", "sha8", "width", "height"}
 # Steps one job may have, from all its folders together: folder names and recipe files are
 # written by anyone who can write to the share, and every step costs a pass over the image.
 MAX_STEPS = 50
+CHAIN_MARKS = frozenset("=+")  # a folder name holding one of these is meant as a chain
 FOLDER_NAME = "folder name"  # the source of a part read from a folder's name as a chain
 
 
@@ -414,13 +417,30 @@ class RecipeBook:
                 f"folder {folder.name!r} is not a recipe: {exc.message}", detail=exc.detail
             ) from None
 
+    def plain(self, folder: Path) -> bool:
+        """Whether a folder below one that chose steps is a plain sub-folder (a customer, an
+        order): no recipe file, no named recipe, and a name that is not written as a chain."""
+        if os.path.lexists(folder / RECIPE_FILE) or self.named(folder.name) is not None:
+            return False
+        if not self.inline:
+            return True
+        if CHAIN_MARKS & set(folder.name):
+            return False
+        try:
+            parse_chain(folder.name)
+        except RecipeError:
+            return True
+        return False
+
     def resolve(self, inbox: Path, file: Path) -> Plan:
         """The plan for `file` inside `inbox`, from its folders (SPEC 3)."""
         rel = file.parent.relative_to(inbox)
-        parts = []
+        parts: list[tuple[str, str, Recipe]] = []
         folder = inbox
         for name in rel.parts:
             folder = folder / name
+            if parts and self.plain(folder):
+                continue
             parts.append(self.folder(folder))
         if not parts and self.default_recipe:
             plan = self.get(self.default_recipe)

@@ -37,6 +37,7 @@ from hotfolder.intake import Intake
 from hotfolder.janitor import Janitor
 from hotfolder.journal import Job
 from hotfolder.metrics import MetricsServer, State, serve
+from hotfolder.names import OneLineFormatter
 from hotfolder.parts import Parts, assemble
 from hotfolder.queue import ServiceConsumer, WakePipe
 from hotfolder.reception import Reception
@@ -241,8 +242,11 @@ def run(cfg: Config, *, watch: bool = True) -> int:
 
 
 def setup_logging(environ: Mapping[str, str] = os.environ) -> None:
-    """One line per event on stderr; no timestamps under systemd, whose journal adds them."""
+    """One line per event on stderr, names escaped; no timestamps under systemd, whose
+    journal adds them."""
     under_systemd = "JOURNAL_STREAM" in environ or "INVOCATION_ID" in environ
     fmt = "%(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=logging.INFO, format=fmt if under_systemd else "%(asctime)s " + fmt)
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter(fmt if under_systemd else "%(asctime)s " + fmt))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("huey").setLevel(logging.WARNING)

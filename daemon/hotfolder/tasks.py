@@ -7,7 +7,10 @@ render it; deliver the outputs and the sidecar; record the delivery; move the or
 to archive/ (or delete it); end the job. An infected file goes to quarantine/, a bad
 one to failed/ with its reason (an error no stage foresaw too, named with its stage),
 and a job whose scanner or destination is unavailable waits in the journal to be
-retried. A retry after a crash repeats only what was not recorded as done.
+retried. A result that waits for its destination is kept in the work folder with its
+scan verdict, and the next try delivers it: the recipe runs once per job, however long
+the outbox or S3 is away. A retry after a crash repeats only what was not recorded as
+done.
 """
 
 from __future__ import annotations
@@ -17,16 +20,17 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from hotfolder import engine, imaging
 from hotfolder.cache import render_cached
 from hotfolder.errors import HotfolderError, InputError, RecipeError, Unavailable
-from hotfolder.intake import claimed_bytes, work_path
+from hotfolder.intake import claimed_bytes
 from hotfolder.journal import Job
 from hotfolder.metrics import UNKNOWN_RECIPE, Metrics
+from hotfolder.names import shown
 from hotfolder.parts import Parts
 from hotfolder.scanner import Untrusted, Verdict
 
@@ -91,7 +95,7 @@ def run_job(parts: Parts, job_id: str) -> None:
     job = parts.journal.start(job_id, os.getpid())
     if job is None:
         return
-    work_file = work_path(parts.layout.work, job.id, job.rel)
+    work_file = parts.work.file(job.id)
     if not os.path.lexists(work_file):
         state = "done" if job.outputs is not None else "failed"
         parts.journal.finish(job.id, state, "the file had already left the work folder")
@@ -138,9 +142,11 @@ def fail_job(parts: Parts, job: Job, error: HotfolderError,
     While failed/ cannot take the file (a full disk, a file where its folder should be),
     the job waits for the disk instead, and the log names what is in the way.
     """
-    if not error.message.startswith(job.rel):
-        error = type(error)(f"{job.rel}: {error.message}", detail=error.detail, stage=error.stage)
-    work_file = work_path(parts.layout.work, job.id, job.rel)
+    message = shown(error.message)
+    if not message.startswith(shown(job.rel)):
+        message = f"{shown(job.rel)}: {message}"
+    error = type(error)(message, detail=error.detail, stage=error.stage)
+    work_file = parts.work.file(job.id)
     try:
         if os.path.lexists(work_file):
             parts.originals.to_failed(work_file, PurePosixPath(job.rel), error)
@@ -148,6 +154,7 @@ def fail_job(parts: Parts, job: Job, error: HotfolderError,
         wait_job(parts, job, "disk", f"it cannot be moved to failed/ ({exc}); it failed with:"
                                      f" {error.message}")
         return
+    parts.work.release(job.id)
     parts.journal.finish(job.id, "failed", error.message)
     log.warning("job %s: failed, %s", job.id, error.message)
     (measured or JobMeasurements()).record(parts.metrics, "failed")
@@ -166,39 +173,72 @@ def run_stages(parts: Parts, job: Job, work_file: Path,
     rel = PurePosixPath(job.rel)
     outputs = job.outputs
     if outputs is None:
-        # Read once: these bytes, and no later read of the file, are scanned, hashed,
-        # decoded and archived (the file is the service's own, see intake.claimed_bytes).
-        data = claimed_bytes(work_file, parts.cfg.limits)
-        measured.bytes_in = len(data)
+        kept = parts.work.kept(job.id)
+        if kept is not None:
+            log.info("job %s: delivering the result kept from its last try", job.id)
+            measured.bytes_in = os.path.getsize(work_file)
+        result = kept or render_job(parts, job, work_file, measured)
+        if isinstance(result, Verdict):
+            return "quarantined", f"{job.rel} quarantined, the scanner found {result.signature}"
+        rendered, notes = result
+        measured.recipe = notes["recipe"]
         started = time.perf_counter()
-        verdict = scan(parts, job, data)
-        measured.timings["scan"] = time.perf_counter() - started
-        if not verdict.clean:
-            parts.originals.to_quarantine(work_file, rel, verdict,
-                                          hashlib.sha256(data).hexdigest(),
-                                          parts.layout.inbox / rel)
-            parts.journal.finish(job.id, "quarantined",
-                                 f"{verdict.signature} ({verdict.scanner})")
-            return "quarantined", f"{job.rel} quarantined, the scanner found {verdict.signature}"
-        if job.kind is None:  # refused at intake (or adopted): judged again, now known clean
-            imaging.sniff(data, parts.cfg.limits.formats)
-        measured.stage = "process"
-        plan = parts.book.resolve(parts.layout.inbox, parts.layout.inbox / rel)
-        measured.recipe = plan.metric_name
-        rendered = render_cached(parts.cache, data, rel.name, plan, origin=job.rel,
-                                 limits=parts.cfg.limits)
-        measured.timings.update(rendered.sidecar.get("timings", {}))
         measured.stage = "deliver"
-        started = time.perf_counter()
-        outputs = deliver(parts, job, rendered, sidecar=plan.sidecar, verdict=verdict,
-                          scanned=measured.timings["scan"])
+        try:
+            outputs = deliver(parts, job, rendered, sidecar=notes["sidecar"],
+                              verdict=Verdict(**notes["verdict"]), scanned=notes["scanned"])
+        except MustWait:
+            if kept is None:
+                keep_result(parts, job, rendered, notes)
+            raise
         measured.timings["deliver"] = time.perf_counter() - started
         measured.bytes_out = sum(len(o.data) for o in rendered.outputs)
         parts.journal.delivered(job.id, outputs)
     measured.stage = "archive"
     parts.originals.to_archive(work_file, rel)
+    parts.work.release(job.id)
     parts.journal.finish(job.id, "done")
     return "done", f"{job.rel} done -> {', '.join(outputs) or 'nothing (name taken, skipped)'}"
+
+
+def render_job(parts: Parts, job: Job, work_file: Path,
+               measured: JobMeasurements) -> tuple[engine.Rendered, dict[str, Any]] | Verdict:
+    """Scan and render the job's file: the result and its notes, or the verdict that
+    quarantined it."""
+    rel = PurePosixPath(job.rel)
+    # Read once: these bytes, and no later read of the file, are scanned, hashed,
+    # decoded and archived (the file is the service's own, see intake.claimed_bytes).
+    data = claimed_bytes(work_file, parts.cfg.limits)
+    measured.bytes_in = len(data)
+    started = time.perf_counter()
+    verdict = scan(parts, job, data)
+    measured.timings["scan"] = time.perf_counter() - started
+    if not verdict.clean:
+        parts.originals.to_quarantine(work_file, rel, verdict, hashlib.sha256(data).hexdigest(),
+                                      parts.layout.inbox / rel)
+        parts.work.release(job.id)
+        parts.journal.finish(job.id, "quarantined", f"{verdict.signature} ({verdict.scanner})")
+        return verdict
+    if job.kind is None:  # refused at intake (or adopted): judged again, now known clean
+        imaging.sniff(data, parts.cfg.limits.formats)
+    measured.stage = "process"
+    plan = parts.book.resolve(parts.layout.inbox, parts.layout.inbox / rel)
+    measured.recipe = plan.metric_name
+    rendered = render_cached(parts.cache, data, rel.name, plan, origin=job.rel,
+                             limits=parts.cfg.limits)
+    measured.timings.update(rendered.sidecar.get("timings", {}))
+    notes = {"recipe": plan.metric_name, "sidecar": plan.sidecar, "verdict": asdict(verdict),
+             "scanned": measured.timings["scan"]}
+    return rendered, notes
+
+
+def keep_result(parts: Parts, job: Job, rendered: engine.Rendered, notes: dict[str, Any]) -> None:
+    """Keep a result whose destination is away, so that the next try only delivers it."""
+    try:
+        parts.work.keep(job.id, rendered, notes)
+    except OSError as exc:
+        log.warning("job %s: its result cannot be kept for the next try, which renders it"
+                    " again: %s", job.id, exc)
 
 
 def scan(parts: Parts, job: Job, data: bytes) -> Verdict:
@@ -226,7 +266,8 @@ def deliver(parts: Parts, job: Job, rendered: engine.Rendered, *, sidecar: bool,
             verdict: Verdict, scanned: float) -> list[str]:
     """Store the outputs (and the sidecar beside the main one); returns their locations."""
     folder = PurePosixPath(job.rel).parent
-    metadata = {"job": job.id, "source": job.rel, "sha256": rendered.sidecar["input"]["sha256"],
+    metadata = {"job": job.id, "source": shown(job.rel),
+                "sha256": rendered.sidecar["input"]["sha256"],
                 "recipe": str(rendered.sidecar.get("recipe", ""))}
     started = time.perf_counter()
     locations: list[str] = []

@@ -10,6 +10,7 @@ Three implementations keep the same contract: `sqlite` (`state/journal.db`, one
 machine), `redis` (shared by every machine of a Redis queue) and `memory` (in this
 process only, for tests). `open_journal` picks one for `queue.url` and imports the
 Redis client only for a Redis queue.
+A job's path is any path the file system accepts, stored as text (names.stored_rel).
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from redis.retry import Retry
 
 from hotfolder.errors import Unavailable
 from hotfolder.journal import ENDED, UNFINISHED, Job, count_by_reason
+from hotfolder.names import loaded_rel, stored_rel
 
 PREFIX = "hotfolder:"
 STATES = (*UNFINISHED, *ENDED)
@@ -234,7 +235,7 @@ class RedisJournal:
         data = {str(k): str(v) for k, v in raw.items()}
         host, _, pid = data.pop("owner", "").rpartition(":")
         return Job(
-            id=data["id"], rel=data["rel"], state=data["state"],
+            id=data["id"], rel=loaded_rel(data["rel"]), state=data["state"],
             attempts=int(data.get("attempts", 0)), waits=int(data.get("waits", 0)),
             # A pid is only meaningful on its own machine.
             pid=int(pid) if pid and host == self.host else None,
@@ -267,7 +268,7 @@ class RedisJournal:
             state: str = "queued", reason: str | None = None) -> None:
         """Record a claimed file (or one refused at intake, with state failed)."""
         now = time.time()
-        fields = {"id": job_id, "rel": rel, "state": state, "kind": kind, "size": size,
+        fields = {"id": job_id, "rel": stored_rel(rel), "state": state, "kind": kind, "size": size,
                   "reason": reason, "attempts": 0, "waits": 0, "created": now, "updated": now}
         self._add(args=[self.prefix, job_id,
                         json.dumps({k: v for k, v in fields.items() if v is not None})])

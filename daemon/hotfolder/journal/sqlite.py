@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder.journal import ENDED, Job, in_every_child, pid_exists
+from hotfolder.names import loaded_rel, stored_rel
 
 SCHEMA = """
 create table if not exists jobs (
@@ -52,6 +53,7 @@ _INHERITED: list[sqlite3.Connection] = []
 def _job(row: sqlite3.Row) -> Job:
     data = dict(row)
     data["outputs"] = json.loads(data["outputs"]) if data["outputs"] is not None else None
+    data["rel"] = loaded_rel(data["rel"])
     return Job(**data)
 
 
@@ -127,7 +129,7 @@ class SqliteJournal:
             conn.execute(
                 "insert or ignore into jobs (id, rel, state, kind, size, reason, created, updated)"
                 " values (?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, rel, state, kind, size, reason, now, now),
+                (job_id, stored_rel(rel), state, kind, size, reason, now, now),
             )
 
     def get(self, job_id: str) -> Job | None:

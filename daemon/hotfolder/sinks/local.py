@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from hotfolder.errors import HotfolderError, InputError, Unavailable
 from hotfolder.files import DIR_FLAGS, fsync_dir, link_new, replace, temp_name, write_temp
+from hotfolder.names import readable
 from hotfolder.sinks import KeyedSink, key_parts, renamed
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ def _now() -> str:
 
 def report_bytes(report: Mapping[str, Any]) -> bytes:
     """A report file's content: indented UTF-8 JSON."""
-    return (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode()
+    return (json.dumps(readable(report), indent=2, ensure_ascii=False) + "\n").encode()
 
 
 def move_original(work_file: Path, root: Path, rel: PurePosixPath,
