@@ -83,15 +83,16 @@ class WorkFolder:
         """Ids with a path or result here but no file: a claim that never happened, or ended."""
         claimed = set(self.claimed())
         return sorted({name[:JOB_ID_CHARS] for name in self._names()
-                       if name.endswith(SUFFIXES) and is_job_id(name[:JOB_ID_CHARS])
-                       and name[JOB_ID_CHARS:] in SUFFIXES} - claimed)
+                       if is_job_id(name[:JOB_ID_CHARS]) and name[JOB_ID_CHARS:] in SUFFIXES}
+                      - claimed)
 
     def strays(self) -> list[Path]:
-        """Entries that are not the work folder's own (left for the operator to see)."""
+        """Entries that are not the work folder's own, nor hidden temporary files (uploads,
+        interrupted writes): left for the operator to see."""
         ours = set(self.claimed())
         return [self.folder / name for name in self._names()
-                if name not in ours and not (is_job_id(name[:JOB_ID_CHARS])
-                                             and name[JOB_ID_CHARS:] in SUFFIXES)]
+                if name not in ours and not name.startswith(".")
+                and not (is_job_id(name[:JOB_ID_CHARS]) and name[JOB_ID_CHARS:] in SUFFIXES)]
 
     def keep(self, job_id: str, rendered: Rendered, notes: dict[str, Any]) -> None:
         """Keep a job's rendered result (and the caller's notes) for its next try."""

@@ -27,7 +27,7 @@ from typing import Any
 from hotfolder import admin
 from hotfolder.config import RECIPE_FILE, Config, Layout
 from hotfolder.errors import RecipeError
-from hotfolder.intake import JOB_ID_CHARS, open_below
+from hotfolder.intake import open_below
 from hotfolder.journal import ENDED, UNFINISHED, Job, Journal
 from hotfolder.metrics import Metrics
 from hotfolder.parts import Parts
@@ -35,6 +35,7 @@ from hotfolder.recipes import Plan, RecipeBook, inbox_folders, parse_chain
 from hotfolder.sinks import renamed
 from hotfolder.sinks.local import ERROR_SUFFIX, SCAN_SUFFIX, open_regular
 from hotfolder.watcher import ignored
+from hotfolder.workfolder import JOB_ID_CHARS
 
 STATES = (*UNFINISHED, *ENDED)
 UPLOAD_PREFIX = ".upload-"
