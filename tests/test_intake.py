@@ -199,3 +199,29 @@ def test_a_claimed_file_is_read_once_as_a_regular_file_within_the_limit(
     large.write_bytes(bytes(20_000))
     with pytest.raises(InputError, match=r"over the limit of 0\.01 MB"):
         read_claimed(large, intake.limits)
+
+
+def test_adopt_reads_any_path_bytes_and_drops_notes_of_claims_that_never_happened(
+        layout: Layout, intake: Intake) -> None:
+    layout.work.mkdir(parents=True)
+    raw = b"Kunde \xe4/caf\xe9 " + b"x" * 300 + b".jpg"  # not UTF-8, longer than a name
+    (layout.work / "0123456789ab").write_bytes(image_bytes("JPEG"))
+    (layout.work / "0123456789ab.path").write_bytes(raw)
+    (layout.work / "ba9876543210.path").write_bytes(b"A/gone.jpg")  # killed before the rename
+    (layout.work / "ba9876543210.result").write_bytes(b"{}\n")
+    (layout.work / "cccccccccccc").write_bytes(b"no note of its path")
+    (job,) = intake.adopt()
+    assert (job.id, os.fsencode(job.rel), job.state) == ("0123456789ab", raw, "queued")
+    assert intake.journal.get(job.id) == job  # stored and read back byte for byte
+    assert sorted(p.name for p in layout.work.iterdir()) == [
+        "0123456789ab", "0123456789ab.path", "cccccccccccc"]  # the last left for the operator
+
+
+def test_a_name_that_is_not_utf8_is_claimed_and_refused_with_its_bytes_escaped(
+        layout: Layout, intake: Intake) -> None:
+    path = drop(layout.root, os.fsdecode(b"W\xfcrfel/caf\xe9.jpg"), b"not a picture\n" * 10)
+    job = intake.offer(path)
+    assert job is not None and job.reason is not None
+    assert os.fsencode(job.rel) == b"W\xfcrfel/caf\xe9.jpg"
+    assert job.reason.startswith("W\\xfcrfel/caf\\xe9.jpg: the file is")
+    assert (layout.work / f"{job.id}.path").read_bytes() == b"W\xfcrfel/caf\xe9.jpg"

@@ -63,11 +63,17 @@ def test_a_job_waits_while_its_destination_is_unavailable_then_completes(
     assert (waiting.state, waiting.reason, waiting.waits) == ("waiting", "memory", 1)
     assert work_file(ctx, job).exists()  # never failed for it, nothing lost
     assert files_under(ctx.layout.failed) == []
+    kept = ctx.layout.work / f"{job.id}.result"
+    assert kept.exists()  # the result waits beside the file
+    renders = ctx.metrics.registry.get_sample_value
+    assert renders("hotfolder_stage_seconds_count", {"stage": "process"}) == 1
     ctx.sink.available = True
     assert [j.id for j in ctx.journal.wake("memory")] == [job.id]
     run_job(ctx, job.id)
     assert state(ctx, job).state == "done"
+    assert renders("hotfolder_stage_seconds_count", {"stage": "process"}) == 1  # not again
     assert list(ctx.sink.objects) == [PurePosixPath("grayscale+png/a.png")]
+    assert list(ctx.layout.work.iterdir()) == []  # file, path note and kept result gone
     archived = ctx.layout.archive / "grayscale+png" / "a.jpg"
     assert archived.read_bytes() == image_bytes("JPEG", seed=1)
 

@@ -178,7 +178,7 @@ class Metrics:
             PREFIX + "jobs", "Jobs finished, by recipe and outcome (done, failed, quarantined)",
             ["recipe", "outcome"], registry=own)
         self.stage_seconds = Histogram(
-            PREFIX + "stage_seconds", "Time spent per job in each stage",
+            PREFIX + "stage_seconds", "Time spent in each stage of a job, each time it ran",
             ["stage"], buckets=STAGE_BUCKETS, registry=own)
         self.unscanned = Counter(
             PREFIX + "files_unscanned",
@@ -205,16 +205,21 @@ class Metrics:
         """Count one finished job with its stage timings (seconds) and sizes."""
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
-        unknown = set(timings) - set(STAGES)
-        if unknown:
-            raise ValueError(f"unknown stages {sorted(unknown)}; stages are {', '.join(STAGES)}")
+        self.record_stages(timings)
         self.jobs.labels(recipe=recipe, outcome=outcome).inc()
-        for stage, seconds in timings.items():
-            self.stage_seconds.labels(stage=stage).observe(seconds)
         if bytes_in:
             self.bytes.labels(direction="in").inc(bytes_in)
         if bytes_out:
             self.bytes.labels(direction="out").inc(bytes_out)
+
+
+    def record_stages(self, timings: Mapping[str, float]) -> None:
+        """Observe stages (seconds) that ran, each time they run."""
+        unknown = set(timings) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown stages {sorted(unknown)}; stages are {', '.join(STAGES)}")
+        for stage, seconds in timings.items():
+            self.stage_seconds.labels(stage=stage).observe(seconds)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

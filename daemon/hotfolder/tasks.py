@@ -177,6 +177,7 @@ def run_stages(parts: Parts, job: Job, work_file: Path,
         if kept is not None:
             log.info("job %s: delivering the result kept from its last try", job.id)
             measured.bytes_in = os.path.getsize(work_file)
+            measured.timings["scan"] = kept[1]["scanned"]
         result = kept or render_job(parts, job, work_file, measured)
         if isinstance(result, Verdict):
             return "quarantined", f"{job.rel} quarantined, the scanner found {result.signature}"
@@ -226,7 +227,7 @@ def render_job(parts: Parts, job: Job, work_file: Path,
     measured.recipe = plan.metric_name
     rendered = render_cached(parts.cache, data, rel.name, plan, origin=job.rel,
                              limits=parts.cfg.limits)
-    measured.timings.update(rendered.sidecar.get("timings", {}))
+    parts.metrics.record_stages(rendered.sidecar.get("timings", {}))  # each time they run
     notes = {"recipe": plan.metric_name, "sidecar": plan.sidecar, "verdict": asdict(verdict),
              "scanned": measured.timings["scan"]}
     return rendered, notes
