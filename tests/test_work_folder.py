@@ -1,7 +1,9 @@
-"""What waits in the work folder is the service's own: its names are checked, its bytes fixed."""
+"""What waits in the work folder is the service's own: its names are checked, its bytes fixed;
+the path noted beside a claimed file, and a kept result."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import stat
 from pathlib import Path
@@ -10,18 +12,21 @@ from PIL import Image
 
 from clamd_server import Clamd, HeldClamd
 from helpers import image_bytes, wait_until
+from hotfolder.engine import Output, Rendered
+from hotfolder.workfolder import WorkFolder
 from service_helpers import Daemon, files_under, make_root, start
 
-# Work-folder names as a crash right after a claim leaves them, and planted ones that
-# would lead outside the inbox once decoded.
+# Work files as a crash right after a claim leaves them (named by the job id, the inbox
+# path noted beside them), and planted ones whose noted path would lead outside the inbox.
 PLANTED = {
-    "a1b2c3d4e5f6_..%2F..%2F..%2Foutside.jpg": "a '..' path",
-    "b1b2c3d4e5f6_%2Ftmp%2Fabsolute.jpg": "an absolute path",
-    "c1b2c3d4e5f6_grayscale%2Bpng%2F%2Fempty.jpg": "an empty component",
-    "d1b2c3d4e5f6_grayscale%2Bpng%2F.%2Fdot.jpg": "a '.' component",
-    "e1b2c3d4e5f6_": "no path at all",
+    "a1b2c3d4e5f6": b"../../../outside.jpg",  # a '..' path
+    "b1b2c3d4e5f6": b"/tmp/absolute.jpg",  # an absolute path
+    "c1b2c3d4e5f6": b"grayscale+png//empty.jpg",  # an empty component
+    "d1b2c3d4e5f6": b"grayscale+png/./dot.jpg",  # a '.' component
+    "e1b2c3d4e5f6": None,  # no path noted at all
+    "f1b2c3d4e5f6_grayscale%2Bpng%2Fkept.jpg": None,  # not a job id: not the service's name
 }
-VALID = "f1b2c3d4e5f6_grayscale%2Bpng%2Fkept.jpg"
+VALID = ("a0b2c3d4e5f6", b"grayscale+png/kept.jpg")
 
 
 def journal_files(root: Path) -> list[str]:
@@ -36,8 +41,10 @@ def test_only_work_files_named_inside_the_inbox_are_adopted_at_start(
     root = config.parent
     work = root / "inbox" / ".hotfolder"
     work.mkdir(parents=True)
-    for name in [*PLANTED, VALID]:
+    for name, path in [*PLANTED.items(), VALID]:
         (work / name).write_bytes(image_bytes("JPEG", seed=len(name)))
+        if path is not None:
+            (work / f"{name}.path").write_bytes(path)
     before = sorted(p for p in tmp_path.rglob("*"))
     daemon = start(daemons, config)
 
@@ -46,7 +53,8 @@ def test_only_work_files_named_inside_the_inbox_are_adopted_at_start(
     assert journal_files(root) == ["grayscale+png/kept.jpg"]
     for name in PLANTED:  # left alone, as they were, each named in the log
         assert (work / name).read_bytes() == image_bytes("JPEG", seed=len(name)), name
-        assert f"{work / name} in the work folder is not a claimed file" in daemon.tail(), name
+        assert f"{work / name} in the work folder " in daemon.tail(), name
+        assert "left alone" in daemon.tail()
     created = sorted(set(tmp_path.rglob("*")) - set(before))
     assert all(path.is_relative_to(root) for path in created), created
     assert files_under(root / "outbox") == [root / "outbox" / "grayscale+png" / "kept.png"]
@@ -69,7 +77,7 @@ def test_a_file_rewritten_by_its_dropper_after_the_claim_is_processed_as_scanned
         temp.rename(folder / "photo.jpg")
         wait_until(lambda: held_clamd.holding == 1, 30, f"the scan held (log: {daemon.tail()})")
         work = root / "inbox" / ".hotfolder"
-        (claimed,) = files_under(work)
+        (claimed,) = [p for p in files_under(work) if not p.suffix]  # not its .path
         modes = stat.S_IMODE(claimed.stat().st_mode), stat.S_IMODE(work.stat().st_mode)
         kept_open.write(swapped)  # rewritten while its scan runs, as the dropper can
         kept_open.truncate()
@@ -85,3 +93,35 @@ def test_a_file_rewritten_by_its_dropper_after_the_claim_is_processed_as_scanned
     assert modes == (0o600, 0o700)  # the claimed file, and its folder, the service's alone
     assert stat.S_IMODE(archived.stat().st_mode) == 0o644  # archived: readable, as before
     assert daemon.stop() == 0
+
+
+JOB = "0123456789ab"
+
+
+def test_a_kept_result_comes_back_whole_and_a_damaged_one_not_at_all(tmp_path: Path) -> None:
+    work = WorkFolder(tmp_path)
+    name = os.fsdecode(b"caf\xe9.png")
+    rendered = Rendered([Output(name, b"\x89PNG main", "image/png"),
+                         Output("thumb.jpg", b"\xff\xd8 thumb", "image/jpeg")],
+                        {"input": {"name": os.fsdecode(b"caf\xe9.jpg")}, "timings": {"process": 1}})
+    work.keep(JOB, rendered, {"recipe": "gray"})
+    assert work.kept(JOB) == (rendered, {"recipe": "gray"})
+    kept = tmp_path / f"{JOB}.result"
+    kept.write_bytes(kept.read_bytes()[:-1] + b"!")  # one byte of an output changed
+    assert work.kept(JOB) is None
+    kept.write_bytes(b"not json\n")
+    assert work.kept(JOB) is None
+    work.release(JOB)
+    assert work.kept(JOB) is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_noted_path_keeps_its_bytes(tmp_path: Path) -> None:
+    work = WorkFolder(tmp_path / "work")  # made when first needed
+    rel = os.fsdecode(b"A/\xff\xfe/" + b"n" * 300 + b".jpg")
+    work.record(JOB, rel)
+    assert work.recorded(JOB) == rel
+    assert (tmp_path / "work" / f"{JOB}.path").read_bytes() == os.fsencode(rel)
+    assert work.unclaimed() == [JOB]  # no file beside it
+    (tmp_path / "work" / JOB).write_bytes(b"data")
+    assert (work.claimed(), work.unclaimed(), work.strays()) == ([JOB], [], [])
