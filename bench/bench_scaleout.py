@@ -25,13 +25,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
-
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
 from helpers import image_bytes, wait_until  # noqa: E402
-from hotfolder.journal import open_journal  # noqa: E402
+from hotfolder.config import load_config  # noqa: E402
+from hotfolder.parts import build_journal  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
 from service_helpers import Daemon, make_root  # noqa: E402
 from test_scaleout import SLOW_FOLDER, worker_config  # noqa: E402
@@ -56,7 +55,7 @@ def services(config: Path, workers: int, folder: Path) -> Iterator[None]:
 def batch_seconds(config: Path, files: dict[str, bytes]) -> float:
     """Seconds from dropping `files` (relative paths in the inbox) until every job is done."""
     root = config.parent
-    journal = open_journal(read_url(config), root / "state" / "journal.db")
+    journal = build_journal(load_config(config))
     started = time.perf_counter()
     for rel, data in files.items():
         target = root / "inbox" / rel
@@ -68,11 +67,6 @@ def batch_seconds(config: Path, files: dict[str, bytes]) -> float:
     seconds = time.perf_counter() - started
     journal.close()
     return seconds
-
-
-def read_url(config: Path) -> str:
-    """The queue.url of a configuration file."""
-    return str(yaml.safe_load(config.read_text())["queue"]["url"])
 
 
 def throughput(redis: RedisServer, photos: int, tmp: Path) -> dict[int, float]:
