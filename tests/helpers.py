@@ -8,10 +8,13 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from hotfolder.engine import Rendered
 
 T = TypeVar("T")
 POLL_SECONDS = 0.02
@@ -61,6 +64,11 @@ def encoded(image: Image.Image, fmt: str, **save: Any) -> bytes:
     out = io.BytesIO()
     image.save(out, fmt, **save)
     return out.getvalue()
+
+
+def opened(rendered: Rendered, index: int = 0) -> Image.Image:
+    """Output `index` of a rendering (0: the main one), opened as an image."""
+    return Image.open(io.BytesIO(rendered.outputs[index].data))
 
 
 def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), mode: str = "RGB",

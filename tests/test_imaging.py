@@ -13,11 +13,11 @@ import resvg_py
 from PIL import Image
 
 from conftest import Recorder
-from helpers import encoded, exif_with, image_bytes, png_file
+from helpers import encoded, exif_with, image_bytes, opened, png_file
 from hotfolder import engine, imaging
 from hotfolder.canvas import Canvas
 from hotfolder.config import LimitsConfig
-from hotfolder.engine import Rendered, output_name, render
+from hotfolder.engine import output_name, render
 from hotfolder.errors import InputError, RecipeError
 from hotfolder.recipes import Recipe, combine, parse_chain
 
@@ -28,10 +28,6 @@ def plan_of(chain: str | None = None, **recipe: object):  # type: ignore[no-unty
     """A plan from an inline chain and/or recipe fields (output, sidecar)."""
     steps = parse_chain(chain).steps if chain else []
     return combine([("test", "test", Recipe.model_validate({"steps": steps, **recipe}))])
-
-
-def opened(rendered: Rendered, index: int = 0) -> Image.Image:
-    return Image.open(io.BytesIO(rendered.outputs[index].data))
 
 
 # --- type by content -------------------------------------------------------------------

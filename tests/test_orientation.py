@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 
 from clamd_server import Clamd
 from conftest import RunCli
-from helpers import drop, encoded, exif_with, wait_until
+from helpers import drop, encoded, exif_with, opened, wait_until
 from hotfolder import engine, imaging
 from hotfolder.config import LimitsConfig
 from hotfolder.recipes import combine, parse_chain
@@ -66,10 +66,6 @@ def render(data: bytes, chain: str, **output: object) -> engine.Rendered:
     plan = combine([("test", "test", parse_chain(chain))])
     plan = dataclasses.replace(plan, output=plan.output.model_copy(update=output))
     return engine.render(data, "phone.jpg", plan, LIMITS)
-
-
-def opened(rendered: engine.Rendered) -> Image.Image:
-    return Image.open(io.BytesIO(rendered.main.data))
 
 
 @pytest.mark.parametrize("orientation", sorted(STORED))
