@@ -14,7 +14,6 @@ from service_helpers import Daemon
 
 pytest_plugins = ["clamd_server", "moto_server", "redis_server"]
 
-MakeImage = Callable[..., bytes]
 RunCli = Callable[..., tuple[int, str, str]]
 
 # A recipe of nine lists of nine, nested: 220 bytes that stand for 9^6 (531441) values.
@@ -22,12 +21,6 @@ YAML_BOMB = "".join(
     f"{name}: &{name} [{', '.join([item] * 9)}]\n"
     for name, item in zip("abcde", ['"x"', "*a", "*b", "*c", "*d"], strict=True)
 ) + f"steps: [{', '.join(['*e'] * 9)}]\n"
-
-
-@pytest.fixture
-def make_image() -> MakeImage:
-    """Factory: `make_image("PNG", (w, h), mode="RGBA", dpi=(300, 300))` -> bytes."""
-    return image_bytes
 
 
 class Recorder(http.server.BaseHTTPRequestHandler):
