@@ -53,6 +53,13 @@ def web() -> Iterator[str]:
 
 
 @pytest.fixture
+def no_machine_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No configuration of this machine applies, and no virus scanner is asked."""
+    monkeypatch.setenv("HOTFOLDER_CONFIG", str(tmp_path / "no-such-config.yaml"))
+    monkeypatch.setenv("HOTFOLDER_SCANNER__CLAMD", "off")
+
+
+@pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
     """Run `hotfolder ARGS...` in this process from folder `cwd`: (exit code, stdout, stderr)."""
     from hotfolder.cli import main  # noqa: PLC0415  (only the tests that use it import it)

@@ -33,11 +33,7 @@ from hotfolder.recipes import Recipe, load_recipe
 EXAMPLE_RECIPES = sorted((examples() / "recipes").glob("*.yaml"))
 
 
-@pytest.fixture(autouse=True)
-def no_machine_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No configuration of this machine applies, and no virus scanner is asked."""
-    monkeypatch.setenv("HOTFOLDER_CONFIG", str(tmp_path / "no-such-config.yaml"))
-    monkeypatch.setenv("HOTFOLDER_SCANNER__CLAMD", "off")
+pytestmark = pytest.mark.usefixtures("no_machine_config")
 
 
 @pytest.mark.parametrize("path", EXAMPLE_RECIPES, ids=lambda p: p.stem)

@@ -18,11 +18,7 @@ SIZE = "size=40mmx30mm,254+grayscale"  # 400 x 300 at 254 DPI from a 4:3 photo
 METHODS = ["dither=atkinson", "dither=bayer,4", "threshold=140"]
 
 
-@pytest.fixture(autouse=True)
-def no_machine_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No configuration of this machine applies, and no virus scanner is asked."""
-    monkeypatch.setenv("HOTFOLDER_CONFIG", str(tmp_path / "no-such-config.yaml"))
-    monkeypatch.setenv("HOTFOLDER_SCANNER__CLAMD", "off")
+pytestmark = pytest.mark.usefixtures("no_machine_config")
 
 
 @pytest.fixture
