@@ -2,12 +2,14 @@
 
 Run by hand: `python bench/bench_engrave.py [--megapixels 24]`. Prints one line per
 method with its time and the ratio to its target (error diffusion 1.5 s, ordered
-(Bayer, blue noise) and threshold 0.3 s), each kernel also in linear light, Pillow's
-built-in Floyd-Steinberg for comparison, and what numba costs: its install size, its
-import time and the first call with and without a warm on-disk cache (each measured in
-a fresh process), and a proof sheet of a 12-megapixel JPEG (target 5 s): five panels
-at full size, and the engrave-wood-photo preset's 100 mm at 318 DPI, each through the
-whole job (decode, steps, PNG encode of the result and the sheet).
+(Bayer, blue noise) and threshold 0.3 s, dot width 0.5 s), each kernel also in linear
+light, Pillow's built-in Floyd-Steinberg for comparison; a proof sheet of a 12-megapixel
+JPEG (target 5 s): five panels at full size, and the engrave-wood-photo preset's 100 mm
+at 318 DPI, each through the whole job (decode, steps, PNG encode of the result and the
+sheet); then the engrave-wood-photo preset on `--preset-files` (20) 12-megapixel JPEGs,
+decoded shrunk as its `size` step allows and in full (target: at least 2x); and what
+numba costs: its install size, its import time and the first call with and without a
+warm on-disk cache (each measured in a fresh process).
 """
 
 from __future__ import annotations
@@ -23,17 +25,22 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from PIL import Image
 
+from bench_process import make_inputs
 from hotfolder import engine
 from hotfolder.cli import examples
 from hotfolder.config import LimitsConfig
 from hotfolder.ops import engrave
-from hotfolder.recipes import RecipeBook, combine, parse_chain
+from hotfolder.recipes import Plan, RecipeBook, combine, parse_chain
 
-TARGETS = {"diffusion": 1.5, "ordered": 0.3, "threshold": 0.3, "proof": 5.0}
+TARGETS = {"diffusion": 1.5, "ordered": 0.3, "threshold": 0.3, "dot width": 0.5,
+           "proof": 5.0}
+TARGET_HINT_SPEEDUP = 2.0
+PRESET = "engrave-wood-photo"
 FIRST_CALL = """
 import time
 t0 = time.perf_counter()
@@ -102,9 +109,51 @@ def proof_rows(megapixels: float = 12.0) -> list[tuple[str, str, float]]:
             for label, plan in plans.items()]
 
 
+def no_hint(plan: Plan) -> None:
+    """No size hint: every JPEG decoded in full."""
+
+
+def no_early_grey(plan: Plan) -> bool:
+    """Every JPEG decoded in colour."""
+    return False
+
+
+def run_preset(files: list[Path], hinted: bool, grey: bool = True) -> float:
+    """Seconds to render `files` through PRESET in this process, decoding shrunk if `hinted`
+    and straight to grey if `grey` (as the engine does for this preset)."""
+    plan = RecipeBook(examples() / "recipes").get(PRESET)
+    limits = LimitsConfig()
+    datas = [path.read_bytes() for path in files]
+    hint = engine.size_hint if hinted else no_hint
+    with (mock.patch.object(engine, "size_hint", hint),
+          mock.patch.object(engine, "greys_early", engine.greys_early if grey else no_early_grey)):
+        start = time.perf_counter()
+        for data in datas:
+            engine.render(data, "photo.jpg", plan, limits)
+        return time.perf_counter() - start
+
+
+def preset_with_and_without_hint(count: int) -> None:
+    """PRESET on `count` 12-MP JPEGs, one core: decoded shrunk (the size hint) and in full."""
+    with tempfile.TemporaryDirectory() as folder:
+        files = make_inputs(Path(folder) / "in", count)
+        run_preset(files[:1], True)  # numba loaded outside the timing
+        full = run_preset(files, False)
+        hinted = run_preset(files, True)
+        colour = run_preset(files, False, grey=False)
+    print(f"\n{PRESET} on {count} 12-MP JPEGs, one core")
+    print(f"  decoded in full:     {full:6.2f} s ({full / count:.3f} s a file)")
+    print(f"  decoded shrunk:      {hinted:6.2f} s ({hinted / count:.3f} s a file)")
+    print(f"  speed-up: {full / hinted:.2f}x (target {TARGET_HINT_SPEEDUP:.0f}x)")
+    print(f"  for comparison, decoded in full and in colour: {colour:6.2f} s "
+          f"({colour / hinted:.2f}x the time of shrunk and grey)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--megapixels", type=float, default=24.0)
+    parser.add_argument("--preset-files", type=int, default=20,
+                        help="12-MP JPEGs through the preset with and without the size hint")
     args = parser.parse_args()
     width = round((args.megapixels * 1e6 * 1.5) ** 0.5)
     height = round(width / 1.5)
@@ -132,6 +181,10 @@ def main() -> None:
     rows.append(("threshold 128", "threshold", timed(lambda: engrave.binarize(grey, 128))))
     rows.append(("threshold otsu", "threshold", timed(lambda: engrave.binarize(grey, "otsu"))))
     rows.append(("halftone 8 px 45 deg", "", timed(lambda: engrave.halftone(grey, 8, 45))))
+    dots = engrave.error_diffusion(grey, "jarvis")
+    for width in (1, 3):
+        rows.append((f"dot width {width} px (Jarvis dots)", "dot width",
+                     timed(lambda w=width: engrave.shorten_dark_runs(dots, w))))
     rows.append(("1-bit image from mask", "",
                  timed(lambda: engrave.one_bit(engrave.ordered(grey, engrave.bayer_matrix(8))))))
     image = Image.fromarray(grey, "L")
@@ -145,6 +198,9 @@ def main() -> None:
             print(f"{label:36} {seconds:8.3f} {target:7.1f} {seconds / target:6.2f}")
         else:
             print(f"{label:36} {seconds:8.3f}")
+
+    if args.preset_files:
+        preset_with_and_without_hint(args.preset_files)
 
     print("\nnumba's costs")
     print(f"  installed size: numba {folder_mb('numba'):.0f} MB, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import itertools
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import encoded, image_bytes, ramp
+from helpers import encoded, image_bytes, photo_pixels, ramp
+from hotfolder import engine, imaging
 from hotfolder.canvas import Canvas
 from hotfolder.config import LimitsConfig
 from hotfolder.engine import render
@@ -535,3 +537,56 @@ def test_every_shipped_recipe_is_valid_and_makes_a_file(path: Path) -> None:
             box_px = [round(length.value / 25.4 * params.dpi) for length in
                       (params.width, params.height) if length]
             assert max(out.size) == max(box_px)  # enlarged to the physical size
+
+
+@functools.cache
+def photo_jpeg() -> bytes:
+    """A 6-megapixel photo-like JPEG."""
+    return encoded(Image.fromarray(photo_pixels(3000, 2000, seed=5)), "JPEG", quality=92)
+
+
+def test_a_size_step_lets_a_jpeg_be_decoded_shrunk() -> None:
+    plan = RecipeBook(RECIPES).get("engrave-wood-photo")  # size: 100 mm x 100 mm at 318 DPI
+    hint = engine.size_hint(plan)
+    assert hint is not None
+    assert hint((3000, 2000), 1) == (1253, 835)  # 100 mm at 318 DPI is 1252 pixels
+    assert hint((2000, 3000), 6) == (835, 1253)  # stored sideways: the upright size counts
+    shrunk = imaging.decode(photo_jpeg(), LimitsConfig(), hint, grey=True).canvas.image
+    assert shrunk.size == (1500, 1000)  # decoded at half size, still above what size needs
+
+
+def without_size_hint(data: bytes, plan: Plan, monkeypatch: pytest.MonkeyPatch) -> Image.Image:
+    """The main output of `plan` when decoding may not shrink."""
+    with monkeypatch.context() as patched:
+        patched.setattr(engine, "size_hint", lambda plan: None)
+        return opened(render(data, "photo.jpg", plan, LimitsConfig()))
+
+
+def opened(rendered: engine.Rendered) -> Image.Image:
+    """The main output of `rendered`, decoded."""
+    with Image.open(io.BytesIO(rendered.main.data)) as image:
+        image.load()
+        return image
+
+
+def test_an_engraving_preset_gives_the_same_file_from_a_shrunk_decode(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    data = photo_jpeg()
+    preset = RecipeBook(RECIPES).get("engrave-wood-photo")
+    sized = Plan(name="sized", steps=preset.steps[:3])  # auto_orient, size, grayscale
+    assert [step.op for step in sized.steps] == ["auto_orient", "size", "grayscale"]
+    for plan in (preset, sized):
+        hinted = opened(render(data, "photo.jpg", plan, LimitsConfig()))
+        full = without_size_hint(data, plan, monkeypatch)
+        assert hinted.size == full.size == (1252, 835)
+        assert hinted.mode == full.mode == ("1" if plan is preset else "L")
+        assert hinted.info["dpi"] == full.info["dpi"]
+        assert hinted.info["dpi"] == pytest.approx((318, 318), abs=0.01)
+        # the same tone everywhere: dots compared as 16 x 16 averages, grey levels directly
+        block = 16 if plan is preset else 1
+        ours, theirs = (np.asarray(image.convert("L").reduce(block), np.float32)
+                        for image in (hinted, full))
+        difference = np.abs(ours - theirs)
+        assert difference.mean() < (4.5 if plan is preset else 1.5), plan.name
+        assert abs(ours.mean() - theirs.mean()) < 1, plan.name
+    assert difference.max() <= 8  # grey levels after size: at most a few levels apart
