@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import encoded, image_bytes, photo_pixels, ramp
+from helpers import encoded, image_bytes, opened, photo_pixels, ramp
 from hotfolder import engine, imaging
 from hotfolder.canvas import Canvas
 from hotfolder.config import LimitsConfig
@@ -560,13 +560,6 @@ def without_size_hint(data: bytes, plan: Plan, monkeypatch: pytest.MonkeyPatch) 
     with monkeypatch.context() as patched:
         patched.setattr(engine, "size_hint", lambda plan: None)
         return opened(render(data, "photo.jpg", plan, LimitsConfig()))
-
-
-def opened(rendered: engine.Rendered) -> Image.Image:
-    """The main output of `rendered`, decoded."""
-    with Image.open(io.BytesIO(rendered.main.data)) as image:
-        image.load()
-        return image
 
 
 def test_an_engraving_preset_gives_the_same_file_from_a_shrunk_decode(
