@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from collections.abc import Callable
@@ -18,6 +20,22 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 POLL_SECONDS = 0.02
+# Runs argv[2:], then writes the peak resident memory (KiB) of it and its children to argv[1].
+_MEASURE = ("import resource, subprocess, sys\n"
+            "code = subprocess.call(sys.argv[2:])\n"
+            "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+            "open(sys.argv[1], 'w').write(str(peak))\n"
+            "sys.exit(code)\n")
+
+
+def run_measured(command: list[str], peak_file: Path, **popen: Any) -> tuple[int, int]:
+    """Run `command`; its exit code and the peak resident memory of it and its children, in bytes.
+
+    It runs below a small Python of its own: Linux carries a process's peak memory across
+    exec, so a command started straight from a large test process reports the test's size.
+    """
+    code = subprocess.call([sys.executable, "-c", _MEASURE, str(peak_file), *command], **popen)
+    return code, int(peak_file.read_text()) * 1024
 
 
 def wait_until(condition: Callable[[], T], timeout: float, what: str) -> T:

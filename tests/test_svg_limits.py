@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from helpers import encoded, image_bytes, png_file
+from helpers import encoded, image_bytes, png_file, run_measured
 from hotfolder import imaging
 from hotfolder.config import LimitsConfig
 from hotfolder.errors import InputError
@@ -46,18 +44,15 @@ def test_process_refuses_an_embedded_huge_image_from_its_header_in_little_memory
                       "metrics: {listen: 'off'}\n")
     log = tmp_path / "process.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(
+        code, peak = run_measured(
             [sys.executable, "-m", "hotfolder.cli", "process", str(svg), "-s", "png", "-o",
-             str(tmp_path / "out"), "-j", "1", "-c", str(config)], stdout=out, stderr=out)
-    # wait4 gives this child's own peak memory, and that of the workers it waited for.
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
+             str(tmp_path / "out"), "-j", "1", "-c", str(config)], tmp_path / "peak",
+            stdout=out, stderr=out)
     said = log.read_text()
-    assert process.returncode == 1, said
+    assert code == 1, said
     assert ("badge.svg: an image embedded in the SVG is refused: the image claims 256"
             " megapixels, over the limit of 1 megapixels (limits.max_pixels)") in said
     assert not (tmp_path / "out" / "badge.png").exists()
-    peak = usage.ru_maxrss * 1024  # Linux counts it in kilobytes
     print(f"peak RSS of hotfolder process: {peak / 2**20:.0f} MB")
     assert peak < SMALL_RSS_BYTES
 
