@@ -55,7 +55,8 @@ Grey = npt.NDArray[np.uint8]
 Mask = npt.NDArray[np.bool_]
 
 # Error-diffusion kernels as published: rows from the current one down, an odd number of
-# columns centred on the current pixel (the top row has weights right of centre only).
+# columns centred on the current pixel (the top row has weights at most two to the right
+# of centre: the loop's sequential part takes those two taps).
 KERNELS: dict[str, tuple[int, tuple[tuple[int, ...], ...]]] = {
     "floyd-steinberg": (16, ((0, 0, 0, 7, 0),
                              (0, 3, 5, 1, 0))),
@@ -79,7 +80,7 @@ KERNELS: dict[str, tuple[int, tuple[tuple[int, ...], ...]]] = {
                     (2, 4, 8, 4, 2))),
     # Stevenson and Arce, "Binary display of hexagonally sampled continuous-tone images",
     # JOSA A 2(7), 1985: made for a hexagonal grid, and used on a square one with every
-    # other column empty, as tabulated in Lee Crocker's DHALF.TXT and in ImageSharp.
+    # other column empty, as in common implementations (ImageSharp, AForge.NET).
     "stevenson-arce": (200, ((0, 0, 0, 0, 0, 32, 0),
                              (12, 0, 26, 0, 30, 0, 16),
                              (0, 12, 0, 26, 0, 12, 0),
