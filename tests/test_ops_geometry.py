@@ -459,7 +459,7 @@ STATED_SIZES = [
     "threshold=otsu", "dpi=300", "size=80mmx,300", "size=60mmx20mm,300,stretch",
     "remove_background", "grayscale", "autocontrast", "invert", "adjust=1.1,1.2,0.9,0.8",
     "equalize", "sharpen", "png", "optimize", "thumbnail=64", "metadata", "trace",
-    "levels=10,240,1.2", "curve=0:0,128:96,255:255", "dot_width=0.1mm",
+    "levels=10,240,1.2", "curve=0:0,128:96,255:255", "dot_width=0.1mm", "proof",
 ]
 
 
