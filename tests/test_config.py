@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import yaml
+from pydantic import BaseModel
 
-from hotfolder.config import DEFAULT_CONFIG, config_path, env_overrides, load_config
+from hotfolder.cli import examples
+from hotfolder.config import DEFAULT_CONFIG, Config, config_path, env_overrides, load_config
 from hotfolder.errors import ConfigError
 
 
@@ -30,6 +34,22 @@ def test_an_empty_file_gives_the_documented_defaults(tmp_path: Path) -> None:
     assert config.output.on_conflict == "rename" and config.output.archive_days == 30
     assert config.metrics.listen == "127.0.0.1:9464"
     assert config.recipes.inline == "allow"
+
+
+def test_the_example_configuration_states_every_setting_with_its_default(tmp_path: Path) -> None:
+    text = (examples() / "hotfolder.yaml").read_text(encoding="utf-8")
+    # The paths section is shown commented out: uncommented, it must be the defaults too.
+    text = re.sub(r"(?m)^# (?=paths:|  [a-z]+: )", "", text)
+    stated = yaml.safe_load(text)
+    for name, field in Config.model_fields.items():
+        assert name in stated, f"{name} is not in the example configuration"
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            assert sorted(stated[name]) == sorted(section.model_fields), name
+    example = load_config(write_config(tmp_path, text), environ={})
+    default = load_config(write_config(tmp_path, ""), environ={})
+    assert example.model_dump(exclude={"paths"}) == default.model_dump(exclude={"paths"})
+    assert example.layout == default.layout
 
 
 def test_folders_are_absolute_and_relative_to_the_root(tmp_path: Path) -> None:
