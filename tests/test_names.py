@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from PIL import Image
@@ -60,6 +62,8 @@ def test_every_name_the_file_system_accepts_is_served(
         put(root, rel, image_bytes("JPEG", (40, 30), seed=n))
     line_folder = "gray/line\nbreak/x.jpg"  # a folder name no output path may hold
     put(root, line_folder, image_bytes("JPEG", (40, 30), seed=99))
+    not_a_picture = name(b"gray/caf\xe9 notes.jpg")
+    put(root, not_a_picture, b"some text, not a picture\n" * 10)
 
     for n, (rel, expected) in enumerate(SERVED):
         archived = root / "archive" / rel
@@ -78,8 +82,13 @@ def test_every_name_the_file_system_accepts_is_served(
     assert "contains a control character" in message
     assert (root / "failed" / line_folder).exists()
 
-    wait_until(lambda: daemon.status()["jobs"] == {"done": len(SERVED), "failed": 1}, 10,
+    report = root / "failed" / f"{not_a_picture}.error.json"
+    wait_until(report.exists, 30, "the text file in failed/")
+    assert json.loads(report.read_bytes())["original"] == "gray/caf\\xe9 notes.jpg"
+    wait_until(lambda: daemon.status()["jobs"] == {"done": len(SERVED), "failed": 2}, 10,
                "every job ended")
+    status = hotfolder("status", "-c", str(config))
+    assert "gray/caf\\xe9 notes.jpg: the file is" in status.stdout
     assert files_under(root / "inbox") == []  # the work folder is empty: nothing left behind
     assert daemon.stop() == 0
     log = daemon.log.read_text(errors="replace")
@@ -88,3 +97,18 @@ def test_every_name_the_file_system_accepts_is_served(
     assert not [line for line in lines if line.startswith(("lines.jpg", "break/"))]
     assert any("gray/two\\nlines.jpg" in line for line in lines)  # escaped, on one line
     assert any("caf\\xe9 latin-1.jpg" in line for line in lines)
+
+    retried = hotfolder("retry", "--all", "-c", str(config))
+    assert "gray/caf\\xe9 notes.jpg -> " in retried.stdout
+    assert "gray/line\\nbreak/x.jpg -> " in retried.stdout
+    assert (root / "inbox" / not_a_picture).exists()
+    assert (root / "inbox" / line_folder).exists()
+
+
+def hotfolder(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command line, which must end well and print no traceback."""
+    done = subprocess.run([sys.executable, "-m", "hotfolder.cli", *args], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    return done

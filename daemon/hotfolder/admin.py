@@ -11,6 +11,7 @@ from typing import Any
 
 from hotfolder.config import Config
 from hotfolder.journal import is_shared
+from hotfolder.names import shown
 from hotfolder.parts import build_journal, journal_file
 from hotfolder.sinks import renamed
 from hotfolder.sinks.local import ERROR_SUFFIX
@@ -32,7 +33,7 @@ def status(cfg: Config) -> dict[str, Any]:
             "waiting": journal.waiting_counts(),
             "watcher": watcher,
             "recent_failures": [
-                {"job": job.id, "file": job.rel, "reason": job.reason,
+                {"job": job.id, "file": shown(job.rel), "reason": job.reason,
                  "time": datetime.fromtimestamp(job.updated, UTC).isoformat(timespec="seconds")}
                 for job in journal.recent("failed")
             ],

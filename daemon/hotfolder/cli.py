@@ -20,6 +20,7 @@ from hotfolder.config import Config, LimitsConfig, config_path, load_config
 from hotfolder.engine import Output
 from hotfolder.errors import ConfigError, HotfolderError, RecipeError, Unavailable
 from hotfolder.files import write_atomic
+from hotfolder.names import shown
 from hotfolder.ops import REGISTRY
 from hotfolder.recipes import (
     Plan,
@@ -495,9 +496,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
     moved, problems = admin.retry(load_config(args.config), args.paths)
     for line in moved:
-        print(line)
+        print(shown(line))
     for line in problems:
-        print(f"hotfolder: {line}", file=sys.stderr)
+        print(f"hotfolder: {shown(line)}", file=sys.stderr)
     if not moved and not problems:
         print("nothing in failed/ to retry")
     return FAILED if problems else OK
