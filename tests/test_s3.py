@@ -140,6 +140,7 @@ def test_conflicts_rename_skip_overwrite_and_same_content(s3: S3Endpoint) -> Non
 HOSTILE_NAMES = [
     "../outside.png", "A/../../outside.png", "/etc/passwd", "A\\..\\..\\outside.png",
     "..", "A/./../b.png", "new\nline.png", "nul\x00.png", "x" * 1100 + ".png",
+    "caf\udce9.png",  # a name an old SMB client wrote in Latin-1: no UTF-8 key
 ]
 
 

@@ -32,6 +32,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from hotfolder.config import S3Config
 from hotfolder.errors import ConfigError, InputError, Unavailable
+from hotfolder.names import shown
 from hotfolder.sinks import KeyedSink, Sink, key_parts
 
 MIB = 1024 * 1024
@@ -160,7 +161,12 @@ class S3Sink(KeyedSink):
     def object_key(self, key: PurePosixPath) -> str:
         """The object key of a result path: always inside the prefix."""
         full = "/".join([*self.prefix, *key_parts(key)])
-        if len(full.encode()) > MAX_KEY_BYTES:
+        try:
+            size = len(full.encode())
+        except UnicodeEncodeError:  # bytes from the share that are not UTF-8
+            raise InputError(f"the output name {shown(key)} is not valid UTF-8, which S3 keys"
+                             " must be", stage="deliver") from None
+        if size > MAX_KEY_BYTES:
             raise InputError(f"the output name {str(key)!r} is too long for an S3 key",
                              stage="deliver")
         return full
