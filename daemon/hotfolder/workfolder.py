@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder.engine import Output, Rendered
-from hotfolder.files import write_atomic
+from hotfolder.files import NEW_FILE_FLAGS, write_atomic
+from hotfolder.sinks.local import PRIVATE_FILE
 
 JOB_ID_CHARS = 12
 PATH_SUFFIX = ".path"
@@ -50,12 +51,22 @@ class WorkFolder:
         return self.folder / f"{job_id}{suffix}"
 
     def record(self, job_id: str, rel: str) -> None:
-        """Durably note the inbox path of a file about to be claimed as `job_id`."""
+        """Durably note the inbox path of a file about to be claimed as `job_id`.
+
+        The note is fsynced; its name needs no sync of its own, since the claim's rename
+        into the same folder reaches the disk after it. A note cut short has no file
+        beside it, and is removed at start-up.
+        """
+        path = self._side(job_id, PATH_SUFFIX)
         try:
-            write_atomic(self._side(job_id, PATH_SUFFIX), os.fsencode(rel))
+            fd = os.open(path, NEW_FILE_FLAGS, PRIVATE_FILE)
         except FileNotFoundError:  # the work folder itself was removed
             self.folder.mkdir(parents=True, exist_ok=True)
-            write_atomic(self._side(job_id, PATH_SUFFIX), os.fsencode(rel))
+            fd = os.open(path, NEW_FILE_FLAGS, PRIVATE_FILE)
+        with os.fdopen(fd, "wb") as out:
+            out.write(os.fsencode(rel))
+            out.flush()
+            os.fsync(out.fileno())
 
     def recorded(self, job_id: str) -> str | None:
         """The inbox path noted for `job_id`, or None when there is none."""
@@ -102,7 +113,7 @@ class WorkFolder:
                               for o in rendered.outputs]}
         data = b"".join([json.dumps(header).encode(), b"\n",
                          *(o.data for o in rendered.outputs)])
-        write_atomic(self._side(job_id, RESULT_SUFFIX), data)
+        write_atomic(self._side(job_id, RESULT_SUFFIX), data, PRIVATE_FILE)
 
     def kept(self, job_id: str) -> tuple[Rendered, dict[str, Any]] | None:
         """The result kept for `job_id` and its notes; None when there is none or it is damaged."""
