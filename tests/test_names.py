@@ -12,8 +12,10 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
+import yaml
 from PIL import Image
 
 from helpers import image_bytes, wait_until
@@ -87,6 +89,11 @@ def test_every_name_the_file_system_accepts_is_served(
     assert json.loads(report.read_bytes())["original"] == "gray/caf\\xe9 notes.jpg"
     wait_until(lambda: daemon.status()["jobs"] == {"done": len(SERVED), "failed": 2}, 10,
                "every job ended")
+    listen = yaml.safe_load(config.read_text())["web"]["listen"]
+    with urllib.request.urlopen(f"http://{listen}/api/v1/jobs?limit=100", timeout=10) as reply:
+        listed = {(job["folder"], job["name"]) for job in json.loads(reply.read())}
+    assert ("gray", "caf\\xe9 latin-1.jpg") in listed  # the console's JSON too
+    assert ("gray/Kunde \\xe4\\xf6", "\\xff\\xfe.jpg") in listed
     status = hotfolder("status", "-c", str(config))
     assert "gray/caf\\xe9 notes.jpg: the file is" in status.stdout
     assert files_under(root / "inbox") == []  # the work folder is empty: nothing left behind

@@ -373,7 +373,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for check in CHECKS:
         for ok, text in check(config):
             bad += not ok
-            print(f"{'ok  ' if ok else 'FAIL'}  {text}")
+            print(f"{'ok  ' if ok else 'FAIL'}  {shown(text)}")
     if bad:
         print(f"{bad} problem(s) found", file=sys.stderr)
     return USAGE if bad else OK

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 _UNDECODABLE = {0xDC00 + byte: f"\\x{byte:02x}" for byte in range(0x80, 0x100)}
 _CONTROL = {code: repr(chr(code))[1:-1]
             for code in (*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029)}
 _ESCAPES = _UNDECODABLE | _CONTROL
+T = TypeVar("T")
 
 
 def shown(text: object) -> str:
@@ -26,15 +27,16 @@ def shown(text: object) -> str:
     return str(text).translate(_ESCAPES)
 
 
-def readable(value: Any) -> Any:
+def readable(value: T) -> T:
     """A JSON value with the undecodable bytes of its strings written `\\xff`, so it encodes."""
-    if isinstance(value, str):
-        return value.translate(_UNDECODABLE)
-    if isinstance(value, dict):
-        return {readable(key): readable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [readable(item) for item in value]
-    return value
+    found: Any = value
+    if isinstance(found, str):
+        found = found.translate(_UNDECODABLE)
+    elif isinstance(found, dict):
+        found = {readable(key): readable(item) for key, item in found.items()}
+    elif isinstance(found, (list, tuple)):
+        found = type(found)(readable(item) for item in found)
+    return cast(T, found)
 
 
 def stored_rel(rel: str) -> str:

@@ -30,6 +30,7 @@ from hotfolder.errors import RecipeError
 from hotfolder.intake import open_below
 from hotfolder.journal import ENDED, UNFINISHED, Job, Journal
 from hotfolder.metrics import Metrics
+from hotfolder.names import readable
 from hotfolder.parts import Parts
 from hotfolder.recipes import Plan, RecipeBook, inbox_folders, parse_chain
 from hotfolder.sinks import renamed
@@ -100,12 +101,12 @@ def iso(when: float | None) -> str | None:
 
 
 def summary(job: Job) -> dict[str, Any]:
-    """The list fields of a job (SPEC 11)."""
+    """The list fields of a job (SPEC 11); bytes of names that are not UTF-8 as `\\xff`."""
     rel = PurePosixPath(job.rel)
-    return {"id": job.id, "name": rel.name,
-            "folder": "" if str(rel.parent) == "." else rel.parent.as_posix(),
-            "state": job.state, "reason": job.reason, "created": iso(job.created),
-            "started": iso(job.started), "updated": iso(job.updated)}
+    return readable({"id": job.id, "name": rel.name,
+                     "folder": "" if str(rel.parent) == "." else rel.parent.as_posix(),
+                     "state": job.state, "reason": job.reason, "created": iso(job.created),
+                     "started": iso(job.started), "updated": iso(job.updated)})
 
 
 def find_job(backend: Backend, job_id: str) -> Job:
@@ -337,7 +338,7 @@ def info(backend: Backend, job: Job) -> dict[str, Any]:
                                                              strict=True))]
     view["sidecar"] = files.sidecar
     view["error" if job.state == "failed" else "scan"] = files.report
-    return view
+    return readable(view)
 
 
 # -- changes --------------------------------------------------------------------------------
