@@ -3,7 +3,8 @@
 Names that are not valid UTF-8, names of 250 and 255 bytes, a path 30 folders deep, a
 customer and order path with spaces and umlauts, and names with a newline: each ends
 in outbox/ under its sub-folders (or in failed/ with a plain reason), and no log line
-is split or holds a traceback.
+is split or holds a traceback; and the service killed while it claims such names
+leaves each file in exactly one place, processed once after the restart.
 """
 
 from __future__ import annotations
@@ -119,3 +120,33 @@ def hotfolder(*args: str) -> subprocess.CompletedProcess[str]:
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     return done
+
+
+def test_kill_9_while_odd_names_are_claimed_loses_and_doubles_nothing(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    config = make_root(tmp_path / "root")
+    root = config.parent
+    for recipe in ("gray", "engrave-wood"):
+        (root / "recipes" / f"{recipe}.yaml").write_text(GRAY)
+    dropped = {}
+    for n in range(40):
+        folder, _, file_name = SERVED[n % len(SERVED)][0].rpartition("/")
+        rel = f"{folder}/{n:02d}{file_name[2:]}"  # as long as the original name, told apart
+        put(root, rel, image_bytes("JPEG", (40, 30), seed=n))
+        dropped[rel] = image_bytes("JPEG", (40, 30), seed=n)
+    daemon = start(daemons, config)  # its start-up scan claims the batch: killed meanwhile
+    work = root / "inbox" / ".hotfolder"
+    wait_until(lambda: work.is_dir() and any(work.iterdir()), 20, "the first claims")
+    daemon.kill()
+    daemon.start()
+    wait_until(lambda: daemon.status()["jobs"] == {"done": len(dropped)}, 60, "every job done")
+
+    archived = {p.relative_to(root / "archive").as_posix(): p.read_bytes()
+                for p in files_under(root / "archive")}
+    assert archived == dropped  # every original exactly once, under its own path
+    outputs = [p for p in files_under(root / "outbox") if p.suffix == ".png"]
+    assert len(outputs) == len(dropped)  # one result each, no photo-1.png
+    assert files_under(root / "inbox") == []
+    assert files_under(root / "failed") == []
+    assert "Traceback" not in daemon.log.read_text(errors="replace")
+    assert daemon.stop() == 0
