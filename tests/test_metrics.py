@@ -308,3 +308,25 @@ def test_inline_folders_and_recipe_files_are_labelled_by_kind(
             "hotfolder_jobs_total", recipe=r, outcome="done") == c, 30, f"{count} {recipe} jobs")
     _, body = daemon.get("/metrics")
     assert "grayscale+png" not in body and "resize=" not in body and "Shop 17" not in body
+
+
+EMPTY_FILE_SCRAPE = """\
+import sys
+from pathlib import Path
+from prometheus_client import generate_latest
+from hotfolder.metrics import Metrics
+directory = Path(sys.argv[1])
+metrics = Metrics(directory=directory)
+metrics.record_job("wood", "done", timings={"process": 0.2})
+(directory / "counter_4242.db").touch()  # a worker creating its file at this instant
+sys.stdout.write(generate_latest(metrics.registry).decode())
+"""
+
+
+def test_a_scrape_while_a_worker_creates_its_metric_file_succeeds(tmp_path: Path) -> None:
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    done = subprocess.run([sys.executable, "-c", EMPTY_FILE_SCRAPE, str(directory)],
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert 'hotfolder_jobs_total{outcome="done",recipe="wood"} 1.0' in done.stdout

@@ -25,6 +25,7 @@ Jobs run in worker processes, so the metrics are split by what they describe:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -46,6 +47,7 @@ from prometheus_client.registry import Collector
 from hotfolder import __version__
 
 PREFIX = "hotfolder_"
+HEADER_BYTES = 8  # of a multiprocess metric file: how much of it is used
 OUTCOMES = ("done", "failed", "quarantined")
 STAGES = ("scan", "decode", "process", "encode", "deliver")
 UNKNOWN_RECIPE = "unknown"  # the recipe label of a job that failed before its recipe was known
@@ -161,6 +163,20 @@ class _StateCollector(Collector):
                                 value=state.watcher_unwatched_folders)
 
 
+class SettledFiles(MultiProcessCollector):
+    """The processes' metric files, but for one still empty: a process creating its file
+    sizes it an instant later, and reading it before then failed the whole scrape."""
+
+    def collect(self) -> Iterable[Metric]:
+        """The metrics summed over every file that has its header."""
+        files = []
+        for path in Path(self._path).glob("*.db"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_size >= HEADER_BYTES:
+                    files.append(str(path))
+        return self.merge(files, accumulate=True)  # type: ignore[no-any-return, no-untyped-call]
+
+
 class Metrics:
     """The metrics of one service; `registry` is what /metrics serves."""
 
@@ -170,7 +186,7 @@ class Metrics:
         own: CollectorRegistry | None = self.registry
         if directory is not None:
             _use_directory(directory)
-            MultiProcessCollector(self.registry, str(directory))  # type: ignore[no-untyped-call]
+            SettledFiles(self.registry, str(directory))  # type: ignore[no-untyped-call]
             own = None  # values are read back from the files
         self.files_detected = Counter(
             PREFIX + "files_detected", "Files the watcher offered to intake", registry=own)
