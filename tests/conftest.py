@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from service_helpers import Daemon
 pytest_plugins = ["clamd_server", "moto_server", "redis_server"]
 
 RunCli = Callable[..., tuple[int, str, str]]
+MountTmpfs = Callable[..., Path]
 
 # A recipe of nine lists of nine, nested: 220 bytes that stand for 9^6 (531441) values.
 YAML_BOMB = "".join(
@@ -72,6 +74,25 @@ def cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[MountTmpfs]:
+    """`tmpfs(name, size="3m")`: a real tmpfs mounted at tmp_path/name (root only), unmounted
+    afterwards; a small, separate filesystem for full-disk and cross-filesystem cases."""
+    mounted: list[Path] = []
+
+    def mount(name: str, size: str = "3m") -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                       check=True)
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import yaml
 from PIL import Image
 
 from clamd_server import Clamd
-from conftest import RunCli
+from conftest import MountTmpfs, RunCli
 from helpers import exif_with, image_bytes
 from hotfolder import watcher, yamlfile
 from hotfolder.cli import examples
@@ -587,3 +587,26 @@ def test_check_says_whether_the_state_folder_is_on_a_local_disk(
         f"FAIL  {state}: the state folder is on a network filesystem; its SQLite databases"
         " need a local disk (set paths.state to a local folder)"]
     assert err == "1 problem(s) found\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_work_folder_on_another_filesystem_than_the_inbox_is_refused(
+        tmp_path: Path, cli: RunCli, tmpfs: MountTmpfs, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli(tmp_path, "init", "hf")
+    config, inbox = tmp_path / "hf" / "hotfolder.yaml", tmp_path / "hf" / "inbox"
+    code, out, _ = cli(tmp_path, "check", "-c", config)
+    assert code == 0
+    assert f"ok    {inbox / '.hotfolder'}: the work folder is on the inbox's filesystem\n" in out
+
+    work = tmpfs("elsewhere") / "work"  # not made yet: judged by the folder it would be made in
+    problem = (f"{work}: the work folder is on another filesystem than the inbox {inbox}; a file"
+               " is claimed by one rename, which needs both on one filesystem (set paths.work to"
+               " a folder on the inbox's filesystem)")
+    monkeypatch.setenv("HOTFOLDER_PATHS__WORK", str(work))
+    code, out, err = cli(tmp_path, "check", "-c", config)
+    assert code == 2
+    assert [line for line in out.splitlines() if line.startswith("FAIL")] == [f"FAIL  {problem}"]
+    assert err == "1 problem(s) found\n"
+    run = subprocess.run([sys.executable, "-m", "hotfolder.cli", "run", "-c", str(config)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert (run.returncode, run.stderr) == (2, f"hotfolder: {problem}\n")

@@ -359,9 +359,18 @@ def check_state(config: Config) -> Iterator[Finding]:
                   " local disk")
 
 
+def check_work(config: Config) -> Iterator[Finding]:
+    """The work folder is on the inbox's filesystem (SPEC 2: a claim is one rename)."""
+    from hotfolder.parts import work_folder_problem
+
+    problem = work_folder_problem(config.layout)
+    yield Finding(problem is None, problem or f"{config.layout.work}: the work folder is on the"
+                  " inbox's filesystem")
+
+
 # Checks run by `hotfolder check`, in order; each yields (ok, text) pairs.
 CHECKS: list[Check] = [check_recipes, check_inbox, check_scanner, check_s3, check_queue,
-                       check_state]
+                       check_state, check_work]
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ only to build the queue.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,15 +60,37 @@ class Parts:
 
 
 def prepare_root(cfg: Config) -> None:
-    """Create the root's folders; ConfigError when the state folder is on the network."""
+    """Create the root's folders; ConfigError when they cannot serve (see folder_problems)."""
     layout = cfg.layout
     for folder in (layout.inbox, layout.outbox, layout.failed, layout.archive, layout.state):
         folder.mkdir(parents=True, exist_ok=True)
     for private in (layout.work, layout.quarantine):  # the service's alone
         private.mkdir(mode=0o700, parents=True, exist_ok=True)
-    problem = state_folder_problem(layout.state)
-    if problem is not None:
-        raise ConfigError(problem)
+    problems = folder_problems(layout)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def folder_problems(layout: Layout) -> list[str]:
+    """Why the root's folders cannot serve: state/ on the network, work/ apart from inbox/."""
+    problems = [state_folder_problem(layout.state), work_folder_problem(layout)]
+    return [problem for problem in problems if problem is not None]
+
+
+def work_folder_problem(layout: Layout) -> str | None:
+    """Why files cannot be claimed: the work folder is on another filesystem than the inbox."""
+    if device_of(layout.work) == device_of(layout.inbox):
+        return None
+    return (f"{layout.work}: the work folder is on another filesystem than the inbox"
+            f" {layout.inbox}; a file is claimed by one rename, which needs both on one"
+            " filesystem (set paths.work to a folder on the inbox's filesystem)")
+
+
+def device_of(folder: Path) -> int:
+    """The filesystem a folder is on, or would be on once made (that of its nearest parent)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return os.stat(folder).st_dev
 
 
 def journal_file(layout: Layout) -> Path:
