@@ -42,6 +42,7 @@ from hotfolder.watcher import (
     mount_of,
     polling_wanted,
     read_report,
+    rested_seconds,
     route,
     watched_inodes,
 )
@@ -276,6 +277,34 @@ def test_the_first_rescan_finds_files_present_before_start(watch, inbox):
     assert calls.wait(3)
     assert sorted(calls.names) == ["A/B/c.jpg", "A/b.jpg", "a.jpg"]
     assert w.last_scan >= before
+
+
+def test_at_start_a_file_unchanged_for_settle_seconds_is_taken_without_a_settle_wait(inbox):
+    rested = write(inbox / "A" / "rested.jpg")
+    wait_until(lambda: time.time() - rested.stat().st_ctime > 2.0, DEADLINE, "a rested file")
+    stop_writing = threading.Event()
+    with (inbox / "A" / "busy.jpg").open("wb") as busy:  # still being written at the start
+
+        def keep_writing() -> None:
+            while not stop_writing.wait(0.01):
+                busy.write(b"x")
+                busy.flush()
+
+        writer = threading.Thread(target=keep_writing)
+        writer.start()
+        calls = Calls(inbox)
+        # The watcher's clock stands still: nothing can be taken by waiting settle_seconds out.
+        w = Watcher(inbox, WatchConfig(mode="events", settle_seconds=2.0), calls, clock=Clock())
+        w.start()
+        try:
+            assert calls.wait(1)
+            wait_until(lambda: w.last_scan, DEADLINE, "the first rescan")
+            w.rescan()  # a later rescan looks again and still does not take the busy file
+            assert calls.names == ["A/rested.jpg"]
+        finally:
+            w.stop()
+            stop_writing.set()
+            writer.join()
 
 
 def test_a_failing_intake_does_not_stop_the_watcher(watch, inbox, caplog):
@@ -567,6 +596,32 @@ def test_a_file_seen_by_a_scan_starts_settling_from_that_look():
     settler.wait("/i/a", Signature(100, 5, 1))
     clock.now += 2.0
     assert settler.due(files) == [("/i/a", Signature(100, 5, 1))]
+
+
+def stat_result(mtime: float, ctime: float) -> os.stat_result:
+    return os.stat_result((0o100644, 1, 1, 1, 0, 0, 100, mtime, mtime, ctime))
+
+
+def test_a_files_rest_counts_from_its_last_change_of_content_or_times():
+    assert rested_seconds(stat_result(mtime=990.0, ctime=995.0), now=1000.0) == 5.0
+    # An SMB client sets the source's mtime while it still writes; the writes move the ctime.
+    assert rested_seconds(stat_result(mtime=100.0, ctime=999.5), now=1000.0) == 0.5
+    assert rested_seconds(stat_result(mtime=1010.0, ctime=1010.0), now=1000.0) == 0.0
+
+
+def test_a_file_that_had_rested_before_the_first_look_is_due_at_the_next_look_if_unchanged():
+    clock, files = Clock(), Files()
+    settler = Settler(2.0, clock)
+    for name in ("old", "grown", "young"):
+        files.state[f"/i/{name}"] = Signature(100, 5, 1)
+    settler.wait("/i/old", Signature(100, 5, 1), rested=2.0)
+    settler.wait("/i/grown", Signature(50, 4, 1), rested=60.0)  # written to since that look
+    settler.wait("/i/young", Signature(100, 5, 1), rested=1.5)
+    assert settler.due(files) == [("/i/old", Signature(100, 5, 1))]
+    clock.now += 0.5
+    assert settler.due(files) == [("/i/young", Signature(100, 5, 1))]
+    clock.now += 2.0
+    assert settler.due(files) == [("/i/grown", Signature(100, 5, 1))]
 
 
 def test_an_open_writer_holds_a_settled_file_until_it_closes():

@@ -7,6 +7,10 @@ A file is offered to intake only when it looks complete:
   size and mtime stay unchanged for `settle_seconds` and, on inotify, no writer has it open.
   The modification time alone is not trusted: SMB clients set it to the source file's time
   while they are still writing.
+Files already in the tree when the watcher starts have rested while nothing watched: the
+start-up rescan judges their settle time from the later of their mtime and ctime (a writer can
+set the mtime back, never the ctime), so one unchanged for `settle_seconds` before the start,
+and still unchanged at the next look, is offered at once, not waited out again.
 Network mounts (NFS, SMB, FUSE, ...) send no inotify events for changes made elsewhere, so they
 are polled; their clients cache a file's attributes for a while (NFS `acregmin`, 3 s by default),
 so there a file must stay unchanged for `settle_seconds` plus that time. A full rescan at
@@ -267,11 +271,13 @@ class Settler:
         with self._lock:
             return len(self._waiting)
 
-    def wait(self, path: str, signature: Signature | None = None) -> None:
-        """Start watching a path, unless it is already waiting."""
+    def wait(self, path: str, signature: Signature | None = None, rested: float = 0.0) -> None:
+        """Start watching a path, unless it is already waiting; `rested`: seconds it had
+        already looked like `signature` before this look."""
         with self._lock:
             if path not in self._waiting:
-                self._waiting[path] = _Waiting(signature, self._clock(), signature is None)
+                self._waiting[path] = _Waiting(signature, self._clock() - rested,
+                                               signature is None)
 
     def forget(self, path: str) -> None:
         """Drop a path that left the tree or was offered."""
@@ -364,6 +370,12 @@ class Recent:
 def signature_of(st: os.stat_result) -> Signature:
     """What tells two versions of a file apart."""
     return Signature(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def rested_seconds(st: os.stat_result, now: float) -> float:
+    """Seconds since the file last changed at `now` (epoch), by the later of its mtime and its
+    ctime: a writer can set the mtime back, but each write or change of times moves the ctime."""
+    return max(now - max(st.st_mtime, st.st_ctime), 0.0)
 
 
 def watched_inodes(proc: Path = PROC_SELF) -> set[int]:
@@ -611,13 +623,15 @@ class Watcher:
     def _loop(self) -> None:
         period = tick_interval(self.settle_seconds)
         next_scan = self._clock()
+        at_start = True
         while not self._stop.is_set():
             now = self._clock()
             restart = not self.healthy and now >= self._next_start
             if restart and self._restart_observer():
                 next_scan = now  # whatever happened while it was down
             if now >= next_scan:
-                self.rescan()
+                self.rescan(at_start=at_start)
+                at_start = False
                 next_scan = now + self.cfg.rescan_seconds
             self._settle()
             self.coverage.confirm()
@@ -634,14 +648,17 @@ class Watcher:
 
     # -- finding files
 
-    def rescan(self) -> int:
-        """Walk the tree now; offer each candidate once it looks complete; return how many."""
+    def rescan(self, *, at_start: bool = False) -> int:
+        """Walk the tree now; offer each candidate once it looks complete; return how many.
+        At start, a file's settle time counts from its last change, not from this look."""
         found = 0
         folders: dict[int, str] = {}
+        started = time.time()
         try:
             for path, st in self._walk(str(self.inbox), folders):
                 found += 1
-                self._settler.wait(path, signature_of(st))
+                rested = rested_seconds(st, started) if at_start else 0.0
+                self._settler.wait(path, signature_of(st), rested)
         except OSError as exc:
             log.error("cannot scan %s: %s", self.inbox, exc)
             return found
