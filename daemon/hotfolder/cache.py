@@ -6,7 +6,8 @@ recipe or an upgrade never reuses an old result. Results live in state/: an SQLi
 index (`cache.db`) and the encoded outputs as files (`cache/ab/<key>.<n>`). The cache
 is bounded in bytes and evicts the least recently used results first;
 `hotfolder cache clear` empties it. Outputs are written atomically and fsynced
-(hotfolder.files), as every file hotfolder writes.
+(hotfolder.files), as every file hotfolder writes; the index is not synced at each
+change (a result lost with the power is only a miss).
 Each stored output carries its SHA-256, so a damaged file is a miss, never a
 wrong result. A duplicate's sidecar names the first input only when it was in the same
 folder; from another folder it gets an opaque reference (`result <key prefix>`).
@@ -131,6 +132,7 @@ class ResultCache:
         """A short-lived connection (workers are separate processes); commits on success."""
         conn = sqlite3.connect(self.db, timeout=30, isolation_level=None)
         try:
+            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -193,12 +195,12 @@ class ResultCache:
         total = self._held(conn)[1]
         evicted = []
         rows = conn.execute("SELECT key, bytes, outputs FROM results ORDER BY last_used")
-        for key, size, listing in rows.fetchall():
+        for key, size, listing in rows:  # read only as far as needed, along the index
             if total <= self.max_bytes:
                 break
-            conn.execute("DELETE FROM results WHERE key = ?", (key,))
             evicted.append((key, len(json.loads(listing))))
             total -= size
+        conn.executemany("DELETE FROM results WHERE key = ?", [(key,) for key, _ in evicted])
         return evicted
 
     def _remove_files(self, key: str, count: int) -> None:

@@ -81,21 +81,24 @@ def link_new(folder: int, temp: str, name: str) -> bool:
     return True
 
 
-def replace(folder: int, source: bytes, name: str, mode: int = 0o666) -> None:
-    """Write source under name in folder atomically, replacing what is there."""
+def replace(folder: int, source: bytes, name: str, mode: int = 0o666, *,
+            sync_folder: bool = True) -> None:
+    """Write source under name in folder atomically, replacing what is there; without
+    `sync_folder`, the rename may be lost with the power (the old file is then left)."""
     temp = write_temp(folder, source, mode)
     try:
         os.rename(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:
         os.unlink(temp, dir_fd=folder)
         raise
-    os.fsync(folder)
+    if sync_folder:
+        os.fsync(folder)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o666) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o666, *, sync_folder: bool = True) -> None:
     """Write data to path atomically, replacing what is there; its folder must exist."""
     fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        replace(fd, data, path.name, mode)
+        replace(fd, data, path.name, mode, sync_folder=sync_folder)
     finally:
         os.close(fd)

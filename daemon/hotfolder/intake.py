@@ -115,8 +115,12 @@ def read_claimed(path: Path, limits: LimitsConfig) -> tuple[bytes, os.stat_resul
 
 def make_private(path: Path, data: bytes) -> None:
     """Replace the file at path by a new one holding `data` that only this user can read and
-    write: whoever wrote the old one, or still holds it open, cannot change it."""
-    write_atomic(path, data, PRIVATE_FILE)
+    write: whoever wrote the old one, or still holds it open, cannot change it.
+
+    The copy's bytes are synced before its rename, the folder is not: until it is, the power
+    may take the rename away, which leaves the claimed file of the same bytes (SPEC 8.1), made
+    private again when its job reads it."""
+    write_atomic(path, data, PRIVATE_FILE, sync_folder=False)
 
 
 def claimed_bytes(path: Path, limits: LimitsConfig) -> bytes:
