@@ -2,9 +2,10 @@
 
 Start-up, in order: remove temporary files no job owns; find work-folder entries the
 journal lacks; queue again every job claimed but not finished (the journal, not Huey,
-is the record); fork the workers; then serve metrics, start watching, serve the
-console (`hotfolder.web`), and tell systemd we are ready. The parts come built from
-`hotfolder.parts`.
+is the record); ping the scanner, which probes clamd's limits once for the workers it
+forks next (each would otherwise probe at its first job); fork the workers; then serve
+metrics, start watching, serve the console (`hotfolder.web`), and tell systemd we are
+ready. The parts come built from `hotfolder.parts`.
 
 The main thread then ticks once a second: it applies what `supervisor.supervise`
 decides about the running jobs, replaces dead workers, queues waiting jobs when due
@@ -95,6 +96,8 @@ class Service:
             self.janitor.remove_temporary(before=self.clock())
             self.parts.huey.storage.flush_queue()  # the journal, not the queue, is the record
             log.info("%d unfinished job(s) queued again", self.reception.recover())
+            for job in self.ping_scanner(self.clock()):
+                self.submit(job.id)
         workers = cfg.queue.worker_count
         self.consumer = ServiceConsumer(self.parts.huey, workers, self.wake,
                                         cfg.limits.worker_memory_bytes(workers))
@@ -170,17 +173,19 @@ class Service:
         if self.consumer is not None:
             self.supervise_workers(now)
         if self.watch:
-            due: list[Job] = []
-            if now >= self._next_ping:
-                self._next_ping = now + SCANNER_PING_SECONDS
-                if self.scanner.ping():  # it came back: wake the jobs waiting for it
-                    due += self.journal.wake("scanner")
-            for job in due + self.journal.wake():
+            for job in self.ping_scanner(now) + self.journal.wake():
                 self.submit(job.id)
             if now >= self._next_sweep:
                 self._next_sweep = now + CLEANUP_SECONDS
                 self.janitor.sweep(now)
         self.report()
+
+    def ping_scanner(self, now: float) -> list[Job]:
+        """Ping the scanner when due; when it came back, the jobs waiting for it, woken."""
+        if now < self._next_ping:
+            return []
+        self._next_ping = now + SCANNER_PING_SECONDS
+        return self.journal.wake("scanner") if self.scanner.ping() else []
 
     def supervise_workers(self, now: float) -> None:
         """Apply the supervisor's actions for the running jobs, then replace dead workers."""
