@@ -3,9 +3,10 @@
 #   make test   installs what is needed and runs the checks and the tests
 PYTHON ?= python3
 APT_PACKAGES = clamav-daemon clamav imagemagick redis-server potrace libmagic1 inotify-tools systemd chromium prometheus
+BENCH_APT_PACKAGES = libvips-tools parallel
 DEMO_ROOT ?= demo
 
-.PHONY: setup apt pip demo test lint
+.PHONY: setup apt pip demo test lint bench-deps
 
 setup: apt pip
 
@@ -18,6 +19,11 @@ apt:
 
 pip:
 	$(PYTHON) -m pip install -q -e '.[test]'
+
+# The peers bench/bench_peers.py compares against (run by hand, not part of make test).
+bench-deps:
+	@$(MAKE) --no-print-directory apt APT_PACKAGES="imagemagick $(BENCH_APT_PACKAGES)"
+	$(PYTHON) -m pip install -q -e '.[bench]'
 
 lint:
 	ruff check daemon tests bench
