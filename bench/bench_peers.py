@@ -14,7 +14,8 @@ autocontrast, PNG at 300 DPI` through each of these, each in fresh processes:
 - the plain shell loop over `convert` (bench_process's).
 
 Each runs `--rounds` times, in turns; the best time counts. It prints each time and its
-ratio to hotfolder's, the total bytes of each one's outputs, and the mean absolute pixel
+ratio to hotfolder's, the least CPU time (user and system, all processes: steadier than
+wall time on a loaded machine), the total bytes of each one's outputs, and the mean absolute pixel
 difference (0-255) of each one's outputs against hotfolder's (mean and worst file; an
 output a pixel off in size is resized to hotfolder's first). Then it profiles one
 `hotfolder process -j 1` run: decode, resize, grey, autocontrast, PNG encode, the rest of
@@ -30,6 +31,7 @@ import cProfile
 import os
 import pstats
 import re
+import resource
 import shlex
 import shutil
 import subprocess
@@ -89,6 +91,7 @@ class Peer:
     label: str
     command: Callable[[Path], tuple[list[str], dict[str, str]]]
     times: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
 
 
 def hotfolder_script() -> str:
@@ -154,6 +157,12 @@ def differences(ours: Path, theirs: Path) -> tuple[float, float, int]:
     return float(np.mean(means)), max(means), resized
 
 
+def children_cpu() -> float:
+    """CPU seconds (user and system) of all finished child processes and their children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_all(runners: list[Peer], work: Path, rounds: int, count: int) -> None:
     """Each peer `rounds` times in turns, into a fresh folder each time; the last is kept."""
     for round_number in range(rounds):
@@ -162,7 +171,9 @@ def run_all(runners: list[Peer], work: Path, rounds: int, count: int) -> None:
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
             command, env = peer.command(out)
+            before = children_cpu()
             seconds, _ = timed(command, env)
+            peer.cpu.append(children_cpu() - before)
             check_outputs(out, count)
             peer.times.append(seconds)
         print(f"  round {round_number + 1}: "
@@ -173,12 +184,14 @@ def report(runners: list[Peer], work: Path) -> bool:
     """Print the table; True when hotfolder beats each pyvips row at no larger output."""
     ours = min(runners[0].times)
     our_bytes = total_bytes(work / "peer0")
-    print(f"\n  {'':<38} {'best':>7} {'vs ours':>8} {'output':>9} {'pixels vs ours':>16}")
+    print(f"\n  {'':<38} {'best':>7} {'vs ours':>8} {'CPU':>7} {'output':>9}"
+          f" {'pixels vs ours':>16}")
     ok = True
     for index, peer in enumerate(runners):
         best = min(peer.times)
         size = total_bytes(work / f"peer{index}")
-        line = f"  {peer.label:<38} {best:6.2f}s {best / ours:7.2f}x {size / 1e6:7.2f}MB"
+        line = (f"  {peer.label:<38} {best:6.2f}s {best / ours:7.2f}x {min(peer.cpu):6.2f}s"
+                f" {size / 1e6:7.2f}MB")
         if index:
             mean, worst, resized = differences(work / "peer0", work / f"peer{index}")
             line += f"  {mean:5.2f} (worst {worst:5.2f})"
