@@ -48,18 +48,21 @@ def failed_files(failed: Path) -> list[Path]:
                   if not p.is_dir() and not p.name.endswith(ERROR_SUFFIX))
 
 
-def retry(cfg: Config, paths: Sequence[str]) -> tuple[list[str], list[str]]:
+def retry(cfg: Config, paths: Sequence[str]
+          ) -> tuple[list[tuple[PurePosixPath, Path]], list[str]]:
     """Move failed files back into their inbox folder, removing their reports.
 
     `paths` are files in failed/ (absolute, or relative to failed/ or to the current
-    folder); empty means all of them. Returns what was moved and what could not be.
+    folder); empty means all of them. Returns what was moved (its path inside failed/ and
+    where it went in the inbox) and what could not be, in words.
     """
     layout = cfg.layout
     chosen = [(p, retry_target(layout.failed, p)) for p in paths] if paths else [
         (str(p), PurePosixPath(p.relative_to(layout.failed).as_posix()))
         for p in failed_files(layout.failed)
     ]
-    moved, problems = [], []
+    moved: list[tuple[PurePosixPath, Path]] = []
+    problems: list[str] = []
     for given, rel in chosen:
         if rel is None or not os.path.lexists(layout.failed / rel):
             problems.append(f"{given}: not a file in {layout.failed}")
@@ -70,7 +73,7 @@ def retry(cfg: Config, paths: Sequence[str]) -> tuple[list[str], list[str]]:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(source, target)
         Path(f"{source}{ERROR_SUFFIX}").unlink(missing_ok=True)
-        moved.append(f"{rel} -> {target}")
+        moved.append((rel, target))
     return moved, problems
 
 

@@ -504,8 +504,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
     from hotfolder import admin
 
     moved, problems = admin.retry(load_config(args.config), args.paths)
-    for line in moved:
-        print(shown(line))
+    for rel, target in moved:
+        print(shown(f"{rel} -> {target}"))
     for line in problems:
         print(f"hotfolder: {shown(line)}", file=sys.stderr)
     if not moved and not problems:

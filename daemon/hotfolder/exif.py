@@ -78,10 +78,13 @@ def upright(canvas: Canvas, orientation: int) -> Canvas:
     carried = image.info.pop("exif", None)  # the stored orientation must not travel on
     raw = canvas.exif or carried
     exif = without_orientation(raw) if isinstance(raw, bytes) else None
-    dpi = canvas.dpi
-    if dpi and orientation in SIDEWAYS:
-        dpi = (dpi[1], dpi[0])
+    dpi = swapped_dpi(canvas) if orientation in SIDEWAYS else canvas.dpi
     return dataclasses.replace(canvas, image=image, exif=exif, dpi=dpi)
+
+
+def swapped_dpi(canvas: Canvas) -> tuple[float, float] | None:
+    """The canvas's DPI with the axes swapped, for an image turned on its side."""
+    return (canvas.dpi[1], canvas.dpi[0]) if canvas.dpi else None
 
 
 def exif_summary(exif: Image.Exif) -> dict[str, Any]:

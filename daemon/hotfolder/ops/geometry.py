@@ -19,7 +19,7 @@ from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
 from hotfolder.canvas import Canvas
 from hotfolder.errors import RecipeError
-from hotfolder.exif import orientation, read_exif, upright
+from hotfolder.exif import orientation, read_exif, swapped_dpi, upright
 from hotfolder.lengths import LengthField, to_pixels
 from hotfolder.modes import (
     RGBA,
@@ -52,10 +52,6 @@ def _dpi_of(canvas: Canvas, dpi: float | None) -> float | None:
     if dpi:
         return dpi
     return canvas.dpi[0] if canvas.dpi else None
-
-
-def _swap_dpi(canvas: Canvas) -> tuple[float, float] | None:
-    return (canvas.dpi[1], canvas.dpi[0]) if canvas.dpi else None
 
 
 # auto_orient ---------------------------------------------------------------
@@ -436,7 +432,7 @@ def rotate(canvas: Canvas, p: RotateParams) -> Canvas:
     if _is_quarter_turn(angle, p, image.size):
         turned = image.transpose(_QUARTER_TURNS[int(angle)])
         return dataclasses.replace(
-            canvas, image=turned, dpi=canvas.dpi if angle == 180 else _swap_dpi(canvas)
+            canvas, image=turned, dpi=canvas.dpi if angle == 180 else swapped_dpi(canvas)
         )
     image, value = fill_for(image, p.fill)
     mode = image.mode

@@ -386,14 +386,12 @@ def retry(backend: Backend, job: Job) -> Job:
     original = job_files(backend, job).original
     if original is None:
         raise Refused(404, f"{job.rel}: its file is no longer in failed/")
-    layout = backend.layout
     since = time.time()
     moved, problems = admin.retry(backend.cfg, [str(original)])
     if problems or not moved:
         raise Refused(409, "; ".join(problems) or f"{job.rel}: not moved")
-    rel = PurePosixPath(original.relative_to(layout.failed).as_posix())
-    target = Path(moved[0].removeprefix(f"{rel} -> "))
-    target_rel = PurePosixPath(target.relative_to(layout.inbox).as_posix())
+    _, target = moved[0]
+    target_rel = PurePosixPath(target.relative_to(backend.layout.inbox).as_posix())
     again = backend.claim(target, target_rel)
     return again or watcher_claim(backend.journal, target_rel.as_posix(), since)
 
