@@ -256,6 +256,14 @@ def test_to_failed_moves_the_original_with_its_reason(work: Path, tmp_path: Path
     assert report["time"].endswith("+00:00")
 
 
+def test_a_file_gone_before_its_move_leaves_no_report(tmp_path: Path) -> None:
+    """The cleanup may list a work file that its job moves out an instant later."""
+    error = InputError("photo.jpg: left in the work folder after its job ended (done)")
+    with pytest.raises(FileNotFoundError):
+        to_failed(tmp_path / "gone", tmp_path / "failed", REL, error)
+    assert not (tmp_path / "failed/Wood/photo.jpg.error.json").exists()
+
+
 def test_to_failed_never_replaces_an_earlier_failure(work: Path, tmp_path: Path) -> None:
     earlier = tmp_path / "failed/Wood/photo.jpg"
     earlier.parent.mkdir(parents=True)

@@ -177,7 +177,10 @@ def move_original(work_file: Path, root: Path, rel: PurePosixPath,
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_EX)
         # A link, FIFO, socket or device is never opened, and has no content to compare.
-        digest = digest_at(None, work_file) or None
+        found = digest_at(None, work_file)
+        if found is None:  # moved out meanwhile (by its job): no report without its file
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(work_file))
+        digest = found or None
         if private and digest is not None:
             os.chmod(work_file, PRIVATE_FILE, follow_symlinks=False)
         elif digest is not None and os.lstat(work_file).st_uid == os.geteuid():
