@@ -94,3 +94,24 @@ def test_hotfolder_check_tries_the_redis_queue(redis_server: RedisServer, tmp_pa
     config.write_text(config.read_text().replace(redis_server.url, nowhere))
     assert main(["check", "-c", str(config)]) == 2
     assert f"FAIL  Redis at {nowhere} does not answer: " in capsys.readouterr().out
+
+
+def test_readyz_says_not_ready_while_the_queue_redis_does_not_answer(
+        redis_server: RedisServer, tmp_path: Path, daemons: list[Daemon]) -> None:
+    config = make_root(tmp_path / "root", queue={"url": redis_server.url, "workers": 1})
+    service = start(daemons, config)  # waits for /readyz 200
+    with redis_server.stopped():
+        wait_until(lambda: service.get("/readyz")[0] == 503, 30,
+                   "/readyz to answer 503 while Redis is stopped")
+        assert service.get("/healthz")[0] == 200  # alive all the same
+        log = service.log.read_text()
+        assert f"not ready until it answers: Redis at {redis_server.url} does not answer" in log
+        assert "the queue does not answer, this worker tries again: " in log
+        assert "Traceback" not in log
+    wait_until(lambda: service.get("/readyz")[0] == 200, 30,
+               "/readyz to answer 200 once Redis is back")
+    assert "the queue's Redis answers again" in service.log.read_text()
+    drop(config.parent, "photo.jpg", image_bytes("JPEG", (64, 48)))
+    wait_until(lambda: [p.name for p in files_under(config.parent / "outbox")] == ["photo.jpg"],
+               30, "the photo dropped after Redis came back delivered")
+    assert service.stop() == 0

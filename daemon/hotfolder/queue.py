@@ -41,6 +41,8 @@ QUEUE_NAME = "hotfolder"
 # Workers yield the CPU to the service's watcher and intake, so that a backlog is claimed
 # (and `status` tells the truth about it) while the first jobs run.
 WORKER_NICE = 5
+# A worker that cannot read the queue says so in one line at most this often.
+QUEUE_ERROR_REPEAT_SECONDS = 60.0
 # Connections inherited through fork are kept, never used or closed (SQLite forbids both).
 INHERITED: list[Any] = []
 
@@ -90,6 +92,26 @@ class WakePipe:
         """Close both ends."""
         for fd in (self.read_fd, self.write_fd):
             os.close(fd)
+
+
+class QueueErrorsInWords(logging.Filter):
+    """Huey's "Error reading from queue" and its traceback, as one plain line a minute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._quiet_until = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "Error reading from queue" or not record.exc_info:
+            return True
+        now = time.monotonic()
+        if now < self._quiet_until:
+            return False
+        self._quiet_until = now + QUEUE_ERROR_REPEAT_SECONDS
+        record.msg = "the queue does not answer, this worker tries again: %s"
+        record.args = (record.exc_info[1],)
+        record.exc_info, record.exc_text = None, None
+        return True
 
 
 class _Environment(ProcessEnvironment):  # type: ignore[misc]

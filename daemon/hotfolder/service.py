@@ -5,12 +5,14 @@ journal lacks; queue again every job claimed but not finished (the journal, not 
 is the record); ping the scanner, which probes clamd's limits once for the workers it
 forks next (each would otherwise probe at its first job); fork the workers; then serve
 metrics, start watching, serve the console (`hotfolder.web`), and tell systemd we are
-ready. The parts come built from `hotfolder.parts`.
+ready. /readyz answers 200 while the watcher and the workers live and, when configured,
+the scanner and the queue's Redis answered their latest ping. The parts come built from
+`hotfolder.parts`.
 
 The main thread then ticks once a second: it applies what `supervisor.supervise`
 decides about the running jobs, replaces dead workers, queues waiting jobs when due
-(at once when the scanner comes back), pings the scanner, lets the janitor sweep
-every minute, and reports its status to systemd. Each of the supervisor's actions is
+(at once when the scanner comes back), pings a Redis queue and the scanner, lets the
+janitor sweep every minute, and reports its status to systemd. Each of the supervisor's actions is
 applied on its own guard, so that one job's trouble is logged and never stops the round,
 and systemd's watchdog is fed at every turn of the loop, whatever a round met.
 SIGTERM or SIGINT stops the console and the watcher, lets the workers finish the jobs
@@ -36,11 +38,12 @@ from hotfolder.config import Config
 from hotfolder.errors import HotfolderError
 from hotfolder.intake import Intake
 from hotfolder.janitor import Janitor
-from hotfolder.journal import Job
+from hotfolder.journal import Job, is_shared
+from hotfolder.journal.redis import check_redis
 from hotfolder.metrics import MetricsServer, State, serve
 from hotfolder.names import OneLineFormatter
 from hotfolder.parts import Parts, assemble
-from hotfolder.queue import ServiceConsumer, WakePipe
+from hotfolder.queue import QueueErrorsInWords, ServiceConsumer, WakePipe
 from hotfolder.reception import Reception
 from hotfolder.scanner import ScannerWatch
 from hotfolder.supervisor import Action, Fail, Kill, Requeue, crash_reason, supervise
@@ -52,6 +55,7 @@ log = logging.getLogger("hotfolder.service")
 
 TICK_SECONDS = 1.0
 SCANNER_PING_SECONDS = 5.0
+QUEUE_PING_SECONDS = 1.0  # a Redis that has not answered within this is not ready
 CLEANUP_SECONDS = 60.0
 STOP_SECONDS = 20.0
 
@@ -77,6 +81,7 @@ class Service:
         self.notifier = nonblocking(notifier or sdnotify.SystemdNotifier())
         self.watchdog = "WATCHDOG_USEC" in os.environ
         self.scanner = ScannerWatch(parts.scanner)
+        self.queue_problem: str | None = None  # why the queue's Redis did not answer
         self._stop = threading.Event()
         self._exits: dict[int, int | None] = {}
         self._next_ping = self._next_sweep = 0.0
@@ -125,11 +130,12 @@ class Service:
                      watcher_unwatched_folders=watcher.coverage.unwatched if watcher else 0)
 
     def ready(self) -> bool:
-        """Watching, workers alive, and the scanner answering when one is configured."""
+        """Watching, workers alive, and the scanner and a Redis queue answering when
+        configured."""
         workers = self.consumer is not None and all(
             p.is_alive() for p in self.consumer.worker_processes())
         watching = self.watcher is not None and self.watcher.healthy
-        return workers and watching and not self.scanner.down
+        return workers and watching and not self.scanner.down and self.queue_problem is None
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; returns the exit code."""
@@ -168,8 +174,11 @@ class Service:
         log.info("stopped")
 
     def tick(self) -> None:
-        """One round: supervise the workers, wake due jobs, ping the scanner, sweep, report."""
+        """One round: ping a Redis queue, supervise the workers, wake due jobs, ping the
+        scanner, sweep, report."""
         now = self.clock()
+        if self.watch:
+            self.ping_queue()  # first: every step below needs the journal, in that Redis
         if self.consumer is not None:
             self.supervise_workers(now)
         if self.watch:
@@ -186,6 +195,19 @@ class Service:
             return []
         self._next_ping = now + SCANNER_PING_SECONDS
         return self.journal.wake("scanner") if self.scanner.ping() else []
+
+    def ping_queue(self) -> None:
+        """Ping a Redis queue, once a round (a local one always answers); logs each change."""
+        url = self.parts.cfg.queue.url
+        if not is_shared(url):
+            return
+        problem = check_redis(url, timeout=QUEUE_PING_SECONDS)
+        if problem != self.queue_problem:
+            if problem is None:
+                log.info("the queue's Redis answers again")
+            else:
+                log.warning("not ready until it answers: %s", problem)
+        self.queue_problem = problem
 
     def supervise_workers(self, now: float) -> None:
         """Apply the supervisor's actions for the running jobs, then replace dead workers."""
@@ -255,3 +277,4 @@ def setup_logging(environ: Mapping[str, str] = os.environ) -> None:
     handler.setFormatter(OneLineFormatter(fmt if under_systemd else "%(asctime)s " + fmt))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("huey").setLevel(logging.WARNING)
+    logging.getLogger("huey.consumer.Worker").addFilter(QueueErrorsInWords())

@@ -164,10 +164,12 @@ def shown(url: str) -> str:
     return f"{parts.scheme}://{host}:{parts.port or 6379}{parts.path}"
 
 
-def check_redis(url: str) -> str | None:
-    """None when the Redis of `queue.url` answers, else one line on what is wrong."""
+def check_redis(url: str, timeout: float = 5.0) -> str | None:
+    """None when the Redis of `queue.url` answers within `timeout` seconds, else one line on
+    what is wrong."""
     try:
-        with redis.Redis.from_url(url, socket_connect_timeout=5) as conn:
+        with redis.Redis.from_url(url, socket_connect_timeout=timeout,
+                                  socket_timeout=timeout) as conn:
             conn.ping()
     except redis.RedisError as exc:
         return f"Redis at {shown(url)} does not answer: {exc}"
