@@ -16,6 +16,8 @@ from PIL import Image
 
 from clamd_server import EICAR, EICAR_SIGNATURE, Clamd
 from helpers import image_bytes, wait_until
+from hotfolder.journal.memory import MemoryJournal
+from hotfolder.web.events import Hub
 from moto_server import S3Endpoint
 from redis_server import RedisServer
 from server_process import free_port
@@ -294,3 +296,15 @@ def test_results_in_s3_download_from_the_outbox_copy_only(
     else:
         assert download.status == 404 and "keep_local" in download.json()["error"]
         assert preview.status == 404
+
+
+def test_the_event_stream_looks_at_a_big_backlog_less_often() -> None:
+    journal = MemoryJournal()
+    for n in range(3):
+        journal.add(f"job-{n}", f"{FOLDER}/photo-{n}.jpg", kind="jpeg", size=10)
+    spent = iter([0.0, 0.002, 10.0, 10.5])  # CPU seconds: a quick look, then a slow one
+    hub = Hub(journal, poll_seconds=0.1, clock=lambda: next(spent))
+    jobs, pause = hub.look()
+    assert sorted(jobs) == ["job-0", "job-1", "job-2"] and pause == 0.1
+    _, pause = hub.look(unfinished_before=3)
+    assert pause == pytest.approx(4.5)  # half a second of looking, then 4.5 s idle: 10%
