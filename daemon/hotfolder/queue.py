@@ -161,7 +161,9 @@ class _Worker(Worker):  # type: ignore[misc]
 
 
 class ServiceConsumer(Consumer):  # type: ignore[misc]
-    """Huey's consumer with process workers; the service, not Huey, handles signals."""
+    """Huey's consumer with process workers and no scheduler process: no task is scheduled
+    for later (the journal wakes the jobs that wait), and the service, not Huey, handles
+    signals."""
 
     def __init__(self, huey: Huey, workers: int, wake: WakePipe | None,
                  memory_limit: int | None = None) -> None:
@@ -169,7 +171,7 @@ class ServiceConsumer(Consumer):  # type: ignore[misc]
         self.memory_limit = memory_limit
         super().__init__(
             huey, workers=workers, periodic=False, initial_delay=0.05, backoff=1.5,
-            max_delay=MAX_POLL_SECONDS, scheduler_interval=60, worker_type="process",
+            max_delay=MAX_POLL_SECONDS, worker_type="process",
             check_worker_health=True,
         )
 
@@ -178,8 +180,22 @@ class ServiceConsumer(Consumer):  # type: ignore[misc]
         environment.memory_limit = self.memory_limit
         return environment
 
-    def _set_signal_handlers(self) -> None:
-        """Signals are the service's business."""
+    def start(self) -> None:
+        """Fork the workers (Huey's scheduler process, which nothing here uses, is not started)."""
+        self.huey.storage.close()  # forked children must not share the parent's connection
+        for _, process in self.worker_threads:
+            process.start()
+
+    def check_worker_health(self) -> bool:
+        """Fork a new worker for each dead one; False when any was dead."""
+        dead = [n for n, (_, process) in enumerate(self.worker_threads)
+                if not process.is_alive()]
+        for n in dead:
+            worker = self._create_worker()
+            process = self._create_process(worker, f"Worker-{n + 1}")
+            process.start()
+            self.worker_threads[n] = (worker, process)
+        return not dead
 
     def worker_processes(self) -> list[Any]:
         """The multiprocessing.Process of each worker."""
@@ -201,7 +217,7 @@ class ServiceConsumer(Consumer):  # type: ignore[misc]
         """Let the workers finish the jobs they hold, for up to `seconds`, then kill them."""
         self.stop_flag.set()
         deadline = time.monotonic() + seconds
-        processes = [*self.worker_processes(), self.scheduler]
+        processes = self.worker_processes()
         for process in processes:
             process.join(max(deadline - time.monotonic(), 0))
         for process in processes:
