@@ -6,9 +6,19 @@ scanning on and one worker per core, and prints what it measured in this one run
 
 1. throughput on the recipe of bench_process.py (auto_orient, resize fit 1200, grayscale,
    autocontrast, PNG 300 dpi) over `--count` 12-MP JPEGs, against `hotfolder process`
-   on the same files and cores (target: service >= 95% of process). clamd runs with
-   `ScanImageFuzzyHash no` unless `--fuzzy-hash` is given: with it, clamd decodes each
-   image to hash it, about 0.45 s per 12-MP JPEG, more than hotfolder's processing;
+   on the same files with the same worker count (target: service >= 95% of process).
+   Each of `--rounds` rounds makes its own copies of the photos (a JPEG comment marks
+   the round, so neither clamd's cache of clean files nor the result cache knows them),
+   then times, in alternating order: `hotfolder process` from the command's start to its
+   exit, and the service from the drop of the files (renamed into the inbox at once) to
+   the end of the last job (its output delivered, its original archived) as the journal
+   recorded it. The ratio is that
+   of the medians; the load average beside it says how busy the machine was. The
+   process's start-up (the median time of `hotfolder process` on one tiny JPEG) is printed
+   too, with the ratio it would give without it. It runs with clamd's
+   `ScanImageFuzzyHash no`, then with Debian's default (yes: clamd decodes each image to
+   hash it), and prints clamd's CPU time per photo with each, whose difference is what
+   the image hashing costs (`--fuzzy-hash no|yes|both`);
 2. drop-to-output latency of a 1-MP JPEG: once after a minute idle, then 19 times after
    5 s idle (idle workers have backed off fully by then) (targets: median < 300 ms,
    worst < 1 s);
@@ -27,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -36,6 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -168,12 +180,8 @@ def make_root(root: Path, workers: int, fuzzy_hash: bool) -> str:
         (root / folder).mkdir(parents=True, exist_ok=True)
     (root / "recipes" / "foundation.yaml").write_text(RECIPE)
     address = clamd_local(root)
-    if not fuzzy_hash:  # clamd decodes every image for its fuzzy hash unless told not to
-        clamd_local(root, "--stop")
-        with (root / "state" / "clamd.conf").open("a") as conf:
-            conf.write("ScanImageFuzzyHash no\n")
-        subprocess.run(["clamd", "-c", str(root / "state" / "clamd.conf")], check=True)
-        wait_for(lambda: ClamdScanner(address).ping(), 60, "clamd")
+    if not fuzzy_hash:
+        set_fuzzy_hash(root, address, on=False)
     config = {"root": str(root), "scanner": {"clamd": address},
               "queue": {"workers": workers}, "metrics": {"listen": "127.0.0.1:0"},
               "web": {"listen": "127.0.0.1:0"}}
@@ -181,32 +189,121 @@ def make_root(root: Path, workers: int, fuzzy_hash: bool) -> str:
     return address
 
 
-def throughput(root: Path, service: Service, inputs: list[Path], workers: int) -> float:
-    """Ratio of `hotfolder process` time to the service's time on the same files."""
-    out = root.parent / "process-out"
+def set_fuzzy_hash(root: Path, address: str, *, on: bool) -> None:
+    """Restart the root's clamd with ScanImageFuzzyHash yes (Debian's default) or no."""
+    clamd_local(root, "--stop")
+    conf = root / "state" / "clamd.conf"
+    text = re.sub(r"(?m)^ScanImageFuzzyHash .*\n", "", conf.read_text())
+    conf.write_text(text + ("" if on else "ScanImageFuzzyHash no\n"))
+    subprocess.run(["clamd", "-c", str(conf)], check=True)
+    wait_for(lambda: ClamdScanner(address).ping(), 60, "clamd")
+
+
+def clamd_cpu(root: Path) -> float:
+    """CPU seconds the root's clamd has used."""
+    return cpu_seconds([int((root / "state" / "clamd.pid").read_text())])
+
+
+def marked(source: Path, target: Path, mark: str) -> None:
+    """A copy of a JPEG with a comment segment holding `mark` (other bytes, same pixels)."""
+    data, comment = source.read_bytes(), mark.encode()
+    segment = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
+    target.write_bytes(data[:2] + segment + data[2:])
+
+
+@dataclass
+class Throughput:
+    """Medians over the rounds of one clamd setting."""
+
+    process: float
+    service: float
+    startup: float
+    clamd_per_photo: float
+    load: tuple[float, float]
+
+    @property
+    def ratio(self) -> float:
+        """Speed of the service as a share of the speed of `hotfolder process`."""
+        return self.process / self.service
+
+
+def run_process(files: list[Path], recipe: Path, out: Path, workers: int) -> float:
+    """Wall time of `hotfolder process` on the files, from its start to its exit."""
     started = time.perf_counter()
-    subprocess.run(["hotfolder", "process", *map(str, inputs), "-r",
-                    str(root / "recipes" / "foundation.yaml"), "-o", str(out), "-j",
-                    str(workers)], check=True, stdout=subprocess.DEVNULL)
-    process_time = time.perf_counter() - started
+    subprocess.run(["hotfolder", "process", *map(str, files), "-r", str(recipe), "-o",
+                    str(out), "-j", str(workers)], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def run_service(root: Path, files: list[Path]) -> tuple[float, float]:
+    """Seconds from the drop of the files to the last job ended, and clamd's CPU seconds."""
     staging = root / "inbox" / ".staging"
-    staging.mkdir()
-    for path in inputs:
+    staging.mkdir(exist_ok=True)
+    for path in files:
         shutil.copy(path, staging / path.name)
     folder = root / "inbox" / "foundation"
-    folder.mkdir()
-    done_before = jobs(root, *ENDED)
-    started = time.perf_counter()
-    for path in inputs:
+    ended_before, cpu_before = jobs(root, *ENDED), clamd_cpu(root)
+    dropped = time.time()
+    for path in files:
         os.rename(staging / path.name, folder / path.name)
-    wait_for(lambda: jobs(root, *ENDED) - done_before == len(inputs), 600, "the batch")
-    service_time = time.perf_counter() - started
-    staging.rmdir()
-    ratio = process_time / service_time
-    print(f"throughput, {len(inputs)} 12-MP JPEGs, {workers} workers, scanning on:"
-          f" process {process_time:.2f} s, service {service_time:.2f} s;"
-          f" service/process = {ratio:.0%} (target >= {TARGET_THROUGHPUT:.0%})")
-    return ratio
+    wait_for(lambda: jobs(root, *ENDED) - ended_before == len(files), 600, "the batch")
+    if jobs(root, "failed", "quarantined"):
+        raise SystemExit(f"jobs failed or were quarantined: see {root}")
+    return last_end(root, dropped) - dropped, clamd_cpu(root) - cpu_before
+
+
+def last_end(root: Path, since: float) -> float:
+    """When the last job claimed since `since` ended, as the journal recorded it (the bench
+    polls the journal only every 50 ms, and so takes little of the CPU it measures)."""
+    with sqlite3.connect(f"file:{root / 'state' / 'journal.db'}?mode=ro", uri=True,
+                         timeout=10) as conn:
+        return float(conn.execute("select max(updated) from jobs where created >= ?",
+                                  (since,)).fetchone()[0])
+
+
+def throughput(root: Path, inputs: list[Path], workers: int, rounds: int) -> Throughput:
+    """The service (already started on root) against `hotfolder process`, `rounds` times."""
+    recipe = root / "recipes" / "foundation.yaml"
+    (root / "inbox" / "foundation").mkdir(exist_ok=True)
+    work = root.parent / f"throughput-{time.time_ns()}"
+    tiny = work / "tiny.jpg"
+    work.mkdir()
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(tiny)
+    process_times, service_times, startups, clamd_times = [], [], [], []
+    load_before = os.getloadavg()[0]
+    for n in range(rounds):
+        batch = work / f"round{n}"
+        batch.mkdir()
+        files = [batch / f"{path.stem}-r{n}{path.suffix}" for path in inputs]
+        for path, copy in zip(inputs, files, strict=True):
+            marked(path, copy, f"round {n} of {work.name}")
+        for side in ("process", "service") if n % 2 == 0 else ("service", "process"):
+            if side == "process":
+                process_times.append(run_process(files, recipe, work / f"out{n}", workers))
+            else:
+                seconds, cpu = run_service(root, files)
+                service_times.append(seconds)
+                clamd_times.append(cpu / len(files))
+        startups.append(run_process([tiny], recipe, work / "tiny", 1))
+    shutil.rmtree(work)
+    return Throughput(statistics.median(process_times), statistics.median(service_times),
+                      statistics.median(startups), statistics.median(clamd_times),
+                      (load_before, os.getloadavg()[0]))
+
+
+def report_throughput(measured: Throughput, count: int, workers: int, rounds: int,
+                      fuzzy_hash: bool) -> None:
+    without = (measured.process - measured.startup) / measured.service
+    print(f"throughput, {count} 12-MP JPEGs, {workers} workers, clamd ScanImageFuzzyHash"
+          f" {'yes' if fuzzy_hash else 'no'}, medians of {rounds} alternating rounds, load"
+          f" average {measured.load[0]:.1f} -> {measured.load[1]:.1f}:")
+    print(f"  hotfolder process {measured.process:.2f} s (its start-up {measured.startup:.2f} s"
+          f" included), service {measured.service:.2f} s from the drop;"
+          f" service/process = {measured.ratio:.0%}"
+          + (f" (target >= {TARGET_THROUGHPUT:.0%})" if not fuzzy_hash else "")
+          + f"; without process's start-up {without:.0%}")
+    print(f"  clamd CPU per photo {measured.clamd_per_photo * 1000:.0f} ms")
 
 
 def latency(root: Path, first_idle: float, idle: float, count: int) -> list[float]:
@@ -284,8 +381,10 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=20, help="12-MP JPEGs for throughput")
     parser.add_argument("--backlog", type=int, default=10000, help="files waiting at start-up")
     parser.add_argument("--idle", type=float, default=60, help="seconds idle before latency")
-    parser.add_argument("--fuzzy-hash", action="store_true",
-                        help="leave clamd's ScanImageFuzzyHash on (it decodes every image)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating throughput rounds")
+    parser.add_argument("--fuzzy-hash", choices=("no", "yes", "both"), default="both",
+                        help="clamd's ScanImageFuzzyHash for throughput (yes decodes every"
+                             " image); the other parts run with no")
     parser.add_argument("--only", type=lambda text: set(text.split(",")), default=set(PARTS),
                         help=f"comma-separated parts to run, of {','.join(PARTS)}")
     args = parser.parse_args()
@@ -295,20 +394,34 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         base = Path(tmp)
         root = base / "root"
-        make_root(root, workers, args.fuzzy_hash)
-        print(f"clamd ScanImageFuzzyHash {'yes' if args.fuzzy_hash else 'no'}")
+        address = make_root(root, workers, fuzzy_hash=False)
         service = Service(root)
         met = []
         try:
-            if args.only & {"throughput", "latency"}:
+            if "throughput" in args.only:
+                inputs = make_inputs(base / "inputs", args.count)
+                settings = {"no": [False], "yes": [True], "both": [False, True]}[args.fuzzy_hash]
+                per_photo = {}
+                for fuzzy_hash in settings:
+                    if fuzzy_hash:  # clamd started with it off
+                        set_fuzzy_hash(root, address, on=True)
+                    service.start()
+                    measured = throughput(root, inputs, workers, args.rounds)
+                    service.stop()
+                    report_throughput(measured, args.count, workers, args.rounds, fuzzy_hash)
+                    per_photo[fuzzy_hash] = measured.clamd_per_photo
+                    if not fuzzy_hash:
+                        met.append(measured.ratio >= TARGET_THROUGHPUT)
+                if len(per_photo) == 2:
+                    print(f"clamd's image fuzzy hash costs {per_photo[True] - per_photo[False]:.2f}"
+                          " s of CPU per 12-MP JPEG (ScanImageFuzzyHash no turns it off)")
+                if settings[-1] and args.only != {"throughput"}:
+                    set_fuzzy_hash(root, address, on=False)
+            if "latency" in args.only:
                 service.start()
-                if "throughput" in args.only:
-                    inputs = make_inputs(base / "inputs", args.count)
-                    met.append(throughput(root, service, inputs, workers) >= TARGET_THROUGHPUT)
-                if "latency" in args.only:
-                    times = latency(root, args.idle, 5, 20)
-                    met.append(statistics.median(times) < TARGET_MEDIAN_MS
-                               and max(times) < TARGET_WORST_MS)
+                times = latency(root, args.idle, 5, 20)
+                met.append(statistics.median(times) < TARGET_MEDIAN_MS
+                           and max(times) < TARGET_WORST_MS)
                 service.stop()
             if args.only & {"backlog", "idle"}:
                 if "backlog" in args.only:

@@ -247,11 +247,13 @@ def open_cache(cfg: CacheConfig, state: Path) -> ResultCache | None:
 
 
 def render_cached(cache: ResultCache | None, data: bytes, name: str, plan: Plan, *,
-                  origin: str, limits: LimitsConfig) -> Rendered:
-    """The plan's result for `data`: reused for a duplicate, else rendered and kept."""
+                  origin: str, limits: LimitsConfig, sha256: str | None = None) -> Rendered:
+    """The plan's result for `data` (of SHA-256 `sha256` when the caller has it): reused for
+    a duplicate, else rendered and kept."""
+    sha256 = sha256 or hashlib.sha256(data).hexdigest()
     if cache is None:
-        return render(data, name, plan, limits)
-    key = cache_key(hashlib.sha256(data).hexdigest(), plan)
+        return render(data, name, plan, limits, sha256)
+    key = cache_key(sha256, plan)
     try:
         hit = cache.get(key)
     except (OSError, sqlite3.Error) as exc:
@@ -261,7 +263,7 @@ def render_cached(cache: ResultCache | None, data: bytes, name: str, plan: Plan,
         log.info("%s is a duplicate of %s (%s), its result is reused", origin, hit.origin,
                  hit.reference(origin))
         return hit.for_input(origin, plan)
-    rendered = render(data, name, plan, limits)
+    rendered = render(data, name, plan, limits, sha256)
     try:
         cache.put(key, rendered, origin)
     except (OSError, sqlite3.Error) as exc:

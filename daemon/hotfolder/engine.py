@@ -69,10 +69,12 @@ class Rendered:
         return self.outputs[0]
 
 
-def render(data: bytes, name: str, plan: Plan, limits: LimitsConfig) -> Rendered:
-    """Decode `data` (the file `name`), apply `plan`, and encode the outputs."""
+def render(data: bytes, name: str, plan: Plan, limits: LimitsConfig,
+           sha256: str | None = None) -> Rendered:
+    """Decode `data` (the file `name`, of SHA-256 `sha256` when the caller has it), apply
+    `plan`, and encode the outputs."""
     with memory_errors_in_words():
-        return _render(data, name, plan, limits)
+        return _render(data, name, plan, limits, sha256 or hashlib.sha256(data).hexdigest())
 
 
 @contextmanager
@@ -89,9 +91,8 @@ def memory_errors_in_words() -> Iterator[None]:
         raise InputError(memory.not_enough_memory(), stage="process", detail=str(exc)) from None
 
 
-def _render(data: bytes, name: str, plan: Plan, limits: LimitsConfig) -> Rendered:
+def _render(data: bytes, name: str, plan: Plan, limits: LimitsConfig, sha256: str) -> Rendered:
     imaging.check_size(len(data), limits)
-    sha256 = hashlib.sha256(data).hexdigest()
     started = time.perf_counter()
     decoded = imaging.decode(data, limits, size_hint(plan), grey=greys_early(plan))
     decoded_at = time.perf_counter()

@@ -172,6 +172,7 @@ def run_stages(parts: Parts, job: Job, work_file: Path,
     """Scan, render, deliver and archive one job; returns its outcome and a summary."""
     rel = PurePosixPath(job.rel)
     outputs = job.outputs
+    sha256 = None  # known once rendered: the original is then not read again to archive it
     if outputs is None:
         kept = parts.work.kept(job.id)
         if kept is not None:
@@ -182,6 +183,7 @@ def run_stages(parts: Parts, job: Job, work_file: Path,
         if isinstance(result, Verdict):
             return "quarantined", f"{job.rel} quarantined, the scanner found {result.signature}"
         rendered, notes = result
+        sha256 = rendered.sidecar["input"]["sha256"]
         measured.recipe = notes["recipe"]
         started = time.perf_counter()
         measured.stage = "deliver"
@@ -196,7 +198,7 @@ def run_stages(parts: Parts, job: Job, work_file: Path,
         measured.bytes_out = sum(len(o.data) for o in rendered.outputs)
         parts.journal.delivered(job.id, outputs)
     measured.stage = "archive"
-    parts.originals.to_archive(work_file, rel)
+    parts.originals.to_archive(work_file, rel, sha256)
     parts.work.release(job.id)
     parts.journal.finish(job.id, "done")
     return "done", f"{job.rel} done -> {', '.join(outputs) or 'nothing (name taken, skipped)'}"
@@ -214,9 +216,9 @@ def render_job(parts: Parts, job: Job, work_file: Path,
     started = time.perf_counter()
     verdict = scan(parts, job, data)
     measured.timings["scan"] = time.perf_counter() - started
+    sha256 = hashlib.sha256(data).hexdigest()  # once, for the cache, the sidecar and the move
     if not verdict.clean:
-        parts.originals.to_quarantine(work_file, rel, verdict, hashlib.sha256(data).hexdigest(),
-                                      parts.layout.inbox / rel)
+        parts.originals.to_quarantine(work_file, rel, verdict, sha256, parts.layout.inbox / rel)
         parts.work.release(job.id)
         parts.journal.finish(job.id, "quarantined", f"{verdict.signature} ({verdict.scanner})")
         return verdict
@@ -226,7 +228,7 @@ def render_job(parts: Parts, job: Job, work_file: Path,
     plan = parts.book.resolve(parts.layout.inbox, parts.layout.inbox / rel)
     measured.recipe = plan.metric_name
     rendered = render_cached(parts.cache, data, rel.name, plan, origin=job.rel,
-                             limits=parts.cfg.limits)
+                             limits=parts.cfg.limits, sha256=sha256)
     parts.metrics.record_stages(rendered.sidecar.get("timings", {}))  # each time they run
     notes = {"recipe": plan.metric_name, "sidecar": plan.sidecar, "verdict": asdict(verdict),
              "scanned": measured.timings["scan"]}

@@ -166,8 +166,13 @@ def report_bytes(report: Mapping[str, Any]) -> bytes:
 
 def move_original(work_file: Path, root: Path, rel: PurePosixPath,
                   report: tuple[str, Mapping[str, Any]] | None = None, *,
-                  private: bool = False) -> Path:
-    """Move work_file to root/rel (renamed on conflict), its report (suffix, fields) first."""
+                  private: bool = False, sha256: str | None = None) -> Path:
+    """Move work_file to root/rel (renamed on conflict), its report (suffix, fields) first.
+
+    `sha256` is the digest of the file's content when the job has it (the bytes it read
+    from its private copy), which spares reading the file again to compare it with names
+    already taken.
+    """
     parts = key_parts(rel, portable=False)
     target = root.joinpath(*parts)
     file_mode = PRIVATE_FILE if private else 0o666
@@ -176,11 +181,7 @@ def move_original(work_file: Path, root: Path, rel: PurePosixPath,
         # two workers failing files of the same name at the same instant could swap reports.
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_EX)
-        # A link, FIFO, socket or device is never opened, and has no content to compare.
-        found = digest_at(None, work_file)
-        if found is None:  # moved out meanwhile (by its job): no report without its file
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(work_file))
-        digest = found or None
+        digest = sha256 or content_digest(work_file)
         if private and digest is not None:
             os.chmod(work_file, PRIVATE_FILE, follow_symlinks=False)
         elif digest is not None and os.lstat(work_file).st_uid == os.geteuid():
@@ -198,6 +199,15 @@ def move_original(work_file: Path, root: Path, rel: PurePosixPath,
             fsync_dir(work_file.parent)
             return target.with_name(candidate.name)
     raise Unavailable(f"cannot move {work_file.name} to {target.parent}: too many names taken")
+
+
+def content_digest(work_file: Path) -> str | None:
+    """SHA-256 of a file in the work folder, None for a link, FIFO, socket or device (never
+    opened, no content to compare); FileNotFoundError when it is gone."""
+    found = digest_at(None, work_file)
+    if found is None:  # moved out meanwhile (by its job): no report without its file
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(work_file))
+    return found or None
 
 
 def _place(source: Path, folder: int, name: str, mode: int) -> None:
@@ -250,13 +260,16 @@ def to_quarantine(  # noqa: PLR0917 - the argument order of the module contract
     """Move an infected original to quarantine/ (folders 0700, files 0600) with NAME.scan.json."""
     report = {"signature": verdict.signature, "scanner": verdict.scanner, "sha256": sha256,
               "original": str(original), "time": _now()}
-    return move_original(work_file, quarantine_dir, rel, (SCAN_SUFFIX, report), private=True)
+    return move_original(work_file, quarantine_dir, rel, (SCAN_SUFFIX, report), private=True,
+                         sha256=sha256)
 
 
-def to_archive(work_file: Path, archive_dir: Path | None, rel: PurePosixPath) -> Path | None:
-    """Move a processed original to archive/, or delete it when archive_dir is None."""
+def to_archive(work_file: Path, archive_dir: Path | None, rel: PurePosixPath,
+               sha256: str | None = None) -> Path | None:
+    """Move a processed original to archive/ (`sha256`: its digest when known), or delete it
+    when archive_dir is None."""
     if archive_dir is not None:
-        return move_original(work_file, archive_dir, rel)
+        return move_original(work_file, archive_dir, rel, sha256=sha256)
     with place_errors(work_file):
         work_file.unlink(missing_ok=True)
         fsync_dir(work_file.parent)
