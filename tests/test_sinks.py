@@ -3,6 +3,7 @@ moves of originals."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -334,6 +335,22 @@ def test_to_archive_moves_or_deletes(work: Path, tmp_path: Path) -> None:
     work.write_bytes(b"second")
     assert to_archive(work, None, REL) is None
     assert not work.exists()
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["digest known", "digest read"])
+def test_archive_repeated_after_a_crash_leaves_one_copy(work: Path, tmp_path: Path,
+                                                        known: bool) -> None:
+    # The job passes the digest of the bytes it read; without it the file is read again.
+    sha256 = hashlib.sha256(work.read_bytes()).hexdigest() if known else None
+    archive = tmp_path / "archive/Wood"
+    archive.mkdir(parents=True)
+    (archive / "photo.jpg").write_bytes(b"an older photo of that name")
+    os.link(work, archive / "photo-1.jpg")  # the crash came after the link
+    moved = to_archive(work, tmp_path / "archive", REL, sha256)
+    assert moved == archive / "photo-1.jpg"
+    assert not work.exists()
+    assert sorted(p.name for p in archive.iterdir()) == ["photo-1.jpg", "photo.jpg"]
+    assert (archive / "photo.jpg").read_bytes() == b"an older photo of that name"
 
 
 def test_move_across_filesystems(work: Path, small_fs: Path) -> None:
