@@ -1,37 +1,35 @@
-"""remove_background scored against known masks: objects composited onto plain, gradient and
-textured backgrounds (bench/bench_background.py prints the whole table at larger sizes)."""
+"""remove_background scored against known masks: subjects cut from photographs, composited
+onto plain, gradient, lightly noisy and photographed backgrounds (tests/background_scenes.py;
+bench/bench_background.py prints the whole table at a larger size)."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from background_scenes import (
+    BACKDROPS,
+    SUBJECTS,
+    Layer,
+    Size,
+    backdrop,
+    composite,
+    drawn_alpha,
+    iou,
+    scene,
+    target,
+)
 from helpers import encoded
 from hotfolder.canvas import Canvas
 from hotfolder.config import LimitsConfig
 from hotfolder.engine import render
 from hotfolder.errors import InputError, RecipeError
+from hotfolder.ops.background import subject_alpha
 from hotfolder.recipes import Plan, parse_chain
 from ops_helpers import apply, pixels
-
-Size = tuple[int, int]
-Layer = tuple[np.ndarray, np.ndarray]  # colour (h, w, 3) float, alpha (h, w) 0..1
-
-
-Draw = Callable[[ImageDraw.ImageDraw, float, float], None]
-
-
-def _drawn_alpha(size: Size, draw: Draw) -> np.ndarray:
-    """An anti-aliased alpha: drawn at four times the size (coordinates as fractions), averaged."""
-    w, h = size
-    big = Image.new("L", (w * 4, h * 4), 0)
-    draw(ImageDraw.Draw(big), w * 4, h * 4)
-    return np.asarray(big.resize(size, Image.Resampling.BOX), np.float32) / 255
 
 
 def logo(size: Size) -> Layer:
@@ -44,7 +42,7 @@ def logo(size: Size) -> Layer:
                                (.22, 0, .26, .5), (.22, 0, .34, .06), (.22, .22, .32, .28)]:
             d.rectangle(((0.62 + x0) * w, (0.25 + y0) * h, (0.62 + x1) * w, (0.25 + y1) * h),
                         fill=255)
-    alpha = _drawn_alpha(size, draw)
+    alpha = drawn_alpha(size, draw)
     colour = np.zeros((*alpha.shape, 3), np.float32)
     colour[:] = (20, 40, 120)
     return colour, alpha
@@ -56,76 +54,13 @@ def shapes(size: Size) -> Layer:
         d.ellipse((0.08 * w, 0.2 * h, 0.38 * w, 0.2 * h + 0.3 * w), fill=255)
         d.polygon([(0.5 * w, 0.15 * h), (0.7 * w, 0.8 * h), (0.42 * w, 0.7 * h)], fill=255)
         d.rectangle((0.74 * w, 0.3 * h, 0.92 * w, 0.75 * h), fill=255)
-    alpha = _drawn_alpha(size, draw)
+    alpha = drawn_alpha(size, draw)
     x = np.arange(size[0])[None, :].repeat(size[1], 0)
     colour = np.zeros((*alpha.shape, 3), np.float32)
     colour[x < 0.4 * size[0]] = (200, 30, 30)
     colour[(x >= 0.4 * size[0]) & (x < 0.72 * size[0])] = (30, 150, 40)
     colour[x >= 0.72 * size[0]] = (230, 190, 20)
     return colour, alpha
-
-
-def photo(size: Size) -> Layer:
-    """An oval cut from a photograph: shading in every colour, light and dark parts, grain."""
-    def draw(d: ImageDraw.ImageDraw, w: float, h: float) -> None:
-        d.ellipse((0.2 * w, 0.12 * h, 0.8 * w, 0.88 * h), fill=255)
-    alpha = _drawn_alpha(size, draw)
-    w, h = size
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    colour = np.empty((h, w, 3), np.float32)
-    for c, base in enumerate((120, 90, 70)):
-        colour[..., c] = (base + 50 * np.sin(x / w * 9 + c) * np.cos(y / h * 7)
-                          + 25 * np.sin((x - y) / (w + h) * 30))
-    colour += np.random.default_rng(3).normal(0, 8, colour.shape).astype(np.float32)
-    return np.clip(colour, 0, 255), alpha
-
-
-def portrait(size: Size) -> Layer:
-    """Head and shoulders cut off by the bottom edge, coloured like the photo."""
-    def draw(d: ImageDraw.ImageDraw, w: float, h: float) -> None:
-        d.ellipse((0.4 * w, 0.12 * h, 0.6 * w, 0.5 * h), fill=255)
-        d.ellipse((0.2 * w, 0.5 * h, 0.8 * w, 1.4 * h), fill=255)
-    colour, _ = photo(size)
-    return colour, _drawn_alpha(size, draw)
-
-
-def backdrop(kind: str, size: Size) -> np.ndarray:
-    """A plain light grey, a diagonal gradient, or a lightly textured (paper/wood) backdrop."""
-    w, h = size
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    if kind == "plain":
-        return np.broadcast_to(np.array((236, 236, 232), np.float32), (h, w, 3))
-    if kind == "gradient":
-        t = ((x / w + y / h) / 2)[..., None]
-        return (1 - t) * np.array((250, 248, 240), np.float32) + t * np.array(
-            (165, 175, 200), np.float32)
-    rng = np.random.default_rng(5)
-    grain = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0),
-                             max(1.0, w / 400))
-    grain /= grain.std()
-    stripes = np.sin(y / h * 60 + 3 * np.sin(x / w * 5))
-    out = np.empty((h, w, 3), np.float32)
-    for c, base in enumerate((222, 205, 180)):
-        out[..., c] = base + 6 * grain + 5 * stripes + rng.normal(0, 3, (h, w))
-    return out
-
-
-OBJECTS: dict[str, Callable[[Size], Layer]] = {"logo": logo, "shapes": shapes, "photo": photo,
-                                                "portrait": portrait}
-BACKDROPS = ("plain", "gradient", "textured")
-
-
-def scene(obj: str, kind: str, size: Size) -> tuple[np.ndarray, np.ndarray]:
-    """The object composited onto the backdrop (RGB uint8) and its known mask (alpha >= 0.5)."""
-    colour, alpha = OBJECTS[obj](size)
-    a = alpha[..., None]
-    image = colour * a + backdrop(kind, size) * (1 - a)
-    return np.clip(image + 0.5, 0, 255).astype(np.uint8), alpha >= 0.5
-
-
-def iou(found: np.ndarray, truth: np.ndarray) -> float:
-    """Intersection over union of two masks."""
-    return float((found & truth).sum() / max(1, (found | truth).sum()))
 
 
 def cut_out(image: np.ndarray, step: object) -> np.ndarray:
@@ -136,37 +71,51 @@ def cut_out(image: np.ndarray, step: object) -> np.ndarray:
 
 
 SIZE = (320, 240)
+SCENE_SIZE = (320, 256)  # the bench's 1000x800 shape, small enough for a quick run
+METHODS = ("auto", "grabcut", "watershed")
+TARGETED = [(m, b) for m in METHODS for b in BACKDROPS if target(m, b) is not None]
+NOT_YET = {  # (method, backdrop) still under target at this size, marked so
+    *((m, b) for m in METHODS for b in ("lawn", "gravel", "wood", "fabric", "tiles")),
+    ("auto", "plain"), ("grabcut", "plain"), ("auto", "brick")}
 
 
-@pytest.mark.parametrize("obj", list(OBJECTS))
-@pytest.mark.parametrize("kind", ["plain", "gradient"])
-def test_auto_finds_objects_on_plain_and_gradient_backdrops(obj: str, kind: str) -> None:
-    image, truth = scene(obj, kind, SIZE)
-    assert iou(cut_out(image, "remove_background"), truth) >= 0.95
+@pytest.fixture(scope="module")
+def scenes() -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """Every subject on every backdrop, built once for the module."""
+    return {(s, b): scene(s, b, SCENE_SIZE) for s in SUBJECTS for b in BACKDROPS}
 
 
-@pytest.mark.parametrize("obj", list(OBJECTS))
-def test_grabcut_finds_objects_on_a_textured_backdrop(obj: str) -> None:
-    image, truth = scene(obj, "textured", SIZE)
-    assert iou(cut_out(image, "remove_background=grabcut"), truth) >= 0.85
+@pytest.mark.parametrize(("method", "kind"), TARGETED)
+def test_every_subject_reaches_the_target_on_each_backdrop(
+        scenes: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], method: str,
+        kind: str, request: pytest.FixtureRequest) -> None:
+    goal = target(method, kind)
+    assert goal is not None
+    if (method, kind) in NOT_YET:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="under target"))
+    scores = {}
+    for subject in SUBJECTS:
+        image, truth = scenes[subject, kind]
+        scores[subject] = round(iou(subject_alpha(image, method, feather=0) >= 128, truth), 3)
+    assert min(scores.values()) >= goal, scores
 
 
 def test_watershed_finds_the_logo_and_its_hole() -> None:
-    image, truth = scene("logo", "gradient", SIZE)
+    image, truth = composite(logo(SIZE), "gradient", SIZE)
     found = cut_out(image, "remove_background=watershed,0")
     assert iou(found, truth) >= 0.95
     assert not found[120, 112]  # the middle of the ring's hole stays background
 
 
 def test_large_pictures_are_worked_on_small_and_the_mask_scaled_up() -> None:
-    image, truth = scene("shapes", "plain", (1800, 1200))  # more than WORK_SIDE pixels
+    image, truth = composite(shapes((1800, 1200)), "plain", (1800, 1200))  # > WORK_SIDE
     found = cut_out(image, "remove_background=auto,0")
     assert found.shape == truth.shape
     assert iou(found, truth) >= 0.97
 
 
 def test_the_subject_keeps_its_pixels_and_the_rest_is_transparent() -> None:
-    image, truth = scene("shapes", "plain", SIZE)
+    image, truth = composite(shapes(SIZE), "plain", SIZE)
     result = pixels(apply(Image.fromarray(image), "remove_background=auto,0").image)
     inside = truth & (np.abs(result[..., 3].astype(int) - 255) == 0)
     np.testing.assert_array_equal(result[inside][:, :3], image[inside])
@@ -174,7 +123,7 @@ def test_the_subject_keeps_its_pixels_and_the_rest_is_transparent() -> None:
 
 
 def test_a_chosen_colour_replaces_the_background() -> None:
-    image, truth = scene("logo", "gradient", SIZE)
+    image, truth = composite(logo(SIZE), "gradient", SIZE)
     result = apply(Image.fromarray(image), {"remove_background": {"background": "#ff00ff",
                                                                   "feather": 0}})
     assert result.image.mode == "RGB"
@@ -186,7 +135,7 @@ def test_a_chosen_colour_replaces_the_background() -> None:
 
 
 def test_feather_softens_the_edge_over_about_its_width() -> None:
-    image, _ = scene("shapes", "plain", SIZE)
+    image, _ = composite(shapes(SIZE), "plain", SIZE)
     hard = pixels(apply(Image.fromarray(image), "remove_background=auto,0").image)[..., 3]
     soft = pixels(apply(Image.fromarray(image), "remove_background=auto,4").image)[..., 3]
     assert set(np.unique(hard).tolist()) == {0, 255}
@@ -232,7 +181,7 @@ def test_bad_parameters_are_named(chain: str, words: str) -> None:
 
 
 def test_a_job_writes_a_transparent_png() -> None:
-    image, truth = scene("logo", "plain", SIZE)
+    image, truth = composite(logo(SIZE), "plain", SIZE)
     source = encoded(Image.fromarray(image), "JPEG", quality=95)
     plan = Plan(name="cutout", steps=parse_chain("remove_background+png").steps)
     rendered = render(source, "logo.jpg", plan, LimitsConfig())
@@ -243,6 +192,6 @@ def test_a_job_writes_a_transparent_png() -> None:
 
 
 def test_canvas_metadata_survives() -> None:
-    image, _ = scene("photo", "plain", SIZE)
+    image, _ = scene("horse", "plain", SIZE)
     result = apply(Canvas(Image.fromarray(image), dpi=(300.0, 300.0)), "remove_background")
     assert result.dpi == (300.0, 300.0)
