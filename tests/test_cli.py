@@ -168,7 +168,7 @@ def test_ops_lists_operations_with_inline_forms(tmp_path: Path, cli: RunCli) -> 
     assert "inline: resize=WxH[,fit|fill|stretch|pad]" in block
     assert "    mode: fit|fill|stretch|pad = \"fit\"" in block
     assert "\ngrayscale: " in out
-    for inline in ("inline: curve=IN:OUT,IN:OUT,...", "inline: levels=BLACK,WHITE,GAMMA",
+    for inline in ("inline: curve=IN,OUT,IN,OUT,...", "inline: levels=BLACK,WHITE,GAMMA",
                    "inline: dot_width=WIDTH", "dither=blue-noise", "[,linear]"):
         assert inline in out
 

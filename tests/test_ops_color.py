@@ -242,6 +242,8 @@ def test_curve_by_hand_through_its_points() -> None:
     assert (out[0], out[128], out[255]) == (0, 96, 255)
     assert out[64] == 41 and out[192] == 167
     assert all(a <= b for a, b in itertools.pairwise(out))
+    # The same points without colons, as a folder name on a Windows share must write them.
+    assert levels_of(apply(ALL_LEVELS, "curve=0,0,128,96,255,255").image) == out
 
 
 def test_curve_never_overshoots_between_steep_and_flat_parts() -> None:
@@ -273,6 +275,7 @@ def test_curve_keeps_alpha_and_1_bit_becomes_grey() -> None:
     ("curve=0:0", "at least 2"),
     ("curve=0:0,300:255", "at most 255"),
     ("curve=0:0,255", "'255' is not a point IN:OUT"),
+    ("curve=0,0,255", r"levels in pairs IN,OUT \(such as curve=0,0,128,96,255,255\): 3 num"),
     ("curve", "points"),
     ("levels=200,100", r"the black point \(200\) must be below the white point \(100\)"),
     ("levels=128,128", "must be below"),

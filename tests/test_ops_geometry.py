@@ -288,6 +288,8 @@ def test_crop_to_an_aspect_ratio_from_yaml() -> None:
     assert apply(image, {"crop": {"aspect": "16:9"}}).image.size == (160, 90)
     assert apply(image, {"crop": {"aspect": 2}}).image.size == (160, 80)
     assert apply(image, {"crop": {"aspect": "4/3", "gravity": "north"}}).image.size == (160, 120)
+    assert apply(image, "crop=16x9").image.size == (160, 90)  # a name Windows accepts
+    assert apply(image, "crop=16X9,north").image.size == (160, 90)
 
 
 @pytest.mark.parametrize(("step", "message"), [

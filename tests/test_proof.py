@@ -67,8 +67,11 @@ def test_the_sheet_lies_beside_the_main_output_at_the_jobs_dpi(tmp_path: Path, p
 
 def test_each_panel_is_its_method_applied_alone(tmp_path: Path, photo: Path,
                                                 cli: RunCli) -> None:
-    chosen = ",".join(m.replace(",", ":") for m in METHODS)  # commas separate the panels
+    chosen = ",".join(METHODS)  # a panel begins at each method's name
     out = process(cli, tmp_path, f"{SIZE}+dither=jarvis,serpentine+proof={chosen}")
+    colons = ",".join(m.replace(",", ":") for m in METHODS)
+    same = process(cli, tmp_path, f"{SIZE}+dither=jarvis,serpentine+proof={colons}", "colons")
+    assert opened(same / "photo_proof.png").tobytes() == opened(out / "photo_proof.png").tobytes()
     main, sheet = opened(out / "photo.png"), opened(out / "photo_proof.png")
     plan = proof.layout(main.size, DPI, 1 + len(METHODS))
     assert sheet.size == plan.size
@@ -151,7 +154,7 @@ def test_a_recipe_names_its_methods(tmp_path: Path, photo: Path, cli: RunCli) ->
 def test_ops_lists_proof(tmp_path: Path, cli: RunCli) -> None:
     code, out, _ = cli(tmp_path, "ops")
     assert code == 0
-    assert "inline: proof | proof=METHOD[:ARG...]" in out.split("\nproof: ", 1)[1]
+    assert "inline: proof | proof=METHOD[,ARG...]" in out.split("\nproof: ", 1)[1]
 
 
 @pytest.mark.parametrize("steps", ["proof", "dpi=254+dither=atkinson+proof=otsu,halftone"])

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import YAML_BOMB
 from hotfolder.errors import RecipeError
+from hotfolder.ops.registry import REGISTRY
 from hotfolder.recipes import Recipe, RecipeBook, load_recipe, parse_chain, recipe_name
 
 
@@ -44,6 +45,13 @@ def test_inline_chain_from_the_spec() -> None:
         {"grayscale": {}},
         {"format": {"format": "png", "quality": None}},
     ]
+
+
+def test_every_inline_example_is_a_folder_name_windows_accepts() -> None:
+    """SPEC 3: an inline chain must be writable as a folder on an SMB share (in the forms
+    `hotfolder ops` shows, '|' separates alternatives)."""
+    for op in REGISTRY.values():
+        assert not set(op.inline_form) & set('<>:"/\\?*'), f"{op.name}: {op.inline_form}"
 
 
 def test_inline_format_words_take_a_quality() -> None:

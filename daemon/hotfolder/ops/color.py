@@ -225,12 +225,19 @@ class CurveParams(Params):
 
 
 def parse_curve(args: list[str]) -> dict[str, Any]:
-    """`curve=0:0,128:96,255:255`: the points IN:OUT in increasing order of IN."""
-    return {"points": [word for arg in args for word in arg.split(",") if word.strip()]}
+    """`curve=0:0,128:96,255:255`, or `curve=0,0,128,96,255,255` (a folder name Windows
+    accepts has no colon): the points IN,OUT in increasing order of IN."""
+    words = [word.strip() for arg in args for word in arg.split(",") if word.strip()]
+    if words and not any(":" in word for word in words):
+        if len(words) % 2:
+            raise ValueError(f"curve takes levels in pairs IN,OUT (such as curve=0,0,128,96,"
+                             f"255,255): {len(words)} numbers given")
+        words = [f"{x}:{y}" for x, y in zip(words[::2], words[1::2], strict=True)]
+    return {"points": words}
 
 
 @operation("curve", CurveParams, inline=parse_curve,
-           inline_form="curve=IN:OUT,IN:OUT,... (curve=0:0,128:96,255:255)")
+           inline_form="curve=IN,OUT,IN,OUT,... (curve=0,0,128,96,255,255)")
 def curve(canvas: Canvas, p: CurveParams) -> Canvas:
     """Map the levels through a smooth tone curve given by points, as a material needs."""
     table = pchip_table(p.points)

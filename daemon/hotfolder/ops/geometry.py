@@ -267,11 +267,12 @@ def resize(canvas: Canvas, p: ResizeParams) -> Canvas:
 
 # crop and trim -----------------------------------------------------------------
 
-_RATIO_RE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*[:/]\s*(\d+(?:\.\d*)?)\s*$")
+_RATIO_RE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*[x:/]\s*(\d+(?:\.\d*)?)\s*$", re.IGNORECASE)
 
 
 def parse_ratio(value: Any) -> float:
-    """An aspect ratio (width / height) from `"16:9"`, `"4/3"` or a number such as 1.5."""
+    """An aspect ratio (width / height) from `"16x9"` (a folder name Windows accepts),
+    `"16:9"`, `"4/3"` or a number such as 1.5."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         ratio = float(value)
     else:
@@ -279,7 +280,8 @@ def parse_ratio(value: Any) -> float:
         try:
             ratio = float(match.group(1)) / float(match.group(2)) if match else float(value)
         except (ValueError, ZeroDivisionError):
-            raise ValueError(f"{value!r} is not an aspect ratio (write 16:9, 4:3 or 1.5)") from None
+            raise ValueError(
+                f"{value!r} is not an aspect ratio (write 16x9, 16:9 or 1.5)") from None
     if not ratio > 0:
         raise ValueError(f"{value!r}: an aspect ratio must be more than zero")
     return ratio
@@ -312,18 +314,18 @@ class CropParams(Params):
 
 
 def parse_crop(args: list[str]) -> dict[str, Any]:
-    """`crop=16:9`, `crop=16:9,north`, `crop=X,Y,W,H`."""
+    """`crop=16x9` (or 16:9), `crop=16x9,north`, `crop=X,Y,W,H`."""
     words = [a.strip().lower() for a in args]
     if len(words) == 4:
         return {"box": words}
     gravity = [w for w in words if w in GRAVITIES]
     aspect = [w for w in words if w not in GRAVITIES]
     if len(aspect) > 1 or len(gravity) > 1:
-        raise ValueError("write crop=X,Y,WIDTH,HEIGHT or crop=RATIO,GRAVITY (crop=16:9,north)")
+        raise ValueError("write crop=X,Y,WIDTH,HEIGHT or crop=RATIO,GRAVITY (crop=16x9,north)")
     return {"aspect": aspect[0] if aspect else None, "gravity": gravity[0] if gravity else "center"}
 
 
-@operation("crop", CropParams, inline=parse_crop, inline_form="crop=X,Y,W,H | crop=16:9[,GRAVITY]")
+@operation("crop", CropParams, inline=parse_crop, inline_form="crop=X,Y,W,H | crop=16x9[,GRAVITY]")
 def crop(canvas: Canvas, p: CropParams) -> Canvas:
     """Cut out a box in pixels, or the largest part of an aspect ratio placed by gravity."""
     image = canvas.image

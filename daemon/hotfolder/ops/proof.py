@@ -29,7 +29,7 @@ from pydantic import BeforeValidator, Field
 
 from hotfolder.canvas import Canvas, Extra
 from hotfolder.errors import RecipeError
-from hotfolder.ops.engrave import KERNELS, DitherParams, ThresholdParams, flatten
+from hotfolder.ops.engrave import KERNELS, METHODS, DitherParams, ThresholdParams, flatten
 from hotfolder.ops.registry import Params, Size, lookup, operation
 
 SUFFIX = "_proof"
@@ -106,10 +106,22 @@ class ProofParams(Params):
     )
 
 
+PANEL_STARTS = frozenset((*METHODS, "dither", "threshold", "otsu"))
+
+
 def parse_proof(args: list[str]) -> dict[str, Any]:
-    """`proof`, `proof=atkinson,bayer:4,halftone:6:30,threshold:140`: one panel an argument."""
-    methods = [arg.strip() for arg in args if arg.strip()]
-    return {"methods": methods} if methods else {}
+    """`proof`, `proof=atkinson,bayer,4,halftone,6,30,threshold,140` (a panel begins at each
+    method's name: a folder name Windows accepts has no colon) or `bayer:4,...`."""
+    panels: list[list[str]] = []
+    for arg in (arg.strip() for arg in args):
+        if not arg:
+            continue
+        starts = ":" in arg or arg.lower().partition("=")[0] in PANEL_STARTS
+        if not panels or (starts and panels[-1] != ["dither"]):
+            panels.append([arg])
+        else:  # a number or an option of the panel before: `bayer,4`, `jarvis,linear`
+            panels[-1].append(arg)
+    return {"methods": [",".join(words) for words in panels]} if panels else {}
 
 
 # Which methods to show ------------------------------------------------------------------
@@ -232,7 +244,7 @@ def chain_text(steps: list[Panel]) -> str:
 
 
 @operation("proof", ProofParams, inline=parse_proof, output_size=proof_size,
-           inline_form="proof | proof=METHOD[:ARG...],... (proof=atkinson,bayer:4,threshold:140)")
+           inline_form="proof | proof=METHOD[,ARG...],... (proof=atkinson,bayer,4,threshold,140)")
 def proof(canvas: Canvas, p: ProofParams) -> Canvas:
     """Add a proof sheet (NAME_proof.png): the result beside other dither methods, labelled,
     with a 0-100% step wedge; the main image is unchanged."""
