@@ -48,6 +48,7 @@ from hotfolder.watcher import (
 )
 
 DEADLINE = 5.0
+POLL_DEADLINE = 30.0
 
 
 class Calls:
@@ -373,6 +374,89 @@ def test_polling_takes_a_file_only_after_it_stops_growing(watch, inbox, monkeypa
     assert calls.seen == [("growing.jpg", 1500)]
 
 
+def make_orders(inbox: Path, customers: int, orders: int) -> list[Path]:
+    """Plain customer and order folders below a recipe folder, one photo in each order."""
+    folders = []
+    for customer in range(customers):
+        for order in range(orders):
+            folder = inbox / "engrave-wood" / f"customer-{customer}" / f"order-{order}"
+            write(folder / "photo.jpg")
+            folders.append(folder)
+    return folders
+
+
+def polls(w: Watcher, more: int) -> None:
+    """Wait until the poller has made `more` further complete passes."""
+    stats = w.poll_stats
+    assert stats is not None
+    target = stats.polls + more
+    wait_until(lambda: stats.polls >= target, POLL_DEADLINE, f"{more} more polls")
+
+
+def test_a_new_file_deep_in_a_big_polled_tree_is_taken(watch, inbox, monkeypatch):
+    monkeypatch.setattr(watcher_module, "poll_interval", lambda settle: 0.1)
+    orders = make_orders(inbox, customers=30, orders=10)
+    w, calls = watch(mode="polling", settle_seconds=0.1, rescan_seconds=3600)
+    assert calls.wait(len(orders), POLL_DEADLINE)  # the start-up rescan
+    polls(w, 1)
+    write(orders[-17] / "new order" / "dog.jpg", b"x" * 3000)  # only a poll can see it now
+    assert calls.wait(len(orders) + 1, POLL_DEADLINE)
+    assert calls.seen[-1] == ("engrave-wood/customer-28/order-3/new order/dog.jpg", 3000)
+    assert w.poll_stats is not None and w.poll_stats.folders == 1 + 30 * 11 + 1 + 1
+
+
+def test_a_poll_of_an_idle_tree_stats_no_file_and_lists_only_what_changed(
+        watch, inbox, monkeypatch):
+    monkeypatch.setattr(watcher_module, "poll_interval", lambda settle: 0.1)
+    orders = make_orders(inbox, customers=20, orders=10)
+    w, calls = watch(mode="polling", settle_seconds=0.1, rescan_seconds=3600)
+    assert calls.wait(len(orders), POLL_DEADLINE)
+    stats = w.poll_stats
+    assert stats is not None
+    polls(w, 2)  # each folder listed a second time, to trust its modification time
+    listings, looks = stats.listings, stats.file_looks
+    polls(w, 3)
+    assert (stats.listings, stats.file_looks) == (listings, looks)
+    assert stats.folders == 1 + 20 * 11 + 1  # every folder looked at, none listed, no file stat'ed
+
+    write(orders[5] / "late.jpg")
+    assert calls.wait(len(orders) + 1, POLL_DEADLINE)
+    polls(w, 3)
+    assert stats.listings - listings == 2  # the changed folder, listed twice
+    assert stats.file_looks - looks == 2  # its photo and the new file, once each
+    assert calls.names[-1] == "engrave-wood/customer-0/order-5/late.jpg"
+
+
+def test_a_polled_file_that_leaves_and_comes_back_is_offered_again(
+        watch, inbox, tmp_path, monkeypatch):
+    monkeypatch.setattr(watcher_module, "poll_interval", lambda settle: 0.1)
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    w, calls = watch(mode="polling", settle_seconds=0.1, rescan_seconds=3600)
+    photo = write(inbox / "A" / "B" / "photo.jpg", b"x" * 5000)
+    assert calls.wait(1, POLL_DEADLINE)
+    claimed = photo.rename(failed / "photo.jpg")  # claimed, failed...
+    polls(w, 2)
+    claimed.rename(photo)  # ...and moved back, the same file, within the de-duplication window
+    assert calls.wait(2, POLL_DEADLINE)
+    assert calls.names == ["A/B/photo.jpg", "A/B/photo.jpg"]
+
+
+def test_polling_follows_no_link_into_a_folder(watch, inbox, tmp_path, monkeypatch):
+    monkeypatch.setattr(watcher_module, "poll_interval", lambda settle: 0.1)
+    outside = tmp_path / "outside"
+    write(outside / "secret.jpg")
+    w, calls = watch(mode="polling", settle_seconds=0.1, rescan_seconds=3600)
+    polls(w, 1)
+    (inbox / "A").mkdir()
+    (inbox / "A" / "loop").symlink_to("..")
+    (inbox / "A" / "away").symlink_to(outside)
+    write(inbox / "A" / "marker.jpg")
+    assert calls.wait(3, POLL_DEADLINE)
+    polls(w, 3)
+    assert sorted(calls.names) == ["A/away", "A/loop", "A/marker.jpg"]  # links offered as files
+
+
 # -- decisions, without files ---------------------------------------------------------------
 
 
@@ -489,31 +573,26 @@ def test_the_mode_decides_or_the_filesystem_does(mode, network, polls):
 
 
 @pytest.mark.parametrize(
-    ("event", "polling", "actions"),
+    ("event", "actions"),
     [
-        (FileClosedEvent("/i/a"), False, [(Action.CLOSED, "/i/a"), (Action.TAKE, "/i/a")]),
-        (FileClosedNoWriteEvent("/i/a"), False, [(Action.CLOSED, "/i/a")]),
-        (FileOpenedEvent("/i/a"), False, [(Action.OPENED, "/i/a")]),
-        (FileCreatedEvent("/i/a"), False, [(Action.SETTLE, "/i/a")]),
-        (FileCreatedEvent("/i/a", is_synthetic=True), False, [(Action.TAKE, "/i/a")]),
+        (FileClosedEvent("/i/a"), [(Action.CLOSED, "/i/a"), (Action.TAKE, "/i/a")]),
+        (FileClosedNoWriteEvent("/i/a"), [(Action.CLOSED, "/i/a")]),
+        (FileOpenedEvent("/i/a"), [(Action.OPENED, "/i/a")]),
+        (FileCreatedEvent("/i/a"), [(Action.SETTLE, "/i/a")]),
+        (FileCreatedEvent("/i/a", is_synthetic=True), [(Action.TAKE, "/i/a")]),
         (
             FileMovedEvent("/i/.a.tmp", "/i/a"),
-            False,
             [(Action.FORGET, "/i/.a.tmp"), (Action.TAKE, "/i/a")],
         ),
-        (FileMovedEvent("", "/i/a"), False, [(Action.TAKE, "/i/a")]),
-        (FileMovedEvent("/i/a", ""), False, [(Action.FORGET, "/i/a")]),
-        (FileDeletedEvent("/i/a"), False, [(Action.FORGET, "/i/a")]),
-        (FileModifiedEvent("/i/a"), False, []),
-        (DirCreatedEvent("/i/A"), False, []),
-        (FileCreatedEvent("/i/a"), True, [(Action.SETTLE, "/i/a")]),
-        (FileModifiedEvent("/i/a"), True, [(Action.SETTLE, "/i/a")]),
-        (FileMovedEvent("/i/b", "/i/a"), True, [(Action.FORGET, "/i/b"), (Action.SETTLE, "/i/a")]),
-        (FileDeletedEvent("/i/a"), True, [(Action.FORGET, "/i/a")]),
+        (FileMovedEvent("", "/i/a"), [(Action.TAKE, "/i/a")]),
+        (FileMovedEvent("/i/a", ""), [(Action.FORGET, "/i/a")]),
+        (FileDeletedEvent("/i/a"), [(Action.FORGET, "/i/a")]),
+        (FileModifiedEvent("/i/a"), []),
+        (DirCreatedEvent("/i/A"), []),
     ],
 )
-def test_each_event_asks_for_actions(event, polling, actions):
-    assert route(event, polling=polling) == actions
+def test_each_event_asks_for_actions(event, actions):
+    assert route(event) == actions
 
 
 class Clock:

@@ -12,8 +12,10 @@ start-up rescan judges their settle time from the later of their mtime and ctime
 set the mtime back, never the ctime), so one unchanged for `settle_seconds` before the start,
 and still unchanged at the next look, is offered at once, not waited out again.
 Network mounts (NFS, SMB, FUSE, ...) send no inotify events for changes made elsewhere, so they
-are polled; their clients cache a file's attributes for a while (NFS `acregmin`, 3 s by default),
-so there a file must stay unchanged for `settle_seconds` plus that time. A full rescan at
+are polled (TreePoller: every folder is looked at on each pass, only the folders whose
+modification time changed are listed, within a small share of a core); their clients cache a
+file's attributes for a while (NFS `acregmin`, 3 s by default), so there a file must stay
+unchanged for `settle_seconds` plus that time. A full rescan at
 start-up and every `rescan_seconds` catches what events missed (a full inotify queue, a share
 that went away), and the folders inotify could not watch once the user's watches ran out
 (`Coverage` counts them). No link is followed into a folder, in any mode: a link is offered as
@@ -48,7 +50,6 @@ from watchdog.events import (
     FileClosedNoWriteEvent,
     FileCreatedEvent,
     FileDeletedEvent,
-    FileModifiedEvent,
     FileMovedEvent,
     FileOpenedEvent,
     FileSystemEvent,
@@ -56,7 +57,6 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify import InotifyObserver
-from watchdog.observers.polling import PollingObserverVFS
 
 from hotfolder.config import RECIPE_FILE, WatchConfig
 from hotfolder.files import write_atomic
@@ -99,6 +99,9 @@ DEDUP_SECONDS = 10.0  # the same version of a file is offered at most once in th
 STALE_OPEN_SECONDS = 600.0  # an open writer unseen for this long is presumed gone (lost events)
 RESTART_SECONDS = 1.0  # least time between two attempts to start an observer
 JOIN_SECONDS = 10.0
+POLL_CPU_SHARE = 0.02  # of one core, the most a poll of the tree may use: a big tree polls slower
+POLL_PACE_FOLDERS = 50  # a poll checks its pace (and may pause) after this many folders
+POLL_SLOW_FACTOR = 1.5  # a poll this many intervals long is said in the log
 INOTIFY_LIMITS = frozenset({errno.ENOSPC, errno.EMFILE})  # out of inotify watches or instances
 
 
@@ -193,7 +196,7 @@ def polling_wanted(mode: str, network: bool) -> bool:
 
 
 def poll_interval(settle_seconds: float) -> float:
-    """Seconds between two polls of the tree: each poll stats every file, so not too often."""
+    """Seconds between the starts of two polls of the tree (a big tree may take longer)."""
     return max(settle_seconds, 2.0)
 
 
@@ -212,24 +215,18 @@ class Action(enum.Enum):
     FORGET = "forget"  # it left the tree
 
 
-def route(event: FileSystemEvent, *, polling: bool) -> list[tuple[Action, str]]:
-    """The actions that one watchdog event asks for, in order."""
+def route(event: FileSystemEvent) -> list[tuple[Action, str]]:
+    """The actions that one inotify event asks for, in order."""
     if event.is_directory:
         return []
     src, dest = os.fsdecode(event.src_path), os.fsdecode(event.dest_path)
     if isinstance(event, FileMovedEvent):
         actions = [(Action.FORGET, src)] if src else []
         if dest:
-            actions.append((Action.SETTLE if polling else Action.TAKE, dest))
+            actions.append((Action.TAKE, dest))
         return actions
     if isinstance(event, FileDeletedEvent):
         return [(Action.FORGET, src)]
-    if polling:
-        return (
-            [(Action.SETTLE, src)]
-            if isinstance(event, FileCreatedEvent | FileModifiedEvent)
-            else []
-        )
     if isinstance(event, FileClosedEvent):
         return [(Action.CLOSED, src), (Action.TAKE, src)]
     if isinstance(event, FileClosedNoWriteEvent):
@@ -490,18 +487,216 @@ class Coverage:
         write_atomic(self._report, json.dumps(report).encode())
 
 
+# -- Polling ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Folder:
+    """What the last listing of a folder saw."""
+
+    stamp: tuple[int, int]  # (inode, mtime_ns) of the folder when it was listed
+    confirmed: bool  # listed again under the same stamp: no entry can hide behind it
+    files: dict[str, Signature]  # by name
+    folders: list[str]  # paths of the sub-folders
+
+
+@dataclass
+class PollStats:
+    """What the poller did, counted since it started (for metrics and tests)."""
+
+    polls: int = 0  # complete passes over the tree
+    folders: int = 0  # folders the last complete pass checked
+    listings: int = 0  # folders listed, because their modification time had changed
+    file_looks: int = 0  # files stat'ed, in the folders listed
+    seconds: float = 0.0  # how long the last complete pass took
+
+
+class TreePoller:
+    """Polls a tree for files that appear, change or go, at a bounded cost.
+
+    Each pass looks at every folder (one lstat): a folder's modification time changes when an
+    entry is added, removed or renamed in it (not in its sub-folders, so every folder is
+    looked at), and only a folder whose time changed is listed and its files stat'ed. A folder
+    is listed once more under the same time before it is trusted, for file systems whose
+    times are coarse. A pass is spread over the interval and uses at most POLL_CPU_SHARE of a
+    core: a bigger tree takes a longer pass, said once in the log. A file changed in place, in
+    a folder that did not change, is found by the watcher's full rescan. Links are never
+    followed into folders. The first pass, in start(), reports nothing: it learns the tree.
+    """
+
+    def __init__(
+        self,
+        top: str,
+        interval: float,
+        candidate: Callable[[os.DirEntry[str]], bool],
+        on_change: Callable[[str, Signature], None],
+        on_gone: Callable[[str], None],
+    ) -> None:
+        self.top = top
+        self.interval = interval
+        self.stats = PollStats()
+        self._candidate = candidate
+        self._on_change = on_change
+        self._on_gone = on_gone
+        self._tree: dict[str, _Folder] = {}
+        self._slow = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hotfolder-poll", daemon=True)
+
+    @property
+    def emitters(self) -> tuple[()]:
+        """None: the poller is one thread (the observers' interface)."""
+        return ()
+
+    def start(self) -> None:
+        """Learn the tree (OSError when its top cannot be read), then poll it in a thread."""
+        self.poll(paced=False)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to end after the folder it is at."""
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread to end."""
+        self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        """True while the thread polls."""
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.poll(paced=True)
+            except OSError as exc:
+                log.warning("cannot poll %s: %s", self.top, exc.strerror)
+                return  # the watcher sees the poller gone and starts another
+            self._stop.wait(self.interval - (time.monotonic() - started))
+
+    def poll(self, *, paced: bool) -> None:
+        """One pass over the tree; paced: spread over the interval, within the CPU share."""
+        started, cpu = time.monotonic(), time.thread_time()
+        expected = max(self.stats.folders, 1)
+        folders = [self.top]
+        checked = 0
+        while folders:
+            if self._stop.is_set():
+                return
+            self._check(folders.pop(), folders, report=self.stats.polls > 0)
+            checked += 1
+            if paced and checked % POLL_PACE_FOLDERS == 0:
+                self._pace(started, cpu, min(checked / expected, 1.0))
+        if paced:
+            self._pace(started, cpu, 1.0)
+        self.stats.polls += 1
+        self.stats.folders = checked
+        self.stats.seconds = time.monotonic() - started
+        self._say_pace(checked)
+
+    def _pace(self, started: float, cpu: float, progress: float) -> None:
+        """Pause until the pass is no ahead of the interval and within its CPU share."""
+        due = max((time.thread_time() - cpu) / POLL_CPU_SHARE, self.interval * progress)
+        self._stop.wait(due - (time.monotonic() - started))
+
+    def _say_pace(self, folders: int) -> None:
+        slow = self.stats.seconds > self.interval * POLL_SLOW_FACTOR
+        if slow and not self._slow:
+            log.warning(
+                "polling %d folders under %s takes %.1f s a pass, longer than the %g s interval,"
+                " to stay within %g%% of a core: new files are seen up to that late",
+                folders, self.top, self.stats.seconds, self.interval, 100 * POLL_CPU_SHARE,
+            )
+        elif self._slow and not slow:
+            log.info("polling %d folders under %s keeps to the %g s interval again",
+                     folders, self.top, self.interval)
+        self._slow = slow
+
+    def _check(self, path: str, folders: list[str], *, report: bool) -> None:
+        """Look at one folder, list it if it changed, and queue its sub-folders."""
+        try:
+            st = os.stat(path) if path == self.top else os.lstat(path)
+        except OSError:
+            if path == self.top:
+                raise
+            self._drop(path)
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            if path == self.top:
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder", path)
+            self._drop(path)  # its parent's listing offers what took its name
+            return
+        stamp = (st.st_ino, st.st_mtime_ns)
+        folder = self._tree.get(path)
+        if folder is None or folder.stamp != stamp or not folder.confirmed:
+            folder = self._list(path, folder, stamp, report=report)
+        folders.extend(folder.folders)
+
+    def _list(self, path: str, before: _Folder | None, stamp: tuple[int, int], *,
+              report: bool) -> _Folder:
+        """List a folder; report its new, changed and gone files."""
+        self.stats.listings += 1
+        known = before.files if before is not None else {}
+        again = before is not None and before.stamp == stamp  # only new entries can differ
+        files: dict[str, Signature] = {}
+        folders: list[str] = []
+        try:
+            with os.scandir(path) as listing:
+                entries = list(listing)
+        except OSError:
+            entries = []  # gone or unreadable: the rescan says which, the next change retries
+        for entry in entries:
+            if not self._candidate(entry):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+                    continue
+                if entry.name == RECIPE_FILE:
+                    continue
+                signature = known.get(entry.name)
+                if not again or signature is None or signature.inode != entry.inode():
+                    signature = signature_of(entry.stat(follow_symlinks=False))
+                    self.stats.file_looks += 1
+            except OSError:
+                continue  # gone since the listing
+            files[entry.name] = signature
+            if report and known.get(entry.name) != signature:
+                self._on_change(entry.path, signature)
+        for name in known.keys() - files.keys():
+            self._on_gone(os.path.join(path, name))
+        if before is not None:
+            for gone in set(before.folders) - set(folders):
+                self._drop(gone)
+        folder = _Folder(stamp, again, files, folders)
+        self._tree[path] = folder
+        return folder
+
+    def _drop(self, path: str) -> None:
+        """Forget a folder that went away and the folders below it, and report their files gone."""
+        gone = [path]
+        while gone:
+            folder_path = gone.pop()
+            folder = self._tree.pop(folder_path, None)
+            if folder is None:
+                continue
+            for name in folder.files:
+                self._on_gone(os.path.join(folder_path, name))
+            gone.extend(folder.folders)
+
+
 # -- The watcher -----------------------------------------------------------------------------
 
 
 class _Handler(FileSystemEventHandler):
     """Turns each watchdog event into actions for the watcher, and nothing more."""
 
-    def __init__(self, act: Callable[[Action, str], None], *, polling: bool) -> None:
+    def __init__(self, act: Callable[[Action, str], None]) -> None:
         self._act = act
-        self._polling = polling
 
     def dispatch(self, event: FileSystemEvent) -> None:
-        for action, path in route(event, polling=self._polling):
+        for action, path in route(event):
             self._act(action, path)
 
 
@@ -530,7 +725,7 @@ class Watcher:
         self._clock = clock
         self._settler = Settler(self.settle_seconds, clock)
         self._recent = Recent(DEDUP_SECONDS, clock)
-        self._observer: BaseObserver | None = None
+        self._observer: BaseObserver | TreePoller | None = None
         self._observer_lock = threading.Lock()
         self._call_lock = threading.Lock()
         self._stop = threading.Event()
@@ -576,18 +771,22 @@ class Watcher:
             and all(emitter.is_alive() for emitter in observer.emitters)
         )
 
+    @property
+    def poll_stats(self) -> PollStats | None:
+        """What the poller did, or None while the tree is not polled."""
+        observer = self._observer
+        return observer.stats if isinstance(observer, TreePoller) else None
+
     def _start_observer(self) -> bool:
         """Start an observer of the inbox; False when it cannot be watched now."""
-        observer: BaseObserver | None = None
+        observer: BaseObserver | TreePoller | None = None
         try:
-            observer = (
-                PollingObserverVFS(self._lstat_below, os.scandir,
-                                   polling_interval=poll_interval(self.settle_seconds))
-                if self.polling
-                else InotifyObserver(generate_full_events=True)
-            )
-            handler = _Handler(self._act, polling=self.polling)
-            observer.schedule(handler, str(self.inbox), recursive=True)
+            if self.polling:
+                observer = TreePoller(str(self.inbox), poll_interval(self.settle_seconds),
+                                      self._listed, self._polled_change, self._polled_gone)
+            else:
+                observer = InotifyObserver(generate_full_events=True)
+                observer.schedule(_Handler(self._act), str(self.inbox), recursive=True)
             observer.start()
         except OSError as exc:
             if observer is not None:
@@ -615,10 +814,6 @@ class Watcher:
         with self._observer_lock:
             self._observer = observer
         return True
-
-    def _lstat_below(self, path: str) -> os.stat_result:
-        """The polling observer's stat: a link below the inbox is never followed into."""
-        return os.stat(path) if path == str(self.inbox) else os.lstat(path)
 
     def _loop(self) -> None:
         period = tick_interval(self.settle_seconds)
@@ -681,7 +876,7 @@ class Watcher:
                     log.warning("cannot read the folder %s: %s", folder, exc.strerror)
                 continue
             for entry in entries:
-                if ignored(entry.name, self.cfg.ignore) or self._excluded(entry.path):
+                if not self._listed(entry):
                     continue  # the folders above were checked on the way down
                 try:
                     st = entry.stat(follow_symlinks=False)
@@ -703,6 +898,18 @@ class Watcher:
 
     def _excluded(self, path: str) -> bool:
         return any(path == folder or path.startswith(folder + os.sep) for folder in self._exclude)
+
+    def _listed(self, entry: os.DirEntry[str]) -> bool:
+        """True for an entry of a walked folder that is neither ignored nor excluded."""
+        return not ignored(entry.name, self.cfg.ignore) and not self._excluded(entry.path)
+
+    def _polled_change(self, path: str, signature: Signature) -> None:
+        """The poller saw a new or changed file: it settles from this look."""
+        self._settler.wait(path, signature)
+
+    def _polled_gone(self, path: str) -> None:
+        """The poller saw a file go."""
+        self._act(Action.FORGET, path)
 
     def _act(self, action: Action, path: str) -> None:
         if not self._candidate(path):
@@ -745,7 +952,7 @@ def _look(path: str) -> Signature | None:
     return None if stat.S_ISDIR(st.st_mode) else signature_of(st)
 
 
-def _halt(observer: BaseObserver) -> None:
+def _halt(observer: BaseObserver | TreePoller) -> None:
     """Stop an observer and join its threads."""
     observer.stop()
     if observer.is_alive():
