@@ -13,23 +13,32 @@ back up smoothly, feathered if asked, and applied to the full-size image:
   background where it matches it); best on textured backgrounds;
 - watershed: the regions of auto, grown back to the strongest edges by OpenCV's
   watershed from markers well inside the subject and the background.
+
+`matting: true` (inline `remove_background=METHOD,matting`) gives soft edges to hair
+and fur: the mask becomes a trimap (sure subject well inside, sure background well
+outside, unknown in a band along the edge whose width is a share of the picture's
+size), and closed-form matting (pymatting) estimates the alpha in the band on a copy
+of at most `MATTE_SIDE` pixels. The alpha is brought back to full size through a
+guided filter's coefficients, so the fine edge follows the full-size picture; a
+12-megapixel photo still takes well under three seconds. The matte replaces the
+feather; the sidecar notes say whether the alpha was matted.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from hotfolder.canvas import Canvas
 from hotfolder.errors import InputError
 from hotfolder.modes import Color
 from hotfolder.ops.engrave import flatten
-from hotfolder.ops.registry import Params, operation
+from hotfolder.ops.registry import Params, operation, positional
 
 Rgb = npt.NDArray[np.uint8]
 Mask = npt.NDArray[np.bool_]
@@ -42,6 +51,11 @@ CANNY = (20, 50)
 MIN_OBJECT = 0.001  # regions smaller than this share of the picture are dropped
 BACKGROUND_DISTANCE = 18.0  # colour distance (0-441) under which a region is background
 FLAT = 2.0  # standard deviation under which a picture is one colour
+MATTE_SIDE = 400  # pixels on the long side of the copy that matting solves on
+MATTE_BAND = 0.04  # unknown band either side of the edge, as a share of the long side
+MATTE_WINDOW = 3  # closed-form matting looks at 3x3 windows: smaller pictures get a hard cut
+GUIDE_RADIUS = 1  # guided filter bringing the matte to full size: window radius (small copy)
+GUIDE_EPSILON = 1e-4  # and its regularisation (colours 0-1): lower follows finer detail
 
 
 class BackgroundParams(Params):
@@ -53,6 +67,27 @@ class BackgroundParams(Params):
         "transparent", validate_default=True,
         description="transparent (PNG/WebP), or a colour to place the subject on",
     )
+    matting: bool = Field(
+        False, description="soft edges (hair, fur): estimate the alpha along the edge by "
+        "closed-form matting instead of a hard cut"
+    )
+
+    @model_validator(mode="after")
+    def _feather_or_matting(self) -> BackgroundParams:
+        if self.matting and "feather" in self.model_fields_set and self.feather > 0:
+            raise ValueError("feather softens the hard cut only; matting makes its own soft edge")
+        return self
+
+
+FLAG = "matting"
+PLACES = positional(["method", "feather", "background"])
+
+
+def parse_background(args: list[str]) -> dict[str, Any]:
+    """`grabcut`, `auto,2,white` (method, feather, colour), and the word `matting` anywhere."""
+    words = [word.strip() for arg in args for word in arg.split(",")]
+    kept = [word for word in words if word.lower() != FLAG]
+    return PLACES(kept) | ({FLAG: True} if len(kept) < len(words) else {})
 
 
 def working_copy(rgb: Rgb, side: int) -> Rgb:
@@ -75,6 +110,7 @@ def frame_mask(shape: tuple[int, ...], share: float = FRAME) -> Mask:
 
 
 Floats = npt.NDArray[np.float32]
+Matte = npt.NDArray[np.floating[Any]]  # alpha, 0-1
 
 
 def _surface_terms(y: Floats, x: Floats) -> list[Floats]:
@@ -187,7 +223,8 @@ METHODS = {"auto": (auto_mask, WORK_SIDE), "grabcut": (grabcut_mask, GRABCUT_SID
            "watershed": (watershed_mask, WORK_SIDE)}
 
 
-def subject_alpha(rgb: Rgb, method: str, feather: float) -> npt.NDArray[np.uint8]:
+def subject_alpha(rgb: Rgb, method: str, feather: float,
+                  matting: bool = False) -> npt.NDArray[np.uint8]:
     """The alpha (0-255) of the subject of the full-size picture `rgb`."""
     find, side = METHODS[method]
     small = working_copy(rgb, side)
@@ -198,27 +235,123 @@ def subject_alpha(rgb: Rgb, method: str, feather: float) -> npt.NDArray[np.uint8
     if not mask.any():
         raise InputError("remove_background found no subject that stands out from the "
                          "background", stage="process")
+    if matting:
+        return matted_alpha(rgb, mask)
     height, width = rgb.shape[:2]
-    # Scaled up smoothly and cut at half way, the edge follows the subject, not the grid.
-    full = cv2.resize(mask.astype(np.uint8) * 255, (width, height),
-                      interpolation=cv2.INTER_LINEAR)
-    _, alpha = cv2.threshold(full, 127, 255, cv2.THRESH_BINARY)
+    alpha = cv2.threshold(scaled(mask, (width, height)), 0.5, 255, cv2.THRESH_BINARY)[1]
     if feather > 0:
         alpha = cv2.GaussianBlur(alpha, (0, 0), feather)
     return np.asarray(alpha, np.uint8)
 
 
-@operation("remove_background", BackgroundParams,
-           inline_form="remove_background=METHOD,FEATHER,COLOUR")
+def scaled(mask: Mask, size: tuple[int, int]) -> Floats:
+    """The mask (0-1) at `size`: area-averaged down, or smoothly up, so that cut at half way
+    its edge follows the subject, not the grid."""
+    shrink = size[0] < mask.shape[1]
+    return np.asarray(cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA
+                                 if shrink else cv2.INTER_LINEAR), np.float32)
+
+
+def trimap(mask: Mask, band: int) -> Matte:
+    """1 well inside the mask, 0 well outside, 0.5 (unknown) within `band` pixels of its edge.
+
+    Where the subject (or the background) is narrower than the band, its middle stays sure.
+    """
+    inside = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
+    outside = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 3)
+    known = np.full(mask.shape, 0.5)
+    known[inside > min(band, float(inside.max()) / 2)] = 1
+    known[outside > min(band, float(outside.max()) / 2)] = 0
+    return known
+
+
+def matted_alpha(rgb: Rgb, mask: Mask) -> npt.NDArray[np.uint8]:
+    """The alpha (0-255) of the full-size picture by closed-form matting along the mask's edge."""
+    small = working_copy(rgb, MATTE_SIDE)
+    height, width = small.shape[:2]
+    sure = scaled(mask, (width, height)) >= 0.5
+    known = trimap(sure, max(2, round(MATTE_BAND * max(height, width))))
+    alpha: Matte = sure.astype(np.float64)
+    # Too small for a matting window, or no edge to estimate: the hard cut is the answer.
+    if min(height, width) >= MATTE_WINDOW and all((known == v).any() for v in (0, 0.5, 1)):
+        from pymatting import estimate_alpha_cf  # noqa: PLC0415  (0.5 s to import: only when matting)
+        alpha = np.clip(estimate_alpha_cf(small.astype(np.float64) / 255, known), 0, 1)
+    if small.shape == rgb.shape:
+        return np.asarray(alpha * 255 + 0.5, np.uint8)
+    return guided_upsampling(small, alpha, rgb)
+
+
+def guided_coefficients(small: Rgb, alpha: Matte) -> Floats:
+    """The local linear colour models (slope per channel, offset) of a guided filter that
+    turns the colours of `small` into `alpha`, averaged over their windows: (h, w, 4)."""
+    def box(values: Matte) -> Floats:
+        size = (2 * GUIDE_RADIUS + 1,) * 2
+        return np.asarray(cv2.boxFilter(values, -1, size, borderType=cv2.BORDER_REFLECT),
+                          np.float32)
+
+    colours = small.astype(np.float32) / 255
+    target = alpha.astype(np.float32)
+    mean_colour, mean_alpha = box(colours), box(target)
+    covariance = box(colours * target[..., None]) - mean_colour * mean_alpha[..., None]
+    variance = np.empty((*target.shape, 3, 3), np.float32)
+    for i in range(3):
+        for j in range(i, 3):
+            variance[..., i, j] = variance[..., j, i] = (
+                box(colours[..., i] * colours[..., j]) - mean_colour[..., i] * mean_colour[..., j])
+    variance += GUIDE_EPSILON * np.eye(3, dtype=np.float32)
+    slope = np.linalg.solve(variance, covariance[..., None])[..., 0]
+    offset = mean_alpha - (slope * mean_colour).sum(axis=2)
+    return box(np.dstack([slope, offset]))
+
+
+def guided_upsampling(small: Rgb, alpha: Matte, rgb: Rgb) -> npt.NDArray[np.uint8]:
+    """`alpha` (0-1, of the copy `small`) as 0-255 at the size of `rgb`, following its detail.
+
+    The guided filter's models are scaled up and applied to the full-size colours, only near
+    the edge: elsewhere the alpha is 0 or 1 and the models say exactly that.
+    """
+    height, width = rgb.shape[:2]
+    models = guided_coefficients(small, alpha)
+
+    def upscaled(values: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        return np.asarray(cv2.resize(values, (width, height), interpolation=cv2.INTER_NEAREST),
+                          np.uint8)
+
+    # Two box filters and the bilinear step reach 3 pixels of the copy past the soft alpha.
+    soft = ((alpha > 0) & (alpha < 1)).astype(np.uint8)
+    near_edge = cv2.dilate(soft, np.ones((9, 9), np.uint8))
+    out = upscaled(np.asarray(np.where(alpha >= 0.5, 255, 0), np.uint8))
+    ys, xs = np.nonzero(upscaled(near_edge))
+    if not len(ys):
+        return out
+    scale_y, scale_x = alpha.shape[0] / height, alpha.shape[1] / width
+    # cv2.remap takes maps of under 32767 on a side: the pixels go in rows of 1024.
+    rows = -(-len(ys) // 1024)
+
+    def grid(index: npt.NDArray[np.intp], scale: float) -> Floats:
+        at = ((index + 0.5) * scale - 0.5).astype(np.float32)
+        return np.resize(at, rows * 1024).reshape(rows, 1024)
+
+    sampled = cv2.remap(models, grid(xs, scale_x), grid(ys, scale_y), cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE).reshape(-1, 4)[:len(ys)]
+    colours = rgb[ys, xs].astype(np.float32) / 255
+    values = (sampled[:, :3] * colours).sum(axis=1) + sampled[:, 3]
+    out[ys, xs] = np.clip(values * 255 + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+@operation("remove_background", BackgroundParams, inline=parse_background,
+           inline_form="remove_background=METHOD,FEATHER,COLOUR[,matting] "
+           "(remove_background=grabcut,matting)")
 def remove_background(canvas: Canvas, p: BackgroundParams) -> Canvas:
     """Cut the subject out: auto (edges), grabcut or watershed; transparent or on a colour."""
     image = flatten(canvas.image).convert("RGB")
-    alpha = subject_alpha(np.asarray(image), p.method, p.feather)
+    alpha = subject_alpha(np.asarray(image), p.method, p.feather, p.matting)
     cut = image.convert("RGBA")
     cut.putalpha(Image.fromarray(alpha))
     kept = canvas.with_notes(remove_background={
-        "method": p.method, "subject_share": round(float(np.count_nonzero(alpha >= 128))
-                                                   / alpha.size, 4),
+        "method": p.method, "matting": p.matting,
+        "subject_share": round(float(np.count_nonzero(alpha >= 128)) / alpha.size, 4),
     })
     if p.background[3] < 255:
         return kept.with_image(cut)
