@@ -319,7 +319,7 @@ def guided_upsampling(small: Rgb, alpha: Matte, rgb: Rgb) -> npt.NDArray[np.uint
 
     # Two box filters and the bilinear step reach 3 pixels of the copy past the soft alpha.
     soft = ((alpha > 0) & (alpha < 1)).astype(np.uint8)
-    near_edge = cv2.dilate(soft, np.ones((9, 9), np.uint8))
+    near_edge = np.asarray(cv2.dilate(soft, np.ones((9, 9), np.uint8)), np.uint8)
     out = upscaled(np.asarray(np.where(alpha >= 0.5, 255, 0), np.uint8))
     ys, xs = np.nonzero(upscaled(near_edge))
     if not len(ys):
