@@ -5,7 +5,9 @@ bench/bench_background.py prints the whole table at a larger size)."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -22,6 +24,7 @@ from background_scenes import (
     scene,
     target,
 )
+from conftest import RunCli
 from helpers import encoded
 from hotfolder.canvas import Canvas
 from hotfolder.config import LimitsConfig
@@ -195,3 +198,147 @@ def test_canvas_metadata_survives() -> None:
     image, _ = scene("horse", "plain", SIZE)
     result = apply(Canvas(Image.fromarray(image), dpi=(300.0, 300.0)), "remove_background")
     assert result.dpi == (300.0, 300.0)
+
+
+# Soft edges: a furry subject whose alpha is known, scored in the band where it is soft.
+
+def fur(size: Size) -> Layer:
+    """A brown body with hundreds of thin curling strands (under a pixel wide) round its edge."""
+    def draw(d: ImageDraw.ImageDraw, w: float, h: float) -> None:
+        cx, cy, rx, ry = 0.5 * w, 0.55 * h, 0.28 * w, 0.3 * h
+        d.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=255)
+        rng = np.random.default_rng(7)
+        width = max(1, round(max(w, h) / 640))  # half a pixel of the picture
+        for turn in rng.uniform(0, 2 * np.pi, 600):
+            x, y = cx + 0.97 * rx * np.cos(turn), cy + 0.97 * ry * np.sin(turn)
+            heading, curl = turn + rng.normal(0, 0.35), rng.normal(0, 0.5)
+            segment = 0.09 * min(w, h) * rng.uniform(0.4, 1.0) / 6
+            points = [(x, y)]
+            for _ in range(6):
+                heading += curl / 6
+                x, y = x + segment * np.cos(heading), y + segment * np.sin(heading)
+                points.append((x, y))
+            d.line(points, fill=255, width=width)
+    alpha = drawn_alpha(size, draw)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    colour = np.empty((h, w, 3), np.float32)
+    for c, base in enumerate((110, 70, 40)):
+        colour[..., c] = base + 30 * np.sin(x / w * 7 + c) * np.cos(y / h * 5)
+    return colour, alpha
+
+
+def fur_scene(size: Size, kind: str = "noisy") -> tuple[np.ndarray, np.ndarray]:
+    """The furry subject on a backdrop (RGB uint8) and its true alpha (0-1)."""
+    colour, alpha = fur(size)
+    a = alpha[..., None]
+    image = colour * a + backdrop(kind, size) * (1 - a)
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8), alpha
+
+
+EDGE_GROWTH = 3  # pixels the band of soft true alpha is widened by on each side
+EDGE_TARGET = 0.12  # mean alpha error in the band that matting must reach
+
+
+def edge_error(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean absolute alpha error (0-1) where the true alpha is soft, a few pixels widened."""
+    soft = ((truth > 0) & (truth < 1)).astype(np.uint8)
+    band = cv2.dilate(soft, np.ones((2 * EDGE_GROWTH + 1,) * 2, np.uint8)) > 0
+    return float(np.abs(found.astype(np.float32) / 255 - truth)[band].mean())
+
+
+def alpha_of(image: np.ndarray, step: object) -> np.ndarray:
+    """The alpha (0-255) that a remove_background step leaves."""
+    return pixels(apply(Image.fromarray(image, "RGB"), step).image)[..., 3]
+
+
+@pytest.mark.parametrize("method", ["auto", "grabcut", "watershed"])
+def test_matting_follows_fur_that_a_hard_cut_loses(method: str) -> None:
+    image, truth = fur_scene(SIZE)
+    hard = edge_error(alpha_of(image, f"remove_background={method},0"), truth)
+    matted = edge_error(alpha_of(image, f"remove_background={method},matting"), truth)
+    assert hard > 0.18  # the strands are a real test: cut hard, they are lost
+    assert matted <= EDGE_TARGET
+
+
+def test_matting_follows_fur_on_a_lawn() -> None:
+    image, truth = fur_scene(SIZE, "lawn")
+    assert edge_error(alpha_of(image, "remove_background=auto,matting"), truth) <= EDGE_TARGET
+
+
+def test_large_pictures_are_matted_small_and_the_detail_comes_back_full_size() -> None:
+    image, truth = fur_scene((1600, 1200))  # four times MATTE_SIDE: strands finer than its pixels
+    assert edge_error(alpha_of(image, "remove_background=auto,matting"), truth) <= EDGE_TARGET
+
+
+def test_the_sidecar_says_matting_was_used() -> None:
+    image, _ = fur_scene(SIZE)
+    plan = Plan(name="fur", steps=parse_chain("remove_background=grabcut,matting+png").steps)
+    rendered = render(encoded(Image.fromarray(image), "PNG"), "fur.png", plan, LimitsConfig())
+    assert rendered.sidecar["remove_background"]["matting"] is True
+    plan = Plan(name="fur", steps=parse_chain("remove_background=grabcut+png").steps)
+    rendered = render(encoded(Image.fromarray(image), "PNG"), "fur.png", plan, LimitsConfig())
+    assert rendered.sidecar["remove_background"]["matting"] is False
+
+
+@pytest.mark.parametrize(("chain", "expected"), [
+    ("remove_background=grabcut,matting", {"method": "grabcut", "matting": True}),
+    ("remove_background=auto,,white,matting", {"method": "auto", "matting": True,
+                                               "background": (255, 255, 255, 255)}),
+    ("remove_background=watershed,,#000000,MATTING", {"method": "watershed", "matting": True,
+                                                     "background": (0, 0, 0, 255)}),
+    ("remove_background=auto,0,matting", {"method": "auto", "matting": True, "feather": 0}),
+    ("remove_background=auto,2", {"method": "auto", "matting": False, "feather": 2}),
+])
+def test_the_inline_form_takes_matting_among_its_arguments(chain: str,
+                                                           expected: dict[str, object]) -> None:
+    (step,) = parse_chain(chain).steps
+    assert {key: getattr(step.params, key) for key in expected} == expected
+
+
+def test_a_recipe_mapping_turns_matting_on() -> None:
+    image, truth = fur_scene(SIZE)
+    found = alpha_of(image, {"remove_background": {"method": "grabcut", "matting": True}})
+    assert edge_error(found, truth) <= EDGE_TARGET
+
+
+def test_feather_with_matting_is_refused_with_the_reason() -> None:
+    with pytest.raises(RecipeError, match="feather softens the hard cut only"):
+        parse_chain("remove_background=auto,3,matting")
+
+
+@pytest.mark.parametrize("method", ["auto", "grabcut", "watershed"])
+def test_matting_a_one_colour_picture_is_explained(method: str) -> None:
+    with pytest.raises(InputError, match="nothing to cut out: the picture is one colour"):
+        apply(Image.new("RGB", (60, 40), (120, 80, 40)), f"remove_background={method},matting")
+
+
+def test_matting_a_picture_without_a_subject_is_explained() -> None:
+    gradient = np.clip(backdrop("gradient", (80, 60)), 0, 255).astype(np.uint8)
+    with pytest.raises(InputError, match="no subject that stands out"):
+        apply(Image.fromarray(gradient), "remove_background=grabcut,matting")
+
+
+def test_matting_a_one_pixel_file_fails_it_with_the_reason(tmp_path: Path, cli: RunCli) -> None:
+    Image.new("RGB", (1, 1), "red").save(tmp_path / "dot.png")
+    code, out, err = cli(tmp_path, "process", "dot.png", "-s", "remove_background=auto,matting",
+                         "-o", "out")
+    assert code == 1
+    assert err.splitlines() == ["dot.png: remove_background found nothing to cut out: "
+                                "the picture is one colour"]
+    assert out == "" and list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("size", [(2, 2), (3, 3), (9, 9)])
+def test_matting_a_tiny_picture_cuts_out_its_dark_middle(tmp_path: Path, cli: RunCli,
+                                                         size: Size) -> None:
+    tiny = np.full((size[1], size[0], 3), 255, np.uint8)
+    tiny[size[1] // 2, size[0] // 2] = (40, 20, 10)
+    Image.fromarray(tiny).save(tmp_path / "tiny.png")
+    code, _, err = cli(tmp_path, "process", "tiny.png", "-s",
+                       "remove_background=grabcut,matting+png", "-o", "out")
+    assert (code, err) == (0, "")
+    with Image.open(tmp_path / "out" / "tiny.png") as out:
+        alpha = np.asarray(out.convert("RGBA"))[..., 3]
+    assert alpha.shape == (size[1], size[0])
+    assert alpha[size[1] // 2, size[0] // 2] == 255

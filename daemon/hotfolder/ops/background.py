@@ -238,10 +238,8 @@ def subject_alpha(rgb: Rgb, method: str, feather: float,
     if matting:
         return matted_alpha(rgb, mask)
     height, width = rgb.shape[:2]
-    alpha = cv2.threshold(scaled(mask, (width, height)), 0.5, 255, cv2.THRESH_BINARY)[1]
-    if feather > 0:
-        alpha = cv2.GaussianBlur(alpha, (0, 0), feather)
-    return np.asarray(alpha, np.uint8)
+    alpha = np.asarray(np.where(scaled(mask, (width, height)) >= 0.5, 255, 0), np.uint8)
+    return np.asarray(cv2.GaussianBlur(alpha, (0, 0), feather), np.uint8) if feather > 0 else alpha
 
 
 def scaled(mask: Mask, size: tuple[int, int]) -> Floats:
