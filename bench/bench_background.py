@@ -10,6 +10,11 @@ marking every score below its target with `*`. Then the time of the whole step f
 method on a 12-megapixel photo against the 3 s target; `--with` adds parameters to every
 timed step (e.g. an option another step parameter brings), so the loop needs no change.
 The scenes are the ones the tests use (tests/background_scenes.py), at a larger size.
+Last, soft edges: the mean alpha error in the edge band of a furry subject with a known
+alpha (tests/test_background.py), cut hard and matted (target 0.12), on every backdrop,
+and the time of the step with matting on a 12-megapixel photo: its first call in the
+process (pymatting imported, its numba kernels loaded from the cache; set NUMBA_CACHE_DIR
+to an empty folder to include compiling them) and warm.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from background_scenes import BACKDROPS, SUBJECTS, iou, scene, target
 from hotfolder.canvas import Canvas
 from hotfolder.ops import background
 from hotfolder.ops.registry import lookup
+from test_background import EDGE_TARGET, edge_error, fur_scene
 
 SECONDS = 3.0
 
@@ -94,6 +100,42 @@ def speed(megapixels: float, extra: dict[str, object]) -> None:
         print(f"  {method:10}: {best:6.2f} s, ratio {best / SECONDS:4.2f}, IoU {score:.3f}")
 
 
+def soft_edges(size: tuple[int, int], megapixels: float) -> None:
+    """Edge-band alpha error of a furry subject, hard and matted; the time of matting."""
+    print(f"\nmean alpha error in the edge band, {size[0]}x{size[1]} furry subject: hard cut / "
+          f"matted (* = matted above {EDGE_TARGET})\n")
+    print(f"{'method':10} " + " ".join(f"{b:>12}" for b in BACKDROPS))
+    scenes = {kind: fur_scene(size, kind) for kind in BACKDROPS}
+    for method in background.METHODS:
+        cells = []
+        for kind in BACKDROPS:
+            image, truth = scenes[kind]
+            hard = edge_error(background.subject_alpha(image, method, feather=0), truth)
+            matted = edge_error(background.subject_alpha(image, method, 0, matting=True), truth)
+            cells.append(f"{hard:5.3f}/{matted:5.3f}{'*' if matted > EDGE_TARGET else ' '}")
+        print(f"{method:10} " + " ".join(cells))
+
+    width = round((megapixels * 1e6 * 4 / 3) ** 0.5)
+    height = round(width * 3 / 4)
+    image, truth = fur_scene((width, height))
+    canvas = Canvas(Image.fromarray(image, "RGB"))
+    step = lookup("remove_background")
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"\nwith matting, whole step on a {width}x{height} furry subject "
+          f"({width * height / 1e6:.1f} MP), target {SECONDS:g} s, load average {load}: "
+          "first call in the process, then best of 3")
+    for method in background.METHODS:
+        params = step.parse({"method": method, "matting": True})
+        times = []
+        for _ in range(4):
+            start = time.perf_counter()
+            result = step.func(canvas, params)
+            times.append(time.perf_counter() - start)
+        error = edge_error(np.asarray(result.image)[..., 3], truth)
+        print(f"  {method:10} first {times[0]:5.2f} s, warm {min(times[1:]):5.2f} s, ratio "
+              f"{min(times[1:]) / SECONDS:4.2f}, edge error {error:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=size_arg, default=(1000, 800))
@@ -103,6 +145,7 @@ def main() -> None:
     args = parser.parse_args()
     quality(args.size)
     speed(args.megapixels, dict(args.extra))
+    soft_edges(args.size, args.megapixels)
 
 
 if __name__ == "__main__":
