@@ -12,13 +12,14 @@ scanning on and one worker per core, and prints what it measured in this one run
    then times, in alternating order: `hotfolder process` from the command's start to its
    exit, and the service from the drop of the files (renamed into the inbox at once) to
    the end of the last job (its output delivered, its original archived) as the journal
-   recorded it. The ratio is that
-   of the medians; the load average beside it says how busy the machine was. The
-   process's start-up (the median time of `hotfolder process` on one tiny JPEG) is printed
-   too, with the ratio it would give without it. It runs with clamd's
+   recorded it. The ratio is that of the medians, printed with each side's range and the
+   load average (the machine may be shared). The process's start-up (the median time of
+   `hotfolder process` on one tiny JPEG) is printed too, with the ratio it would give
+   without it, and so are clamd's CPU time per photo and the mean time per photo of each
+   stage in the service's workers (its stage_seconds histogram). It runs with clamd's
    `ScanImageFuzzyHash no`, then with Debian's default (yes: clamd decodes each image to
-   hash it), and prints clamd's CPU time per photo with each, whose difference is what
-   the image hashing costs (`--fuzzy-hash no|yes|both`);
+   hash it), and prints what the image hashing costs per photo, in clamd's CPU and in the
+   service's time (`--fuzzy-hash no|yes|both`);
 2. drop-to-output latency of a 1-MP JPEG: once after a minute idle, then 19 times after
    5 s idle (idle workers have backed off fully by then) (targets: median < 300 ms,
    worst < 1 s);
@@ -52,6 +53,8 @@ from pathlib import Path
 
 import yaml
 from PIL import Image
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from bench_process import RECIPE, make_inputs, photo
 from hotfolder.scanner import ClamdScanner
@@ -211,20 +214,41 @@ def marked(source: Path, target: Path, mark: str) -> None:
     target.write_bytes(data[:2] + segment + data[2:])
 
 
+STAGES = ("scan", "decode", "process", "encode", "deliver")
+
+
+def stage_totals(root: Path) -> dict[str, tuple[float, float]]:
+    """(seconds, times) of each stage so far, from the service's stage_seconds histogram."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(root / "state" / "metrics"))
+    totals = {}
+    for stage in STAGES:
+        labels = {"stage": stage}
+        totals[stage] = (registry.get_sample_value("hotfolder_stage_seconds_sum", labels) or 0.0,
+                         registry.get_sample_value("hotfolder_stage_seconds_count", labels) or 0.0)
+    return totals
+
+
 @dataclass
 class Throughput:
-    """Medians over the rounds of one clamd setting."""
+    """Seconds measured in each round with one clamd setting."""
 
-    process: float
-    service: float
-    startup: float
-    clamd_per_photo: float
-    load: tuple[float, float]
+    process: list[float]
+    service: list[float]
+    startup: list[float]
+    clamd: list[float]  # clamd's CPU seconds per photo during each service round
+    load: tuple[float, float]  # the load average before and after the rounds
+    stages: dict[str, float]  # mean seconds per photo of each stage, over the service rounds
 
     @property
     def ratio(self) -> float:
-        """Speed of the service as a share of the speed of `hotfolder process`."""
-        return self.process / self.service
+        """Speed of the service as a share of the speed of `hotfolder process` (medians)."""
+        return statistics.median(self.process) / statistics.median(self.service)
+
+
+def spread(values: list[float]) -> str:
+    """The median and the range of a few timings."""
+    return f"{statistics.median(values):.2f} s ({min(values):.2f}-{max(values):.2f})"
 
 
 def run_process(files: list[Path], recipe: Path, out: Path, workers: int) -> float:
@@ -271,7 +295,7 @@ def throughput(root: Path, inputs: list[Path], workers: int, rounds: int) -> Thr
     work.mkdir()
     Image.new("RGB", (64, 48), (90, 120, 150)).save(tiny)
     process_times, service_times, startups, clamd_times = [], [], [], []
-    load_before = os.getloadavg()[0]
+    load_before, stages_before = os.getloadavg()[0], stage_totals(root)
     for n in range(rounds):
         batch = work / f"round{n}"
         batch.mkdir()
@@ -287,23 +311,35 @@ def throughput(root: Path, inputs: list[Path], workers: int, rounds: int) -> Thr
                 clamd_times.append(cpu / len(files))
         startups.append(run_process([tiny], recipe, work / "tiny", 1))
     shutil.rmtree(work)
-    return Throughput(statistics.median(process_times), statistics.median(service_times),
-                      statistics.median(startups), statistics.median(clamd_times),
-                      (load_before, os.getloadavg()[0]))
+    stages = {stage: (seconds - stages_before[stage][0]) / max(times - stages_before[stage][1], 1)
+              for stage, (seconds, times) in stage_totals(root).items()}
+    return Throughput(process_times, service_times, startups, clamd_times,
+                      (load_before, os.getloadavg()[0]), stages)
 
 
-def report_throughput(measured: Throughput, count: int, workers: int, rounds: int,
-                      fuzzy_hash: bool) -> None:
-    without = (measured.process - measured.startup) / measured.service
+def report_throughput(measured: Throughput, count: int, workers: int, fuzzy_hash: bool) -> None:
+    startup = statistics.median(measured.startup)
+    without = (statistics.median(measured.process) - startup) / statistics.median(measured.service)
     print(f"throughput, {count} 12-MP JPEGs, {workers} workers, clamd ScanImageFuzzyHash"
-          f" {'yes' if fuzzy_hash else 'no'}, medians of {rounds} alternating rounds, load"
+          f" {'yes' if fuzzy_hash else 'no'}, {len(measured.process)} alternating rounds, load"
           f" average {measured.load[0]:.1f} -> {measured.load[1]:.1f}:")
-    print(f"  hotfolder process {measured.process:.2f} s (its start-up {measured.startup:.2f} s"
-          f" included), service {measured.service:.2f} s from the drop;"
-          f" service/process = {measured.ratio:.0%}"
-          + (f" (target >= {TARGET_THROUGHPUT:.0%})" if not fuzzy_hash else "")
-          + f"; without process's start-up {without:.0%}")
-    print(f"  clamd CPU per photo {measured.clamd_per_photo * 1000:.0f} ms")
+    print(f"  hotfolder process {spread(measured.process)} (its start-up, {startup:.2f} s,"
+          f" included), service {spread(measured.service)} from the drop")
+    print(f"  service/process = {measured.ratio:.0%} (medians"
+          + (f", target >= {TARGET_THROUGHPUT:.0%})" if not fuzzy_hash else ")")
+          + f"; without process's start-up {without:.0%}; clamd's CPU"
+          f" {statistics.median(measured.clamd) * 1000:.0f} ms per photo")
+    print("  per photo in a worker (means): " + ", ".join(
+        f"{stage} {seconds * 1000:.0f} ms" for stage, seconds in measured.stages.items()))
+
+
+def report_fuzzy_hash(without: Throughput, default: Throughput, count: int) -> None:
+    """What clamd's image fuzzy hash (Debian's default) costs, from both settings' rounds."""
+    cpu = statistics.median(default.clamd) - statistics.median(without.clamd)
+    wall = (statistics.median(default.service) - statistics.median(without.service)) / count
+    print(f"clamd's image fuzzy hash costs {cpu * 1000:.0f} ms of CPU per 12-MP JPEG, and the"
+          f" service {wall * 1000:.0f} ms more per photo on these cores"
+          " (ScanImageFuzzyHash no in clamd.conf turns it off)")
 
 
 def latency(root: Path, first_idle: float, idle: float, count: int) -> list[float]:
@@ -401,20 +437,18 @@ def main() -> int:
             if "throughput" in args.only:
                 inputs = make_inputs(base / "inputs", args.count)
                 settings = {"no": [False], "yes": [True], "both": [False, True]}[args.fuzzy_hash]
-                per_photo = {}
+                measured = {}
                 for fuzzy_hash in settings:
                     if fuzzy_hash:  # clamd started with it off
                         set_fuzzy_hash(root, address, on=True)
                     service.start()
-                    measured = throughput(root, inputs, workers, args.rounds)
+                    measured[fuzzy_hash] = throughput(root, inputs, workers, args.rounds)
                     service.stop()
-                    report_throughput(measured, args.count, workers, args.rounds, fuzzy_hash)
-                    per_photo[fuzzy_hash] = measured.clamd_per_photo
-                    if not fuzzy_hash:
-                        met.append(measured.ratio >= TARGET_THROUGHPUT)
-                if len(per_photo) == 2:
-                    print(f"clamd's image fuzzy hash costs {per_photo[True] - per_photo[False]:.2f}"
-                          " s of CPU per 12-MP JPEG (ScanImageFuzzyHash no turns it off)")
+                    report_throughput(measured[fuzzy_hash], args.count, workers, fuzzy_hash)
+                if False in measured:
+                    met.append(measured[False].ratio >= TARGET_THROUGHPUT)
+                if len(measured) == 2:
+                    report_fuzzy_hash(measured[False], measured[True], args.count)
                 if settings[-1] and args.only != {"throughput"}:
                     set_fuzzy_hash(root, address, on=False)
             if "latency" in args.only:
