@@ -171,6 +171,7 @@ def test_polling_mode_takes_files_once_they_settle(
         drop(root, f"grayscale+png/p{n}.jpg", image_bytes("JPEG", seed=n))
     wait_until(lambda: len(files_under(root / "archive")) == 3, 30, "three files via polling")
     assert len(files_under(root / "outbox")) == 3
+    assert (daemon.metric("hotfolder_watcher_poll_seconds") or 0) > 0  # a pass took this long
     assert daemon.stop() == 0
 
 

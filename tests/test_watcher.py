@@ -427,6 +427,19 @@ def test_a_poll_of_an_idle_tree_stats_no_file_and_lists_only_what_changed(
     assert calls.names[-1] == "engrave-wood/customer-0/order-5/late.jpg"
 
 
+def test_folders_unchanged_for_long_are_listed_once(watch, inbox, monkeypatch):
+    monkeypatch.setattr(watcher_module, "poll_interval", lambda settle: 0.1)
+    orders = make_orders(inbox, customers=10, orders=10)
+    hour_ago = time.time() - 3600
+    folders = [inbox, *(path for path in inbox.rglob("*") if path.is_dir())]
+    for folder in folders:
+        os.utime(folder, (hour_ago, hour_ago))
+    w, calls = watch(mode="polling", settle_seconds=0.1, rescan_seconds=3600)
+    assert calls.wait(len(orders), POLL_DEADLINE)
+    polls(w, 2)
+    assert w.poll_stats is not None and w.poll_stats.listings == len(folders)
+
+
 def test_a_polled_file_that_leaves_and_comes_back_is_offered_again(
         watch, inbox, tmp_path, monkeypatch):
     monkeypatch.setattr(watcher_module, "poll_interval", lambda settle: 0.1)

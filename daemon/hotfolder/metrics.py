@@ -14,11 +14,12 @@ Jobs run in worker processes, so the metrics are split by what they describe:
   switch is for the whole process and the processes it starts (prometheus_client
   keeps one value class per process): a process uses one such folder, for good.
 - The present state (`queue_depth`, `jobs_in_progress`, `waiting_jobs`,
-  `scanner_up`, `watcher_last_scan_timestamp_seconds`, `watcher_unwatched_folders`)
-  is computed at scrape time in the serving process by the callback given to
+  `scanner_up`, `watcher_last_scan_timestamp_seconds`, `watcher_unwatched_folders`,
+  `watcher_poll_seconds`) is computed at scrape time in the serving process by the callback given to
   `Metrics.follow`, from the queue, the journal and the watcher. A gauge kept by a worker would stay
   wrong after that worker is killed mid-job; a callback cannot. `scanner_up` is left out
-  while scanning is switched off, so that no scanner reads as a scanner down.
+  while scanning is switched off, so that no scanner reads as a scanner down, and
+  `watcher_poll_seconds` while the inbox is not polled.
 - `resident_memory_bytes` sums the resident memory of the serving process and every
   process below it (the workers), read from /proc at scrape time.
 """
@@ -75,6 +76,7 @@ class State:
     scanner_up: bool | None = False  # None: scanning is switched off
     watcher_last_scan: float = 0.0
     watcher_unwatched_folders: int = 0
+    watcher_poll_seconds: float | None = None  # None: the inbox is not polled
 
 
 def _parents() -> dict[int, int]:
@@ -161,6 +163,11 @@ class _StateCollector(Collector):
                                 "Inbox folders inotify does not watch (its watches ran out):"
                                 " their files are found by the rescan only",
                                 value=state.watcher_unwatched_folders)
+        if state.watcher_poll_seconds is not None:
+            yield GaugeMetricFamily(PREFIX + "watcher_poll_seconds",
+                                    "How long the watcher's last complete poll of the inbox took:"
+                                    " how late a new file may be seen, before it settles",
+                                    value=state.watcher_poll_seconds)
 
 
 class SettledFiles(MultiProcessCollector):

@@ -123,11 +123,13 @@ class Service:
     def state(self) -> State:
         """The gauges' values now (read at each scrape)."""
         counts, watcher = self.journal.counts(), self.watcher
+        polled = watcher.poll_stats if watcher else None
         return State(queue_depth=counts.get("queued", 0), jobs_in_progress=counts.get("running", 0),
                      waiting_jobs=self.journal.waiting_counts(),
                      scanner_up=None if self.scanner.scanner is None else self.scanner.up,
                      watcher_last_scan=watcher.last_scan if watcher else 0.0,
-                     watcher_unwatched_folders=watcher.coverage.unwatched if watcher else 0)
+                     watcher_unwatched_folders=watcher.coverage.unwatched if watcher else 0,
+                     watcher_poll_seconds=polled.seconds if polled else None)
 
     def ready(self) -> bool:
         """Watching, workers alive, and the scanner and a Redis queue answering when

@@ -102,6 +102,9 @@ JOIN_SECONDS = 10.0
 POLL_CPU_SHARE = 0.02  # of one core, the most a poll of the tree may use: a big tree polls slower
 POLL_PACE_FOLDERS = 50  # a poll checks its pace (and may pause) after this many folders
 POLL_SLOW_FACTOR = 1.5  # a poll this many intervals long is said in the log
+# A folder whose modification time is older than this when it is listed cannot gain an entry
+# under that same time (even with coarse times, or a server's clock somewhat behind ours).
+POLL_TRUST_SECONDS = 60.0
 INOTIFY_LIMITS = frozenset({errno.ENOSPC, errno.EMFILE})  # out of inotify watches or instances
 
 
@@ -495,7 +498,7 @@ class _Folder:
     """What the last listing of a folder saw."""
 
     stamp: tuple[int, int]  # (inode, mtime_ns) of the folder when it was listed
-    confirmed: bool  # listed again under the same stamp: no entry can hide behind it
+    confirmed: bool  # no entry can hide behind the stamp: listed again, or the time was old
     files: dict[str, Signature]  # by name
     folders: list[str]  # paths of the sub-folders
 
@@ -517,11 +520,12 @@ class TreePoller:
     Each pass looks at every folder (one lstat): a folder's modification time changes when an
     entry is added, removed or renamed in it (not in its sub-folders, so every folder is
     looked at), and only a folder whose time changed is listed and its files stat'ed. A folder
-    is listed once more under the same time before it is trusted, for file systems whose
-    times are coarse. A pass is spread over the interval and uses at most POLL_CPU_SHARE of a
-    core: a bigger tree takes a longer pass, said once in the log. A file changed in place, in
-    a folder that did not change, is found by the watcher's full rescan. Links are never
-    followed into folders. The first pass, in start(), reports nothing: it learns the tree.
+    changed within POLL_TRUST_SECONDS is listed once more under the same time before it is
+    trusted, for file systems whose times are coarse. A pass is spread over the interval and
+    uses at most POLL_CPU_SHARE of a core: a bigger tree takes a longer pass, said once in the
+    log. A file changed in place, in a folder that did not change, is found by the watcher's
+    full rescan. Links are never followed into folders. The first pass, in start(), reports
+    nothing: it learns the tree.
     """
 
     def __init__(
@@ -639,6 +643,7 @@ class TreePoller:
         self.stats.listings += 1
         known = before.files if before is not None else {}
         again = before is not None and before.stamp == stamp  # only new entries can differ
+        trusted = again or stamp[1] < time.time_ns() - POLL_TRUST_SECONDS * 1e9
         files: dict[str, Signature] = {}
         folders: list[str] = []
         try:
@@ -669,7 +674,7 @@ class TreePoller:
         if before is not None:
             for gone in set(before.folders) - set(folders):
                 self._drop(gone)
-        folder = _Folder(stamp, again, files, folders)
+        folder = _Folder(stamp, trusted, files, folders)
         self._tree[path] = folder
         return folder
 
