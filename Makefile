@@ -2,7 +2,7 @@
 #   make demo   installs what is needed and runs the service on a demo root in ./demo
 #   make test   installs what is needed and runs the checks and the tests
 PYTHON ?= python3
-APT_PACKAGES = clamav-daemon clamav imagemagick redis-server potrace libmagic1 inotify-tools systemd chromium prometheus gimp-data
+APT_PACKAGES = clamav-daemon clamav imagemagick redis-server potrace libmagic1 inotify-tools systemd chromium prometheus gimp-data openssh-server sshfs
 BENCH_APT_PACKAGES = libvips-tools parallel
 DEMO_ROOT ?= demo
 

@@ -46,6 +46,7 @@ from hotfolder.watcher import (
     route,
     watched_inodes,
 )
+from sshfs_share import share, share_problem
 
 DEADLINE = 5.0
 POLL_DEADLINE = 30.0
@@ -468,6 +469,27 @@ def test_polling_follows_no_link_into_a_folder(watch, inbox, tmp_path, monkeypat
     assert calls.wait(3, POLL_DEADLINE)
     polls(w, 3)
     assert sorted(calls.names) == ["A/away", "A/loop", "A/marker.jpg"]  # links offered as files
+
+
+@pytest.mark.skipif(share_problem() is not None, reason=str(share_problem()))
+def test_a_new_file_deep_in_a_network_share_is_taken(tmp_path):
+    with share(tmp_path) as (server, mount):
+        orders = make_orders(server / "inbox", customers=10, orders=10)  # another client's files
+        inbox = mount / "inbox"
+        calls = Calls(inbox)
+        w = Watcher(inbox, WatchConfig(mode="auto", settle_seconds=0.1, rescan_seconds=3600),
+                    calls)
+        assert w.polling  # inotify sees nothing of what other clients write
+        w.start()
+        try:
+            assert calls.wait(len(orders), POLL_DEADLINE)
+            polls(w, 1)
+            write(server / "inbox" / "engrave-wood" / "customer-7" / "order-3" / "dog.jpg",
+                  b"x" * 3000)
+            assert calls.wait(len(orders) + 1, POLL_DEADLINE)
+            assert calls.seen[-1] == ("engrave-wood/customer-7/order-3/dog.jpg", 3000)
+        finally:
+            w.stop()
 
 
 # -- decisions, without files ---------------------------------------------------------------
