@@ -1,17 +1,23 @@
 """`remove_background`: cut the subject out, onto transparency or a chosen colour.
 
 Three methods, all working on a copy of at most `WORK_SIDE` pixels on its long
-side (a 12-megapixel photo takes well under a second); the mask is then scaled
-back up smoothly, feathered if asked, and applied to the full-size image:
-- auto: Canny edges split the picture into regions, and each region is subject or
-  background by how far its colour is from the background, modelled as a smooth
-  surface fitted robustly to a frame along the border (so gradients work as well
-  as plain backdrops, and the hole of an O is background). Regions touching the
-  border must differ twice as much to count as subject (shoulders cut off by the
-  bottom edge do);
-- grabcut: OpenCV's GrabCut, started from the same background model (the frame is
-  background where it matches it); best on textured backgrounds;
-- watershed: the regions of auto, grown back to the strongest edges by OpenCV's
+side; the mask is then scaled back up smoothly, feathered if asked, and applied
+to the full-size image. All three start from the same model of the background:
+- the background is what the frame along the border looks like: k-means clusters
+  of each pixel's colour (CIELAB) and of the mean colour and spread of its
+  neighbourhood (wide on a textured frame such as grass, gravel, brick or fabric,
+  a pixel on a plain or gradient one). A pixel's score is its distance to the
+  nearest cluster in units of that cluster's spread; a cluster seen on only one
+  side of the frame is a subject cut by that edge (shoulders), not background.
+  Pixels scoring well above the background, opened to remove thin background
+  lines (mortar, grass blades) and specks, are the rough subject;
+- auto: near the rough subject's edge each pixel goes to the nearer of two colour
+  models (clusters of the background's colours and of the subject's), which puts
+  the edge back on the subject and keeps the holes of a wheel as background;
+- grabcut: OpenCV's GrabCut from auto's result (inside is subject, outside is
+  background, a band either side of the edge is left to GrabCut's colour models
+  and smoothness); the most exact edges;
+- watershed: auto's result grown back to the strongest edges by OpenCV's
   watershed from markers well inside the subject and the background.
 
 `matting: true` (inline `remove_background=METHOD,matting`) gives soft edges to hair
@@ -26,7 +32,7 @@ feather; the sidecar notes say whether the alpha was matted.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import cv2
 import numpy as np
@@ -45,11 +51,17 @@ Mask = npt.NDArray[np.bool_]
 
 WORK_SIDE = 800  # pixels on the long side of the working copy
 GRABCUT_SIDE = 400  # GrabCut is slower: it works smaller still
-GRABCUT_ROUNDS = 4
+GRABCUT_ROUNDS = 3
 FRAME = 0.03  # share of each side treated as the frame around the subject
-CANNY = (20, 50)
+NEIGHBOURHOOD = 1 / 80  # radius of the neighbourhood that texture is measured over, of the side
+BACKGROUND_CLUSTERS = 8  # clusters of the frame's features
+SIDE_SHARE = 0.03  # share of a side's frame a cluster must cover to be seen there
+SMOOTH = 1.0  # median lightness spread on the frame under which a backdrop is smooth
+SPREAD_FLOOR = 4.0  # smallest spread of a cluster (CIELAB units), for plain backgrounds
+UNLIKE = 2.0  # background score above which a pixel is clearly subject
+COLOUR_CLUSTERS = 10  # clusters of each colour model near the edge
+SAME_COLOUR = 3.0  # CIELAB distance under which a colour is the background's
 MIN_OBJECT = 0.001  # regions smaller than this share of the picture are dropped
-BACKGROUND_DISTANCE = 18.0  # colour distance (0-441) under which a region is background
 FLAT = 2.0  # standard deviation under which a picture is one colour
 MATTE_SIDE = 400  # pixels on the long side of the copy that matting solves on
 MATTE_BAND = 0.04  # unknown band either side of the edge, as a share of the long side
@@ -100,89 +112,140 @@ def working_copy(rgb: Rgb, side: int) -> Rgb:
     return np.asarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), np.uint8)
 
 
-def frame_mask(shape: tuple[int, ...], share: float = FRAME) -> Mask:
-    """True on a frame `share` of the size wide along the four borders."""
-    height, width = shape[:2]
-    band = max(1, round(share * min(height, width)))
-    frame = np.zeros((height, width), bool)
-    frame[:band], frame[-band:], frame[:, :band], frame[:, -band:] = True, True, True, True
-    return frame
-
-
 Floats = npt.NDArray[np.float32]
 Matte = npt.NDArray[np.floating[Any]]  # alpha, 0-1
+Sampled = TypeVar("Sampled", bound=npt.NDArray[Any])
 
 
-def _surface_terms(y: Floats, x: Floats) -> list[Floats]:
-    """The terms of a quadratic surface in x and y (fractions of the picture's size)."""
-    return [np.ones_like(x), x, y, x * x, x * y, y * y]
+def lab_colours(rgb: Rgb, blur: float) -> Floats:
+    """The picture in CIELAB (L 0-100), smoothed by a Gaussian of `blur` pixels."""
+    lab = cv2.cvtColor(rgb.astype(np.float32) / 255, cv2.COLOR_RGB2Lab)
+    return np.asarray(cv2.GaussianBlur(lab, (0, 0), blur), np.float32)
 
 
-def background_model(rgb: Rgb, where: Mask) -> Floats:
-    """The background colour at every pixel: a quadratic surface fitted to the pixels `where`.
+def neighbourhood(rgb: Rgb) -> float:
+    """The radius texture is measured over: wide on a textured frame, a pixel on a smooth one
+    (plain or gradient), where a wide one would only blur the subject's edge."""
+    side = max(rgb.shape[:2])
+    lightness = lab_colours(rgb, 0.1)[..., 0]
+    radius = max(2.0, side / 160)
+    mean = cv2.GaussianBlur(lightness, (0, 0), radius)
+    spread = np.sqrt(np.maximum(cv2.GaussianBlur(lightness * lightness, (0, 0), radius)
+                                - mean * mean, 0))
+    band = max(1, round(FRAME * min(rgb.shape[:2])))
+    frame = np.concatenate([spread[:band].ravel(), spread[-band:].ravel(),
+                            spread[:, :band].ravel(), spread[:, -band:].ravel()])
+    smooth = float(np.median(frame)) < SMOOTH
+    return float(max(0.7, side / 400) if smooth else max(2.0, side * NEIGHBOURHOOD))
 
-    The fit is repeated on the pixels close to it, so a subject that reaches the
-    border (shoulders at the bottom of a portrait) does not pull it off.
+
+def texture_features(rgb: Rgb, radius: float) -> Floats:
+    """Per pixel: its colour (CIELAB, lightly smoothed), and the mean colour and spread of
+    its neighbourhood, which tell a textured background (grass, gravel, fabric) from a
+    subject."""
+    lab = lab_colours(rgb, 0.1)
+    fine = cv2.GaussianBlur(lab, (0, 0), max(0.7, max(rgb.shape[:2]) / 400))
+    mean = cv2.GaussianBlur(lab, (0, 0), radius)
+    variance = cv2.GaussianBlur(lab * lab, (0, 0), radius) - mean * mean
+    features: Floats = np.concatenate([fine, mean, 2 * np.sqrt(np.maximum(variance, 0))],
+                                      axis=2)
+    return features
+
+
+def clusters(samples: Floats, count: int) -> tuple[npt.NDArray[np.int32], Floats]:
+    """k-means of the samples (seeded, so a picture always gives the same answer)."""
+    samples = np.ascontiguousarray(samples, np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
+    cv2.setRNGSeed(1)
+    _, labels, centres = cv2.kmeans(samples, min(count, len(samples)),
+                                    np.zeros((len(samples), 1), np.int32), criteria, 1,
+                                    cv2.KMEANS_PP_CENTERS)
+    return np.asarray(labels, np.int32).ravel(), np.asarray(centres, np.float32)
+
+
+def nearest(points: Floats, centres: Floats, radii: Floats | None = None) -> Floats:
+    """Each point's distance to the nearest centre (in units of that centre's radius)."""
+    best = np.full(len(points), np.inf, np.float32)
+    for k, centre in enumerate(centres):
+        gap = np.sqrt(((points - centre) ** 2).sum(axis=1))
+        np.minimum(best, gap if radii is None else gap / radii[k], out=best)
+    return best
+
+
+def sample(values: Sampled, limit: int) -> Sampled:
+    """At most about `limit` of the values, evenly spaced."""
+    return cast("Sampled", values[:: max(1, len(values) // limit)])
+
+
+def background_score(rgb: Rgb, radius: float) -> Floats:
+    """How unlike the background each pixel is: its distance to the nearest cluster of the
+    frame's features, in units of that cluster's spread (about 1 on the background).
+
+    A cluster found on only one side of the frame is a subject cut by that edge (shoulders
+    at the bottom of a portrait), not background, and is left out.
     """
-    height, width = rgb.shape[:2]
-    ys, xs = np.nonzero(where)
-    step = max(1, len(ys) // 20000)  # a sample is plenty for six coefficients
-    ys, xs = ys[::step], xs[::step]
-    design = np.stack(_surface_terms(ys.astype(np.float32) / height,
-                                     xs.astype(np.float32) / width), axis=1)
-    colours = rgb[ys, xs].astype(np.float32)
-    # Start from the half nearest the median colour, then refit on the pixels near the fit.
-    off = np.sqrt(((colours - np.median(colours, axis=0)) ** 2).sum(axis=1))
-    inliers = off <= np.median(off)
-    for _ in range(4):
-        coeffs, *_ = np.linalg.lstsq(design[inliers], colours[inliers], rcond=None)
-        off = np.sqrt(((design @ coeffs - colours) ** 2).sum(axis=1))
-        inliers = off <= max(BACKGROUND_DISTANCE, 3 * float(np.median(off[inliers])))
-    gy, gx = np.mgrid[0:height, 0:width].astype(np.float32)
-    grid = np.stack(_surface_terms(gy / height, gx / width), axis=-1)
-    surface: Floats = (grid @ coeffs.astype(np.float32)).astype(np.float32)
-    return surface
+    features = texture_features(rgb, radius)
+    height, width, depth = features.shape
+    band = max(1, round(FRAME * min(height, width)))
+    sides = np.full((height, width), -1, np.int8)
+    sides[:, :band], sides[:, -band:], sides[:band], sides[-band:] = 0, 1, 2, 3
+    on_frame = sides >= 0
+    points, side_of = sample(features[on_frame], 8000), sample(sides[on_frame], 8000)
+    labels, centres = clusters(points, BACKGROUND_CLUSTERS)
+    kept, radii = [], []
+    for k in range(len(centres)):
+        member = labels == k
+        seen_on = sum(bool(np.mean(member[side_of == side]) >= SIDE_SHARE) for side in range(4))
+        if seen_on >= 2:
+            kept.append(k)
+            gaps = np.sqrt(((points[member] - centres[k]) ** 2).sum(axis=1))
+            radii.append(max(SPREAD_FLOOR, float(np.percentile(gaps, 90))))
+    score = nearest(features.reshape(-1, depth), centres[kept], np.array(radii, np.float32))
+    return score.reshape(height, width)
 
 
-def distance(rgb: Rgb, model: Floats) -> Floats:
-    """Euclidean colour distance of each pixel from the background model."""
-    squares: Floats = ((rgb.astype(np.float32) - model) ** 2).sum(axis=2)
-    return np.sqrt(squares)
+def disc(radius: int) -> npt.NDArray[np.uint8]:
+    """A round structuring element of the given radius."""
+    return np.asarray(cv2.getStructuringElement(cv2.MORPH_ELLIPSE,
+                                                (2 * radius + 1, 2 * radius + 1)), np.uint8)
 
 
-def edge_regions(rgb: Rgb) -> tuple[Mask, npt.NDArray[np.int32], int]:
-    """Canny edges (slightly thickened) and the labelled regions between them."""
-    grey = cv2.cvtColor(cv2.GaussianBlur(rgb, (5, 5), 0), cv2.COLOR_RGB2GRAY)
-    edges = cv2.Canny(grey, *CANNY) > 0
-    colour_edges = np.zeros_like(edges)
-    for channel in cv2.split(cv2.GaussianBlur(rgb, (5, 5), 0)):
-        colour_edges |= cv2.Canny(channel, *CANNY) > 0
-    edges = cv2.dilate((edges | colour_edges).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    count, labels = cv2.connectedComponents((~edges).astype(np.uint8), connectivity=4)
-    return edges, np.asarray(labels, np.int32), count
+def rough_subject(rgb: Rgb, radius: float) -> Mask:
+    """The pixels clearly unlike the background, without thin background lines (mortar,
+    grass blades) and specks; its edge lies up to three neighbourhood radii too far out."""
+    side = max(rgb.shape[:2])
+    score = cv2.GaussianBlur(background_score(rgb, radius), (0, 0), max(1.0, side / 400))
+    opened = cv2.morphologyEx((score > UNLIKE).astype(np.uint8), cv2.MORPH_OPEN,
+                              disc(max(1, round(side / 200))))
+    return keep_large(opened > 0)
 
 
 def auto_mask(rgb: Rgb) -> Mask:
-    """The subject found by edges and contours, with background-coloured holes left out."""
-    edges, labels, count = edge_regions(rgb)
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    far = distance(rgb, background_model(rgb, frame_mask(rgb.shape)))
-    # Mean distance from the background for every region between edges.
-    sums = np.bincount(labels.ravel(), weights=far.ravel(), minlength=count)
-    sizes = np.bincount(labels.ravel(), minlength=count)
-    region_far = sums / np.maximum(sizes, 1)
-    subject_region = region_far > BACKGROUND_DISTANCE
-    # Regions at the border are background unless clearly unlike it (a subject cut off there).
-    subject_region[border] &= region_far[border] > 2 * BACKGROUND_DISTANCE
-    subject_region[0] = False  # label 0: the edges themselves, decided below
-    subject = subject_region[labels]
-    # An edge pixel is subject when it is far from the background colour and, next to the
-    # background, at least half as far as its neighbours: anti-aliased borders split at 50%.
-    window = np.ones((5, 5), np.uint8)
-    near_background = cv2.dilate((~subject & ~edges).astype(np.uint8), window) > 0
-    half_way = far >= 0.5 * cv2.dilate(far, window)
-    subject |= edges & (far > BACKGROUND_DISTANCE) & (half_way | ~near_background)
-    return keep_large(subject)
+    """The rough subject with its edge placed by colour: near the edge, each pixel goes to
+    the nearer of two colour models, the background's and the subject's."""
+    radius = neighbourhood(rgb)
+    rough = rough_subject(rgb, radius)
+    side = max(rgb.shape[:2])
+    reach = max(2, round(side / 40))
+    inward = reach + round(3 * radius)  # past the rough edge's overshoot
+    kept = rough.astype(np.uint8)
+    inside = cv2.erode(kept, disc(inward)) > 0
+    subject_sample = cv2.erode(kept, disc(reach)) > 0
+    outside = cv2.dilate(kept, disc(reach)) == 0
+    if not subject_sample.any() or not outside.any():
+        return rough
+    lab = lab_colours(rgb, max(0.5, side / 800))
+    _, background = clusters(sample(lab[outside], 6000), COLOUR_CLUSTERS)
+    subject_colours = sample(lab[subject_sample], 6000)
+    subject_colours = subject_colours[nearest(subject_colours, background) > SAME_COLOUR]
+    if len(subject_colours) < COLOUR_CLUSTERS:
+        return rough
+    _, subject = clusters(subject_colours, COLOUR_CLUSTERS)
+    edge = ~inside & ~outside
+    found = inside.copy()
+    near = lab[edge]
+    found[edge] = nearest(near, subject) < nearest(near, background)
+    return keep_large(cv2.medianBlur(found.astype(np.uint8) * 255, 5) > 0)
 
 
 def keep_large(mask: Mask) -> Mask:
@@ -194,13 +257,17 @@ def keep_large(mask: Mask) -> Mask:
 
 
 def grabcut_mask(rgb: Rgb) -> Mask:
-    """The subject found by GrabCut; the frame is background, colours unlike it probably not."""
-    frame = frame_mask(rgb.shape)
-    far = distance(rgb, background_model(rgb, frame)) > BACKGROUND_DISTANCE
-    mask = np.where(far, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
-    mask[frame & ~far] = cv2.GC_BGD
-    if not (mask == cv2.GC_PR_FGD).any():
-        return np.zeros(rgb.shape[:2], bool)
+    """The subject of auto refined by GrabCut: its inside is subject, its outside background,
+    a band either side of its edge is decided by GrabCut's colour models and smoothness."""
+    found = auto_mask(rgb)
+    if not found.any():
+        return found
+    kept = found.astype(np.uint8)
+    band = disc(max(2, round(max(rgb.shape[:2]) / 60)))
+    mask = np.full(found.shape, cv2.GC_BGD, np.uint8)
+    mask[cv2.dilate(kept, band) > 0] = cv2.GC_PR_BGD
+    mask[found] = cv2.GC_PR_FGD
+    mask[cv2.erode(kept, band) > 0] = cv2.GC_FGD
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.grabCut(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), mask, (0, 0, 0, 0), bgd, fgd, GRABCUT_ROUNDS,
                 cv2.GC_INIT_WITH_MASK)
