@@ -192,11 +192,12 @@ def background_score(rgb: Rgb, radius: float) -> Floats:
     on_frame = sides >= 0
     points, side_of = sample(features[on_frame], 8000), sample(sides[on_frame], 8000)
     labels, centres = clusters(points, BACKGROUND_CLUSTERS)
+    per_side = np.maximum(np.bincount(side_of, minlength=4), 1)
     kept, radii = [], []
     for k in range(len(centres)):
         member = labels == k
-        seen_on = sum(bool(np.mean(member[side_of == side]) >= SIDE_SHARE) for side in range(4))
-        if seen_on >= 2:
+        shares = np.bincount(side_of[member], minlength=4) / per_side
+        if member.any() and np.count_nonzero(shares >= SIDE_SHARE) >= 2:
             kept.append(k)
             gaps = np.sqrt(((points[member] - centres[k]) ** 2).sum(axis=1))
             radii.append(max(SPREAD_FLOOR, float(np.percentile(gaps, 90))))
@@ -260,7 +261,7 @@ def grabcut_mask(rgb: Rgb) -> Mask:
     """The subject of auto refined by GrabCut: its inside is subject, its outside background,
     a band either side of its edge is decided by GrabCut's colour models and smoothness."""
     found = auto_mask(rgb)
-    if not found.any():
+    if found.all() or not found.any():  # GrabCut needs samples of both
         return found
     kept = found.astype(np.uint8)
     band = disc(max(2, round(max(rgb.shape[:2]) / 60)))
