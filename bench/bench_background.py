@@ -13,8 +13,7 @@ The scenes are the ones the tests use (tests/background_scenes.py), at a larger 
 Last, soft edges: the mean alpha error in the edge band of a furry subject with a known
 alpha (tests/test_background.py), cut hard and matted (target 0.12), on every backdrop,
 and the time of the step with matting on a 12-megapixel photo: its first call in the
-process (pymatting imported, its numba kernels loaded from the cache; set NUMBA_CACHE_DIR
-to an empty folder to include compiling them) and warm.
+process, then warm.
 """
 
 from __future__ import annotations
