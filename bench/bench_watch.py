@@ -42,7 +42,7 @@ ORDERS = 10  # order folders per customer folder
 
 
 class Counter:
-    """on_file that counts calls and wakes a waiter for one awaited name."""
+    """on_files that counts the files offered and wakes a waiter for one awaited name."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -50,10 +50,10 @@ class Counter:
         self.arrived = threading.Event()
         self.lock = threading.Lock()
 
-    def __call__(self, path: Path) -> None:
+    def __call__(self, paths: list[Path]) -> None:
         with self.lock:
-            self.calls += 1
-        if path.name == self.awaited:
+            self.calls += len(paths)
+        if any(path.name == self.awaited for path in paths):
             self.arrived.set()
 
     def wait_calls(self, count: int, timeout: float) -> bool:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
+import sqlite3
 import stat
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from helpers import drop, image_bytes
 from hotfolder.config import Config, Layout
 from hotfolder.errors import InputError
 from hotfolder.intake import Intake, claimed_bytes, read_claimed
+from hotfolder.journal import Claim
 from hotfolder.journal.sqlite import SqliteJournal
 
 
@@ -51,7 +55,7 @@ def test_a_good_file_is_claimed_into_the_work_folder(layout: Layout, intake: Int
                                                         len(data))
     assert not path.exists()
     assert (layout.work / job.id).read_bytes() == data  # named by the job id alone
-    assert (layout.work / f"{job.id}.path").read_bytes() == b"Engrave/photo.jpg"
+    assert os.readlink(layout.work / f"{job.id}.path") == "Engrave/photo.jpg"  # never followed
 
 
 def test_offering_a_file_again_or_concurrently_gives_one_job(layout: Layout,
@@ -224,4 +228,63 @@ def test_a_name_that_is_not_utf8_is_claimed_and_refused_with_its_bytes_escaped(
     assert job is not None and job.reason is not None
     assert os.fsencode(job.rel) == b"W\xfcrfel/caf\xe9.jpg"
     assert job.reason.startswith("W\\xfcrfel/caf\\xe9.jpg: the file is")
-    assert (layout.work / f"{job.id}.path").read_bytes() == b"W\xfcrfel/caf\xe9.jpg"
+    assert os.readlink(os.fsencode(layout.work / f"{job.id}.path")) == b"W\xfcrfel/caf\xe9.jpg"
+
+
+def test_files_found_together_are_claimed_at_once_each_into_a_private_job(
+        layout: Layout, intake: Intake) -> None:
+    dropped = {f"Folder{n % 3}/p{n:03d}.jpg": image_bytes("JPEG", (8, 8), seed=n)
+               for n in range(150)}
+    paths = [drop(layout.root, rel, data) for rel, data in dropped.items()]
+    theirs = paths[0]
+    os.chown(theirs, 65534, 65534)  # dropped by another user
+    ours = {path: path.stat().st_ino for path in paths[1:]}
+    (layout.inbox / "Folder0" / "link.jpg").symlink_to(paths[1])
+    outcomes = intake.claim_all([*paths, layout.inbox / "Folder0" / "link.jpg"])
+    claims = [outcome for outcome in outcomes if isinstance(outcome, Claim)]
+    assert [claim.state for claim in claims] == ["queued"] * 150 + ["failed"]
+    assert intake.journal.counts() == {"queued": 150, "failed": 1}
+    for path, claim in zip(paths, claims, strict=False):
+        claimed = layout.work / claim.id
+        st = claimed.stat()
+        assert claim.rel == path.relative_to(layout.inbox).as_posix()
+        assert claimed.read_bytes() == dropped[claim.rel] and not path.exists()
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_nlink) == (0o600, os.geteuid(), 1)
+        if path in ours:  # made private where it is; another user's file is copied (owner)
+            assert st.st_ino == ours[path]
+        assert os.readlink(layout.work / f"{claim.id}.path") == claim.rel
+    assert not list(layout.work.glob(".hf-*"))  # no copy left behind
+
+
+def test_a_batch_cut_short_before_its_record_is_found_again_from_the_work_folder(
+        layout: Layout) -> None:
+    class Dies(SqliteJournal):  # the service killed between the renames and the record
+        def add_all(self, claims: Sequence[Claim]) -> None:
+            raise sqlite3.OperationalError("killed")
+
+    limits = Config(root=layout.root).limits
+    paths = [drop(layout.root, f"A/p{n}.jpg", image_bytes("JPEG", seed=n)) for n in range(20)]
+    with pytest.raises(sqlite3.OperationalError):
+        Intake(layout, limits, Dies(layout.state / "journal.db")).claim_all(paths)
+    assert not any(path.exists() for path in paths)
+    restarted = Intake(layout, limits, SqliteJournal(layout.state / "journal.db"))
+    jobs = restarted.adopt()
+    assert sorted(job.rel for job in jobs) == sorted(f"A/p{n}.jpg" for n in range(20))
+    assert all((layout.work / job.id).read_bytes() == image_bytes("JPEG", seed=int(job.rel[3:-4]))
+               for job in jobs)
+
+
+def test_a_batch_whose_bytes_cannot_be_synced_claims_nothing(
+        layout: Layout, intake: Intake, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = [drop(layout.root, f"A/p{n}.jpg", image_bytes("JPEG", seed=n)) for n in range(5)]
+    os.chown(paths[0], 65534, 65534)  # copied, not made private in place
+
+    def failing_disk(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing_disk)
+    outcomes = intake.claim_all(paths)
+    assert all(isinstance(outcome, OSError) for outcome in outcomes)
+    assert all(path.exists() for path in paths)  # each stays in the inbox, as it was
+    assert list(layout.work.iterdir()) == []  # no note, no copy
+    assert intake.journal.counts() == {}

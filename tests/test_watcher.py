@@ -53,7 +53,8 @@ POLL_DEADLINE = 30.0
 
 
 class Calls:
-    """Records the calls of on_file (name relative to the inbox, size at the time of the call)."""
+    """Records the files given to on_files (name relative to the inbox, size at the time of the
+    call)."""
 
     def __init__(self, inbox: Path) -> None:
         self.inbox = inbox
@@ -61,9 +62,10 @@ class Calls:
         self.fail_next = False
         self._changed = threading.Condition()
 
-    def __call__(self, path: Path) -> None:
+    def __call__(self, paths: list[Path]) -> None:
         with self._changed:
-            self.seen.append((path.relative_to(self.inbox).as_posix(), path.stat().st_size))
+            self.seen.extend((path.relative_to(self.inbox).as_posix(), path.stat().st_size)
+                             for path in paths)
             self._changed.notify_all()
         if self.fail_next:
             self.fail_next = False

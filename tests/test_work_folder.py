@@ -121,7 +121,15 @@ def test_the_noted_path_keeps_its_bytes(tmp_path: Path) -> None:
     rel = os.fsdecode(b"A/\xff\xfe/" + b"n" * 300 + b".jpg")
     work.record(JOB, rel)
     assert work.recorded(JOB) == rel
-    assert (tmp_path / "work" / f"{JOB}.path").read_bytes() == os.fsencode(rel)
+    assert os.readlink(os.fsencode(tmp_path / "work" / f"{JOB}.path")) == os.fsencode(rel)
     assert work.unclaimed() == [JOB]  # no file beside it
     (tmp_path / "work" / JOB).write_bytes(b"data")
     assert (work.claimed(), work.unclaimed(), work.strays()) == ([JOB], [], [])
+
+
+def test_a_note_written_as_a_plain_file_is_read_too(tmp_path: Path) -> None:
+    work = WorkFolder(tmp_path)
+    (tmp_path / f"{JOB}.path").write_bytes(b"A/photo.jpg")  # as earlier versions wrote it
+    assert work.recorded(JOB) == "A/photo.jpg"
+    work.release(JOB)
+    assert list(tmp_path.iterdir()) == []

@@ -5,6 +5,8 @@ without it, to a temporary dot-name `.hf-<random>.tmp`, which the watcher ignore
 the service's cleanup removes), are fsynced, and are given their final name with
 `link` (never replaces anything) or `rename` (replaces); then the folder is fsynced.
 A process killed while writing leaves the old file, or nothing, never a partial one.
+Many files written together can share their wait for the disk (`SyncGroup`): each is still
+fsynced, all at once, so that the filesystem commits them together.
 """
 
 from __future__ import annotations
@@ -13,13 +15,63 @@ import errno
 import os
 import secrets
 import shutil
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 TEMP_GLOB = ".hf-*.tmp"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 UNNAMED_FILE_FLAGS = os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC
+# Calls in flight at once in `concurrently`: enough for the filesystem to serve their waits
+# together, few enough threads to start for each batch.
+THREADS = 16
+
+
+def concurrently(call: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """call(item) for each item, from up to THREADS threads, the results in order: file-system
+    calls that wait on the disk (fsync, freeing a replaced file's blocks) wait together."""
+    if len(items) <= 1:
+        return [call(item) for item in items]
+    with ThreadPoolExecutor(min(len(items), THREADS)) as pool:
+        return list(pool.map(call, items))
+
+
+class SyncGroup:
+    """Files written without waiting for the disk, fsynced together by `sync`; used in a
+    `with` block, which closes the descriptors of those left unsynced."""
+
+    def __init__(self) -> None:
+        self._fds: list[int] = []
+
+    def __enter__(self) -> SyncGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, fd: int) -> None:
+        """Sync this file with the group (the group keeps a descriptor of its own)."""
+        self._fds.append(os.dup(fd))
+
+    def sync(self) -> None:
+        """fsync every file of the group, concurrently; OSError when any of them failed."""
+        fds, self._fds = self._fds, []
+        try:
+            concurrently(os.fdatasync, fds)  # raises the first error, once all have ended
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def close(self) -> None:
+        """Forget the files not synced yet."""
+        fds, self._fds = self._fds, []
+        for fd in fds:
+            os.close(fd)
 
 
 def fsync_dir(folder: Path) -> None:
@@ -36,8 +88,10 @@ def temp_name() -> str:
     return f".hf-{secrets.token_hex(8)}.tmp"
 
 
-def write_temp(folder: int, source: bytes | BinaryIO, mode: int = 0o666) -> str:
-    """Write bytes (or an open file's content) to a new temporary name in folder, fsynced.
+def write_temp(folder: int, source: bytes | BinaryIO, mode: int = 0o666,
+               group: SyncGroup | None = None) -> str:
+    """Write bytes (or an open file's content) to a new temporary name in folder, fsynced
+    now, or with `group` when one is given.
 
     Where the filesystem allows, the bytes go to an unnamed file (O_TMPFILE) that gets its
     temporary name only once complete, so a process killed while writing leaves nothing.
@@ -59,7 +113,10 @@ def write_temp(folder: int, source: bytes | BinaryIO, mode: int = 0o666) -> str:
             else:
                 out.write(source)
             out.flush()
-            os.fsync(out.fileno())
+            if group is None:
+                os.fsync(out.fileno())
+            else:
+                group.add(out.fileno())
             if unnamed:
                 os.link(f"/proc/self/fd/{out.fileno()}", name, dst_dir_fd=folder)
     except BaseException:

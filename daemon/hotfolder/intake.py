@@ -11,25 +11,38 @@ first bytes are not an accepted image is claimed with that refusal recorded: it 
 scanned like any other, so malware goes to quarantine/, and fails only once clean.
 The file's folder is reached from the inbox without following any link (a link to a
 folder is refused as a file of its own), so no claim reaches outside the inbox.
-Right after the rename, the claimed file is replaced by a private copy (the service's
-own, mode 0600) of what it held: whoever dropped it, even with the file still open,
-cannot change what the job reads. The job reads it once (`claimed_bytes`).
+Right after the rename, the claimed file is made private (the service's own, mode 0600):
+whoever dropped it, even with the file still open, cannot change what the job reads. A
+file of another user is replaced by a copy of what was read; the service's own file, when
+no process has it open for writing, is given mode 0600 where it is (nobody but the
+service's user could open it for writing again). The job reads it once (`claimed_bytes`).
+
+Files found together (the start-up backlog above all) are claimed in one batch: each is
+read and noted, and the copies and the service's own files are synced all at once, then
+each is renamed into the work folder, then all are recorded in one transaction. Until
+its bytes are synced no file has left the inbox, so the power can take nothing away that
+was claimed. Files are checked, and then claimed, from several threads: creating and
+removing files waits on the filesystem's journal, and those waits overlap.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
+import functools
 import logging
 import os
 import secrets
 import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from hotfolder import imaging
 from hotfolder.config import Layout, LimitsConfig
-from hotfolder.errors import InputError
-from hotfolder.files import replace, write_atomic
-from hotfolder.journal import Job, Journal
+from hotfolder.errors import HotfolderError, InputError
+from hotfolder.files import SyncGroup, concurrently, replace, write_atomic, write_temp
+from hotfolder.journal import Claim, Job, Journal
 from hotfolder.names import shown
 from hotfolder.sinks import key_parts, renamed
 from hotfolder.sinks.local import (
@@ -44,6 +57,8 @@ from hotfolder.sinks.local import (
 from hotfolder.workfolder import JOB_ID_CHARS, WorkFolder
 
 log = logging.getLogger("hotfolder.intake")
+
+WORK_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def new_job_id() -> str:
@@ -80,37 +95,56 @@ def special_kind(st: os.stat_result) -> str | None:
     return None
 
 
-def read_head(path: Path, expect: os.stat_result, size: int) -> bytes:
-    """The first `size` bytes of a regular file, refusing one swapped since `expect`."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino) or not stat.S_ISREG(
-            st.st_mode
-        ):
-            raise InputError("the file was replaced while it was being checked", stage="intake")
-        return os.read(fd, size)
-    finally:
-        os.close(fd)
-
-
-def read_claimed(path: Path, limits: LimitsConfig) -> tuple[bytes, os.stat_result]:
-    """A claimed file's whole content, read once through one descriptor, and its fstat: never
-    through a link, only a regular file within limits.max_file_mb."""
+def open_regular(path: Path, *, expect: os.stat_result | None = None
+                 ) -> tuple[int, os.stat_result]:
+    """A read-only descriptor of a regular file and its fstat, never through a link (and,
+    with `expect`, of the file that was looked at)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         if exc.errno != errno.ELOOP:
             raise
         raise InputError("refused, it is a symbolic link", stage="intake") from None
-    with os.fdopen(fd, "rb") as src:
+    try:
         st = os.fstat(fd)
+        if expect is not None and (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino):
+            raise InputError("the file was replaced while it was being checked", stage="intake")
         if not stat.S_ISREG(st.st_mode):
             raise InputError("refused, it is not a regular file", stage="intake")
-        imaging.check_size(st.st_size, limits)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def read_within(fd: int, st: os.stat_result, limits: LimitsConfig) -> bytes:
+    """The whole content of an open file (fstat `st`) within limits.max_file_mb, read once."""
+    imaging.check_size(st.st_size, limits)
+    with os.fdopen(fd, "rb", closefd=False) as src:
         data = src.read(limits.max_file_bytes + 1)
     imaging.check_size(len(data), limits)  # it may have grown since
-    return data, st
+    return data
+
+
+def read_claimed(path: Path, limits: LimitsConfig) -> tuple[bytes, os.stat_result]:
+    """A claimed file's whole content, read once through one descriptor, and its fstat: never
+    through a link, only a regular file within limits.max_file_mb."""
+    fd, st = open_regular(path)
+    try:
+        return read_within(fd, st, limits), st
+    finally:
+        os.close(fd)
+
+
+def held_for_writing(fd: int) -> bool:
+    """Whether any process holds the open file open for writing (or mapped writable): a read
+    lease cannot be taken then. Where leases are not offered, presumed so."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError:  # EAGAIN: a writer; EINVAL, ENOLCK: no leases on this filesystem
+        return True
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    return False
 
 
 def make_private(path: Path, data: bytes) -> None:
@@ -167,6 +201,24 @@ def park_special(path: Path, failed_dir: Path, rel: PurePosixPath, error: InputE
     return False
 
 
+@dataclass(frozen=True)
+class _Read:
+    """A checked file, read, its path noted, and either copied (`copy`) or, when it is the
+    service's own, kept open (`fd`): claimed once its group is synced."""
+
+    source: Path
+    rel: PurePosixPath
+    read: os.stat_result  # of the file as read
+    kind: str | None
+    refusal: str | None
+    job_id: str
+    copy: str | None  # the private copy's temporary name in the work folder
+    fd: int | None  # the service's own file, open to be made private where it is
+
+
+Outcome = Claim | HotfolderError | OSError | None  # None: gone, or not a file to claim
+
+
 class Intake:
     """Checks and claims files of one inbox into its work folder and journal."""
 
@@ -179,6 +231,34 @@ class Intake:
 
     def offer(self, path: Path) -> Job | None:
         """Check and claim one file: a queued job, a failed one when refused, None when gone."""
+        return self._job(self.claim_all([path])[0])
+
+    def offer_as(self, path: Path, rel: PurePosixPath) -> Job | None:
+        """Check and claim a file kept elsewhere on the inbox's filesystem (an upload) as if
+        it had been dropped at inbox/rel."""
+        return self._job(self._claim_many([(path, rel)])[0])
+
+    def _job(self, outcome: Outcome) -> Job | None:
+        if isinstance(outcome, HotfolderError | OSError):
+            raise outcome
+        return None if outcome is None else self.journal.get(outcome.id)
+
+    def claim_all(self, paths: Sequence[Path]) -> list[Outcome]:
+        """Check and claim files of the inbox found together: what became of each, in order.
+
+        Their notes and private copies are synced together, then they are renamed into the
+        work folder, then recorded in one transaction: one wait for the disk for them all.
+        """
+        folders: dict[PurePosixPath, int] = {}
+        try:
+            return self._claim_many([self._located(path, folders) for path in paths])
+        finally:
+            for fd in folders.values():
+                os.close(fd)
+
+    def _located(self, path: Path, folders: dict[PurePosixPath, int]
+                 ) -> tuple[Path, PurePosixPath] | OSError | None:
+        """The path through its folder's descriptor (kept in `folders`), and its inbox path."""
         try:
             rel = inbox_path(path.relative_to(self.layout.inbox).as_posix())
         except ValueError:
@@ -186,25 +266,83 @@ class Intake:
         if rel is None:
             log.warning("%s is not a file's path inside the inbox; left alone", path)
             return None
+        if rel.parent not in folders:
+            try:
+                folders[rel.parent] = open_below(self.layout.inbox, rel.parent)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    return None  # gone, or reached through a link (the link itself is refused)
+                return exc
+        # The folder's descriptor stands in for the path to it: no link in it is resolved.
+        return Path(f"/proc/self/fd/{folders[rel.parent]}") / rel.name, rel
+
+    def _claim_many(self, entries: Sequence[tuple[Path, PurePosixPath] | OSError | None]
+                    ) -> list[Outcome]:
+        """Check, sync, claim and record the files at these paths (inbox-relative rel)."""
+        work = self._open_work()
         try:
-            folder = open_below(self.layout.inbox, rel.parent)
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                return None  # gone, or reached through a link (the link itself gets refused)
-            raise
-        try:
-            # The folder's descriptor stands in for the path to it: no link in it is resolved.
-            return self._check(Path(f"/proc/self/fd/{folder}") / rel.name, rel)
+            with SyncGroup() as group:
+                checked = concurrently(functools.partial(self._checked, work=work, group=group),
+                                       entries)
+                copied = [(at, file) for at, file in enumerate(checked)
+                          if isinstance(file, _Read)]
+                outcomes = [None if isinstance(file, _Read) else file for file in checked]
+                try:
+                    group.sync()
+                except OSError as exc:  # nothing is claimed: each file stays in the inbox
+                    for at, file in copied:
+                        self._undo(file, work)
+                        self._close(file)
+                        outcomes[at] = exc
+                    copied = []
+            claimed = concurrently(functools.partial(self._claimed, work=work),
+                                   [file for _, file in copied])
+            for (at, _), outcome in zip(copied, claimed, strict=True):
+                outcomes[at] = outcome
         finally:
-            os.close(folder)
+            os.close(work)
+        claims = [outcome for outcome in outcomes if isinstance(outcome, Claim)]
+        if claims:
+            self.journal.add_all(claims)
+        return outcomes
 
-    def offer_as(self, path: Path, rel: PurePosixPath) -> Job | None:
-        """Check and claim a file kept elsewhere on the inbox's filesystem (an upload) as if
-        it had been dropped at inbox/rel."""
-        return self._check(path, rel)
+    def _checked(self, entry: tuple[Path, PurePosixPath] | OSError | None, work: int,
+                 group: SyncGroup) -> Outcome | _Read:
+        """What `_check` made of an entry, or the error it met."""
+        if not isinstance(entry, tuple):
+            return entry
+        try:
+            return self._check(*entry, work, group)
+        except (HotfolderError, OSError) as exc:
+            return exc
 
-    def _check(self, path: Path, rel: PurePosixPath) -> Job | None:
-        """Check the file at path (inbox-relative rel) and claim it, or refuse it."""
+    def _claimed(self, file: _Read, work: int) -> Outcome:
+        """What `_claim` made of a read file, or the error it met."""
+        try:
+            return self._claim(file, work)
+        except (HotfolderError, OSError) as exc:
+            return exc
+        finally:
+            self._close(file)
+
+    @staticmethod
+    def _close(file: _Read) -> None:
+        if file.fd is not None:
+            os.close(file.fd)
+
+    def _open_work(self) -> int:
+        """A descriptor of the work folder, made again if it was removed."""
+        try:
+            return os.open(self.layout.work, WORK_FLAGS)
+        except FileNotFoundError:
+            self.layout.work.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return os.open(self.layout.work, WORK_FLAGS)
+
+    def _check(self, path: Path, rel: PurePosixPath, work: int, group: SyncGroup
+               ) -> Claim | _Read | None:
+        """Check the file at path (inbox-relative rel) and refuse it, or read it and note its
+        path: the service's own file is kept open, anyone else's is copied, and the bytes
+        are synced with `group`."""
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -217,61 +355,90 @@ class Intake:
             return self._refuse(path, rel, st, error)
         try:
             imaging.check_size(st.st_size, self.limits)
-        except InputError as exc:
-            error = InputError(f"{shown(rel)}: {exc.message}", stage="intake")
-            return self._refuse(path, rel, st, error)
-        try:
-            kind, refusal = self._sniff(path, rel, st), None
+            fd, read = open_regular(path, expect=st)
         except FileNotFoundError:
             return None
-        except InputError as exc:  # claimed all the same: it is scanned before it fails
-            kind, refusal = None, exc.message
-        return self._claim(path, rel, st, kind, refusal)
-
-    def _sniff(self, path: Path, rel: PurePosixPath, st: os.stat_result) -> str:
-        """The file's type by its first bytes; InputError when it is not an accepted image."""
-        try:
-            return imaging.sniff(read_head(path, st, imaging.SNIFF_BYTES), self.limits.formats)
         except InputError as exc:
-            raise InputError(f"{shown(rel)}: {exc.message}", detail=exc.detail,
-                             stage="intake") from None
+            return self._refuse(path, rel, st, InputError(f"{shown(rel)}: {exc.message}",
+                                                          stage="intake"))
+        kept = False
+        try:
+            try:
+                data = read_within(fd, read, self.limits)
+            except InputError as exc:
+                return self._refuse(path, rel, st, InputError(f"{shown(rel)}: {exc.message}",
+                                                              stage="intake"))
+            try:
+                kind = imaging.sniff(data[:imaging.SNIFF_BYTES], self.limits.formats)
+                refusal = None
+            except InputError as exc:  # claimed all the same: it is scanned before it fails
+                kind, refusal = None, f"{shown(rel)}: {exc.message}"
+            job_id = new_job_id()
+            self.work.record(job_id, rel.as_posix())
+            if read.st_uid == os.geteuid():  # made private where it is, once claimed
+                group.add(fd)
+                kept = True
+                return _Read(path, rel, read, kind, refusal, job_id, copy=None, fd=fd)
+            try:
+                copy: str | None = write_temp(work, data, PRIVATE_FILE, group)
+            except OSError as exc:  # a full disk, say: the job makes the copy before it reads
+                log.warning("job %s: %s not made private at its claim: %s", job_id, rel, exc)
+                copy = None
+            return _Read(path, rel, read, kind, refusal, job_id, copy=copy, fd=None)
+        finally:
+            if not kept:
+                os.close(fd)
 
-    def _claim(self, path: Path, rel: PurePosixPath, st: os.stat_result, kind: str | None,
-               refusal: str | None) -> Job | None:
-        """Rename the file into the work folder and record the job (with its refusal, if any)."""
-        job_id = new_job_id()
-        self.work.record(job_id, rel.as_posix())
+    def _claim(self, file: _Read, work: int) -> Claim | None:
+        """Rename a read file into the work folder and make it private: its copy renamed over
+        it, or the service's own file made 0600 where it is when no one has it open for
+        writing (only the service's own user could open it for writing again, and that
+        user can reach the work folder anyway); else copied now."""
+        rel, job_id = file.rel, file.job_id
         target = self.work.file(job_id)
         try:
-            os.rename(path, target)
+            os.rename(file.source, target)
         except OSError:  # claimed by a concurrent offer, removed meanwhile, or a fault
-            self.work.release(job_id)
-            if not os.path.lexists(path):
+            self._undo(file, work)
+            if not os.path.lexists(file.source):
                 return None
             raise
         moved = os.lstat(target)
-        if (moved.st_dev, moved.st_ino) != (st.st_dev, st.st_ino):
+        if (moved.st_dev, moved.st_ino) != (file.read.st_dev, file.read.st_ino):
             error = InputError(f"{shown(rel)}: the file was replaced while it was being checked",
                                stage="intake")
-            job = self._refuse(target, rel, moved, error, job_id)
-            self.work.release(job_id)
-            return job
-        try:  # from now on, no one but the service can change what the job will read
-            make_private(target, read_claimed(target, self.limits)[0])
-        except InputError as exc:  # it grew past the limit since it was checked
-            error = InputError(f"{shown(rel)}: {exc.message}", stage="intake")
-            job = self._refuse(target, rel, moved, error, job_id)
-            self.work.release(job_id)
-            return job
-        except OSError as exc:  # a full disk, say: the job makes the copy before it reads
-            log.warning("job %s: %s not made private at its claim: %s", job_id, rel, exc)
-        self.journal.add(job_id, rel.as_posix(), kind=kind, size=st.st_size, reason=refusal)
-        log.info("job %s: claimed %s (%s, %d bytes)", job_id, rel, kind or "refused",
-                 st.st_size)
-        return self.journal.get(job_id)
+            claim = self._refuse(target, rel, moved, error, job_id)
+            self._undo(file, work)
+            return claim
+        as_read = (moved.st_size, moved.st_mtime_ns) == (file.read.st_size, file.read.st_mtime_ns)
+        if file.copy is not None and as_read:
+            os.rename(file.copy, job_id, src_dir_fd=work, dst_dir_fd=work)
+        elif file.fd is not None and as_read and not held_for_writing(file.fd):
+            os.fchmod(file.fd, PRIVATE_FILE)
+        else:  # written to since it was read, or still open for writing
+            if file.copy is not None:
+                os.unlink(file.copy, dir_fd=work)
+            try:
+                make_private(target, read_claimed(target, self.limits)[0])
+            except InputError as exc:  # it grew past the limit since it was checked
+                error = InputError(f"{shown(rel)}: {exc.message}", stage="intake")
+                claim = self._refuse(target, rel, moved, error, job_id)
+                self.work.release(job_id)
+                return claim
+            except OSError as exc:  # a full disk, say: the job makes the copy before it reads
+                log.warning("job %s: %s not made private at its claim: %s", job_id, rel, exc)
+        log.info("job %s: claimed %s (%s, %d bytes)", job_id, rel, file.kind or "refused",
+                 file.read.st_size)
+        return Claim(job_id, rel.as_posix(), file.kind, file.read.st_size, reason=file.refusal)
+
+    def _undo(self, file: _Read, work: int) -> None:
+        """Remove the note and the private copy of a file that was not claimed."""
+        self.work.release(file.job_id)
+        if file.copy is not None:
+            os.unlink(file.copy, dir_fd=work)
 
     def _refuse(self, path: Path, rel: PurePosixPath, st: os.stat_result, error: InputError,
-                job_id: str | None = None) -> Job | None:
+                job_id: str | None = None) -> Claim | None:
         """Move a refused file to failed/ with its reason; a special file is never opened."""
         key = (st.st_dev, st.st_ino)
         if key in self._left:
@@ -286,10 +453,9 @@ class Intake:
                 return None
         except FileNotFoundError:
             return None
-        self.journal.add(job_id, rel.as_posix(), kind=None, size=st.st_size, state="failed",
-                         reason=error.message)
         log.warning("job %s: %s; moved to failed/", job_id, error.message)
-        return self.journal.get(job_id)
+        return Claim(job_id, rel.as_posix(), kind=None, size=st.st_size, state="failed",
+                     reason=error.message)
 
     def adopt(self) -> list[Job]:
         """Jobs for work-folder files the journal lacks (a crash right after a claim)."""

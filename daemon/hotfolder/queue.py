@@ -38,6 +38,9 @@ KILL_WAIT_SECONDS = 5.0
 # Idle workers poll the queue this often at most (the wake pipe makes it rarely matter).
 MAX_POLL_SECONDS = 1.0
 QUEUE_NAME = "hotfolder"
+# Wake-up bytes written at most for one batch of jobs: a worker awake takes job after job
+# until the queue is empty, so more bytes would only wake workers to find it empty.
+WAKE_MOST = 64
 # Workers yield the CPU to the service's watcher and intake, so that a backlog is claimed
 # (and `status` tells the truth about it) while the first jobs run.
 WORKER_NICE = 5
@@ -78,10 +81,12 @@ class WakePipe:
     def __init__(self) -> None:
         self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
-    def ring(self) -> None:
-        """Wake one sleeping worker (a full pipe means they are all awake anyway)."""
-        with contextlib.suppress(BlockingIOError):
-            os.write(self.write_fd, b"!")
+    def ring(self, jobs: int = 1) -> None:
+        """Wake a sleeping worker for each job queued, up to WAKE_MOST (a full pipe means they
+        are all awake anyway)."""
+        if jobs > 0:
+            with contextlib.suppress(BlockingIOError):
+                os.write(self.write_fd, b"!" * min(jobs, WAKE_MOST))
 
     def take(self) -> None:
         """Consume one wake-up byte, if any is left."""

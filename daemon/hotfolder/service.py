@@ -27,7 +27,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import Any
 
@@ -69,7 +69,7 @@ class Service:
         self.journal = parts.journal
         self.watch = watch
         self.clock = clock
-        self._queue_job = tasks.register(parts)
+        self._queue_jobs = tasks.register(parts)
         self.wake = WakePipe() if watch else None
         intake = Intake(parts.layout, parts.cfg.limits, parts.journal)
         self.reception = Reception(intake, parts.metrics, self.submit)
@@ -88,11 +88,11 @@ class Service:
         self._status = ""
         parts.metrics.follow(self.state)
 
-    def submit(self, job_id: str) -> None:
-        """Queue a job and wake a sleeping worker."""
-        self._queue_job(job_id)
+    def submit(self, job_ids: Sequence[str]) -> None:
+        """Queue jobs and wake as many sleeping workers."""
+        self._queue_jobs(job_ids)
         if self.wake is not None:
-            self.wake.ring()
+            self.wake.ring(len(job_ids))
 
     def start(self) -> None:
         """Recover, fork the workers, then start watching and tell systemd."""
@@ -101,8 +101,7 @@ class Service:
             self.janitor.remove_temporary(before=self.clock())
             self.parts.huey.storage.flush_queue()  # the journal, not the queue, is the record
             log.info("%d unfinished job(s) queued again", self.reception.recover())
-            for job in self.ping_scanner(self.clock()):
-                self.submit(job.id)
+            self.submit([job.id for job in self.ping_scanner(self.clock())])
         workers = cfg.queue.worker_count
         self.consumer = ServiceConsumer(self.parts.huey, workers, self.wake,
                                         cfg.limits.worker_memory_bytes(workers))
@@ -112,7 +111,7 @@ class Service:
             if cfg.metrics.listen is not None:
                 self.server = serve(cfg.metrics.listen, self.parts.metrics.registry, self.ready)
             layout = self.parts.layout
-            self.watcher = Watcher(layout.inbox, cfg.watch, self.reception.on_file,
+            self.watcher = Watcher(layout.inbox, cfg.watch, self.reception.on_files,
                                    exclude=[layout.work], report=layout.state / REPORT_NAME)
             self.watcher.start()
             if cfg.web.listen is not None:
@@ -184,8 +183,7 @@ class Service:
         if self.consumer is not None:
             self.supervise_workers(now)
         if self.watch:
-            for job in self.ping_scanner(now) + self.journal.wake():
-                self.submit(job.id)
+            self.submit([job.id for job in self.ping_scanner(now) + self.journal.wake()])
             if now >= self._next_sweep:
                 self._next_sweep = now + CLEANUP_SECONDS
                 self.janitor.sweep(now)
@@ -241,7 +239,7 @@ class Service:
             case Requeue(job_id, why, forgive):
                 log.warning("job %s: %s", job_id, why)
                 self.journal.requeue(job_id, forgive=forgive)
-                self.submit(job_id)
+                self.submit([job_id])
 
     def report(self) -> None:
         """Tell systemd what we are doing, when it changed."""

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -58,15 +58,16 @@ class MustWait(Exception):
         self.error = error
 
 
-def register(parts: Parts) -> Callable[[str], Any]:
-    """Declare the job task on the parts' queue; returns a function that queues a job by id."""
+def register(parts: Parts) -> Callable[[Sequence[str]], None]:
+    """Declare the job task on the parts' queue; returns a function that queues jobs by id."""
 
     @parts.huey.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
     def process(job_id: str) -> None:
         run_job(parts, job_id)
 
-    def submit(job_id: str) -> Any:
-        return parts.huey.enqueue(process.s(job_id))
+    def submit(job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            parts.huey.enqueue(process.s(job_id))
 
     return submit
 

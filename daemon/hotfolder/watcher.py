@@ -20,10 +20,11 @@ start-up and every `rescan_seconds` catches what events missed (a full inotify q
 that went away), and the folders inotify could not watch once the user's watches ran out
 (`Coverage` counts them). No link is followed into a folder, in any mode: a link is offered as
 a file (intake refuses it), so links to other folders or loops (`a -> .`) are never walked. A
-folder's recipe.yaml is configuration, never offered. on_file is
-called from one thread at a time; it may be called again for the same file (intake makes that
-harmless) but not for the same version within a few seconds, unless it left the tree in
-between (claimed, then moved back by `hotfolder retry`).
+folder's recipe.yaml is configuration, never offered. on_files gets the files found complete
+together (up to OFFER_BATCH at a time: a rescan's thousands are claimed in batches), from one
+thread at a time; it may get the same file again (intake makes that harmless) but not the same
+version within a few seconds, unless it left the tree in between (claimed, then moved back by
+`hotfolder retry`).
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ REPORT_NAME = "watcher.json"  # in state/: what `hotfolder status` says about wa
 CONFIRM_SECONDS = 1.0
 _WATCH_LINE = re.compile(r"^inotify wd:\S+ ino:([0-9a-f]+) ", re.MULTILINE)
 
+OFFER_BATCH = 128  # files handed to on_files in one call, at most
 DEDUP_SECONDS = 10.0  # the same version of a file is offered at most once in this window
 STALE_OPEN_SECONDS = 600.0  # an open writer unseen for this long is presumed gone (lost events)
 RESTART_SECONDS = 1.0  # least time between two attempts to start an observer
@@ -706,13 +708,13 @@ class _Handler(FileSystemEventHandler):
 
 
 class Watcher:
-    """Calls `on_file(path)` for each complete file that appears under the inbox."""
+    """Calls `on_files(paths)` with the complete files that appear under the inbox."""
 
     def __init__(
         self,
         inbox: Path,
         cfg: WatchConfig,
-        on_file: Callable[[Path], None],
+        on_files: Callable[[list[Path]], None],
         *,
         exclude: Sequence[Path] = (),
         report: Path | None = None,
@@ -720,7 +722,7 @@ class Watcher:
     ) -> None:
         self.inbox = Path(os.path.abspath(inbox))
         self.cfg = cfg
-        self.on_file = on_file
+        self.on_files = on_files
         self._exclude = tuple(os.path.abspath(path) for path in exclude)
         self.last_scan = 0.0
         mount = mount_at(self.inbox)
@@ -920,7 +922,7 @@ class Watcher:
         if not self._candidate(path):
             return
         if action is Action.TAKE:
-            self._offer(path, _look(path))
+            self._offer([(path, _look(path))])
         elif action is Action.SETTLE:
             self._settler.wait(path)
         elif action is Action.OPENED:
@@ -932,20 +934,26 @@ class Watcher:
             self._recent.forget(path)
 
     def _settle(self) -> None:
-        for path, signature in self._settler.due(_look):
+        ready = self._settler.due(_look)
+        for start in range(0, len(ready), OFFER_BATCH):
             if self._stop.is_set():
                 return
-            self._offer(path, signature)
+            self._offer(ready[start:start + OFFER_BATCH])
 
-    def _offer(self, path: str, signature: Signature | None) -> None:
-        self._settler.forget(path)
-        if signature is None or not self._recent.first(path, signature):
+    def _offer(self, found: Sequence[tuple[str, Signature | None]]) -> None:
+        paths = []
+        for path, signature in found:
+            self._settler.forget(path)
+            if signature is not None and self._recent.first(path, signature):
+                paths.append(Path(path))
+        if not paths:
             return
         with self._call_lock:
             try:
-                self.on_file(Path(path))
+                self.on_files(paths)
             except Exception:
-                log.exception("intake of %s failed", path)
+                log.exception("intake of %s failed", paths[0] if len(paths) == 1
+                              else f"{len(paths)} files from {paths[0]} on")
 
 
 def _look(path: str) -> Signature | None:

@@ -1,12 +1,12 @@
 """The work folder: where claimed files wait, each named by its job id alone (SPEC 2, 8).
 
 A job's file is `work/<id>`, whatever the length or the bytes of its path in the inbox.
-The path is recorded beside it in `work/<id>.path` (the path's raw bytes), written and
-fsynced before the claim's rename, so the work folder alone tells where a file came
-from when the journal lost its row. A result that waits for its destination is kept
-as `work/<id>.result`, so the next try delivers it without rendering it again. Both
-are removed once the file has left the work folder; one left by a crash in between
-has no file beside it and is removed at start-up. Flat names, no folders: the
+The path is recorded beside it in `work/<id>.path` (a symbolic link to the path's raw
+bytes, never followed), made before the claim's rename, so the work folder alone tells
+where a file came from when the journal lost its row. A result that waits for its
+destination is kept as `work/<id>.result`, so the next try delivers it without rendering
+it again. Both are removed once the file has left the work folder; one left by a crash in
+between has no file beside it and is removed at start-up. Flat names, no folders: the
 inotify watcher of the inbox would add a watch for every folder made here.
 
 A kept result is one file: a line of JSON (the sidecar record, the caller's notes, and
@@ -15,6 +15,7 @@ the name, type, size and SHA-256 of each output), then the outputs' bytes in ord
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ JOB_ID_CHARS = 12
 PATH_SUFFIX = ".path"
 RESULT_SUFFIX = ".result"
 SUFFIXES = (PATH_SUFFIX, RESULT_SUFFIX)
+NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS})  # symlink() not offered
 
 
 def is_job_id(name: str) -> bool:
@@ -53,27 +55,37 @@ class WorkFolder:
     def record(self, job_id: str, rel: str) -> None:
         """Durably note the inbox path of a file about to be claimed as `job_id`.
 
-        The note is fsynced; its name needs no sync of its own, since the claim's rename
-        into the same folder reaches the disk after it. A note cut short has no file
-        beside it, and is removed at start-up.
+        The note is a symbolic link whose target is the path's bytes, never followed: made
+        in one step with its name, it needs no flush of its own, since the claim's rename
+        into the same folder reaches the disk after it (and it is removed at no cost, having
+        no data blocks to free). Where the filesystem has no symbolic links (SMB without
+        Unix extensions), the note is a plain file, fsynced. A note without a file beside
+        it is removed at start-up.
         """
-        path = self._side(job_id, PATH_SUFFIX)
+        path, raw = self._side(job_id, PATH_SUFFIX), os.fsencode(rel)
+        if not self.folder.is_dir():  # the work folder itself was removed
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            fd = os.open(path, NEW_FILE_FLAGS, PRIVATE_FILE)
-        except FileNotFoundError:  # the work folder itself was removed
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, NEW_FILE_FLAGS, PRIVATE_FILE)
-        with os.fdopen(fd, "wb") as out:
-            out.write(os.fsencode(rel))
-            out.flush()
-            os.fsync(out.fileno())
+            os.symlink(raw, path)
+        except OSError as exc:
+            if exc.errno not in NO_LINKS:
+                raise
+            with os.fdopen(os.open(path, NEW_FILE_FLAGS, PRIVATE_FILE), "wb") as out:
+                out.write(raw)
+                out.flush()
+                os.fsync(out.fileno())
 
     def recorded(self, job_id: str) -> str | None:
         """The inbox path noted for `job_id`, or None when there is none."""
+        path = self._side(job_id, PATH_SUFFIX)
         try:
-            raw = self._side(job_id, PATH_SUFFIX).read_bytes()
+            raw = os.readlink(os.fsencode(path))
         except FileNotFoundError:
             return None
+        except OSError as exc:  # a note written as a plain file (as earlier versions did)
+            if exc.errno != errno.EINVAL:
+                raise
+            raw = path.read_bytes()
         return os.fsdecode(raw) if raw else None
 
     def release(self, job_id: str) -> None:

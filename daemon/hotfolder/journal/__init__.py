@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +48,18 @@ class Job:
     next_try: float | None
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A file just claimed (or refused at intake: state failed), as the journal records it."""
+
+    id: str
+    rel: str
+    kind: str | None
+    size: int | None
+    state: str = "queued"
+    reason: str | None = None
+
+
 class Journal(Protocol):
     """The jobs of one hot-folder root; safe to use from threads and from forked processes."""
 
@@ -62,6 +74,10 @@ class Journal(Protocol):
     def add(self, job_id: str, rel: str, *, kind: str | None, size: int | None,
             state: str = "queued", reason: str | None = None) -> None:
         """Record a claimed file (or one refused at intake: state failed); a known id is kept."""
+        ...
+
+    def add_all(self, claims: Sequence[Claim]) -> None:
+        """Record many claims at once (in one transaction where there are transactions)."""
         ...
 
     def get(self, job_id: str) -> Job | None:

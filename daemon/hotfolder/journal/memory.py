@@ -14,6 +14,7 @@ from dataclasses import replace
 from hotfolder.journal import (
     ENDED,
     UNFINISHED,
+    Claim,
     Job,
     count_by_reason,
     in_every_child,
@@ -60,12 +61,17 @@ class MemoryJournal:
     def add(self, job_id: str, rel: str, *, kind: str | None, size: int | None,
             state: str = "queued", reason: str | None = None) -> None:
         """Record a claimed file (or one refused at intake, with state failed)."""
+        self.add_all([Claim(job_id, rel, kind, size, state, reason)])
+
+    def add_all(self, claims: Sequence[Claim]) -> None:
+        """Record many claims at once."""
         now = time.time()
-        job = Job(id=job_id, rel=rel, state=state, attempts=0, waits=0, pid=None, kind=kind,
-                  size=size, reason=reason, outputs=None, created=now, started=None,
-                  updated=now, next_try=None)
         with self._lock:
-            self._jobs.setdefault(job_id, job)
+            for c in claims:
+                self._jobs.setdefault(c.id, Job(
+                    id=c.id, rel=c.rel, state=c.state, attempts=0, waits=0, pid=None,
+                    kind=c.kind, size=c.size, reason=c.reason, outputs=None, created=now,
+                    started=None, updated=now, next_try=None))
 
     def get(self, job_id: str) -> Job | None:
         """The job with this id, or None."""

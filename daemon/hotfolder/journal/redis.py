@@ -33,7 +33,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from hotfolder.errors import Unavailable
-from hotfolder.journal import ENDED, UNFINISHED, Job, count_by_reason
+from hotfolder.journal import ENDED, UNFINISHED, Claim, Job, count_by_reason
 from hotfolder.names import loaded_rel, stored_rel
 
 PREFIX = "hotfolder:"
@@ -269,11 +269,21 @@ class RedisJournal:
     def add(self, job_id: str, rel: str, *, kind: str | None, size: int | None,
             state: str = "queued", reason: str | None = None) -> None:
         """Record a claimed file (or one refused at intake, with state failed)."""
+        self.add_all([Claim(job_id, rel, kind, size, state, reason)])
+
+    @_in_words
+    def add_all(self, claims: Sequence[Claim]) -> None:
+        """Record many claims in one round trip (each one atomic)."""
         now = time.time()
-        fields = {"id": job_id, "rel": stored_rel(rel), "state": state, "kind": kind, "size": size,
-                  "reason": reason, "attempts": 0, "waits": 0, "created": now, "updated": now}
-        self._add(args=[self.prefix, job_id,
-                        json.dumps({k: v for k, v in fields.items() if v is not None})])
+        pipe = self.conn.pipeline(transaction=False)
+        for c in claims:
+            fields = {"id": c.id, "rel": stored_rel(c.rel), "state": c.state, "kind": c.kind,
+                      "size": c.size, "reason": c.reason, "attempts": 0, "waits": 0,
+                      "created": now, "updated": now}
+            self._add(args=[self.prefix, c.id,
+                            json.dumps({k: v for k, v in fields.items() if v is not None})],
+                      client=pipe)
+        pipe.execute()
 
     @_in_words
     def get(self, job_id: str) -> Job | None:

@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hotfolder.journal import ENDED, Job, in_every_child, pid_exists
+from hotfolder.journal import ENDED, Claim, Job, in_every_child, pid_exists
 from hotfolder.names import loaded_rel, stored_rel
 
 SCHEMA = """
@@ -124,12 +124,17 @@ class SqliteJournal:
     def add(self, job_id: str, rel: str, *, kind: str | None, size: int | None,
             state: str = "queued", reason: str | None = None) -> None:
         """Record a claimed file (or one refused at intake, with state failed)."""
+        self.add_all([Claim(job_id, rel, kind, size, state, reason)])
+
+    def add_all(self, claims: Sequence[Claim]) -> None:
+        """Record many claims in one transaction."""
         now = time.time()
         with self._tx(durable=False) as conn:
-            conn.execute(
+            conn.executemany(
                 "insert or ignore into jobs (id, rel, state, kind, size, reason, created, updated)"
                 " values (?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, stored_rel(rel), state, kind, size, reason, now, now),
+                [(c.id, stored_rel(c.rel), c.state, c.kind, c.size, c.reason, now, now)
+                 for c in claims],
             )
 
     def get(self, job_id: str) -> Job | None:
