@@ -314,8 +314,8 @@ def subject_alpha(rgb: Rgb, method: str, feather: float,
 
 
 def scaled(mask: Mask, size: tuple[int, int]) -> Floats:
-    """The mask (0-1) at `size`: area-averaged down, or smoothly up, so that cut at half way
-    its edge follows the subject, not the grid."""
+    """The mask (0-1) at `size`, area-averaged down or smoothly up (cut at half, it follows
+    the subject, not the grid)."""
     shrink = size[0] < mask.shape[1]
     return np.asarray(cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA
                                  if shrink else cv2.INTER_LINEAR), np.float32)
@@ -350,8 +350,8 @@ def matted_alpha(rgb: Rgb, mask: Mask) -> npt.NDArray[np.uint8]:
 
 
 class GuidedFilter:
-    """The guided filter of He, Sun and Tang with a colour guide: in every window the values
-    are fitted as an affine function of the colours, and the fits averaged at each pixel."""
+    """He, Sun and Tang's guided filter with a colour guide: per window, values as an affine
+    function of the colours; at each pixel, the average of its windows' fits."""
 
     def __init__(self, guide: Matte, radius: int, epsilon: float) -> None:
         self.guide = guide.astype(np.float64)
@@ -437,9 +437,10 @@ def guided_upsampling(small: Rgb, alpha: Matte, rgb: Rgb) -> npt.NDArray[np.uint
         return np.asarray(cv2.resize(values, (width, height), interpolation=cv2.INTER_NEAREST),
                           np.uint8)
 
-    # Two box filters and the bilinear step reach 3 pixels of the copy past the soft alpha.
+    # The models of two box filters, sampled bilinearly, reach this far past the soft alpha.
+    reach = 2 * GUIDE_RADIUS + 1
     soft = ((alpha > 0) & (alpha < 1)).astype(np.uint8)
-    near_edge = np.asarray(cv2.dilate(soft, np.ones((9, 9), np.uint8)), np.uint8)
+    near_edge = np.asarray(cv2.dilate(soft, disc(reach + 1)), np.uint8)
     out = upscaled(np.asarray(np.where(alpha >= 0.5, 255, 0), np.uint8))
     ys, xs = np.nonzero(upscaled(near_edge))
     if not len(ys):
