@@ -59,6 +59,7 @@ SIDE_SHARE = 0.03  # share of a side's frame a cluster must cover to be seen the
 SMOOTH = 1.0  # median lightness spread on the frame under which a backdrop is smooth
 SPREAD_FLOOR = 4.0  # smallest spread of a cluster (CIELAB units), for plain backgrounds
 UNLIKE = 2.0  # background score above which a pixel is clearly subject
+EDGE_BLUR = (0.3, 0.6)  # colour smoothing at the edge, on a smooth and a textured backdrop
 COLOUR_CLUSTERS = 10  # clusters of each colour model near the edge
 SAME_COLOUR = 3.0  # CIELAB distance under which a colour is the background's
 MIN_OBJECT = 0.001  # regions smaller than this share of the picture are dropped
@@ -126,27 +127,67 @@ def lab_colours(rgb: Rgb, blur: float) -> Floats:
     return np.asarray(cv2.GaussianBlur(lab, (0, 0), blur), np.float32)
 
 
-def neighbourhood(rgb: Rgb) -> float:
-    """The radius texture is measured over: wide on a textured frame, a pixel on a smooth one
-    (plain or gradient), where a wide one would only blur the subject's edge."""
+def frame_sides(shape: tuple[int, ...]) -> npt.NDArray[np.int8]:
+    """Which side of the frame (0-3: left, right, top, bottom) each pixel is on; -1 inside."""
+    height, width = shape[:2]
+    band = max(1, round(FRAME * min(height, width)))
+    sides = np.full((height, width), -1, np.int8)
+    sides[:, :band], sides[:, -band:], sides[:band], sides[-band:] = 0, 1, 2, 3
+    return sides
+
+
+def smooth_backdrop(rgb: Rgb) -> bool:
+    """Whether the frame is smooth (plain or a gradient) rather than textured."""
     side = max(rgb.shape[:2])
     lightness = lab_colours(rgb, 0.1)[..., 0]
     radius = max(2.0, side / 160)
     mean = cv2.GaussianBlur(lightness, (0, 0), radius)
     spread = np.sqrt(np.maximum(cv2.GaussianBlur(lightness * lightness, (0, 0), radius)
                                 - mean * mean, 0))
-    band = max(1, round(FRAME * min(rgb.shape[:2])))
-    frame = np.concatenate([spread[:band].ravel(), spread[-band:].ravel(),
-                            spread[:, :band].ravel(), spread[:, -band:].ravel()])
-    smooth = float(np.median(frame)) < SMOOTH
+    return float(np.median(spread[frame_sides(rgb.shape) >= 0])) < SMOOTH
+
+
+def neighbourhood(rgb: Rgb, smooth: bool) -> float:
+    """The radius texture is measured over: wide on a textured frame, a pixel on a smooth one,
+    where a wide one would only blur the subject's edge."""
+    side = max(rgb.shape[:2])
     return float(max(0.7, side / 400) if smooth else max(2.0, side * NEIGHBOURHOOD))
 
 
-def texture_features(rgb: Rgb, radius: float) -> Floats:
-    """Per pixel: its colour (CIELAB, lightly smoothed), and the mean colour and spread of
-    its neighbourhood, which tell a textured background (grass, gravel, fabric) from a
-    subject."""
+def _surface_terms(y: Floats, x: Floats) -> list[Floats]:
+    """The terms of a quadratic surface in x and y (fractions of the picture's size)."""
+    return [np.ones_like(x), x, y, x * x, x * y, y * y]
+
+
+def backdrop_surface(lab: Floats, where: Mask) -> Floats:
+    """The backdrop's smooth colour at every pixel: a quadratic surface fitted to the pixels
+    `where`, refitted on those near it so that a subject reaching the border does not pull it."""
+    height, width = lab.shape[:2]
+    ys, xs = np.nonzero(where)
+    step = max(1, len(ys) // 20000)  # a sample is plenty for six coefficients
+    ys, xs = ys[::step], xs[::step]
+    design = np.stack(_surface_terms(ys.astype(np.float32) / height,
+                                     xs.astype(np.float32) / width), axis=1)
+    colours = lab[ys, xs]
+    inliers = np.ones(len(ys), bool)
+    for _ in range(3):
+        coeffs, *_ = np.linalg.lstsq(design[inliers], colours[inliers], rcond=None)
+        off = np.sqrt(((design @ coeffs - colours) ** 2).sum(axis=1))
+        inliers = off <= max(SPREAD_FLOOR, 3 * float(np.median(off[inliers])))
+    gy, gx = np.mgrid[0:height, 0:width].astype(np.float32)
+    grid = np.stack(_surface_terms(gy / height, gx / width), axis=-1)
+    surface: Floats = (grid @ coeffs.astype(np.float32)).astype(np.float32)
+    return surface
+
+
+def texture_features(rgb: Rgb, smooth: bool) -> Floats:
+    """Per pixel: its colour (CIELAB, lightly smoothed; on a smooth backdrop less the
+    backdrop's colour there, so a gradient drops out), and the mean colour and spread of its
+    neighbourhood, which tell a textured background (grass, gravel, fabric) from a subject."""
     lab = lab_colours(rgb, 0.1)
+    if smooth:
+        lab -= backdrop_surface(lab, frame_sides(rgb.shape) >= 0)
+    radius = neighbourhood(rgb, smooth)
     fine = cv2.GaussianBlur(lab, (0, 0), max(0.7, max(rgb.shape[:2]) / 400))
     mean = cv2.GaussianBlur(lab, (0, 0), radius)
     variance = cv2.GaussianBlur(lab * lab, (0, 0), radius) - mean * mean
@@ -180,18 +221,16 @@ def sample(values: Sampled, limit: int) -> Sampled:
     return cast("Sampled", values[:: max(1, len(values) // limit)])
 
 
-def background_score(rgb: Rgb, radius: float) -> Floats:
+def background_score(rgb: Rgb, smooth: bool) -> Floats:
     """How unlike the background each pixel is: its distance to the nearest cluster of the
     frame's features, in units of that cluster's spread (about 1 on the background).
 
     A cluster found on only one side of the frame is a subject cut by that edge (shoulders
     at the bottom of a portrait), not background, and is left out.
     """
-    features = texture_features(rgb, radius)
+    features = texture_features(rgb, smooth)
     height, width, depth = features.shape
-    band = max(1, round(FRAME * min(height, width)))
-    sides = np.full((height, width), -1, np.int8)
-    sides[:, :band], sides[:, -band:], sides[:band], sides[-band:] = 0, 1, 2, 3
+    sides = frame_sides(rgb.shape)
     on_frame = sides >= 0
     points, side_of = sample(features[on_frame], 8000), sample(sides[on_frame], 8000)
     labels, centres = clusters(points, BACKGROUND_CLUSTERS)
@@ -214,11 +253,11 @@ def disc(radius: int) -> npt.NDArray[np.uint8]:
                                                 (2 * radius + 1, 2 * radius + 1)), np.uint8)
 
 
-def rough_subject(rgb: Rgb, radius: float) -> Mask:
+def rough_subject(rgb: Rgb, smooth: bool) -> Mask:
     """The pixels clearly unlike the background, without thin background lines (mortar,
     grass blades) and specks; its edge lies up to three neighbourhood radii too far out."""
     side = max(rgb.shape[:2])
-    score = cv2.GaussianBlur(background_score(rgb, radius), (0, 0), max(1.0, side / 400))
+    score = cv2.GaussianBlur(background_score(rgb, smooth), (0, 0), max(1.0, side / 400))
     opened = cv2.morphologyEx((score > UNLIKE).astype(np.uint8), cv2.MORPH_OPEN,
                               disc(max(1, round(side / 200))))
     return keep_large(opened > 0)
@@ -227,8 +266,9 @@ def rough_subject(rgb: Rgb, radius: float) -> Mask:
 def auto_mask(rgb: Rgb) -> Mask:
     """The rough subject with its edge placed by colour: near the edge, each pixel goes to
     the nearer of two colour models, the background's and the subject's."""
-    radius = neighbourhood(rgb)
-    rough = rough_subject(rgb, radius)
+    smooth = smooth_backdrop(rgb)
+    rough = rough_subject(rgb, smooth)
+    radius = neighbourhood(rgb, smooth)
     side = max(rgb.shape[:2])
     reach = max(2, round(side / 40))
     inward = reach + round(3 * radius)  # past the rough edge's overshoot
@@ -238,7 +278,7 @@ def auto_mask(rgb: Rgb) -> Mask:
     outside = cv2.dilate(kept, disc(reach)) == 0
     if not subject_sample.any() or not outside.any():
         return rough
-    lab = lab_colours(rgb, max(0.5, side / 800))
+    lab = lab_colours(rgb, EDGE_BLUR[0] if smooth else EDGE_BLUR[1])
     _, background = clusters(sample(lab[outside], 6000), COLOUR_CLUSTERS)
     subject_colours = sample(lab[subject_sample], 6000)
     subject_colours = subject_colours[nearest(subject_colours, background) > SAME_COLOUR]
