@@ -394,12 +394,11 @@ class GuidedFilter:
     function of the colours; at each pixel, the average of its windows' fits."""
 
     def __init__(self, guide: Matte, radius: int, epsilon: float) -> None:
-        self.guide = guide.astype(np.float64)
         self.size = (2 * radius + 1,) * 2
-        self.mean = self.box(self.guide)
-        c = {(i, j): self.box(self.guide[..., i] * self.guide[..., j])
-             - self.mean[..., i] * self.mean[..., j] + (epsilon if i == j else 0.0)
-             for i in range(3) for j in range(i, 3)}
+        self.guide = [np.ascontiguousarray(guide[..., k], np.float64) for k in range(3)]
+        self.mean = [self.box(channel) for channel in self.guide]
+        c = {(i, j): self.box(self.guide[i] * self.guide[j]) - self.mean[i] * self.mean[j]
+             + (epsilon if i == j else 0.0) for i in range(3) for j in range(i, 3)}
         # Each window's colour covariance inverted by its cofactors (it is symmetric).
         cofactors = [c[1, 1] * c[2, 2] - c[1, 2] ** 2, c[0, 2] * c[1, 2] - c[0, 1] * c[2, 2],
                      c[0, 1] * c[1, 2] - c[0, 2] * c[1, 1], c[0, 0] * c[2, 2] - c[0, 2] ** 2,
@@ -412,20 +411,21 @@ class GuidedFilter:
         """The mean of `values` over the window around each pixel."""
         return np.asarray(cv2.blur(values, self.size, borderType=cv2.BORDER_REFLECT), np.float64)
 
-    def models(self, values: Matte) -> Matte:
-        """Each pixel's averaged model, (h, w, 4): the slope per colour channel, the offset."""
+    def models(self, values: Matte) -> list[Matte]:
+        """Each pixel's averaged model: the slopes on the three colour channels, the offset."""
         mean_value = self.box(values)
-        covariance = self.box(self.guide * values[..., None]) - self.mean * mean_value[..., None]
-        slope = np.stack([sum(row[k] * covariance[..., k] for k in range(3))
-                          for row in self.inverse], axis=-1)
-        offset = mean_value - (slope * self.mean).sum(axis=2)
-        return self.box(np.dstack([slope, offset]).astype(np.float64))
+        covariance = [self.box(channel * values) - mean * mean_value
+                      for channel, mean in zip(self.guide, self.mean, strict=True)]
+        slopes = [row[0] * covariance[0] + row[1] * covariance[1] + row[2] * covariance[2]
+                  for row in self.inverse]
+        offset = mean_value - sum((s * m for s, m in zip(slopes, self.mean, strict=True)),
+                                  start=np.zeros_like(mean_value))
+        return [self.box(plane) for plane in (*slopes, offset)]
 
     def __call__(self, values: Matte) -> Matte:
         """The values filtered: each pixel's model applied to its own colour."""
-        models = self.models(values)
-        smooth: Matte = (models[..., :3] * self.guide).sum(axis=2) + models[..., 3]
-        return smooth
+        *slopes, offset = self.models(values)
+        return sum((s * g for s, g in zip(slopes, self.guide, strict=True)), start=offset)
 
 
 def closed_form_matte(colours: Matte, known: Matte) -> Matte:
@@ -445,19 +445,19 @@ def closed_form_matte(colours: Matte, known: Matte) -> Matte:
 
     found = 0.5 * unknown
     residual = -laplacian(held + found)
-    direction, size = residual, float((residual * residual).sum())
-    goal = MATTE_TOLERANCE ** 2 * float((laplacian(held) ** 2).sum())
+    direction, size = residual, float(np.vdot(residual, residual))
+    goal = MATTE_TOLERANCE ** 2 * float(np.vdot(*(laplacian(held),) * 2))
     for _ in range(MATTE_ROUNDS):
         if size <= goal:
             break
         pushed = laplacian(direction)
-        curvature = float((direction * pushed).sum())
+        curvature = float(np.vdot(direction, pushed))
         if curvature <= 0:  # no direction left that lowers the error (a flat unknown region)
             break
         step = size / curvature
         found = found + step * direction
         residual = residual - step * pushed
-        size, previous = float((residual * residual).sum()), size
+        size, previous = float(np.vdot(residual, residual)), size
         direction = residual + size / previous * direction
     matte: Matte = np.clip(held + found, 0, 1)
     return matte
@@ -470,8 +470,10 @@ def guided_upsampling(small: Rgb, alpha: Matte, rgb: Rgb) -> npt.NDArray[np.uint
     the edge: elsewhere the alpha is 0 or 1 and the models say exactly that.
     """
     height, width = rgb.shape[:2]
-    models = np.asarray(GuidedFilter(small / 255, GUIDE_RADIUS, GUIDE_EPSILON).models(alpha),
-                        np.float32)
+    # Within half a level of 0 or 1 is 0 or 1: there the models need not be applied.
+    alpha = np.where(alpha < 0.5 / 255, 0.0, np.where(alpha > 1 - 0.5 / 255, 1.0, alpha))
+    models = np.dstack(GuidedFilter(small / 255, GUIDE_RADIUS, GUIDE_EPSILON).models(alpha))
+    models = models.astype(np.float32)
 
     def upscaled(values: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
         return np.asarray(cv2.resize(values, (width, height), interpolation=cv2.INTER_NEAREST),
