@@ -77,9 +77,7 @@ SIZE = (320, 240)
 SCENE_SIZE = (320, 256)  # the bench's 1000x800 shape, small enough for a quick run
 METHODS = ("auto", "grabcut", "watershed")
 TARGETED = [(m, b) for m in METHODS for b in BACKDROPS if target(m, b) is not None]
-NOT_YET = {  # (method, backdrop) still under target at this size, marked so
-    ("auto", "plain"), ("auto", "tiles"),
-    ("grabcut", "fabric"), ("grabcut", "tiles"), ("watershed", "tiles")}
+NOT_YET = {("grabcut", "tiles")}  # (method, backdrop) still under target, marked so
 
 
 @pytest.fixture(scope="module")

@@ -50,8 +50,7 @@ Rgb = npt.NDArray[np.uint8]
 Mask = npt.NDArray[np.bool_]
 
 WORK_SIDE = 800  # pixels on the long side of the working copy
-GRABCUT_SIDE = 400  # GrabCut is slower: it works smaller still
-GRABCUT_ROUNDS = 3
+GRABCUT_ROUNDS = 2
 FRAME = 0.03  # share of each side treated as the frame around the subject
 NEIGHBOURHOOD = 1 / 80  # radius of the neighbourhood that texture is measured over, of the side
 BACKGROUND_CLUSTERS = 8  # clusters of the frame's features
@@ -191,7 +190,7 @@ def texture_features(rgb: Rgb, smooth: bool) -> Floats:
     fine = cv2.GaussianBlur(lab, (0, 0), max(0.7, max(rgb.shape[:2]) / 400))
     mean = cv2.GaussianBlur(lab, (0, 0), radius)
     variance = cv2.GaussianBlur(lab * lab, (0, 0), radius) - mean * mean
-    features: Floats = np.concatenate([fine, mean, 2 * np.sqrt(np.maximum(variance, 0))],
+    features: Floats = np.concatenate([fine, mean, 4 * np.sqrt(np.maximum(variance, 0))],
                                       axis=2)
     return features
 
@@ -242,7 +241,7 @@ def background_score(rgb: Rgb, smooth: bool) -> Floats:
         if member.any() and np.count_nonzero(shares >= SIDE_SHARE) >= 2:
             kept.append(k)
             gaps = np.sqrt(((points[member] - centres[k]) ** 2).sum(axis=1))
-            radii.append(max(SPREAD_FLOOR, float(np.percentile(gaps, 90))))
+            radii.append(max(SPREAD_FLOOR, float(np.percentile(gaps, 75))))
     score = nearest(features.reshape(-1, depth), centres[kept], np.array(radii, np.float32))
     return score.reshape(height, width)
 
@@ -307,7 +306,7 @@ def grabcut_mask(rgb: Rgb) -> Mask:
     if found.all() or not found.any():  # GrabCut needs samples of both
         return found
     kept = found.astype(np.uint8)
-    band = disc(max(2, round(max(rgb.shape[:2]) / 60)))
+    band = disc(max(1, round(max(rgb.shape[:2]) / 250)))
     mask = np.full(found.shape, cv2.GC_BGD, np.uint8)
     mask[cv2.dilate(kept, band) > 0] = cv2.GC_PR_BGD
     mask[found] = cv2.GC_PR_FGD
@@ -330,19 +329,17 @@ def watershed_mask(rgb: Rgb) -> Mask:
     return found
 
 
-METHODS = {"auto": (auto_mask, WORK_SIDE), "grabcut": (grabcut_mask, GRABCUT_SIDE),
-           "watershed": (watershed_mask, WORK_SIDE)}
+METHODS = {"auto": auto_mask, "grabcut": grabcut_mask, "watershed": watershed_mask}
 
 
 def subject_alpha(rgb: Rgb, method: str, feather: float,
                   matting: bool = False) -> npt.NDArray[np.uint8]:
     """The alpha (0-255) of the subject of the full-size picture `rgb`."""
-    find, side = METHODS[method]
-    small = working_copy(rgb, side)
+    small = working_copy(rgb, WORK_SIDE)
     if float(small.reshape(-1, 3).std(axis=0).max()) < FLAT:
         raise InputError("remove_background found nothing to cut out: the picture is one colour",
                          stage="process")
-    mask = find(small)
+    mask = METHODS[method](small)
     if not mask.any():
         raise InputError("remove_background found no subject that stands out from the "
                          "background", stage="process")
