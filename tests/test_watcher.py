@@ -473,6 +473,19 @@ def test_polling_follows_no_link_into_a_folder(watch, inbox, tmp_path, monkeypat
     assert sorted(calls.names) == ["A/away", "A/loop", "A/marker.jpg"]  # links offered as files
 
 
+def test_a_long_rescan_offers_what_settled_on_the_way(inbox):
+    """On a slow share a walk takes seconds: files that settle meanwhile do not wait for its end."""
+    for n in range(20):
+        write(inbox / f"A{n}" / "photo.jpg")
+    batches: list[int] = []
+    clock = Ticking()  # each look at the clock is a second later: a slow walk
+    w = Watcher(inbox, WatchConfig(mode="events", settle_seconds=2),
+                lambda paths: batches.append(len(paths)), clock=clock)
+    assert w.rescan() == 20
+    assert sum(batches) == 20
+    assert len(batches) > 1  # some were offered before the walk had found them all
+
+
 @pytest.mark.skipif(share_problem() is not None, reason=str(share_problem()))
 def test_a_new_file_deep_in_a_network_share_is_taken(tmp_path):
     with share(tmp_path) as (server, mount):
@@ -637,6 +650,14 @@ class Clock:
         self.now = 1000.0
 
     def __call__(self) -> float:
+        return self.now
+
+
+class Ticking(Clock):
+    """A clock that is a second later at each look."""
+
+    def __call__(self) -> float:
+        self.now += 1.0
         return self.now
 
 

@@ -789,7 +789,7 @@ class Watcher:
         observer: BaseObserver | TreePoller | None = None
         try:
             if self.polling:
-                observer = TreePoller(str(self.inbox), poll_interval(self.settle_seconds),
+                observer = TreePoller(str(self.inbox), poll_interval(self.cfg.settle_seconds),
                                       self._listed, self._polled_change, self._polled_gone)
             else:
                 observer = InotifyObserver(generate_full_events=True)
@@ -815,7 +815,8 @@ class Watcher:
             return False
         self._start_failed = False
         how = (
-            f"polling every {poll_interval(self.settle_seconds):g} s" if self.polling else "inotify"
+            f"polling every {poll_interval(self.cfg.settle_seconds):g} s" if self.polling
+            else "inotify"
         )
         log.info("watching %s (%s)", self.inbox, how)
         with self._observer_lock:
@@ -856,11 +857,16 @@ class Watcher:
         found = 0
         folders: dict[int, str] = {}
         started = time.time()
+        period = tick_interval(self.settle_seconds)
+        next_settle = self._clock() + period
         try:
             for path, st in self._walk(str(self.inbox), folders):
                 found += 1
                 rested = rested_seconds(st, started) if at_start else 0.0
                 self._settler.wait(path, signature_of(st), rested)
+                if self._clock() >= next_settle:  # a long walk (a slow share) holds nothing back
+                    self._settle()
+                    next_settle = self._clock() + period
         except OSError as exc:
             log.error("cannot scan %s: %s", self.inbox, exc)
             return found
