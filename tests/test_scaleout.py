@@ -50,13 +50,15 @@ def test_two_workers_share_a_batch_and_a_killed_one_loses_nothing(
     victim, survivor = workers
 
     photos = {f"photo-{n:02d}": image_bytes("JPEG", (1000, 750), seed=n) for n in range(BATCH)}
-    held_clamd.let_through(3)  # three jobs done, then each worker holds one in its scan
+    held_clamd.let_through(3)  # three scans answered, then each worker's job is held
     for stem, data in photos.items():
         drop(root, f"{SLOW_FOLDER}/{stem}.jpg", data)
 
     children = victim.children()
-    wait_until(lambda: journal.counts().get("done") == 3 and held_clamd.holding == 2, 60,
-               "three jobs done and two held in their scan")
+    wait_until(lambda: held_clamd.answered == 3 and held_clamd.holding >= 2
+               and journal.counts().get("running") == 2, 60,
+               "three scans answered, and each worker's job held (in its scan, or waiting for"
+               " the one its verdict is scanned ahead in)")
     (lost,) = [job.id for job in journal.in_state("running") if job.pid in children]
     victim.kill()  # SIGKILL mid-job; its worker processes die with it
     held_clamd.let_through()

@@ -1,16 +1,18 @@
 """The Huey task: the one place that wires a claimed file through scan, engine and sinks.
 
-A job in a worker, in order: mark it running in the journal (a second copy of the
-task finds it taken and stops); read the claimed file once and scan those bytes, which
-are then the ones hashed, decoded and archived; resolve the recipe from its folders and
-render it; deliver the outputs and the sidecar; record the delivery; move the original
-to archive/ (or delete it); end the job. An infected file goes to quarantine/, a bad
-one to failed/ with its reason (an error no stage foresaw too, named with its stage),
-and a job whose scanner or destination is unavailable waits in the journal to be
-retried. A result that waits for its destination is kept in the work folder with its
-scan verdict, and the next try delivers it: the recipe runs once per job, however long
-the outbox or S3 is away. A retry after a crash repeats only what was not recorded as
-done.
+A job in a worker, in order: mark it running in the journal (a second copy of the task
+finds it taken and stops); read the claimed file once and scan those bytes, which are
+then the ones hashed, decoded and archived (the worker's scan-ahead thread, which scans
+the next waiting jobs while this one runs, has often made that verdict already: it
+counts only for the very bytes read, see hotfolder.scanahead); resolve the recipe from
+its folders and render it; deliver the outputs and the sidecar; record the delivery;
+move the original to archive/ (or delete it); end the job. An infected file goes to
+quarantine/, a bad one to failed/ with its reason (an error no stage foresaw too, named
+with its stage), and a job whose scanner or destination is unavailable waits in the
+journal to be retried. A result that waits for its destination is kept in the work
+folder with its scan verdict, and the next try delivers it: the recipe runs once per
+job, however long the outbox or S3 is away. A retry after a crash repeats only what was
+not recorded as done.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hotfolder import engine, imaging
 from hotfolder.cache import render_cached
@@ -32,7 +34,11 @@ from hotfolder.journal import Job
 from hotfolder.metrics import UNKNOWN_RECIPE, Metrics
 from hotfolder.names import shown
 from hotfolder.parts import Parts
+from hotfolder.scanahead import ScanAhead, verdict_left
 from hotfolder.scanner import Untrusted, Verdict
+
+if TYPE_CHECKING:
+    from huey.api import Huey
 
 log = logging.getLogger("hotfolder.tasks")
 
@@ -42,6 +48,8 @@ FIRST_RETRY_SECONDS = 5.0
 LAST_RETRY_SECONDS = 300.0
 NOT_SCANNED = Verdict(clean=True, signature=None, scanner="none (scanner off)")
 SKIPPED = Verdict(clean=True, signature=None, scanner="skipped (unavailable, allowed)")
+# How many of the next waiting jobs a worker looks at to find one to scan ahead.
+AHEAD_LOOK = 4
 
 
 def retry_delay(waits: int) -> float:
@@ -59,17 +67,34 @@ class MustWait(Exception):
 
 
 def register(parts: Parts) -> Callable[[Sequence[str]], None]:
-    """Declare the job task on the parts' queue; returns a function that queues jobs by id."""
+    """Declare the job task on the parts' queue; returns a function that queues jobs by id.
+
+    With a scanner, each job first has its worker scan the next waiting jobs ahead.
+    """
+    ahead = None if parts.scanner is None else ScanAhead(
+        parts.scanner, parts.work, parts.cfg.limits, lambda: waiting_jobs(parts.huey))
 
     @parts.huey.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
     def process(job_id: str) -> None:
-        run_job(parts, job_id)
+        if ahead is None:
+            run_job(parts, job_id)
+            return
+        ahead.look()
+        try:
+            run_job(parts, job_id)
+        finally:
+            ahead.rest()
 
     def submit(job_ids: Sequence[str]) -> None:
         for job_id in job_ids:
             parts.huey.enqueue(process.s(job_id))
 
     return submit
+
+
+def waiting_jobs(huey: Huey) -> list[str]:
+    """The ids of the next jobs in the queue, first first."""
+    return [str(task.args[0]) for task in huey.pending(AHEAD_LOOK) if task.args]
 
 
 @dataclass
@@ -214,10 +239,10 @@ def render_job(parts: Parts, job: Job, work_file: Path,
     # decoded and archived (the file is the service's own, see intake.claimed_bytes).
     data = claimed_bytes(work_file, parts.cfg.limits)
     measured.bytes_in = len(data)
+    sha256 = hashlib.sha256(data).hexdigest()  # once: the scan, the cache, the sidecar, the move
     started = time.perf_counter()
-    verdict = scan(parts, job, data)
+    verdict = scan(parts, job, data, sha256)
     measured.timings["scan"] = time.perf_counter() - started
-    sha256 = hashlib.sha256(data).hexdigest()  # once, for the cache, the sidecar and the move
     if not verdict.clean:
         parts.originals.to_quarantine(work_file, rel, verdict, sha256, parts.layout.inbox / rel)
         parts.work.release(job.id)
@@ -245,10 +270,14 @@ def keep_result(parts: Parts, job: Job, rendered: engine.Rendered, notes: dict[s
                     " again: %s", job.id, exc)
 
 
-def scan(parts: Parts, job: Job, data: bytes) -> Verdict:
-    """The scanner's verdict on the job's bytes, applying `on_unavailable` when it has none."""
+def scan(parts: Parts, job: Job, data: bytes, sha256: str) -> Verdict:
+    """The scanner's verdict on the job's bytes (of SHA-256 `sha256`): the one scanned ahead
+    for them, else a scan now, applying `on_unavailable` when it has none."""
     if parts.scanner is None:
         return NOT_SCANNED
+    ahead = verdict_left(parts.work, job.id, sha256)
+    if ahead is not None:
+        return ahead
     try:
         return parts.scanner.scan(data, PurePosixPath(job.rel).name)
     except Unavailable as exc:

@@ -5,8 +5,10 @@ The path is recorded beside it in `work/<id>.path` (a symbolic link to the path'
 bytes, never followed), made before the claim's rename, so the work folder alone tells
 where a file came from when the journal lost its row. A result that waits for its
 destination is kept as `work/<id>.result`, so the next try delivers it without rendering
-it again. Both are removed once the file has left the work folder; one left by a crash in
-between has no file beside it and is removed at start-up. Flat names, no folders: the
+it again; a verdict scanned ahead of the job waits as `work/<id>.verdict`
+(hotfolder.scanahead). All are removed once the file has left the work folder; one left
+by a crash in between has no file beside it and is removed at start-up. Flat names, no
+folders: the
 inotify watcher of the inbox would add a watch for every folder made here.
 
 A kept result is one file: a line of JSON (the sidecar record, the caller's notes, and
@@ -30,7 +32,8 @@ from hotfolder.sinks.local import PRIVATE_FILE
 JOB_ID_CHARS = 12
 PATH_SUFFIX = ".path"
 RESULT_SUFFIX = ".result"
-SUFFIXES = (PATH_SUFFIX, RESULT_SUFFIX)
+VERDICT_SUFFIX = ".verdict"
+SUFFIXES = (PATH_SUFFIX, RESULT_SUFFIX, VERDICT_SUFFIX)
 NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS})  # symlink() not offered
 
 
@@ -51,6 +54,10 @@ class WorkFolder:
 
     def _side(self, job_id: str, suffix: str) -> Path:
         return self.folder / f"{job_id}{suffix}"
+
+    def verdict(self, job_id: str) -> Path:
+        """Where a verdict scanned ahead of the job waits for it."""
+        return self._side(job_id, VERDICT_SUFFIX)
 
     def record(self, job_id: str, rel: str) -> None:
         """Durably note the inbox path of a file about to be claimed as `job_id`.
