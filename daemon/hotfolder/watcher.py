@@ -103,7 +103,8 @@ RESTART_SECONDS = 1.0  # least time between two attempts to start an observer
 JOIN_SECONDS = 10.0
 POLL_CPU_SHARE = 0.02  # of one core, the most a poll of the tree may use: a big tree polls slower
 POLL_PACE_FOLDERS = 50  # a poll checks its pace (and may pause) after this many folders
-POLL_SLOW_FACTOR = 1.5  # a poll this many intervals long is said in the log
+POLL_SLOW_FACTOR = 1.5  # a poll this many intervals long is said in the log...
+POLL_SAY_SECONDS = 3600.0  # ...at most this often
 # A folder whose modification time is older than this when it is listed cannot gain an entry
 # under that same time (even with coarse times, or a server's clock somewhat behind ours).
 POLL_TRUST_SECONDS = 60.0
@@ -524,10 +525,10 @@ class TreePoller:
     looked at), and only a folder whose time changed is listed and its files stat'ed. A folder
     changed within POLL_TRUST_SECONDS is listed once more under the same time before it is
     trusted, for file systems whose times are coarse. A pass is spread over the interval and
-    uses at most POLL_CPU_SHARE of a core: a bigger tree takes a longer pass, said once in the
-    log. A file changed in place, in a folder that did not change, is found by the watcher's
-    full rescan. Links are never followed into folders. The first pass, in start(), reports
-    nothing: it learns the tree.
+    uses at most POLL_CPU_SHARE of a core: a bigger tree takes a longer pass, said in the log
+    (at most once an hour). A file changed in place, in a folder that did not change, is found
+    by the watcher's full rescan. Links are never followed into folders. The first pass, in
+    start(), reports nothing: it learns the tree.
     """
 
     def __init__(
@@ -545,7 +546,7 @@ class TreePoller:
         self._on_change = on_change
         self._on_gone = on_gone
         self._tree: dict[str, _Folder] = {}
-        self._slow = False
+        self._said: float | None = None  # when a slow pass was last said in the log
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hotfolder-poll", daemon=True)
 
@@ -607,17 +608,18 @@ class TreePoller:
         self._stop.wait(due - (time.monotonic() - started))
 
     def _say_pace(self, folders: int) -> None:
-        slow = self.stats.seconds > self.interval * POLL_SLOW_FACTOR
-        if slow and not self._slow:
-            log.warning(
-                "polling %d folders under %s takes %.1f s a pass, longer than the %g s interval,"
-                " to stay within %g%% of a core: new files are seen up to that late",
-                folders, self.top, self.stats.seconds, self.interval, 100 * POLL_CPU_SHARE,
-            )
-        elif self._slow and not slow:
-            log.info("polling %d folders under %s keeps to the %g s interval again",
-                     folders, self.top, self.interval)
-        self._slow = slow
+        now = time.monotonic()
+        if self.stats.seconds <= self.interval * POLL_SLOW_FACTOR:
+            return
+        if self._said is not None and now - self._said < POLL_SAY_SECONDS:
+            return
+        self._said = now
+        log.warning(
+            "polling %d folders under %s takes %.1f s a pass, longer than the %g s interval,"
+            " to stay within %g%% of a core: new files are seen up to that late"
+            " (hotfolder_watcher_poll_seconds follows it)",
+            folders, self.top, self.stats.seconds, self.interval, 100 * POLL_CPU_SHARE,
+        )
 
     def _check(self, path: str, folders: list[str], *, report: bool) -> None:
         """Look at one folder, list it if it changed, and queue its sub-folders."""
