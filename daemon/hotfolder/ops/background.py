@@ -6,8 +6,9 @@ to the full-size image. All three start from the same model of the background:
 - the background is what the frame along the border looks like: k-means clusters
   of each pixel's colour (CIELAB) and of the mean colour and spread of its
   neighbourhood (wide on a textured frame such as grass, gravel, brick or fabric,
-  a pixel on a plain or gradient one). A pixel's score is its distance to the
-  nearest cluster in units of that cluster's spread; a cluster seen on only one
+  a pixel on a plain or gradient one, whose fitted quadratic surface is taken off
+  first so a gradient drops out). A pixel's score is its distance to the nearest
+  cluster in units of that cluster's spread; a cluster seen on only one
   side of the frame is a subject cut by that edge (shoulders), not background.
   Pixels scoring well above the background, opened to remove thin background
   lines (mortar, grass blades) and specks, are the rough subject;
@@ -15,8 +16,8 @@ to the full-size image. All three start from the same model of the background:
   models (clusters of the background's colours and of the subject's), which puts
   the edge back on the subject and keeps the holes of a wheel as background;
 - grabcut: OpenCV's GrabCut from auto's result (inside is subject, outside is
-  background, a band either side of the edge is left to GrabCut's colour models
-  and smoothness); the most exact edges;
+  background, a band of a pixel or two either side of the edge is left to
+  GrabCut's colour models and smoothness); the best scores on textures;
 - watershed: auto's result grown back to the strongest edges by OpenCV's
   watershed from markers well inside the subject and the background.
 
