@@ -5,9 +5,9 @@ steps and output settings (canonical JSON) and of hotfolder's version, so a chan
 recipe or an upgrade never reuses an old result. Results live in state/: an SQLite
 index (`cache.db`) and the encoded outputs as files (`cache/ab/<key>.<n>`). The cache
 is bounded in bytes and evicts the least recently used results first;
-`hotfolder cache clear` empties it. Outputs are written atomically and fsynced
-(hotfolder.files), as every file hotfolder writes; the index is not synced at each
-change (a result lost with the power is only a miss).
+`hotfolder cache clear` empties it. Outputs are written atomically (hotfolder.files)
+but not synced, nor is the index at each change: a result lost with the power is only a
+miss. Each process keeps one connection to the index.
 Each stored output carries its SHA-256, so a damaged file is a miss, never a
 wrong result. A duplicate's sidecar names the first input only when it was in the same
 folder; from another folder it gets an opaque reference (`result <key prefix>`).
@@ -22,6 +22,7 @@ import json
 import logging
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,12 +33,15 @@ from hotfolder import __version__
 from hotfolder.config import CacheConfig, LimitsConfig
 from hotfolder.engine import Output, Rendered, output_name, render
 from hotfolder.files import write_atomic
+from hotfolder.journal import in_every_child
 from hotfolder.names import loaded_rel, stored_rel
 from hotfolder.recipes import Plan
 
 log = logging.getLogger("hotfolder.cache")
 
 REFERENCE_CHARS = 12  # of the key, in the `duplicate_of` of a duplicate in another folder
+# Connections inherited through fork are kept, never used or closed (SQLite forbids both).
+_INHERITED: list[sqlite3.Connection] = []
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -120,6 +124,9 @@ class ResultCache:
         self.max_bytes = max_bytes
         self.clock = clock
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        in_every_child(self._after_fork)
         conn = sqlite3.connect(self.db, timeout=30)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -127,12 +134,23 @@ class ResultCache:
         finally:
             conn.close()
 
+    def _after_fork(self) -> None:
+        """In a forked child: a fresh lock, and a connection of its own on first use."""
+        self._lock = threading.Lock()
+        if self._conn is not None:
+            _INHERITED.append(self._conn)
+            self._conn = None
+
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A short-lived connection (workers are separate processes); commits on success."""
-        conn = sqlite3.connect(self.db, timeout=30, isolation_level=None)
-        try:
-            conn.execute("PRAGMA synchronous=NORMAL")
+        """This process's connection, in one transaction that commits on success; kept open,
+        since closing the last connection to the file checkpoints and syncs it."""
+        with self._lock:
+            if self._conn is None:
+                self._conn = sqlite3.connect(self.db, timeout=30, isolation_level=None,
+                                             check_same_thread=False)
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+            conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -140,8 +158,6 @@ class ResultCache:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-        finally:
-            conn.close()
 
     def _path(self, key: str, index: int) -> Path:
         return self.folder / key[:2] / f"{key}.{index}"
@@ -177,7 +193,7 @@ class ResultCache:
         for index, output in enumerate(rendered.outputs):
             path = self._path(key, index)
             path.parent.mkdir(exist_ok=True)
-            write_atomic(path, output.data)
+            write_atomic(path, output.data, sync=False)  # its SHA-256 tells a damaged one
             listing.append({"name": output.name, "media_type": output.media_type,
                             "sha256": hashlib.sha256(output.data).hexdigest()})
         with self._connect() as conn:

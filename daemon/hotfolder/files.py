@@ -89,9 +89,9 @@ def temp_name() -> str:
 
 
 def write_temp(folder: int, source: bytes | BinaryIO, mode: int = 0o666,
-               group: SyncGroup | None = None) -> str:
+               group: SyncGroup | None = None, *, sync: bool = True) -> str:
     """Write bytes (or an open file's content) to a new temporary name in folder, fsynced
-    now, or with `group` when one is given.
+    now, or with `group` when one is given (not at all without `sync`).
 
     Where the filesystem allows, the bytes go to an unnamed file (O_TMPFILE) that gets its
     temporary name only once complete, so a process killed while writing leaves nothing.
@@ -113,10 +113,10 @@ def write_temp(folder: int, source: bytes | BinaryIO, mode: int = 0o666,
             else:
                 out.write(source)
             out.flush()
-            if group is None:
-                os.fsync(out.fileno())
-            else:
+            if group is not None:
                 group.add(out.fileno())
+            elif sync:
+                os.fsync(out.fileno())
             if unnamed:
                 os.link(f"/proc/self/fd/{out.fileno()}", name, dst_dir_fd=folder)
     except BaseException:
@@ -139,23 +139,26 @@ def link_new(folder: int, temp: str, name: str) -> bool:
 
 
 def replace(folder: int, source: bytes, name: str, mode: int = 0o666, *,
-            sync_folder: bool = True) -> None:
+            sync_folder: bool = True, sync: bool = True) -> None:
     """Write source under name in folder atomically, replacing what is there; without
-    `sync_folder`, the rename may be lost with the power (the old file is then left)."""
-    temp = write_temp(folder, source, mode)
+    `sync_folder`, the rename may be lost with the power (the old file is then left); without
+    `sync`, neither the bytes nor the rename are synced (the power may leave the old file, a
+    new one cut short, or nothing)."""
+    temp = write_temp(folder, source, mode, sync=sync)
     try:
         os.rename(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:
         os.unlink(temp, dir_fd=folder)
         raise
-    if sync_folder:
+    if sync_folder and sync:
         os.fsync(folder)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o666, *, sync_folder: bool = True) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o666, *, sync_folder: bool = True,
+                 sync: bool = True) -> None:
     """Write data to path atomically, replacing what is there; its folder must exist."""
     fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        replace(fd, data, path.name, mode, sync_folder=sync_folder)
+        replace(fd, data, path.name, mode, sync_folder=sync_folder, sync=sync)
     finally:
         os.close(fd)
