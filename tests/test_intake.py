@@ -20,6 +20,7 @@ from hotfolder.errors import InputError
 from hotfolder.intake import Intake, claimed_bytes, read_claimed
 from hotfolder.journal import Claim
 from hotfolder.journal.sqlite import SqliteJournal
+from hotfolder.workfolder import PATH_ATTRIBUTE
 
 
 @pytest.fixture
@@ -55,7 +56,8 @@ def test_a_good_file_is_claimed_into_the_work_folder(layout: Layout, intake: Int
                                                         len(data))
     assert not path.exists()
     assert (layout.work / job.id).read_bytes() == data  # named by the job id alone
-    assert os.readlink(layout.work / f"{job.id}.path") == "Engrave/photo.jpg"  # never followed
+    # The service's own file carries its path itself, into the work folder.
+    assert os.getxattr(layout.work / job.id, PATH_ATTRIBUTE) == b"Engrave/photo.jpg"
 
 
 def test_offering_a_file_again_or_concurrently_gives_one_job(layout: Layout,
@@ -72,7 +74,7 @@ def test_offering_a_file_again_or_concurrently_gives_one_job(layout: Layout,
     assert intake.offer(path) is None
     assert intake.journal.counts() == {"queued": 1}
     # the losers' notes of the path are gone with their claims
-    assert sorted(p.name for p in layout.work.iterdir()) == [job.id, f"{job.id}.path"]
+    assert [p.name for p in layout.work.iterdir()] == [job.id]
 
 
 def test_a_symlink_is_moved_to_failed_and_its_target_left_alone(layout: Layout, intake: Intake,
@@ -228,7 +230,7 @@ def test_a_name_that_is_not_utf8_is_claimed_and_refused_with_its_bytes_escaped(
     assert job is not None and job.reason is not None
     assert os.fsencode(job.rel) == b"W\xfcrfel/caf\xe9.jpg"
     assert job.reason.startswith("W\\xfcrfel/caf\\xe9.jpg: the file is")
-    assert os.readlink(os.fsencode(layout.work / f"{job.id}.path")) == b"W\xfcrfel/caf\xe9.jpg"
+    assert os.fsencode(intake.work.recorded(job.id) or "") == b"W\xfcrfel/caf\xe9.jpg"
 
 
 def test_files_found_together_are_claimed_at_once_each_into_a_private_job(
@@ -252,7 +254,9 @@ def test_files_found_together_are_claimed_at_once_each_into_a_private_job(
         assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_nlink) == (0o600, os.geteuid(), 1)
         if path in ours:  # made private where it is; another user's file is copied (owner)
             assert st.st_ino == ours[path]
-        assert os.readlink(layout.work / f"{claim.id}.path") == claim.rel
+        assert intake.work.recorded(claim.id) == claim.rel
+    # Another user's file is copied, its path noted beside it (a link, never followed).
+    assert os.readlink(layout.work / f"{claims[0].id}.path") == claims[0].rel
     assert not list(layout.work.glob(".hf-*"))  # no copy left behind
 
 

@@ -133,3 +133,22 @@ def test_a_note_written_as_a_plain_file_is_read_too(tmp_path: Path) -> None:
     assert work.recorded(JOB) == "A/photo.jpg"
     work.release(JOB)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_path_kept_on_the_file_itself_moves_with_it_and_a_note_beside_it_comes_first(
+        tmp_path: Path) -> None:
+    work = WorkFolder(tmp_path / "work")
+    dropped = tmp_path / "photo.jpg"
+    dropped.write_bytes(b"data")
+    fd = os.open(dropped, os.O_RDONLY)
+    try:
+        work.record(JOB, "A/photo.jpg", fd)
+    finally:
+        os.close(fd)
+    assert not (tmp_path / "work").exists()  # nothing beside it: the path is on the file
+    (tmp_path / "work").mkdir()
+    dropped.rename(work.file(JOB))
+    assert work.recorded(JOB) == "A/photo.jpg"
+    assert (work.claimed(), work.unclaimed(), work.strays()) == ([JOB], [], [])
+    work.record(JOB, "B/photo.jpg")  # a note beside the file says more than its attribute
+    assert work.recorded(JOB) == "B/photo.jpg"

@@ -374,11 +374,12 @@ class Intake:
             except InputError as exc:  # claimed all the same: it is scanned before it fails
                 kind, refusal = None, f"{shown(rel)}: {exc.message}"
             job_id = new_job_id()
-            self.work.record(job_id, rel.as_posix())
             if read.st_uid == os.geteuid():  # made private where it is, once claimed
+                self.work.record(job_id, rel.as_posix(), fd)
                 group.add(fd)
                 kept = True
                 return _Read(path, rel, read, kind, refusal, job_id, copy=None, fd=fd)
+            self.work.record(job_id, rel.as_posix())
             try:
                 copy: str | None = write_temp(work, data, PRIVATE_FILE, group)
             except OSError as exc:  # a full disk, say: the job makes the copy before it reads
@@ -418,6 +419,8 @@ class Intake:
         else:  # written to since it was read, or still open for writing
             if file.copy is not None:
                 os.unlink(file.copy, dir_fd=work)
+            if file.fd is not None:  # the new copy lacks the attribute: noted beside it
+                self.work.record(job_id, rel.as_posix())
             try:
                 make_private(target, read_claimed(target, self.limits)[0])
             except InputError as exc:  # it grew past the limit since it was checked

@@ -1,15 +1,15 @@
 """The work folder: where claimed files wait, each named by its job id alone (SPEC 2, 8).
 
 A job's file is `work/<id>`, whatever the length or the bytes of its path in the inbox.
-The path is recorded beside it in `work/<id>.path` (a symbolic link to the path's raw
-bytes, never followed), made before the claim's rename, so the work folder alone tells
-where a file came from when the journal lost its row. A result that waits for its
-destination is kept as `work/<id>.result`, so the next try delivers it without rendering
-it again; a verdict scanned ahead of the job waits as `work/<id>.verdict`
-(hotfolder.scanahead). All are removed once the file has left the work folder; one left
-by a crash in between has no file beside it and is removed at start-up. Flat names, no
-folders: the
-inotify watcher of the inbox would add a watch for every folder made here.
+The path is recorded before the claim's rename, on the file itself (an extended attribute)
+or beside it in `work/<id>.path` (a symbolic link to the path's raw bytes, never
+followed), so the work folder alone tells where a file came from when the journal lost
+its row. A result that waits for its destination is kept as `work/<id>.result`, so the
+next try delivers it without rendering it again; a verdict scanned ahead of the job waits
+as `work/<id>.verdict` (hotfolder.scanahead). All are removed once the file has left the
+work folder; one left by a crash in between has no file beside it and is removed at
+start-up. Flat names, no folders: the inotify watcher of the inbox would add a watch for
+every folder made here.
 
 A kept result is one file: a line of JSON (the sidecar record, the caller's notes, and
 the name, type, size and SHA-256 of each output), then the outputs' bytes in order.
@@ -35,6 +35,10 @@ RESULT_SUFFIX = ".result"
 VERDICT_SUFFIX = ".verdict"
 SUFFIXES = (PATH_SUFFIX, RESULT_SUFFIX, VERDICT_SUFFIX)
 NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS})  # symlink() not offered
+PATH_ATTRIBUTE = "user.hotfolder.path"
+# setxattr() not offered, not allowed, or the path too long for an attribute here
+NO_ATTRIBUTES = frozenset({errno.EOPNOTSUPP, errno.EPERM, errno.EACCES, errno.E2BIG,
+                           errno.ERANGE, errno.ENOSPC, errno.ENOSYS})
 
 
 def is_job_id(name: str) -> bool:
@@ -59,17 +63,26 @@ class WorkFolder:
         """Where a verdict scanned ahead of the job waits for it."""
         return self._side(job_id, VERDICT_SUFFIX)
 
-    def record(self, job_id: str, rel: str) -> None:
+    def record(self, job_id: str, rel: str, fd: int | None = None) -> None:
         """Durably note the inbox path of a file about to be claimed as `job_id`.
 
-        The note is a symbolic link whose target is the path's bytes, never followed: made
-        in one step with its name, it needs no flush of its own, since the claim's rename
-        into the same folder reaches the disk after it (and it is removed at no cost, having
-        no data blocks to free). Where the filesystem has no symbolic links (SMB without
-        Unix extensions), the note is a plain file, fsynced. A note without a file beside
-        it is removed at start-up.
+        Given the service's own file open (`fd`), the path is an extended attribute of the
+        file itself (PATH_ATTRIBUTE), which moves with it into the work folder. Else, or
+        where the filesystem refuses the attribute, it is a note beside the file: a symbolic
+        link whose target is the path's bytes, never followed. Neither needs a flush of its
+        own: each is made in one step, and the claim's rename reaches the disk after it.
+        Where the filesystem has no symbolic links (SMB without Unix extensions), the note
+        is a plain file, fsynced. A note without a file beside it is removed at start-up.
         """
-        path, raw = self._side(job_id, PATH_SUFFIX), os.fsencode(rel)
+        raw = os.fsencode(rel)
+        if fd is not None:
+            try:
+                os.setxattr(fd, PATH_ATTRIBUTE, raw)
+                return
+            except OSError as exc:
+                if exc.errno not in NO_ATTRIBUTES:
+                    raise
+        path = self._side(job_id, PATH_SUFFIX)
         if not self.folder.is_dir():  # the work folder itself was removed
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
@@ -83,13 +96,16 @@ class WorkFolder:
                 os.fsync(out.fileno())
 
     def recorded(self, job_id: str) -> str | None:
-        """The inbox path noted for `job_id`, or None when there is none."""
+        """The inbox path noted for `job_id` (a note beside it first), or None when none is."""
         path = self._side(job_id, PATH_SUFFIX)
         try:
             raw = os.readlink(os.fsencode(path))
         except FileNotFoundError:
-            return None
-        except OSError as exc:  # a note written as a plain file (as earlier versions did)
+            try:
+                raw = os.getxattr(self.file(job_id), PATH_ATTRIBUTE, follow_symlinks=False)
+            except OSError:  # no file, no attribute, or none offered here
+                return None
+        except OSError as exc:  # a note written as a plain file
             if exc.errno != errno.EINVAL:
                 raise
             raw = path.read_bytes()
