@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 from background_scenes import (
     BACKDROPS,
     SUBJECTS,
+    TEXTURES,
     Layer,
     Size,
     backdrop,
@@ -163,6 +164,14 @@ def test_a_one_colour_file_fails_its_job_with_the_reason() -> None:
     assert caught.value.message == ("remove_background found nothing to cut out: "
                                     "the picture is one colour")
     assert caught.value.stage == "process"
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("kind", list(TEXTURES))
+def test_a_photographed_texture_alone_has_no_subject(method: str, kind: str) -> None:
+    texture = np.clip(backdrop(kind, SCENE_SIZE) + 0.5, 0, 255).astype(np.uint8)
+    with pytest.raises(InputError, match="no subject that stands out"):
+        apply(Image.fromarray(texture), f"remove_background={method}")
 
 
 def test_a_picture_without_a_subject_is_explained() -> None:

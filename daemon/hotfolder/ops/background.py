@@ -64,6 +64,7 @@ EDGE_BLUR = (0.3, 0.6)  # colour smoothing at the edge, on a smooth and a textur
 COLOUR_CLUSTERS = 10  # clusters of each colour model near the edge
 SAME_COLOUR = 3.0  # CIELAB distance under which a colour is the background's
 MIN_OBJECT = 0.001  # regions smaller than this share of the picture are dropped
+MIN_SUBJECT = 0.005  # a subject has at least one region of this share of the picture
 FLAT = 2.0  # standard deviation under which a picture is one colour
 MATTE_SIDE = 400  # pixels on the long side of the copy that matting solves on
 MATTE_BAND = 0.04  # unknown band either side of the edge, as a share of the long side
@@ -260,8 +261,10 @@ def rough_subject(rgb: Rgb, smooth: bool) -> Mask:
     side = max(rgb.shape[:2])
     score = cv2.GaussianBlur(background_score(rgb, smooth), (0, 0), max(1.0, side / 400))
     opened = cv2.morphologyEx((score > UNLIKE).astype(np.uint8), cv2.MORPH_OPEN,
-                              disc(max(1, round(side / 200))))
-    return keep_large(opened > 0)
+                              disc(max(1, round(side / 200)))) > 0
+    if not keep_large(opened, MIN_SUBJECT).any():  # specks alone: a patterned floor's repeats
+        return np.zeros_like(opened)
+    return keep_large(opened)
 
 
 def auto_mask(rgb: Rgb) -> Mask:
@@ -293,10 +296,10 @@ def auto_mask(rgb: Rgb) -> Mask:
     return keep_large(cv2.medianBlur(found.astype(np.uint8) * 255, 5) > 0)
 
 
-def keep_large(mask: Mask) -> Mask:
-    """The mask without specks: components under MIN_OBJECT of the picture are dropped."""
+def keep_large(mask: Mask, share: float = MIN_OBJECT) -> Mask:
+    """The mask without specks: components under `share` of the picture are dropped."""
     _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    big: Mask = np.asarray(stats)[:, cv2.CC_STAT_AREA] >= MIN_OBJECT * mask.size
+    big: Mask = np.asarray(stats)[:, cv2.CC_STAT_AREA] >= share * mask.size
     big[0] = False
     return big[np.asarray(labels)]
 
