@@ -157,11 +157,17 @@ def make_private(path: Path, data: bytes) -> None:
     write_atomic(path, data, PRIVATE_FILE, sync_folder=False)
 
 
+def is_private(st: os.stat_result) -> bool:
+    """A claimed file made the service's own (see make_private)."""
+    return (stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
+            and stat.S_IMODE(st.st_mode) == PRIVATE_FILE and st.st_nlink == 1)
+
+
 def claimed_bytes(path: Path, limits: LimitsConfig) -> bytes:
     """A claimed file's content, read once (see read_claimed); the file is made private
     first when it is not yet (its claim was cut short)."""
     data, st = read_claimed(path, limits)
-    if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != PRIVATE_FILE or st.st_nlink != 1:
+    if not is_private(st):
         with place_errors(path):  # a full disk makes the job wait
             make_private(path, data)
     return data

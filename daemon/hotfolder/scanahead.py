@@ -24,14 +24,13 @@ import hashlib
 import json
 import logging
 import os
-import stat
 import threading
 from collections.abc import Callable
 from pathlib import PurePosixPath
 
 from hotfolder.config import LimitsConfig
 from hotfolder.errors import HotfolderError
-from hotfolder.intake import read_claimed
+from hotfolder.intake import is_private, read_claimed
 from hotfolder.scanner import Scanner, Verdict
 from hotfolder.sinks.local import PRIVATE_FILE
 from hotfolder.workfolder import WorkFolder
@@ -86,10 +85,10 @@ def _scan_into(fd: int, scanner: Scanner, work: WorkFolder, job_id: str,
     file = work.file(job_id)
     try:
         st = os.lstat(file)
-        if not private(st) or st.st_size > AHEAD_MAX_BYTES:
+        if not is_private(st) or st.st_size > AHEAD_MAX_BYTES:
             return False
         data, st = read_claimed(file, limits)
-        if not private(st):
+        if not is_private(st):
             return False
         name = PurePosixPath(work.recorded(job_id) or job_id).name
         verdict = scanner.scan(data, name)
@@ -100,12 +99,6 @@ def _scan_into(fd: int, scanner: Scanner, work: WorkFolder, job_id: str,
               "signature": verdict.signature, "scanner": verdict.scanner}
     os.write(fd, json.dumps(record).encode())
     return True
-
-
-def private(st: os.stat_result) -> bool:
-    """A claimed file made the service's own (see intake.make_private)."""
-    return (stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
-            and stat.S_IMODE(st.st_mode) == PRIVATE_FILE and st.st_nlink == 1)
 
 
 class ScanAhead:
