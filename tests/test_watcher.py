@@ -336,8 +336,11 @@ def test_a_dead_observer_is_restarted(watch, inbox, caplog):
     assert "restarting" in caplog.text
 
 
-def test_an_inbox_that_goes_away_and_comes_back_is_watched_again(watch, inbox, caplog):
-    w, calls = watch(settle_seconds=0.05)
+@pytest.mark.parametrize("mode", ["events", "polling"])
+def test_an_inbox_that_goes_away_and_comes_back_is_watched_again(
+        watch, inbox, caplog, monkeypatch, mode):
+    monkeypatch.setattr(watcher_module, "poll_interval", lambda settle: 0.1)
+    w, calls = watch(mode=mode, settle_seconds=0.05)
     shutil.rmtree(inbox)
     wait_until(lambda: not w.healthy, DEADLINE, "the watcher to see the inbox gone")
     scanned = w.last_scan

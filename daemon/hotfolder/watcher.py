@@ -527,8 +527,8 @@ class TreePoller:
     trusted, for file systems whose times are coarse. A pass is spread over the interval and
     uses at most POLL_CPU_SHARE of a core: a bigger tree takes a longer pass, said in the log
     (at most once an hour). A file changed in place, in a folder that did not change, is found
-    by the watcher's full rescan. Links are never followed into folders. The first pass, in
-    start(), reports nothing: it learns the tree.
+    by the watcher's full rescan. Links are never followed into folders. The first pass
+    reports nothing: it learns the tree (the watcher's rescan then finds what is there).
     """
 
     def __init__(
@@ -556,9 +556,15 @@ class TreePoller:
         return ()
 
     def start(self) -> None:
-        """Learn the tree (OSError when its top cannot be read), then poll it in a thread."""
-        self.poll(paced=False)
+        """Poll in a thread that first learns the tree (OSError when its top cannot be listed)."""
+        with os.scandir(self.top):
+            pass
         self._thread.start()
+
+    @property
+    def learnt(self) -> bool:
+        """True once the first pass has learnt the tree: what changes from then on is reported."""
+        return self.stats.polls > 0
 
     def stop(self) -> None:
         """Ask the thread to end after the folder it is at."""
@@ -573,10 +579,12 @@ class TreePoller:
         return self._thread.is_alive()
 
     def _run(self) -> None:
+        paced = False  # the first pass learns the tree at once
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                self.poll(paced=True)
+                self.poll(paced=paced)
+                paced = True
             except OSError as exc:
                 log.warning("cannot poll %s: %s", self.top, exc.strerror)
                 return  # the watcher sees the poller gone and starts another
@@ -834,13 +842,18 @@ class Watcher:
             restart = not self.healthy and now >= self._next_start
             if restart and self._restart_observer():
                 next_scan = now  # whatever happened while it was down
-            if now >= next_scan:
+            if now >= next_scan and self._learnt():
                 self.rescan(at_start=at_start)
                 at_start = False
                 next_scan = now + self.cfg.rescan_seconds
             self._settle()
             self.coverage.confirm()
             self._stop.wait(period)
+
+    def _learnt(self) -> bool:
+        """False while a poller learns the tree (a rescan before it could miss a change)."""
+        observer = self._observer
+        return not isinstance(observer, TreePoller) or observer.learnt
 
     def _restart_observer(self) -> bool:
         self._next_start = self._clock() + RESTART_SECONDS
