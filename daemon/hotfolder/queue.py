@@ -19,6 +19,7 @@ import select
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 from huey import MemoryHuey, RedisHuey, SqliteHuey
 from huey.api import Huey
 from huey.consumer import Consumer, ProcessEnvironment, Worker
+from huey.storage import SqliteStorage
 
 from hotfolder import memory
 from hotfolder.config import Layout
@@ -64,6 +66,20 @@ def make_huey(url: str, layout: Layout) -> Huey:
     if split.scheme == "memory":
         return MemoryHuey(QUEUE_NAME, results=False)
     raise ConfigError(f"queue.url {url!r}: unknown scheme {split.scheme!r}")
+
+
+def enqueue_all(huey: Huey, tasks: Sequence[Any]) -> None:
+    """Queue tasks: in one transaction on an SQLite queue (whose every write takes the lock
+    the workers' dequeues take too), one by one on the others."""
+    storage = huey.storage
+    if not isinstance(storage, SqliteStorage):
+        for task in tasks:
+            huey.enqueue(task)
+        return
+    rows = [(storage.name, storage.to_blob(huey.serialize_task(task)), task.priority or 0)
+            for task in tasks]
+    with storage.db(commit=True) as cursor:  # the statement of SqliteStorage.enqueue
+        cursor.executemany("insert into task (queue, data, priority) values (?, ?, ?)", rows)
 
 
 def die_with_parent(parent: int) -> None:

@@ -34,6 +34,7 @@ from hotfolder.journal import Job
 from hotfolder.metrics import UNKNOWN_RECIPE, Metrics
 from hotfolder.names import shown
 from hotfolder.parts import Parts
+from hotfolder.queue import enqueue_all
 from hotfolder.scanahead import ScanAhead, verdict_left
 from hotfolder.scanner import Untrusted, Verdict
 
@@ -86,8 +87,7 @@ def register(parts: Parts) -> Callable[[Sequence[str]], None]:
             ahead.rest()
 
     def submit(job_ids: Sequence[str]) -> None:
-        for job_id in job_ids:
-            parts.huey.enqueue(process.s(job_id))
+        enqueue_all(parts.huey, [process.s(job_id) for job_id in job_ids])
 
     return submit
 
