@@ -3,12 +3,12 @@
 A file is looked at with `lstat` first: links, FIFOs, sockets and devices are refused
 without being opened, and so is a file over the size limit: these move to failed/ with
 their reason. Any other file is claimed by one atomic rename into `work/<job id>`,
-its path noted beside it first (hotfolder.workfolder), then recorded in the journal:
-the work folder alone is enough to find the job again if the service dies between
-the two. Any name the file system accepts is claimed, whatever its length or bytes;
-names in messages are shown escaped (hotfolder.names). A file whose
-first bytes are not an accepted image is claimed with that refusal recorded: it is
-scanned like any other, so malware goes to quarantine/, and fails only once clean.
+its path noted first (on the file or beside it, hotfolder.workfolder), then recorded in
+the journal: the work folder alone is enough to find the job again if the service dies
+between the two. Any name the file system accepts is claimed, whatever its length or
+bytes; names in messages are shown escaped (hotfolder.names). A file whose first bytes
+are not an accepted image is claimed with that refusal recorded: it is scanned like any
+other, so malware goes to quarantine/, and fails only once clean.
 The file's folder is reached from the inbox without following any link (a link to a
 folder is refused as a file of its own), so no claim reaches outside the inbox.
 Right after the rename, the claimed file is made private (the service's own, mode 0600):
