@@ -432,10 +432,10 @@ def hooked(intake: Intake, between: Callable[[Path], None],
     claim = intake._claim
     pending = [between]
 
-    def late_claim(path: Path, *args: Any) -> Job | None:
+    def late_claim(file: Any, *args: Any) -> Job | None:
         while pending:
-            pending.pop()(path)
-        return claim(path, *args)
+            pending.pop()(file.source)
+        return claim(file, *args)
 
     monkeypatch.setattr(intake, "_claim", late_claim)
 

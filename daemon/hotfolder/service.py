@@ -39,7 +39,6 @@ from hotfolder.errors import HotfolderError
 from hotfolder.intake import Intake
 from hotfolder.janitor import Janitor
 from hotfolder.journal import Job, is_shared
-from hotfolder.journal.redis import check_redis
 from hotfolder.metrics import MetricsServer, State, serve
 from hotfolder.names import OneLineFormatter
 from hotfolder.parts import Parts, assemble
@@ -201,6 +200,8 @@ class Service:
         url = self.parts.cfg.queue.url
         if not is_shared(url):
             return
+        from hotfolder.journal.redis import check_redis  # noqa: PLC0415  (a Redis queue only)
+
         problem = check_redis(url, timeout=QUEUE_PING_SECONDS)
         if problem != self.queue_problem:
             if problem is None:
