@@ -78,7 +78,6 @@ SIZE = (320, 240)
 SCENE_SIZE = (320, 256)  # the bench's 1000x800 shape, small enough for a quick run
 METHODS = ("auto", "grabcut", "watershed")
 TARGETED = [(m, b) for m in METHODS for b in BACKDROPS if target(m, b) is not None]
-NOT_YET = {("grabcut", "tiles")}  # (method, backdrop) still under target, marked so
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +89,9 @@ def scenes() -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
 @pytest.mark.parametrize(("method", "kind"), TARGETED)
 def test_every_subject_reaches_the_target_on_each_backdrop(
         scenes: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], method: str,
-        kind: str, request: pytest.FixtureRequest) -> None:
+        kind: str) -> None:
     goal = target(method, kind)
     assert goal is not None
-    if (method, kind) in NOT_YET:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="under target"))
     scores = {}
     for subject in SUBJECTS:
         image, truth = scenes[subject, kind]

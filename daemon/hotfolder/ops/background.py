@@ -15,9 +15,11 @@ to the full-size image. All three start from the same model of the background:
 - auto: near the rough subject's edge each pixel goes to the nearer of two colour
   models (clusters of the background's colours and of the subject's), which puts
   the edge back on the subject and keeps the holes of a wheel as background;
-- grabcut: OpenCV's GrabCut from auto's result (inside is subject, outside is
-  background, a band of a pixel or two either side of the edge is left to
-  GrabCut's colour models and smoothness); the best scores on textures;
+- grabcut: OpenCV's GrabCut from auto's result (well inside is subject, well
+  outside is background; a band of a pixel or two inside the edge and a wide one
+  outside it, a fifteenth of the long side, are left to GrabCut's colour models
+  and smoothness, so a part of the subject that auto lost to a background of like
+  colour, an orange suit on orange parquet, is taken back); the best scores on textures;
 - watershed: auto's result grown back to the strongest edges by OpenCV's
   watershed from markers well inside the subject and the background.
 
@@ -53,6 +55,7 @@ Mask = npt.NDArray[np.bool_]
 
 WORK_SIDE = 800  # pixels on the long side of the working copy
 GRABCUT_ROUNDS = 2
+GRABCUT_REACH = 1 / 15  # unsure band outside auto's edge, of the long side
 FRAME = 0.03  # share of each side treated as the frame around the subject
 NEIGHBOURHOOD = 1 / 80  # radius of the neighbourhood that texture is measured over, of the side
 BACKGROUND_CLUSTERS = 8  # clusters of the frame's features
@@ -305,15 +308,17 @@ def keep_large(mask: Mask, share: float = MIN_OBJECT) -> Mask:
 
 
 def grabcut_mask(rgb: Rgb) -> Mask:
-    """The subject of auto refined by GrabCut: its inside is subject, its outside background,
-    a band either side of its edge is decided by GrabCut's colour models and smoothness."""
+    """The subject of auto refined by GrabCut: well inside is subject, well outside background,
+    a thin band inside its edge and a wide one outside are decided by GrabCut's colour models
+    and smoothness (the wide one takes back what auto lost to a background of like colour)."""
     found = auto_mask(rgb)
     if found.all() or not found.any():  # GrabCut needs samples of both
         return found
     kept = found.astype(np.uint8)
-    band = disc(max(1, round(max(rgb.shape[:2]) / 250)))
+    side = max(rgb.shape[:2])
+    band = disc(max(1, round(side / 250)))
     mask = np.full(found.shape, cv2.GC_BGD, np.uint8)
-    mask[cv2.dilate(kept, band) > 0] = cv2.GC_PR_BGD
+    mask[cv2.dilate(kept, disc(max(1, round(side * GRABCUT_REACH)))) > 0] = cv2.GC_PR_BGD
     mask[found] = cv2.GC_PR_FGD
     mask[cv2.erode(kept, band) > 0] = cv2.GC_FGD
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
