@@ -100,6 +100,22 @@ def test_least_recently_used_results_are_evicted_by_bytes(cache: ResultCache) ->
     assert stored_files(cache) == ["k1.0", "k3.0"]
 
 
+def test_the_bytes_held_follow_every_store_replacement_removal_and_eviction(
+        cache: ResultCache) -> None:
+    cache.put("k1", result(100), origin="one.jpg")
+    cache.put("k1", result(60), origin="one.jpg")  # stored again: counted once, new size
+    cache.put("k2", result(50), origin="two.jpg")
+    assert cache.usage() == (2, 110)
+    cache.discard("k2")
+    assert cache.usage() == (1, 60)
+    cache.put("k3", result(120), origin="three.jpg")
+    cache.put("k4", result(120), origin="four.jpg")  # k1 evicted: 240 of 250
+    assert cache.usage() == (2, 240)
+    assert stored_files(cache) == ["k3.0", "k4.0"]
+    cache.clear()
+    assert cache.usage() == (0, 0)
+
+
 def test_result_larger_than_the_cache_is_not_kept(cache: ResultCache) -> None:
     cache.put("big", result(251), origin="big.jpg")
 

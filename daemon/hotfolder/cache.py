@@ -4,7 +4,8 @@ A result is found by a key made of the input's SHA-256 and a hash of the plan's
 steps and output settings (canonical JSON) and of hotfolder's version, so a changed
 recipe or an upgrade never reuses an old result. Results live in state/: an SQLite
 index (`cache.db`) and the encoded outputs as files (`cache/ab/<key>.<n>`). The cache
-is bounded in bytes and evicts the least recently used results first;
+is bounded in bytes (the total kept up to date by triggers, so that a store does not
+sum every result) and evicts the least recently used results first;
 `hotfolder cache clear` empties it. Outputs are written atomically (hotfolder.files)
 but not synced, nor is the index at each change: a result lost with the power is only a
 miss. Each process keeps one connection to the index.
@@ -53,6 +54,18 @@ CREATE TABLE IF NOT EXISTS results (
     last_used REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS results_last_used ON results (last_used);
+CREATE TABLE IF NOT EXISTS held (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    results INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO held SELECT 1, COUNT(*), COALESCE(SUM(bytes), 0) FROM results;
+CREATE TRIGGER IF NOT EXISTS held_added AFTER INSERT ON results BEGIN
+    UPDATE held SET results = results + 1, bytes = bytes + new.bytes;
+END;
+CREATE TRIGGER IF NOT EXISTS held_removed AFTER DELETE ON results BEGIN
+    UPDATE held SET results = results - 1, bytes = bytes - old.bytes;
+END;
 """
 
 
@@ -197,8 +210,9 @@ class ResultCache:
             listing.append({"name": output.name, "media_type": output.media_type,
                             "sha256": hashlib.sha256(output.data).hexdigest()})
         with self._connect() as conn:
+            conn.execute("DELETE FROM results WHERE key = ?", (key,))  # counted out of held
             conn.execute(
-                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?)",
                 (key, stored_rel(origin), json.dumps(rendered.sidecar), json.dumps(listing), size,
                  self.clock()),
             )
@@ -233,7 +247,8 @@ class ResultCache:
 
     @staticmethod
     def _held(conn: sqlite3.Connection) -> tuple[int, int]:
-        row = conn.execute("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM results").fetchone()
+        """(results, bytes) held, as the triggers keep them: no scan of the results."""
+        row = conn.execute("SELECT results, bytes FROM held").fetchone()
         return int(row[0]), int(row[1])
 
     def usage(self) -> tuple[int, int]:
