@@ -5,8 +5,9 @@ without it, to a temporary dot-name `.hf-<random>.tmp`, which the watcher ignore
 the service's cleanup removes), are fsynced, and are given their final name with
 `link` (never replaces anything) or `rename` (replaces); then the folder is fsynced.
 A process killed while writing leaves the old file, or nothing, never a partial one.
-Many files written together can share their wait for the disk (`SyncGroup`): each is still
-fsynced, all at once, so that the filesystem commits them together.
+Many files written together can share their wait for the disk (`SyncGroup`): each one's
+bytes are still synced (fdatasync), all at once, so that the filesystem commits them
+together.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def concurrently(call: Callable[[T], R], items: Sequence[T]) -> list[R]:
 
 
 class SyncGroup:
-    """Files written without waiting for the disk, fsynced together by `sync`; used in a
+    """Files written without waiting for the disk, synced together by `sync`; used in a
     `with` block, which closes the descriptors of those left unsynced."""
 
     def __init__(self) -> None:
@@ -59,7 +60,8 @@ class SyncGroup:
         self._fds.append(os.dup(fd))
 
     def sync(self) -> None:
-        """fsync every file of the group, concurrently; OSError when any of them failed."""
+        """Sync the bytes of every file of the group (fdatasync), concurrently; OSError when
+        any of them failed."""
         fds, self._fds = self._fds, []
         try:
             concurrently(os.fdatasync, fds)  # raises the first error, once all have ended
