@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from helpers import drop, image_bytes, wait_until
+from hotfolder.cache import cache_folder
 from hotfolder.config import load_config
 from hotfolder.errors import ConfigError
 from hotfolder.janitor import Janitor
@@ -76,3 +77,24 @@ def test_a_negative_archive_days_is_refused(tmp_path: Path) -> None:
     config.write_text(yaml.safe_dump({"output": {"archive_days": -1}}))
     with pytest.raises(ConfigError, match=r"key output\.archive_days: must be at least 0$"):
         load_config(config)
+
+
+def test_the_start_removes_temporary_files_a_kill_left_in_every_folder(tmp_path: Path) -> None:
+    config = make_root(tmp_path / "hf", queue={"workers": 0})
+    cfg = load_config(config)
+    prepare_root(cfg)
+    layout = cfg.layout
+    left = [folder / "sub" / ".hf-0123456789abcdef.tmp" for folder in (
+        layout.outbox, layout.failed, layout.quarantine, layout.archive, layout.work,
+        cache_folder(layout.state))]
+    kept = layout.outbox / "sub" / "photo.png"
+    for path in [*left, kept]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"cut short")
+    journal = SqliteJournal(layout.state / "journal.db")
+    try:
+        Janitor(cfg, journal, Originals.of(cfg)).remove_temporary(before=time.time())
+    finally:
+        journal.close()
+    assert [path for path in left if path.exists()] == []
+    assert kept.read_bytes() == b"cut short"

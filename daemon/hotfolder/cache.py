@@ -133,7 +133,7 @@ class ResultCache:
     def __init__(self, state: Path, max_bytes: int,
                  clock: Callable[[], float] = time.time) -> None:
         self.db = state / "cache.db"
-        self.folder = state / "cache"
+        self.folder = cache_folder(state)
         self.max_bytes = max_bytes
         self.clock = clock
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -265,6 +265,11 @@ class ResultCache:
                 if sub.is_dir():
                     shutil.rmtree(sub)
         return held
+
+
+def cache_folder(state: Path) -> Path:
+    """Where the cache keeps the outputs of the results it holds."""
+    return state / "cache"
 
 
 def stored_results(cfg: CacheConfig, state: Path) -> ResultCache:

@@ -12,6 +12,7 @@ import logging
 import os
 from pathlib import Path, PurePosixPath
 
+from hotfolder.cache import cache_folder
 from hotfolder.config import Config
 from hotfolder.errors import HotfolderError, InputError
 from hotfolder.files import TEMP_GLOB
@@ -50,8 +51,9 @@ class Janitor:
     def remove_temporary(self, before: float) -> None:
         """Remove temporary files of interrupted writes last changed at or before `before`."""
         layout = self.layout
+        # the work folder: a private copy cut short at a claim; the cache: a result's output
         for folder in (layout.outbox, layout.failed, layout.quarantine, layout.archive,
-                       layout.work):  # the work folder: a private copy cut short at a claim
+                       layout.work, cache_folder(layout.state)):
             for temp in folder.rglob(TEMP_GLOB):
                 try:
                     if temp.lstat().st_mtime <= before:
