@@ -127,6 +127,16 @@ def test_the_noted_path_keeps_its_bytes(tmp_path: Path) -> None:
     assert (work.claimed(), work.unclaimed(), work.strays()) == ([JOB], [], [])
 
 
+def test_a_path_noted_again_keeps_the_first_note(tmp_path: Path) -> None:
+    """A claim notes the path again when the file's copy lacks the attribute that a
+    filesystem refused: the note from the first time is already there."""
+    work = WorkFolder(tmp_path)
+    work.record(JOB, "A/photo.jpg")
+    work.record(JOB, "A/photo.jpg")
+    assert work.recorded(JOB) == "A/photo.jpg"
+    assert [p.name for p in tmp_path.iterdir()] == [f"{JOB}.path"]
+
+
 def test_a_note_written_as_a_plain_file_is_read_too(tmp_path: Path) -> None:
     work = WorkFolder(tmp_path)
     (tmp_path / f"{JOB}.path").write_bytes(b"A/photo.jpg")  # as earlier versions wrote it

@@ -83,17 +83,11 @@ class WorkFolder:
                 if exc.errno not in NO_ATTRIBUTES:
                     raise
         path = self._side(job_id, PATH_SUFFIX)
-        if not self.folder.is_dir():  # the work folder itself was removed
-            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            os.symlink(raw, path)
-        except OSError as exc:
-            if exc.errno not in NO_LINKS:
-                raise
-            with os.fdopen(os.open(path, NEW_FILE_FLAGS, PRIVATE_FILE), "wb") as out:
-                out.write(raw)
-                out.flush()
-                os.fsync(out.fileno())
+            _note(path, raw)
+        except FileNotFoundError:  # the work folder itself was removed
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _note(path, raw)
 
     def recorded(self, job_id: str) -> str | None:
         """The inbox path noted for `job_id` (a note beside it first), or None when none is."""
@@ -169,3 +163,24 @@ class WorkFolder:
             return Rendered(outputs, header["sidecar"]), header["notes"]
         except (ValueError, KeyError, TypeError):
             return None
+
+
+def _note(path: Path, raw: bytes) -> None:
+    """The note `path` holding `raw`: a symbolic link, else a plain file, fsynced. A note
+    already there is kept: a claim notes its path again once the attribute is refused."""
+    try:
+        os.symlink(raw, path)
+        return
+    except FileExistsError:
+        return
+    except OSError as exc:
+        if exc.errno not in NO_LINKS:
+            raise
+    try:
+        fd = os.open(path, NEW_FILE_FLAGS, PRIVATE_FILE)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "wb") as out:
+        out.write(raw)
+        out.flush()
+        os.fsync(out.fileno())
