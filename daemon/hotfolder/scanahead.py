@@ -30,6 +30,7 @@ from pathlib import PurePosixPath
 
 from hotfolder.config import LimitsConfig
 from hotfolder.errors import HotfolderError
+from hotfolder.files import NEW_FILE_FLAGS
 from hotfolder.intake import is_private, read_claimed
 from hotfolder.scanner import Scanner, Verdict
 from hotfolder.sinks.local import PRIVATE_FILE
@@ -38,7 +39,6 @@ from hotfolder.workfolder import WorkFolder
 log = logging.getLogger("hotfolder.scanahead")
 
 AHEAD_MAX_BYTES = 16 * 1024 * 1024
-VERDICT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def verdict_left(work: WorkFolder, job_id: str, sha256: str) -> Verdict | None:
@@ -66,7 +66,7 @@ def scan_ahead(scanner: Scanner, work: WorkFolder, job_id: str, limits: LimitsCo
     does (or did) or the job has ended, True when this one tried."""
     path = work.verdict(job_id)
     try:
-        fd = os.open(path, VERDICT_FLAGS, PRIVATE_FILE)
+        fd = os.open(path, NEW_FILE_FLAGS, PRIVATE_FILE)
     except (FileExistsError, FileNotFoundError):  # taken, or the job has left the work folder
         return False
     made = False
