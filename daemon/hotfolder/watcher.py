@@ -825,7 +825,7 @@ class Watcher:
             return False
         self._start_failed = False
         how = (
-            f"polling every {poll_interval(self.cfg.settle_seconds):g} s" if self.polling
+            f"polling every {observer.interval:g} s" if isinstance(observer, TreePoller)
             else "inotify"
         )
         log.info("watching %s (%s)", self.inbox, how)
@@ -936,8 +936,8 @@ class Watcher:
         self._settler.wait(path, signature)
 
     def _polled_gone(self, path: str) -> None:
-        """The poller saw a file go."""
-        self._act(Action.FORGET, path)
+        """The poller saw a file go (its names passed `_listed` already)."""
+        self._forget(path)
 
     def _act(self, action: Action, path: str) -> None:
         if not self._candidate(path):
@@ -951,8 +951,11 @@ class Watcher:
         elif action is Action.CLOSED:
             self._settler.closed(path)
         else:
-            self._settler.forget(path)
-            self._recent.forget(path)
+            self._forget(path)
+
+    def _forget(self, path: str) -> None:
+        self._settler.forget(path)
+        self._recent.forget(path)
 
     def _settle(self) -> None:
         ready = self._settler.due(_look)
