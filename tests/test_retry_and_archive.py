@@ -93,7 +93,10 @@ def test_the_start_removes_temporary_files_a_kill_left_in_every_folder(tmp_path:
         path.write_bytes(b"cut short")
     journal = SqliteJournal(layout.state / "journal.db")
     try:
-        Janitor(cfg, journal, Originals.of(cfg)).remove_temporary(before=time.time())
+        janitor = Janitor(cfg, journal, Originals.of(cfg))
+        janitor.remove_temporary(before=time.time())
+        assert [path for path in left if path.exists()] == left[-1:]  # the cache: at start
+        janitor.remove_temporary(before=time.time(), at_start=True)
     finally:
         journal.close()
     assert [path for path in left if path.exists()] == []

@@ -48,12 +48,16 @@ class Janitor:
                          self.archive_days)
         self.journal.forget_ended(now - JOURNAL_KEEP_DAYS * DAY_SECONDS)
 
-    def remove_temporary(self, before: float) -> None:
-        """Remove temporary files of interrupted writes last changed at or before `before`."""
+    def remove_temporary(self, before: float, *, at_start: bool = False) -> None:
+        """Remove temporary files of interrupted writes last changed at or before `before`;
+        `at_start` also in the result cache, whose many folders are not walked every minute
+        (an output of its cut short by a killed worker waits for the next start)."""
         layout = self.layout
-        # the work folder: a private copy cut short at a claim; the cache: a result's output
-        for folder in (layout.outbox, layout.failed, layout.quarantine, layout.archive,
-                       layout.work, cache_folder(layout.state)):
+        # the work folder: a private copy cut short at a claim
+        folders = [layout.outbox, layout.failed, layout.quarantine, layout.archive, layout.work]
+        if at_start:
+            folders.append(cache_folder(layout.state))
+        for folder in folders:
             for temp in folder.rglob(TEMP_GLOB):
                 try:
                     if temp.lstat().st_mtime <= before:

@@ -12,8 +12,8 @@ the scanner and the queue's Redis answered their latest ping. The parts come bui
 The main thread then ticks once a second: it applies what `supervisor.supervise`
 decides about the running jobs, replaces dead workers, queues waiting jobs when due
 (at once when the scanner comes back), pings a Redis queue and the scanner, lets the
-janitor sweep every minute, and reports its status to systemd. Each of the supervisor's actions is
-applied on its own guard, so that one job's trouble is logged and never stops the round,
+janitor sweep every minute, and reports its status to systemd. Each of the supervisor's
+actions is applied on its own guard, so that one job's trouble is logged and never stops the round,
 and systemd's watchdog is fed at every turn of the loop, whatever a round met.
 SIGTERM or SIGINT stops the console and the watcher, lets the workers finish the jobs
 they hold (up to STOP_SECONDS), and exits 0.
@@ -97,7 +97,7 @@ class Service:
         """Recover, fork the workers, then start watching and tell systemd."""
         cfg = self.parts.cfg
         if self.watch:
-            self.janitor.remove_temporary(before=self.clock())
+            self.janitor.remove_temporary(before=self.clock(), at_start=True)
             self.parts.huey.storage.flush_queue()  # the journal, not the queue, is the record
             log.info("%d unfinished job(s) queued again", self.reception.recover())
             self.submit([job.id for job in self.ping_scanner(self.clock())])
