@@ -98,7 +98,7 @@ class Scraped:
     """Two services scraped by one Prometheus: one healthy, one whose clamd is missing."""
 
     healthy: Daemon
-    unscanned: Daemon  # its clamd does not answer: a dropped file waits for it
+    unscanned: Daemon  # its clamd does not answer: a dropped file waits for it; polled
     prometheus: str  # its base URL
 
     def instance(self, daemon: Daemon) -> str:
@@ -140,9 +140,9 @@ def ready(url: str) -> bool:
         return False
 
 
-def service(root: Path, clamd_address: str) -> Daemon:
+def service(root: Path, clamd_address: str, **overrides: Any) -> Daemon:
     """A started service on root with the recipe folder gray/."""
-    config = make_root(root, clamd_address)
+    config = make_root(root, clamd_address, **overrides)
     (root / "recipes" / "gray.yaml").write_text(GRAY_RECIPE)
     daemon = Daemon(config)
     daemon.start()
@@ -155,7 +155,9 @@ def scraped(tmp_path_factory: pytest.TempPathFactory, clamd: Clamd) -> Iterator[
     base = tmp_path_factory.mktemp("monitoring")
     healthy = service(base / "healthy", clamd.address)
     try:
-        unscanned = service(base / "unscanned", f"unix://{base}/no-clamd.sock")
+        # Polled, as a network share is: it exports how long its polls take.
+        unscanned = service(base / "unscanned", f"unix://{base}/no-clamd.sock",
+                            watch={"mode": "polling"})
     except BaseException:
         healthy.stop()
         raise
@@ -221,12 +223,13 @@ def test_every_metric_the_dashboard_and_rules_use_is_exported(scraped: Scraped) 
     wait_until(lambda: not unexported(), SECONDS, f"{sorted(unexported())} in /metrics")
     in_prometheus = set(scraped.api("label/__name__/values", **{"match[]": f'{{job="{JOB}"}}'}))
     assert used <= in_prometheus, f"not in Prometheus: {used - in_prometheus}"
-    # The panels named in the task: throughput, latencies, queue, waiting, scanner, watcher,
-    # failures, unwatched folders and memory.
+    # What the dashboard must show: throughput, latencies, queue, waiting, scanner, watcher
+    # (its full scans and its polls), failures, unwatched folders and memory.
     assert used >= {"hotfolder_jobs_total", "hotfolder_stage_seconds_bucket",
                     "hotfolder_queue_depth", "hotfolder_waiting_jobs", "hotfolder_scanner_up",
                     "hotfolder_watcher_last_scan_timestamp_seconds",
-                    "hotfolder_watcher_unwatched_folders", "hotfolder_resident_memory_bytes"}
+                    "hotfolder_watcher_unwatched_folders", "hotfolder_watcher_poll_seconds",
+                    "hotfolder_resident_memory_bytes"}
 
 
 def test_every_dashboard_query_runs_and_shows_the_service(scraped: Scraped) -> None:
