@@ -69,24 +69,20 @@ def test_an_animation_keeps_every_frame_its_timing_and_loop(
     assert loop == LOOP
 
 
-def test_a_multi_page_tiff_keeps_every_page(tmp_path: Path, cli: RunCli) -> None:
+@pytest.mark.parametrize(("steps", "output", "colours"), [
+    ("resize=32+invert", "scan.tif", [inverted(colour) for colour in COLOURS[:3]]),
+    ("resize=32+gif", "scan.gif", COLOURS[:3]),
+], ids=["tiff-keeps-every-page", "pages-become-gif-frames"])
+def test_every_page_of_a_multi_page_tiff_is_kept(tmp_path: Path, cli: RunCli, steps: str,
+                                                  output: str,
+                                                  colours: list[tuple[int, ...]]) -> None:
     first, *later = solid_frames((64, 48))[:3]
     (tmp_path / "scan.tif").write_bytes(encoded(first, "TIFF", save_all=True,
                                                 append_images=later))
-    code, _, err = cli(tmp_path, "process", "scan.tif", "-s", "resize=32+invert", "-o", "out")
+    code, _, err = cli(tmp_path, "process", "scan.tif", "-s", steps, "-o", "out")
     assert code == 0, err
-    frames, _, _ = read_frames(tmp_path / "out" / "scan.tif")
-    assert frames == [((32, 24), inverted(colour)) for colour in COLOURS[:3]]
-
-
-def test_pages_of_a_tiff_become_the_frames_of_a_gif(tmp_path: Path, cli: RunCli) -> None:
-    first, *later = solid_frames((64, 48))[:3]
-    (tmp_path / "scan.tif").write_bytes(encoded(first, "TIFF", save_all=True,
-                                                append_images=later))
-    code, _, err = cli(tmp_path, "process", "scan.tif", "-s", "resize=32+gif", "-o", "out")
-    assert code == 0, err
-    frames, _, _ = read_frames(tmp_path / "out" / "scan.gif")
-    assert frames == [((32, 24), colour) for colour in COLOURS[:3]]
+    frames, _, _ = read_frames(tmp_path / "out" / output)
+    assert frames == [((32, 24), colour) for colour in colours]
 
 
 @pytest.mark.parametrize(("steps", "output"), [("resize=32", "anim.png"),

@@ -53,12 +53,18 @@ SERVED = [
 ]
 
 
-def test_every_name_the_file_system_accepts_is_served(
-        tmp_path: Path, daemons: list[Daemon]) -> None:
-    config = make_root(tmp_path / "root")
-    root = config.parent
+def served_root(root: Path) -> Path:
+    """The configuration of a test root with the recipes `gray` and `engrave-wood`."""
+    config = make_root(root)
     for recipe in ("gray", "engrave-wood"):
         (root / "recipes" / f"{recipe}.yaml").write_text(GRAY)
+    return config
+
+
+def test_every_name_the_file_system_accepts_is_served(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    config = served_root(tmp_path / "root")
+    root = config.parent
     daemon = start(daemons, config)
     for n, (rel, _) in enumerate(SERVED):
         assert len(os.fsencode(Path(rel).name)) <= 255
@@ -124,10 +130,8 @@ def hotfolder(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_kill_9_while_odd_names_are_claimed_loses_and_doubles_nothing(
         tmp_path: Path, daemons: list[Daemon]) -> None:
-    config = make_root(tmp_path / "root")
+    config = served_root(tmp_path / "root")
     root = config.parent
-    for recipe in ("gray", "engrave-wood"):
-        (root / "recipes" / f"{recipe}.yaml").write_text(GRAY)
     dropped = {}
     for n in range(40):
         folder, _, file_name = SERVED[n % len(SERVED)][0].rpartition("/")
