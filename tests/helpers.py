@@ -104,6 +104,12 @@ def exif_with(orientation: int) -> bytes:
     return exif.tobytes()
 
 
+
+def zlib_level(png: bytes) -> int:
+    """The compression level class a PNG's zlib stream records (0 fastest ... 3 maximum)."""
+    at = png.index(b"IDAT") + 4
+    return png[at + 1] >> 6
+
 def png_file(width: int, height: int, *, rows: int | None = None, bit_depth: int = 8,
              colour: int = 0) -> bytes:
     """A PNG of `width` x `height` whose first `rows` rows are stored (all rows by default).

@@ -19,11 +19,11 @@ import jsonschema
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from clamd_server import Clamd
 from conftest import MountTmpfs, RunCli
-from helpers import exif_with, image_bytes
+from helpers import exif_with, image_bytes, zlib_level
 from hotfolder import watcher, yamlfile
 from hotfolder.cli import examples
 from hotfolder.config import load_config
@@ -411,20 +411,43 @@ def test_check_piped_into_head_stops_quietly(tmp_path: Path) -> None:
 # Output settings: optimize, metadata, background -------------------------------------
 
 
-def zlib_level(png: Path) -> int:
-    """The compression level class a PNG's zlib stream records (0 fastest ... 3 maximum)."""
-    data = png.read_bytes()
-    at = data.index(b"IDAT") + 4
-    return data[at + 1] >> 6
-
-
 def test_optimize_inline_sets_one_parameter_alone(tmp_path: Path, cli: RunCli) -> None:
     (tmp_path / "a.jpg").write_bytes(image_bytes("JPEG", (64, 48)))
     code, _, err = cli(tmp_path, "process", "a.jpg", "-s", "optimize=,,9+png", "-o", "out")
     assert (code, err) == (0, "")
-    assert zlib_level(tmp_path / "out" / "a.png") == 3
+    assert zlib_level((tmp_path / "out" / "a.png").read_bytes()) == 3
     code, _, err = cli(tmp_path, "process", "a.jpg", "-s", "png", "-o", "fast")
-    assert zlib_level(tmp_path / "fast" / "a.png") == 0
+    assert zlib_level((tmp_path / "fast" / "a.png").read_bytes()) == 0
+
+
+def fast_png_bytes(image: Image.Image) -> int:
+    """The size of `image` as a PNG at zlib's fast level and its default strategy."""
+    out = io.BytesIO()
+    image.save(out, "PNG", compress_level=1)
+    return len(out.getvalue())
+
+
+def test_a_photo_png_is_coded_in_runs_and_drawn_text_is_not(tmp_path: Path,
+                                                             cli: RunCli) -> None:
+    (tmp_path / "photo.jpg").write_bytes(image_bytes("JPEG", (400, 300)))
+    text = Image.new("L", (400, 300), 255)
+    draw = ImageDraw.Draw(text)
+    for line in range(14):
+        draw.text((5, 5 + line * 20), f"line {line}: the quick brown fox jumps", fill=0,
+                  font=ImageFont.load_default(size=14))
+    text.save(tmp_path / "text.png")
+    code, _, err = cli(tmp_path, "process", "photo.jpg", "text.png", "-s", "grayscale+png",
+                       "-o", "out")
+    assert code == 0, err
+    with Image.open(tmp_path / "photo.jpg") as source, Image.open(tmp_path / "out" / "photo.png"
+                                                                   ) as result:
+        assert result.tobytes() == source.convert("L").tobytes()
+        # Run-length coding makes the photograph's PNG smaller than the fast level's matching.
+        assert (tmp_path / "out" / "photo.png").stat().st_size < 0.9 * fast_png_bytes(result)
+    with Image.open(tmp_path / "out" / "text.png") as result:
+        assert result.tobytes() == text.tobytes()
+        # Text keeps the matching, which finds its repeated letters (runs make it 3x bigger).
+        assert (tmp_path / "out" / "text.png").stat().st_size < 1.1 * fast_png_bytes(result)
 
 
 @pytest.mark.parametrize(("metadata", "step", "kept"), [
