@@ -5,18 +5,21 @@ The signature database is a hash file (`MD5:SIZE:Name`) with EICAR and a
 harmless PNG made here, so clamd starts offline in well under a second.
 `StreamMaxLength` (`STREAM_MAX_BYTES`) and `MaxFileSize` (`FILE_MAX_BYTES`) are
 small so that clamd's size-limit reply and its limit alert can be provoked
-without huge files; clamd writes each stream to `temp_dir` before scanning it.
+without huge files; clamd writes each stream (INSTREAM) to `temp_dir` before scanning
+it, and scans a passed file (FILDES) where it is.
 
 `HeldClamd` stands in for clamd where a test must decide when a scan ends: it
 answers PING at once and holds every scan without a verdict until the test lets
 scans through, so a job in its scan stays running however fast the machine is.
 `small_clamd` is a second one as clamd is often left: a MaxFileSize of 1 MB and
 AlertExceedsMax at its default (no), so it answers OK for what it skips.
-`SplitReplies` relays a clamd's replies in two pieces, as a slow network may.
+`SplitReplies` relays a clamd's replies in two pieces, as a slow network may; like any
+relay of bytes, it passes no file descriptor.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
 import hashlib
 import io
@@ -124,6 +127,16 @@ class Clamd(ServerProcess):
         self.socket.unlink(missing_ok=True)
 
     @contextmanager
+    def temp_dir_away(self) -> Iterator[None]:
+        """clamd's temporary folder is gone inside the block: it cannot write a stream down."""
+        away = self.temp_dir.with_name("tmp.away")
+        self.temp_dir.rename(away)
+        try:
+            yield
+        finally:
+            away.rename(self.temp_dir)
+
+    @contextmanager
     def frozen(self) -> Iterator[None]:
         """clamd is suspended (SIGSTOP) inside the block: it accepts connections, answers none."""
         assert self.process is not None
@@ -137,9 +150,10 @@ class Clamd(ServerProcess):
 class HeldClamd:
     """A clamd on a unix socket that answers PING, and answers a scan only when let through.
 
-    Every INSTREAM is read whole, then held without a reply (its client waits, as on a
-    clamd that hangs) until `let_through` allows it; a scan let through is clean. A stream
-    holding the EICAR test file (hotfolder's scan-limit probe) is found at once.
+    Every scan (INSTREAM read whole, or FILDES: the passed file read) is then held without
+    a reply (its client waits, as on a clamd that hangs) until `let_through` allows it; a
+    scan let through is clean. A file holding the EICAR test file (hotfolder's scan-limit
+    probe) is found at once.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -147,7 +161,7 @@ class HeldClamd:
         self.address = f"unix://{self.socket}"
         self.holding = 0  # scans read whole, waiting for a verdict, their client still there
         self.answered = 0
-        self.streams: list[bytes] = []  # what each scan sent, in order (the probes left out)
+        self.streams: list[bytes] = []  # what each scan got, in order (the probes left out)
         self._allowed = 0.0
         self._closed = False
         self._changed = threading.Condition()
@@ -214,27 +228,66 @@ class _HeldServer(socketserver.ThreadingUnixStreamServer):
 
 
 class _HeldRequest(socketserver.StreamRequestHandler):
-    """One connection: `nPING` or `zPING` gets PONG; `nINSTREAM` is read and held."""
+    """One connection: `nPING` or `zPING` gets PONG; `nINSTREAM` and `nFILDES` are read and
+    held."""
 
     server: _HeldServer
 
     def handle(self) -> None:
-        command = bytearray()
-        while (byte := self.rfile.read(1)) not in (b"", b"\n", b"\0"):
-            command += byte
+        command, passed = self._read_command()
         name = command.decode("ascii", "replace").lstrip("nz")
         # A client killed while its scan was held is gone by the time of the answer.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             if name == "PING":
                 self.wfile.write(b"PONG\n")
-            elif name != "INSTREAM" or (stream := self._read_stream()) is None:
                 return
-            elif EICAR in stream:  # hotfolder's scan-limit probe: found at once, as clamd would
-                self.wfile.write(f"stream: {EICAR_SIGNATURE} FOUND\n".encode())
+            if name == "INSTREAM":
+                where, scanned = "stream", self._read_stream()
+            elif name == "FILDES":
+                where, scanned = "fd[9]", self._read_passed(passed)
             else:
-                self.server.clamd.streams.append(stream)
-                if self.server.clamd.hold(self.request):
-                    self.wfile.write(b"stream: OK\n")
+                return
+            if scanned is None:
+                return
+            if EICAR in scanned:  # hotfolder's scan-limit probe: found at once, as clamd would
+                self.wfile.write(f"{where}: {EICAR_SIGNATURE} FOUND\n".encode())
+                return
+            self.server.clamd.streams.append(scanned)
+            if self.server.clamd.hold(self.request):
+                self.wfile.write(f"{where}: OK\n".encode())
+
+    def _read_command(self) -> tuple[bytes, list[int]]:
+        """The command up to its terminator, and the descriptors passed with it, read from the
+        socket itself (a buffered read would drop the descriptors)."""
+        command, passed = bytearray(), []
+        while True:
+            byte, fds = self._receive()
+            passed += fds
+            if byte in (b"", b"\n", b"\0"):
+                return bytes(command), passed
+            command += byte
+
+    def _receive(self) -> tuple[bytes, list[int]]:
+        """One byte, and any descriptors that came with it."""
+        byte, ancillary, _, _ = self.request.recvmsg(1, socket.CMSG_SPACE(16))
+        fds = array.array("i")
+        for level, kind, data in ancillary:
+            if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
+                fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+        return byte, list(fds)
+
+    def _read_passed(self, passed: list[int]) -> bytes | None:
+        """The content of the file passed after FILDES (with the byte that follows it)."""
+        if not passed:
+            _, passed = self._receive()
+        if not passed:
+            self.wfile.write(b"No file descriptor received. ERROR\n")
+            return None
+        try:
+            return os.pread(passed[0], os.fstat(passed[0]).st_size, 0)
+        finally:
+            for fd in passed:
+                os.close(fd)
 
     def _read_stream(self) -> bytes | None:
         """Read the chunks up to the empty one; None when the client hangs up first."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import logging
 import os
 import subprocess
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,9 +32,14 @@ from hotfolder.scanner import (
     Verdict,
     make_scanner,
     parse_address,
+    parse_fd_reply,
     probe_bytes,
+    sealed_copy,
 )
 from server_process import free_port
+
+# Above the test clamds' StreamMaxLength, below the roomy one's MaxFileSize.
+ROOMY_MAX_BYTES = 10 * 1024 * 1024
 
 
 @pytest.fixture
@@ -42,6 +50,17 @@ def samples(tmp_path: Path) -> dict[str, Path]:
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     return {name.split(".")[0]: tmp_path / name for name in files}
+
+
+@pytest.fixture(scope="module")
+def roomy_clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clamd]:
+    """A clamd that reads files whole up to 12 MB, and takes streams only up to 8 MB."""
+    server = Clamd(tmp_path_factory.mktemp("roomy-clamd"), file_max_bytes=12 * 1024 * 1024)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def scan_file(scanner: Scanner, path: Path) -> Verdict:
@@ -138,16 +157,6 @@ class TestClamdScanner(ScannerContract):
         assert scanner.ping()
         assert not scan_file(scanner, samples["eicar"]).clean
 
-    def test_file_over_stream_max_length_is_unavailable(
-        self, scanner: ClamdScanner, clamd: Clamd, tmp_path: Path
-    ) -> None:
-        big = tmp_path / "poster.tiff"
-        big.write_bytes(os.urandom(clamd.stream_max_bytes + 1024 * 1024))
-        with pytest.raises(Unavailable, match="larger than its StreamMaxLength") as info:
-            scan_file(scanner, big)
-        assert info.value.message.startswith("poster.tiff could not be scanned")
-        assert scanner.ping()
-
     def test_file_over_max_file_size_is_never_clean(
         self, scanner: ClamdScanner, clamd: Clamd, tmp_path: Path
     ) -> None:
@@ -187,8 +196,6 @@ class TestClamdScanner(ScannerContract):
         with pytest.raises(Untrusted, match=r"clean.png could not be scanned: .*MaxFileSize"):
             scan_file(over_file, samples["clean"])
         assert not over_file.ping()
-        over_stream = ClamdScanner(clamd.address, max_bytes=clamd.stream_max_bytes + 1024)
-        assert "raise StreamMaxLength" in str(over_stream.check_limits())
 
     def test_a_clamd_that_answers_ok_for_what_it_skipped_is_not_trusted(
         self, small_clamd: Clamd, samples: dict[str, Path], tmp_path: Path
@@ -216,18 +223,60 @@ class TestClamdScanner(ScannerContract):
         path.write_bytes(bytes(clamd.file_max_bytes - 1024))
         assert scan_file(scanner, path).clean
 
-    def test_hang_up_without_a_reply_is_not_clean(
+    def test_a_clamd_without_its_temporary_folder_passes_nothing(
         self, scanner: ClamdScanner, clamd: Clamd, samples: dict[str, Path]
     ) -> None:
-        # clamd closes the connection silently when it cannot write its temporary file.
-        away = clamd.temp_dir.with_name("tmp.away")
-        clamd.temp_dir.rename(away)
+        # clamd then answers OK for any file passed to it, EICAR too, without scanning it.
+        assert scan_file(scanner, samples["clean"]).clean
+        with clamd.temp_dir_away():
+            for sample in ("clean", "eicar", "signed"):
+                with pytest.raises(Untrusted, match=r"could not be scanned: .* answered OK for"
+                                   r" the EICAR test file.*check TemporaryDirectory"):
+                    scan_file(scanner, samples[sample])
+            assert not scanner.ping()
+        assert scan_file(scanner, samples["clean"]).clean  # probed again: clamd sees again
+        assert not scan_file(scanner, samples["eicar"]).clean
+
+    def test_a_clamd_that_takes_no_descriptor_gets_the_files_streamed(
+        self, split_clamd: SplitReplies, clamd: Clamd, samples: dict[str, Path],
+        caplog: pytest.LogCaptureFixture
+    ) -> None:
+        scanner = ClamdScanner(split_clamd.address, timeout=10)
+        with caplog.at_level(logging.INFO, logger="hotfolder.scanner"):
+            assert scan_file(scanner, samples["clean"]).clean
+        assert "takes no file descriptor (FILDES): files are streamed to it" in caplog.text
+        assert scan_file(scanner, samples["eicar"]).signature == f"{EICAR_SIGNATURE}.UNOFFICIAL"
+        assert scan_file(scanner, samples["signed"]).signature == f"{IMAGE_SIGNATURE}.UNOFFICIAL"
+        # Streamed, a file must first be written down by clamd.
+        with clamd.temp_dir_away(), pytest.raises(Unavailable, match="without a verdict"):
+            scan_file(scanner, samples["clean"])
+
+    def test_stream_max_length_counts_only_for_files_streamed(
+        self, roomy_clamd: Clamd, tmp_path: Path
+    ) -> None:
+        assert ClamdScanner(roomy_clamd.address, max_bytes=ROOMY_MAX_BYTES).check_limits() is None
+        relay = SplitReplies(roomy_clamd, tmp_path)
         try:
-            with pytest.raises(Unavailable, match="closed the connection without a verdict"):
+            problem = ClamdScanner(relay.address, max_bytes=ROOMY_MAX_BYTES).check_limits()
+        finally:
+            relay.close()
+        assert "raise StreamMaxLength" in str(problem)
+
+    def test_a_clamd_that_stops_taking_descriptors_is_probed_again_for_streams(
+        self, roomy_clamd: Clamd, samples: dict[str, Path], tmp_path: Path
+    ) -> None:
+        address = tmp_path / "clamd.sock"
+        address.symlink_to(roomy_clamd.socket)
+        scanner = ClamdScanner(f"unix://{address}", timeout=10, max_bytes=ROOMY_MAX_BYTES)
+        assert scan_file(scanner, samples["clean"]).clean
+        relay = SplitReplies(roomy_clamd, tmp_path)
+        try:  # the same address now leads to a clamd that takes no descriptor
+            address.unlink()
+            address.symlink_to(relay.socket)
+            with pytest.raises(Untrusted, match=r"clean.png could not be scanned: .*StreamMax"):
                 scan_file(scanner, samples["clean"])
         finally:
-            away.rename(clamd.temp_dir)
-        assert scan_file(scanner, samples["clean"]).clean
+            relay.close()
 
     def test_silent_clamd_times_out(self, clamd: Clamd, samples: dict[str, Path]) -> None:
         scanner = ClamdScanner(clamd.address, timeout=0.5)
@@ -250,6 +299,26 @@ class TestClamdScannerOverTcp(ScannerContract):
         with pytest.raises(Unavailable, match=f"clamd at {offline.address} is not reachable"):
             scan_file(offline, samples["clean"])
 
+    def test_file_over_stream_max_length_is_unavailable(
+        self, scanner: ClamdScanner, clamd: Clamd, tmp_path: Path
+    ) -> None:
+        big = tmp_path / "poster.tiff"
+        big.write_bytes(os.urandom(clamd.stream_max_bytes + 1024 * 1024))
+        with pytest.raises(Unavailable, match="larger than its StreamMaxLength") as info:
+            scan_file(scanner, big)
+        assert info.value.message.startswith("poster.tiff could not be scanned")
+        assert scanner.ping()
+        over_stream = ClamdScanner(clamd.tcp_address, max_bytes=clamd.stream_max_bytes + 1024)
+        assert "raise StreamMaxLength" in str(over_stream.check_limits())
+
+    def test_hang_up_without_a_reply_is_not_clean(
+        self, scanner: ClamdScanner, clamd: Clamd, samples: dict[str, Path]
+    ) -> None:
+        # clamd closes the connection silently when it cannot write a stream down.
+        with clamd.temp_dir_away(), pytest.raises(Unavailable, match="without a verdict"):
+            scan_file(scanner, samples["clean"])
+        assert scan_file(scanner, samples["clean"]).clean
+
 
 @pytest.mark.parametrize(("address", "target"), [
     ("unix:///run/clamav/clamd.ctl", "/run/clamav/clamd.ctl"),
@@ -264,6 +333,33 @@ def test_parse_address(address: str, target: object) -> None:
 def test_parse_address_refuses_nonsense(address: str) -> None:
     with pytest.raises(ValueError, match="is not unix:///path/to/socket or tcp://host:port"):
         parse_address(address)
+
+
+def test_the_passed_copy_holds_the_bytes_and_no_one_can_change_them() -> None:
+    data = image_bytes("PNG", (32, 32), seed=2)
+    with sealed_copy(data) as fd:
+        assert os.pread(fd, len(data) + 1, 0) == data
+        for change in (lambda: os.pwrite(fd, b"x", 0), lambda: os.ftruncate(fd, 1),
+                       lambda: os.ftruncate(fd, len(data) + 1)):
+            with pytest.raises(PermissionError) as info:
+                change()
+            assert info.value.errno == errno.EPERM
+
+
+@pytest.mark.parametrize(("reply", "said"), [
+    ("fd[11]: OK\n", ("OK", "")),
+    ("fd[11]: Eicar-Test-Signature.UNOFFICIAL FOUND\n",
+     ("FOUND", "Eicar-Test-Signature.UNOFFICIAL")),
+    ("fd[11]: Heuristics.Limits.Exceeded.MaxFileSize FOUND\n",
+     ("FOUND", "Heuristics.Limits.Exceeded.MaxFileSize")),
+    ("fd[11]: Can't allocate memory ERROR\n", ("ERROR", "Can't allocate memory")),
+    ("fd[11]: something else\n", ("ERROR", "something else")),
+    ("No file descriptor received. ERROR\n", None),
+    ("FILDES support not compiled in. ERROR\n", None),
+    ("UNKNOWN COMMAND\n", None),
+])
+def test_fildes_replies(reply: str, said: tuple[str, str] | None) -> None:
+    assert parse_fd_reply(reply) == said
 
 
 def test_make_scanner_follows_the_configuration() -> None:

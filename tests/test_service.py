@@ -80,13 +80,17 @@ def test_a_file_written_slowly_in_chunks_is_taken_only_when_complete(
     assert daemon.stop() == 0
 
 
+@pytest.mark.parametrize("passed", [True, False], ids=["fildes", "instream"])
 def test_infected_files_are_quarantined_with_a_report_and_not_processed(
-        tmp_path: Path, clamd: Clamd, daemons: list[Daemon]) -> None:
-    config = make_root(tmp_path / "root", clamd.address)
+        tmp_path: Path, clamd: Clamd, daemons: list[Daemon], passed: bool) -> None:
+    # On the unix socket clamd gets each file's descriptor, over TCP its bytes streamed.
+    config = make_root(tmp_path / "root", clamd.address if passed else clamd.tcp_address)
     root = config.parent
     daemon = start(daemons, config)
     drop(root, "grayscale+png/eicar.jpg", clamd.eicar)
     drop(root, "grayscale+png/signed.png", clamd.signed_image.read_bytes())
+    drop(root, "grayscale+png/clean.png", clamd.clean_image.read_bytes())
+    wait_until((root / "outbox" / "grayscale+png" / "clean.png").exists, 20, "the clean file")
     quarantine = root / "quarantine" / "grayscale+png"
     wait_until(lambda: len(files_under(quarantine)) == 4, 20, "two files and two reports")
     signed = json.loads((quarantine / "signed.png.scan.json").read_text())
@@ -98,7 +102,7 @@ def test_infected_files_are_quarantined_with_a_report_and_not_processed(
     for path in files_under(root / "quarantine"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(quarantine.stat().st_mode) == 0o700
-    assert files_under(root / "outbox") == []
+    assert files_under(root / "outbox") == [root / "outbox" / "grayscale+png" / "clean.png"]
     wait_until(lambda: daemon.metric("hotfolder_jobs_total", recipe="unknown",
                                      outcome="quarantined"), 5, "the quarantine metric")
     assert daemon.stop() == 0

@@ -1,19 +1,29 @@
 """Virus scanning: the Scanner seam, clamd through pyclamd, and an in-memory scanner for tests.
 
 A scanner is given the bytes the job read once, the same bytes that are then hashed,
-decoded and archived; it never opens a file itself (clamd gets them by INSTREAM).
+decoded and archived; it never opens a file itself. A clamd on a unix socket gets them
+in a memory file sealed against any change (memfd, F_SEAL_WRITE/SHRINK/GROW), its
+descriptor passed over the socket (FILDES): clamd scans it where it is, without first
+writing a stream down to a temporary file, and needs no access to the service's files,
+so it may run as another user. Over TCP, and to a clamd that takes no descriptor (one
+behind a relay, or kept from it by its confinement: it answers that it received none),
+the bytes are streamed (INSTREAM); a refusal is remembered until clamd goes away, and
+the stream's own limit (StreamMaxLength) is probed before the next file is taken as clean.
 
-A verdict is clean only when clamd answered `OK` for the whole file. A signature is
-infected. A `Heuristics.Limits.Exceeded` alert (the file is past MaxFileSize,
+A verdict is clean only when clamd answered `OK` for the whole file and then found the
+bare EICAR test file scanned right after it: clamd answers OK without scanning when it
+cannot create the temporary folder of a scan, even for a file passed to it. A signature
+is infected. A `Heuristics.Limits.Exceeded` alert (the file is past MaxFileSize,
 MaxScanSize, MaxRecursion, MaxScanTime... of clamd: it stopped reading, so nothing was
 proved) fails the file (`InputError`), whatever `on_unavailable` says. Every other
 outcome raises `Unavailable` (the job waits, SPEC 8.3): an `ERROR` reply, a timeout, a
 refused or missing socket, and `Untrusted`, a clamd that answers but would not see
 all of a file hotfolder accepts: clamd's `INSTREAM size limit exceeded` (StreamMaxLength
-below the file's size), or a probe that fails. Before its first scan (and whenever clamd
-comes back), the scanner sends clamd a probe of `limits.max_file_mb` whose end holds
-the EICAR test file inside a ZIP; unless clamd finds it, no file is taken as clean
-(clamd's default `AlertExceedsMax no` answers `OK` for what it skipped).
+below the file's size), an OK that the EICAR test file does not follow with a find, or
+a probe that fails. Before its first scan (and whenever clamd comes back or was not
+trusted), the scanner sends clamd a probe of `limits.max_file_mb` whose end holds the
+EICAR test file inside a ZIP; unless clamd finds it, no file is taken as clean (clamd's
+default `AlertExceedsMax no` answers `OK` for what it skipped).
 
 pyclamd sends each chunk with `socket.send`, which may send part of it, reads a reply
 with one `recv` (a reply that arrives in two pieces is parsed as two), and returns None
@@ -26,12 +36,17 @@ configured timeout and a scan never waits longer than the timeout in total.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import logging
+import os
 import socket
 import time
 import zipfile
+from array import array
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -54,6 +69,9 @@ REPLY_END = b"\n"  # pyclamd sends its commands with the `n` prefix: replies end
 EICAR = bytes(reversed(b"*H+H$!ELIF-TSET-SURIVITNA-DRADNATS-RACIE$}7)CC7)^P(45XZP\\4[PA@%P!O5X"))
 PROBE_NAME = "the EICAR probe"
 CHECK_AGAIN_SECONDS = 60.0  # a clamd that failed the probe is probed again after this long
+# clamd names a scanned descriptor `fd[N]` in its reply; any other reply refuses FILDES.
+FD_REPLY_START = "fd["
+SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
 
 
 @dataclass(frozen=True)
@@ -158,6 +176,33 @@ class Untrusted(Unavailable):
     stage = "scan"
 
 
+@contextmanager
+def sealed_copy(data: bytes) -> Iterator[int]:
+    """A descriptor of a memory file holding `data`, sealed: no one can change its bytes."""
+    fd = os.memfd_create("hotfolder-scan", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        left = memoryview(data)
+        while left:
+            left = left[os.write(fd, left):]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def parse_fd_reply(reply: str) -> tuple[str, str] | None:
+    """(status, reason) from clamd's reply to FILDES, or None when it refused the descriptor."""
+    where, sep, said = reply.strip("\0\n ").partition(": ")
+    if not sep or not where.startswith(FD_REPLY_START):
+        return None
+    if said == "OK":
+        return "OK", ""
+    status = said.rpartition(" ")[2]
+    if status in ("FOUND", "ERROR"):
+        return status, said.removesuffix(f" {status}")
+    return "ERROR", said
+
+
 def probe_bytes(size: int) -> bytes:
     """`size` bytes ending with a ZIP that holds the EICAR test file, for clamd to find."""
     archive = io.BytesIO()
@@ -168,7 +213,7 @@ def probe_bytes(size: int) -> bytes:
 
 
 class ClamdScanner:
-    """Scans with clamd's INSTREAM command over a unix or TCP socket."""
+    """Scans with clamd: by FILDES over a unix socket, by INSTREAM over TCP or when refused."""
 
     name = "clamd"
 
@@ -179,6 +224,7 @@ class ClamdScanner:
         self._target = parse_address(address)
         self._trusted = False
         self._next_check = 0.0
+        self.passes_fd = isinstance(self._target, str)  # until clamd refuses a descriptor
 
     def _client(self) -> Any:
         step_timeout = self.timeout / RECEIVE_ATTEMPTS
@@ -191,10 +237,9 @@ class ClamdScanner:
         return Unavailable(f"{name} could not be scanned: {why}", detail=str(detail), stage="scan")
 
     def scan(self, data: bytes, name: str) -> Verdict:
-        """Stream the bytes of the file `name` to clamd and return its verdict, or raise
-        Unavailable."""
+        """clamd's verdict on the bytes of the file `name`, or Unavailable."""
         self._ensure_trusted(name)
-        status, reason = self._instream(io.BytesIO(data), name)
+        status, reason = self._verdict(data, name)
         if status == "FOUND" and reason.startswith(LIMIT_ALERT):
             raise InputError(
                 f"{name} could not be scanned whole: it is over a scanning limit of clamd"
@@ -203,8 +248,26 @@ class ClamdScanner:
         if status == "FOUND":
             return Verdict(clean=False, signature=reason, scanner=self.name)
         if status == "OK":
+            problem = self._blindness(name)
+            if problem is not None:
+                self._trusted = False
+                raise Untrusted(f"{name} could not be scanned: {problem}", stage="scan")
             return Verdict(clean=True, signature=None, scanner=self.name)
         raise self._unavailable(name, f"clamd at {self.address} reported an error", reason)
+
+    def _blindness(self, name: str) -> str | None:
+        """None when clamd finds the bare EICAR test file, else why its OK proves nothing.
+
+        clamd answers OK without scanning when it cannot create the temporary folder of a
+        scan (its TemporaryDirectory gone, unwritable or full), even for a file passed to it.
+        """
+        status, reason = self._verdict(EICAR, name)
+        if status == "FOUND" and not reason.startswith(LIMIT_ALERT):
+            return None
+        said = "OK" if status == "OK" else f"{status} {reason}"
+        return (f"clamd at {self.address} answered {said} for the EICAR test file, so its OK"
+                " proves nothing: it answers so without scanning when it cannot create its"
+                " temporary folder (check TemporaryDirectory in clamd.conf and the space there)")
 
     def _ensure_trusted(self, name: str) -> None:
         """Raise Untrusted unless clamd has found the probe since it last went away."""
@@ -220,9 +283,8 @@ class ClamdScanner:
 
         Unavailable (named after `name`, the file waiting for it) when clamd does not answer.
         """
-        stream = io.BytesIO(probe_bytes(self.max_bytes))
         try:
-            status, reason = self._instream(stream, name)
+            status, reason = self._verdict(probe_bytes(self.max_bytes), name)
         except Untrusted as exc:
             return exc.message.removeprefix(f"{name} could not be scanned: ")
         size = f"{self.max_bytes / 1048576:g} MB (limits.max_file_mb)"
@@ -232,11 +294,54 @@ class ClamdScanner:
             return (f"clamd at {self.address} stops at its limits ({reason}) for a file of"
                     f" {size}: raise MaxFileSize and MaxScanSize in clamd.conf above it")
         if status == "OK":
-            return (f"clamd at {self.address} did not find the EICAR test file at the end of a"
-                    f" file of {size}, so it would answer OK for files it did not read whole:"
-                    " set AlertExceedsMax yes, ScanArchive yes, and StreamMaxLength, MaxFileSize"
-                    " and MaxScanSize above limits.max_file_mb in clamd.conf")
+            return self._blindness(name) or (
+                f"clamd at {self.address} did not find the EICAR test file at the end of a"
+                f" file of {size}, so it would answer OK for files it did not read whole:"
+                " set AlertExceedsMax yes, ScanArchive yes, and StreamMaxLength, MaxFileSize"
+                " and MaxScanSize above limits.max_file_mb in clamd.conf")
         return f"clamd at {self.address} reported an error for the probe: {reason}"
+
+    def _verdict(self, data: bytes, name: str) -> tuple[str, str]:
+        """clamd's (status, reason) for the bytes: OK, FOUND or ERROR; Unavailable when none.
+
+        By FILDES while clamd takes descriptors; once it refuses one, by INSTREAM, and this
+        clamd is probed again first (its StreamMaxLength counts now) unless this is the probe.
+        """
+        if self.passes_fd:
+            said = self._fildes(data, name)
+            if said is not None:
+                return said
+            log.info("clamd at %s takes no file descriptor (FILDES): files are streamed to it"
+                     " (INSTREAM)", self.address)
+            self.passes_fd = False
+            if self._trusted:
+                self._trusted = False
+                self._ensure_trusted(name)
+        return self._instream(io.BytesIO(data), name)
+
+    def _forget(self) -> None:
+        """clamd went away: it may come back with other limits, taking descriptors or not."""
+        self._trusted = False
+        self.passes_fd = isinstance(self._target, str)
+
+    def _fildes(self, data: bytes, name: str) -> tuple[str, str] | None:
+        """clamd's (status, reason) for the bytes passed in a sealed memory file, or None when
+        clamd refuses the descriptor."""
+        with sealed_copy(data) as fd, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            connection = None
+            try:
+                sock.settimeout(self.timeout)
+                sock.connect(self._target)
+                connection = _Connection(sock)
+                connection.send(b"nFILDES\n")
+                sock.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array("i", [fd]))])
+                reply = connection.recv(4096).decode("utf-8", "replace")
+            except OSError as exc:
+                self._forget()
+                raise self._failure(name, connection, exc) from None
+        if not reply:
+            raise self._hung_up(name, reply)
+        return parse_fd_reply(reply)
 
     def _instream(self, stream: Any, name: str) -> tuple[str, str]:
         """clamd's (status, reason) for a stream: OK, FOUND or ERROR; Unavailable when none."""
@@ -247,8 +352,9 @@ class ClamdScanner:
         except pyclamd.BufferTooLongError as exc:
             raise self._size_limit(name, exc) from None
         except OSError as exc:
-            self._trusted = False  # clamd went away: it may come back with other limits
-            raise self._failure(name, client, exc) from None
+            self._forget()
+            raise self._failure(name, None if client is None else client.clamd_socket,
+                                exc) from None
         finally:
             if client is not None:
                 client.close()
@@ -262,21 +368,22 @@ class ClamdScanner:
             return "OK", ""
         raise self._hung_up(name, received.decode("utf-8", "replace"))
 
-    def _failure(self, name: str, client: Any, exc: OSError) -> Unavailable:
-        """The plain reason a scan broke off: no clamd, a size limit, a timeout."""
-        if client is None:
+    def _failure(self, name: str, connection: Any, exc: OSError) -> Unavailable:
+        """The plain reason a scan broke off (on `connection`, None when it was not made):
+        no clamd, a size limit, a timeout."""
+        if connection is None:
             return self._unavailable(
                 name, f"clamd at {self.address} is not reachable (is clamd running?)", exc
             )
-        pending = _pending_reply(client)
-        if SIZE_LIMIT_REPLY in pending:
-            return self._size_limit(name, pending)
         # pyclamd turns a failed receive into its own ConnectionError; the cause is its context.
         cause = exc.__context__ if isinstance(exc.__context__, OSError) else exc
         if isinstance(cause, TimeoutError):
             return self._unavailable(
                 name, f"clamd at {self.address} did not answer within {self.timeout:g} s", exc
             )
+        pending = _pending_reply(connection)
+        if SIZE_LIMIT_REPLY in pending:
+            return self._size_limit(name, pending)
         if isinstance(cause, BrokenPipeError | ConnectionResetError):
             return self._hung_up(name, exc)
         return self._unavailable(name, f"the connection to clamd at {self.address} failed", exc)
@@ -304,7 +411,7 @@ class ClamdScanner:
             if client is not None:
                 client.close()
         if not answers:
-            self._trusted = False
+            self._forget()
             self._next_check = 0.0  # probed again as soon as it is back
             return False
         if not self._trusted and time.monotonic() >= self._next_check:
@@ -320,10 +427,10 @@ class ClamdScanner:
         return self._trusted
 
 
-def _pending_reply(client: Any) -> str:
+def _pending_reply(connection: Any) -> str:
     """What clamd said before it closed a connection we were still sending on."""
     try:
-        return bytes(client.clamd_socket.recv(4096)).decode("utf-8", "replace")
+        return bytes(connection.recv(4096)).decode("utf-8", "replace")
     except OSError:
         return ""
 
