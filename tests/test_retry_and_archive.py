@@ -72,6 +72,47 @@ def test_archive_days_count_from_the_move_into_archive(tmp_path: Path, days: flo
     assert original.exists() is kept
 
 
+@pytest.mark.parametrize(("archive", "state", "ends_in"), [
+    (True, "done", "archive"), (False, "done", None), (True, "failed", "failed")])
+def test_an_original_left_in_the_work_folder_after_its_job_goes_where_its_job_ended(
+        tmp_path: Path, archive: bool, state: str, ends_in: str | None) -> None:
+    # A power cut can undo the removal of a done job's original from the work folder (the
+    # removal is not synced): the original is then in the work folder and in archive/.
+    root = tmp_path / "hf"
+    config = make_root(root, output={"archive": archive}, queue={"workers": 0})
+    cfg = load_config(config)
+    prepare_root(cfg)
+    layout = cfg.layout
+    data = image_bytes("JPEG", seed=3)
+    left = layout.work / "0123456789ab"
+    left.write_bytes(data)
+    if archive and state == "done":
+        (layout.archive / "engrave").mkdir()
+        os.link(left, layout.archive / "engrave" / "photo.jpg")
+    journal = SqliteJournal(layout.state / "journal.db")
+    try:
+        journal.add("0123456789ab", "engrave/photo.jpg", kind="jpeg", size=len(data))
+        journal.start("0123456789ab", os.getpid())
+        journal.finish("0123456789ab", state)
+        Janitor(cfg, journal, Originals.of(cfg)).sweep(time.time())
+        assert journal.get("0123456789ab").state == state  # type: ignore[union-attr]
+    finally:
+        journal.close()
+
+    assert list(layout.work.iterdir()) == []
+    placed = {folder: sorted(p.relative_to(root / folder).as_posix()
+                             for p in (root / folder).rglob("*") if p.is_file())
+              for folder in ("archive", "failed")}
+    expected = {"archive": [], "failed": []}
+    if ends_in == "archive":
+        expected["archive"] = ["engrave/photo.jpg"]
+    elif ends_in == "failed":
+        expected["failed"] = ["engrave/photo.jpg", "engrave/photo.jpg.error.json"]
+    assert placed == expected
+    if ends_in is not None:
+        assert (root / ends_in / "engrave" / "photo.jpg").read_bytes() == data
+
+
 def test_a_negative_archive_days_is_refused(tmp_path: Path) -> None:
     config = make_root(tmp_path / "hf")
     config.write_text(yaml.safe_dump({"output": {"archive_days": -1}}))

@@ -2,7 +2,9 @@
 
 Temporary files of interrupted writes older than the job time limit (in the work folder
 too, where a claim makes its private copy); a file left in the work folder after its
-job ended (it goes to failed/ with that reason); archived originals older than
+job ended: the original of a done job, whose removal from the work folder a power cut
+undid (it is archived again, which finds it already there, or deleted when archiving is
+off), or else one that goes to failed/ with that reason; archived originals older than
 `output.archive_days`; journal rows of jobs that ended more than JOURNAL_KEEP_DAYS ago.
 """
 
@@ -40,7 +42,7 @@ class Janitor:
     def sweep(self, now: float) -> None:
         """One round: temporary files, work-folder leftovers, old archives, old journal rows."""
         self.remove_temporary(before=now - self.temp_seconds)
-        self.fail_leftovers()
+        self.clear_leftovers()
         if self.archive_days is not None:
             removed = remove_older(self.layout.archive, now - self.archive_days * DAY_SECONDS)
             if removed:
@@ -66,25 +68,30 @@ class Janitor:
                 except FileNotFoundError:
                     continue
 
-    def fail_leftovers(self) -> None:
-        """A file left in the work folder after its job ended goes to failed/ with that reason."""
+    def clear_leftovers(self) -> None:
+        """A file left in the work folder after its job ended: a done job's original is
+        archived (or deleted) again, any other goes to failed/ with that reason."""
         work = WorkFolder(self.layout.work)
         for job_id in work.claimed():
             job = self.journal.get(job_id)
             if job is None or job.state not in ENDED:
                 continue
-            error = InputError(f"{shown(job.rel)}: left in the work folder after its job ended"
-                               f" ({job.state})", stage="cleanup")
+            left = f"{shown(job.rel)}: left in the work folder after its job ended ({job.state})"
             try:
-                self.originals.to_failed(work.file(job_id), PurePosixPath(job.rel), error)
+                if job.state == "done":
+                    self.originals.to_archive(work.file(job_id), PurePosixPath(job.rel))
+                    where = "deleted" if self.originals.archive is None else "archived"
+                else:
+                    self.originals.to_failed(work.file(job_id), PurePosixPath(job.rel),
+                                             InputError(left, stage="cleanup"))
+                    where = "moved to failed/"
             except FileNotFoundError:  # its job moved it out after the folder was listed
                 continue
             except (HotfolderError, OSError) as exc:  # tried again at the next sweep
-                log.warning("job %s: %s; it cannot be moved to failed/ now: %s", job.id,
-                            error.message, exc)
+                log.warning("job %s: %s; it cannot be moved now: %s", job.id, left, exc)
                 continue
             work.release(job_id)
-            log.warning("job %s: %s; moved to failed/", job.id, error.message)
+            log.warning("job %s: %s; %s", job.id, left, where)
 
 
 def remove_older(folder: Path, before: float) -> int:

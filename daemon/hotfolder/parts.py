@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,15 +49,15 @@ class Parts:
     metrics: Metrics
     cache: ResultCache | None = None
 
-    @property
+    @cached_property
     def layout(self) -> Layout:
-        """The root's folders."""
+        """The root's folders (made absolute once: every job asks)."""
         return self.cfg.layout
 
-    @property
+    @cached_property
     def work(self) -> WorkFolder:
         """The work folder, where claimed files wait."""
-        return WorkFolder(self.cfg.layout.work)
+        return WorkFolder(self.layout.work)
 
 
 def prepare_root(cfg: Config) -> None:

@@ -146,15 +146,13 @@ class SqliteJournal:
         """Mark the job running in worker `pid`; None when it is not queued or waiting."""
         now = time.time()
         with self._tx(durable=False) as conn:
-            cur = conn.execute(
+            rows = conn.execute(
                 "update jobs set state = 'running', attempts = attempts + 1, pid = ?,"
                 " started = ?, updated = ?, next_try = null"
-                " where id = ? and state in ('queued', 'waiting')",
+                " where id = ? and state in ('queued', 'waiting') returning *",
                 (pid, now, now, job_id),
-            )
-            if cur.rowcount != 1:
-                return None
-        return self.get(job_id)
+            ).fetchall()
+        return _job(rows[0]) if rows else None
 
     def requeue(self, job_id: str, *, forgive: bool = False) -> None:
         """Put a running job back in the queue (`forgive`: this start does not count)."""

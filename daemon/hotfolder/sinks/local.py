@@ -14,7 +14,10 @@ A crash after 1 leaves the original in the work folder and its job in the
 journal: the job runs again and rewrites the report. A crash after 2 leaves
 identical content at the destination: the repeated move recognises it and only
 removes the work folder's name. Moves into one folder hold a lock on it, so two
-workers never pick the same name.
+workers never pick the same name. A move into archive/ waits for the disk only for
+its new name: the removal of the work folder's name may be lost with the power, which
+leaves the job done and its original in both places, and the janitor removes the
+work folder's name at the next start (hotfolder.janitor).
 """
 
 from __future__ import annotations
@@ -166,12 +169,14 @@ def report_bytes(report: Mapping[str, Any]) -> bytes:
 
 def move_original(work_file: Path, root: Path, rel: PurePosixPath,
                   report: tuple[str, Mapping[str, Any]] | None = None, *,
-                  private: bool = False, sha256: str | None = None) -> Path:
+                  private: bool = False, sha256: str | None = None,
+                  sync_removal: bool = True) -> Path:
     """Move work_file to root/rel (renamed on conflict), its report (suffix, fields) first.
 
     `sha256` is the digest of the file's content when the job has it (the bytes it read
     from its private copy), which spares reading the file again to compare it with names
-    already taken.
+    already taken. Without `sync_removal`, the work folder is not synced after its name
+    is removed (the new name is, before the removal).
     """
     parts = key_parts(rel, portable=False)
     target = root.joinpath(*parts)
@@ -196,7 +201,8 @@ def move_original(work_file: Path, root: Path, rel: PurePosixPath,
             if existing is None:
                 _place(work_file, fd, candidate.name, file_mode)
             work_file.unlink()
-            fsync_dir(work_file.parent)
+            if sync_removal:
+                fsync_dir(work_file.parent)
             return target.with_name(candidate.name)
     raise Unavailable(f"cannot move {work_file.name} to {target.parent}: too many names taken")
 
@@ -267,10 +273,10 @@ def to_quarantine(  # noqa: PLR0917 - the argument order of the module contract
 def to_archive(work_file: Path, archive_dir: Path | None, rel: PurePosixPath,
                sha256: str | None = None) -> Path | None:
     """Move a processed original to archive/ (`sha256`: its digest when known), or delete it
-    when archive_dir is None."""
+    when archive_dir is None; either way without waiting for the disk to remove it from the
+    work folder (its job is done: the janitor finishes a removal lost with the power)."""
     if archive_dir is not None:
-        return move_original(work_file, archive_dir, rel, sha256=sha256)
+        return move_original(work_file, archive_dir, rel, sha256=sha256, sync_removal=False)
     with place_errors(work_file):
         work_file.unlink(missing_ok=True)
-        fsync_dir(work_file.parent)
     return None
