@@ -32,7 +32,7 @@ def test_waiting_jobs_are_scanned_ahead_and_each_file_once(tmp_path: Path) -> No
     jobs = [claim(ctx, intake, f"grayscale+png/{name}.jpg", image_bytes("JPEG", seed=n))
             for n, name in enumerate("abc")]
     ahead = ScanAhead(scanner_of(ctx), ctx.work, ctx.cfg.limits,
-                      lambda: [job.id for job in jobs[1:]])
+                      lambda: [job.id for job in jobs[1:]], smallest=0)
     ahead.look()  # the first job starts: the next two are scanned meanwhile
     wait_until(lambda: all(made(ctx.work.verdict(job.id)) for job in jobs[1:]), 10,
                "the verdicts of the waiting jobs")
@@ -52,7 +52,7 @@ def test_an_infected_file_scanned_ahead_goes_to_quarantine(tmp_path: Path) -> No
     data = image_bytes("JPEG", seed=3)
     scanner_of(ctx).sign(data, "Test-Signature")
     job = claim(ctx, intake, "grayscale+png/bad.jpg", data)
-    assert scan_ahead(scanner_of(ctx), ctx.work, job.id, ctx.cfg.limits)
+    assert scan_ahead(scanner_of(ctx), ctx.work, job.id, ctx.cfg.limits, smallest=0)
     run_job(ctx, job.id)
     assert state(ctx, job).state == "quarantined"
     assert (ctx.layout.quarantine / "grayscale+png" / "bad.jpg").read_bytes() == data
@@ -63,7 +63,7 @@ def test_an_infected_file_scanned_ahead_goes_to_quarantine(tmp_path: Path) -> No
 def test_a_verdict_is_used_only_for_the_bytes_it_was_made_for(tmp_path: Path) -> None:
     ctx, intake = setup(tmp_path)
     job = claim(ctx, intake, "grayscale+png/a.jpg", image_bytes("JPEG", seed=1))
-    assert scan_ahead(scanner_of(ctx), ctx.work, job.id, ctx.cfg.limits)
+    assert scan_ahead(scanner_of(ctx), ctx.work, job.id, ctx.cfg.limits, smallest=0)
     other = image_bytes("JPEG", seed=2)
     scanner_of(ctx).sign(other, "Test-Signature")
     ctx.work.file(job.id).write_bytes(other)  # what the job reads is not what was scanned
@@ -76,7 +76,7 @@ def test_a_scan_ahead_that_fails_leaves_the_job_to_scan_itself(tmp_path: Path) -
     ctx, intake = setup(tmp_path)
     job = claim(ctx, intake, "grayscale+png/a.jpg", image_bytes("JPEG", seed=1))
     scanner_of(ctx).available = False
-    assert scan_ahead(scanner_of(ctx), ctx.work, job.id, ctx.cfg.limits)
+    assert scan_ahead(scanner_of(ctx), ctx.work, job.id, ctx.cfg.limits, smallest=0)
     assert not ctx.work.verdict(job.id).exists()
     run_job(ctx, job.id)
     assert (state(ctx, job).state, state(ctx, job).reason) == ("waiting", "scanner")
@@ -90,7 +90,7 @@ def test_a_file_not_yet_private_is_left_to_its_job(tmp_path: Path) -> None:
     ctx, intake = setup(tmp_path)
     job = claim(ctx, intake, "grayscale+png/a.jpg", image_bytes("JPEG", seed=1))
     os.chmod(ctx.work.file(job.id), 0o644)  # as a claim cut short leaves it
-    assert scan_ahead(scanner_of(ctx), ctx.work, job.id, ctx.cfg.limits)
+    assert scan_ahead(scanner_of(ctx), ctx.work, job.id, ctx.cfg.limits, smallest=0)
     assert not ctx.work.verdict(job.id).exists()
     assert scanner_of(ctx).scanned == []
 
@@ -114,7 +114,8 @@ def test_a_job_waits_for_the_verdict_being_made_instead_of_scanning_twice(
     ctx, intake = setup(tmp_path)
     held = ctx.scanner = HeldScanner()
     job = claim(ctx, intake, "grayscale+png/a.jpg", image_bytes("JPEG", seed=1))
-    scanning = threading.Thread(target=scan_ahead, args=(held, ctx.work, job.id, ctx.cfg.limits))
+    scanning = threading.Thread(target=scan_ahead, args=(held, ctx.work, job.id, ctx.cfg.limits),
+                                kwargs={"smallest": 0})
     scanning.start()
     wait_until(lambda: held.calls == 1, 10, "the scan ahead under way")
     running = threading.Thread(target=run_job, args=(ctx, job.id))
@@ -131,7 +132,19 @@ def test_a_verdict_names_what_the_scanner_said(tmp_path: Path) -> None:
     ctx, intake = setup(tmp_path)
     data = image_bytes("JPEG", seed=1)
     job = claim(ctx, intake, "grayscale+png/a.jpg", data)
-    assert scan_ahead(scanner_of(ctx), ctx.work, job.id, ctx.cfg.limits)
+    assert scan_ahead(scanner_of(ctx), ctx.work, job.id, ctx.cfg.limits, smallest=0)
     digest = hashlib.sha256(data).hexdigest()
     assert verdict_left(ctx.work, job.id, digest) == Verdict(True, None, "memory")
     assert verdict_left(ctx.work, job.id, "0" * 64) is None
+
+
+def test_a_small_file_is_left_to_its_job_to_scan(tmp_path: Path) -> None:
+    ctx, intake = setup(tmp_path)
+    small = claim(ctx, intake, "grayscale+png/a.jpg", image_bytes("JPEG", seed=1))
+    size = ctx.work.file(small.id).stat().st_size
+    assert not scan_ahead(scanner_of(ctx), ctx.work, small.id, ctx.cfg.limits,
+                          smallest=size + 1)
+    assert not ctx.work.verdict(small.id).exists()
+    assert scanner_of(ctx).scanned == []
+    assert scan_ahead(scanner_of(ctx), ctx.work, small.id, ctx.cfg.limits, smallest=size)
+    assert made(ctx.work.verdict(small.id))

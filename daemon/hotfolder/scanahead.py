@@ -14,7 +14,9 @@ itself. A verdict being made is locked (flock): the job waits for it rather than
 the file twice, and the lock goes with a process that dies. A scan that fails leaves no
 verdict, so the job scans itself and applies `scanner.on_unavailable` as usual. Only
 files already made private at their claim, and no larger than AHEAD_MAX_BYTES, are
-scanned ahead: a worker holds at most that much beside its own job.
+scanned ahead: a worker holds at most that much beside its own job. Nor are files smaller
+than AHEAD_MIN_BYTES: clamd answers for them within a millisecond or so, less than a
+verdict file costs to make and remove (a new file on a busy disk can take as long).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from hotfolder.workfolder import WorkFolder
 log = logging.getLogger("hotfolder.scanahead")
 
 AHEAD_MAX_BYTES = 16 * 1024 * 1024
+AHEAD_MIN_BYTES = 64 * 1024
 
 
 def verdict_left(work: WorkFolder, job_id: str, sha256: str) -> Verdict | None:
@@ -61,9 +64,16 @@ def verdict_left(work: WorkFolder, job_id: str, sha256: str) -> Verdict | None:
         return None
 
 
-def scan_ahead(scanner: Scanner, work: WorkFolder, job_id: str, limits: LimitsConfig) -> bool:
+def scan_ahead(scanner: Scanner, work: WorkFolder, job_id: str, limits: LimitsConfig, *,
+               smallest: int = AHEAD_MIN_BYTES) -> bool:
     """Scan a waiting job's file and leave the verdict beside it; False when someone else
-    does (or did) or the job has ended, True when this one tried."""
+    does (or did), the job has ended or its file is smaller than `smallest` bytes, True when
+    this one tried."""
+    try:
+        if os.lstat(work.file(job_id)).st_size < smallest:
+            return False
+    except FileNotFoundError:  # the job has left the work folder
+        return False
     path = work.verdict(job_id)
     try:
         fd = os.open(path, NEW_FILE_FLAGS, PRIVATE_FILE)
@@ -112,11 +122,12 @@ class ScanAhead:
     POLL_SECONDS = 0.05
 
     def __init__(self, scanner: Scanner, work: WorkFolder, limits: LimitsConfig,
-                 waiting: Callable[[], list[str]]) -> None:
+                 waiting: Callable[[], list[str]], *, smallest: int = AHEAD_MIN_BYTES) -> None:
         self.scanner = scanner
         self.work = work
         self.limits = limits
         self.waiting = waiting  # the ids of the next jobs in the queue, first first
+        self.smallest = smallest  # bytes: smaller files are left to their jobs to scan
         self._busy = False
         self._changed = threading.Condition()
         self._pid = 0
@@ -145,7 +156,8 @@ class ScanAhead:
                 waiting = self.waiting()
                 fresh = [job_id for job_id in waiting if job_id not in tried]
                 for job_id in fresh:
-                    scan_ahead(self.scanner, self.work, job_id, self.limits)
+                    scan_ahead(self.scanner, self.work, job_id, self.limits,
+                               smallest=self.smallest)
                 tried = set(waiting)
             except Exception:  # the thread lives on; the jobs scan themselves meanwhile
                 log.exception("scanning ahead failed")
