@@ -7,12 +7,13 @@ import itertools
 import json
 import re
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from helpers import drop, image_bytes, wait_until
-from hotfolder.cache import ResultCache, cache_key, open_cache, render_cached
+from hotfolder.cache import INLINE_BYTES, ResultCache, cache_key, open_cache, render_cached
 from hotfolder.cli import main
 from hotfolder.config import CacheConfig, LimitsConfig
 from hotfolder.engine import Output, Rendered, render
@@ -41,7 +42,9 @@ def clock() -> itertools.count[float]:
 
 @pytest.fixture
 def cache(tmp_path: Path, clock: itertools.count[float]) -> ResultCache:
-    return ResultCache(tmp_path / "state", max_bytes=250, clock=lambda: next(clock))
+    """A small cache that keeps every result in files."""
+    return ResultCache(tmp_path / "state", max_bytes=250, clock=lambda: next(clock),
+                       inline_bytes=0)
 
 
 def stored_files(cache: ResultCache) -> list[str]:
@@ -133,6 +136,64 @@ def test_damaged_result_is_a_miss_and_forgotten(cache: ResultCache) -> None:
     assert stored_files(cache) == []
 
 
+def two_outputs(main: bytes, extra: bytes) -> Rendered:
+    return Rendered([Output("photo.png", main, "image/png"),
+                     Output("photo_thumb.jpg", extra, "image/jpeg")], {"output": {}})
+
+
+def test_small_results_are_kept_in_the_index_and_large_ones_in_files(tmp_path: Path) -> None:
+    cache = ResultCache(tmp_path / "state", max_bytes=10**6)
+    small = two_outputs(b"a" * 100, b"b" * 30)
+    large = two_outputs(bytes(INLINE_BYTES), b"c")
+    cache.put("k1", small, origin="one.jpg")
+    cache.put("k2", large, origin="two.jpg")
+
+    assert stored_files(cache) == ["k2.0", "k2.1"]
+    for key, stored in (("k1", small), ("k2", large)):
+        hit = ResultCache(tmp_path / "state", max_bytes=10**6).get(key)
+        assert hit is not None
+        assert hit.rendered.outputs == stored.outputs
+    assert cache.usage() == (2, 130 + INLINE_BYTES + 1)
+    cache.discard("k1")
+    cache.discard("k2")
+    assert cache.usage() == (0, 0)
+    assert stored_files(cache) == []
+
+
+def test_a_damaged_result_in_the_index_is_a_miss_and_forgotten(tmp_path: Path) -> None:
+    cache = ResultCache(tmp_path / "state", max_bytes=10**6)
+    cache.put("k1", two_outputs(b"a" * 100, b"b" * 30), origin="one.jpg")
+    with sqlite3.connect(cache.db) as db:
+        db.execute("UPDATE results SET data = ? WHERE key = 'k1'", (b"a" * 99 + b"x" * 31,))
+
+    assert cache.get("k1") is None
+    assert cache.usage() == (0, 0)
+
+
+def test_an_index_made_before_small_results_were_kept_in_it_still_serves(
+        tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    (state / "cache" / "k1"[:2]).mkdir(parents=True)
+    (state / "cache" / "k1"[:2] / "k1.0").write_bytes(b"old")
+    with sqlite3.connect(state / "cache.db") as db:  # the table as it was, one result in files
+        db.execute("CREATE TABLE results (key TEXT PRIMARY KEY, origin TEXT NOT NULL,"
+                   " sidecar TEXT NOT NULL, outputs TEXT NOT NULL, bytes INTEGER NOT NULL,"
+                   " last_used REAL NOT NULL)")
+        listing = [{"name": "old.png", "media_type": "image/png", "sha256": sha(b"old")}]
+        db.execute("INSERT INTO results VALUES ('k1', 'old.jpg', '{}', ?, 3, 1.0)",
+                   (json.dumps(listing),))
+
+    cache = ResultCache(state, max_bytes=10**6)
+    cache.put("k2", result(10), origin="new.jpg")
+
+    old = cache.get("k1")
+    assert old is not None and old.rendered.outputs == [Output("old.png", b"old", "image/png")]
+    new = cache.get("k2")
+    assert new is not None and new.rendered.outputs == result(10).outputs
+    assert cache.usage() == (2, 13)
+    assert stored_files(cache) == ["k1.0"]
+
+
 def test_clear_removes_everything_also_crash_leftovers(cache: ResultCache) -> None:
     cache.put("k1", result(100), origin="one.jpg")
     cache.put("k2", result(50), origin="two.jpg")
@@ -186,7 +247,7 @@ def test_cache_command_shows_and_clears(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_render_cached_processes_once_and_survives_a_broken_cache(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    cache = ResultCache(tmp_path / "state", max_bytes=10**6)
+    cache = ResultCache(tmp_path / "state", max_bytes=10**6, inline_bytes=0)  # in files
     recipe = plan("resize=32x32+png")
     data = image_bytes("JPEG", (80, 60), seed=3)
 

@@ -3,13 +3,15 @@
 A result is found by a key made of the input's SHA-256 and a hash of the plan's
 steps and output settings (canonical JSON) and of hotfolder's version, so a changed
 recipe or an upgrade never reuses an old result. Results live in state/: an SQLite
-index (`cache.db`) and the encoded outputs as files (`cache/ab/<key>.<n>`). The cache
+index (`cache.db`) and the encoded outputs as files (`cache/ab/<key>.<n>`), except
+results of at most INLINE_BYTES, whose outputs are kept in their index row: a new file
+costs more to make than such a result's bytes in the index. The cache
 is bounded in bytes (the total kept up to date by triggers, so that a store does not
 sum every result) and evicts the least recently used results first;
 `hotfolder cache clear` empties it. Outputs are written atomically (hotfolder.files)
 but not synced, nor is the index at each change: a result lost with the power is only a
 miss. Each process keeps one connection to the index.
-Each stored output carries its SHA-256, so a damaged file is a miss, never a
+Each stored output carries its SHA-256, so a damaged one is a miss, never a
 wrong result. A duplicate's sidecar names the first input only when it was in the same
 folder; from another folder it gets an opaque reference (`result <key prefix>`).
 """
@@ -41,6 +43,8 @@ from hotfolder.recipes import Plan
 log = logging.getLogger("hotfolder.cache")
 
 REFERENCE_CHARS = 12  # of the key, in the `duplicate_of` of a duplicate in another folder
+# Results of at most this many bytes keep their outputs in the index, not in files.
+INLINE_BYTES = 64 * 1024
 # Connections inherited through fork are kept, never used or closed (SQLite forbids both).
 _INHERITED: list[sqlite3.Connection] = []
 
@@ -51,7 +55,8 @@ CREATE TABLE IF NOT EXISTS results (
     sidecar TEXT NOT NULL,
     outputs TEXT NOT NULL,
     bytes INTEGER NOT NULL,
-    last_used REAL NOT NULL
+    last_used REAL NOT NULL,
+    data BLOB  -- the outputs' bytes in order, for a result kept in the index (else NULL)
 );
 CREATE INDEX IF NOT EXISTS results_last_used ON results (last_used);
 CREATE TABLE IF NOT EXISTS held (
@@ -131,11 +136,13 @@ class ResultCache:
     """Results by key in `state/cache.db` and `state/cache/`, at most `max_bytes` of outputs."""
 
     def __init__(self, state: Path, max_bytes: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *,
+                 inline_bytes: int = INLINE_BYTES) -> None:
         self.db = state / "cache.db"
         self.folder = cache_folder(state)
         self.max_bytes = max_bytes
         self.clock = clock
+        self.inline_bytes = inline_bytes
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
@@ -144,6 +151,11 @@ class ResultCache:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
+            with conn:  # one transaction: two processes opening an older index add it once
+                conn.execute("BEGIN IMMEDIATE")
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
+                if "data" not in columns:  # an index made before results were kept in it
+                    conn.execute("ALTER TABLE results ADD COLUMN data BLOB")
         finally:
             conn.close()
 
@@ -179,18 +191,22 @@ class ResultCache:
         """The stored result for key (and it becomes the most recently used), or None."""
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT origin, sidecar, outputs FROM results WHERE key = ?", (key,)
+                "SELECT origin, sidecar, outputs, data FROM results WHERE key = ?", (key,)
             ).fetchone()
             if row is None:
                 return None
             conn.execute("UPDATE results SET last_used = ? WHERE key = ?", (self.clock(), key))
-        origin, sidecar, listing = row
-        outputs = []
+        origin, sidecar, listing, inline = row
+        outputs, at = [], 0
         for index, item in enumerate(json.loads(listing)):
-            try:
-                data = self._path(key, index).read_bytes()
-            except FileNotFoundError:
-                data = b""
+            if inline is not None:
+                data = inline[at:at + item["size"]]
+                at += item["size"]
+            else:
+                try:
+                    data = self._path(key, index).read_bytes()
+                except FileNotFoundError:
+                    data = b""
             if hashlib.sha256(data).hexdigest() != item["sha256"]:
                 self.discard(key)  # removed by another worker's eviction, or damaged
                 return None
@@ -202,19 +218,23 @@ class ResultCache:
         size = sum(len(o.data) for o in rendered.outputs)
         if size > self.max_bytes:
             return
+        inline = size <= self.inline_bytes
         listing = []
         for index, output in enumerate(rendered.outputs):
-            path = self._path(key, index)
-            path.parent.mkdir(exist_ok=True)
-            write_atomic(path, output.data, sync=False)  # its SHA-256 tells a damaged one
+            if not inline:
+                path = self._path(key, index)
+                path.parent.mkdir(exist_ok=True)
+                write_atomic(path, output.data, sync=False)  # its SHA-256 tells a damaged one
             listing.append({"name": output.name, "media_type": output.media_type,
+                            "size": len(output.data),
                             "sha256": hashlib.sha256(output.data).hexdigest()})
         with self._connect() as conn:
             conn.execute("DELETE FROM results WHERE key = ?", (key,))  # counted out of held
             conn.execute(
-                "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO results (key, origin, sidecar, outputs, bytes, last_used, data)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (key, stored_rel(origin), json.dumps(rendered.sidecar), json.dumps(listing), size,
-                 self.clock()),
+                 self.clock(), b"".join(o.data for o in rendered.outputs) if inline else None),
             )
             evicted = self._evict(conn)
         for old_key, count in evicted:
@@ -224,11 +244,12 @@ class ResultCache:
         """Delete index rows, oldest use first, until the total fits; returns (key, outputs)."""
         total = self._held(conn)[1]
         evicted = []
-        rows = conn.execute("SELECT key, bytes, outputs FROM results ORDER BY last_used")
-        for key, size, listing in rows:  # read only as far as needed, along the index
+        rows = conn.execute("SELECT key, bytes, outputs, data IS NULL FROM results"
+                            " ORDER BY last_used")
+        for key, size, listing, in_files in rows:  # read only as far as needed, along the index
             if total <= self.max_bytes:
                 break
-            evicted.append((key, len(json.loads(listing))))
+            evicted.append((key, len(json.loads(listing)) if in_files else 0))
             total -= size
         conn.executemany("DELETE FROM results WHERE key = ?", [(key,) for key, _ in evicted])
         return evicted
@@ -240,9 +261,10 @@ class ResultCache:
     def discard(self, key: str) -> None:
         """Forget one result."""
         with self._connect() as conn:
-            row = conn.execute("SELECT outputs FROM results WHERE key = ?", (key,)).fetchone()
+            row = conn.execute("SELECT outputs, data IS NULL FROM results WHERE key = ?",
+                               (key,)).fetchone()
             conn.execute("DELETE FROM results WHERE key = ?", (key,))
-        if row is not None:
+        if row is not None and row[1]:
             self._remove_files(key, len(json.loads(row[0])))
 
     @staticmethod
