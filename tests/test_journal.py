@@ -441,15 +441,14 @@ class TestSqlite:
         conn.set_trace_callback(lambda sql: syncs.append(sql) if "synchronous" in sql else None)
         journal.start("j1", pid=1)
         journal.delivered("j1", ["a.png"])
-        assert syncs == ["pragma synchronous=normal", "pragma synchronous=full"] * 2
-        syncs.clear()
+        assert syncs == []  # NORMAL: not synced
         journal.wait("j1", "s3", delay=0)
         journal.start("j1", pid=1)
         journal.requeue("j1")
         journal.start("j1", pid=1)
         journal.finish("j1", "failed", "bad")
-        assert syncs == ["pragma synchronous=normal", "pragma synchronous=full"] * 3
-        assert conn.execute("pragma synchronous").fetchone()[0] == 2  # FULL between writes
+        assert syncs == ["pragma synchronous=full", "pragma synchronous=normal"] * 2
+        assert conn.execute("pragma synchronous").fetchone()[0] == 1  # NORMAL between writes
         journal.close()
 
 

@@ -166,16 +166,20 @@ class ResultCache:
             _INHERITED.append(self._conn)
             self._conn = None
 
+    def _connection(self) -> sqlite3.Connection:
+        """This process's connection (the caller holds the lock); kept open, since closing
+        the last connection to the file checkpoints and syncs it."""
+        if self._conn is None:
+            self._conn = sqlite3.connect(self.db, timeout=30, isolation_level=None,
+                                         check_same_thread=False)
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+        return self._conn
+
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        """This process's connection, in one transaction that commits on success; kept open,
-        since closing the last connection to the file checkpoints and syncs it."""
+        """This process's connection, in one write transaction that commits on success."""
         with self._lock:
-            if self._conn is None:
-                self._conn = sqlite3.connect(self.db, timeout=30, isolation_level=None,
-                                             check_same_thread=False)
-                self._conn.execute("PRAGMA synchronous=NORMAL")
-            conn = self._conn
+            conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -189,12 +193,13 @@ class ResultCache:
 
     def get(self, key: str) -> Hit | None:
         """The stored result for key (and it becomes the most recently used), or None."""
-        with self._connect() as conn:
-            row = conn.execute(
+        with self._lock:  # a read: a miss, the common case, takes no write lock
+            row = self._connection().execute(
                 "SELECT origin, sidecar, outputs, data FROM results WHERE key = ?", (key,)
             ).fetchone()
-            if row is None:
-                return None
+        if row is None:
+            return None
+        with self._connect() as conn:
             conn.execute("UPDATE results SET last_used = ? WHERE key = ?", (self.clock(), key))
         origin, sidecar, listing, inline = row
         outputs, at = [], 0

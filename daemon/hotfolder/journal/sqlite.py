@@ -87,7 +87,7 @@ class SqliteJournal:
                                    check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("pragma journal_mode=wal")
-            conn.execute("pragma synchronous=full")
+            conn.execute("pragma synchronous=normal")  # full for the durable transactions
             self._conn = conn
         return self._conn
 
@@ -96,8 +96,8 @@ class SqliteJournal:
         """One write transaction; `durable=False` skips the fsync (the work folder has it)."""
         with self._lock:
             conn = self._connect()
-            if not durable:
-                conn.execute("pragma synchronous=normal")
+            if durable:
+                conn.execute("pragma synchronous=full")
             conn.execute("begin immediate")
             try:
                 yield conn
@@ -107,8 +107,8 @@ class SqliteJournal:
             else:
                 conn.execute("commit")
             finally:
-                if not durable:
-                    conn.execute("pragma synchronous=full")
+                if durable:
+                    conn.execute("pragma synchronous=normal")
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:

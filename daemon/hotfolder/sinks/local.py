@@ -75,20 +75,29 @@ def place_errors(where: Path) -> Iterator[None]:
 
 @contextmanager
 def open_folder(root: Path, parts: Sequence[str], *, private: bool = False) -> Iterator[int]:
-    """A descriptor of root/parts, creating folders, never following a symlink below root."""
+    """A descriptor of root/parts, creating folders, never following a symlink below root.
+
+    Each folder is opened first and made only when missing: most are there already.
+    """
     mode = PRIVATE_DIR if private else 0o777
-    root.mkdir(mode=mode, parents=True, exist_ok=True)
-    fd = os.open(root, DIR_FLAGS & ~os.O_NOFOLLOW)
+    try:
+        fd = os.open(root, DIR_FLAGS & ~os.O_NOFOLLOW)
+    except FileNotFoundError:
+        root.mkdir(mode=mode, parents=True, exist_ok=True)
+        fd = os.open(root, DIR_FLAGS & ~os.O_NOFOLLOW)
     try:
         if private:
             os.fchmod(fd, PRIVATE_DIR)
         for part in parts:
             try:
-                os.mkdir(part, mode, dir_fd=fd)
-                os.fsync(fd)
-            except FileExistsError:
-                pass
-            child = os.open(part, DIR_FLAGS, dir_fd=fd)
+                child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                try:
+                    os.mkdir(part, mode, dir_fd=fd)
+                    os.fsync(fd)
+                except FileExistsError:  # made by another worker meanwhile
+                    pass
+                child = os.open(part, DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = child
             if private:
