@@ -37,8 +37,9 @@ def test_a_file_where_a_failed_folder_should_be_makes_the_job_wait_then_fail(
     drop(root, "grayscale+png/notes.jpg", b"not a picture at all\n" * 20)
     wait_until(lambda: jobs(daemon) == [("grayscale+png/notes.jpg", "waiting", "disk")], 30,
                f"the job waiting for the disk (log: {daemon.tail()})")
-    assert f"cannot write {obstacle}/notes.jpg: a folder on the way is a symlink or a file" \
-        in daemon.tail()
+    # The worker logs why just after it records the wait: the line may come an instant later.
+    why = f"cannot write {obstacle}/notes.jpg: a folder on the way is a symlink or a file"
+    wait_until(lambda: why in daemon.tail(), 10, f"the reason in the log ({daemon.tail()})")
     claimed = [p for p in files_under(root / "inbox" / ".hotfolder") if not p.suffix]
     assert len(claimed) == 1  # nothing lost meanwhile
 
