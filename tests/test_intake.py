@@ -17,7 +17,7 @@ import pytest
 from helpers import drop, image_bytes
 from hotfolder.config import Config, Layout
 from hotfolder.errors import InputError
-from hotfolder.intake import Intake, claimed_bytes, read_claimed
+from hotfolder.intake import Intake, claimed_bytes, read_claimed, read_within
 from hotfolder.journal import Claim
 from hotfolder.journal.sqlite import SqliteJournal
 from hotfolder.workfolder import PATH_ATTRIBUTE
@@ -205,6 +205,22 @@ def test_a_claimed_file_is_read_once_as_a_regular_file_within_the_limit(
     large.write_bytes(bytes(20_000))
     with pytest.raises(InputError, match=r"over the limit of 0\.01 MB"):
         read_claimed(large, intake.limits)
+
+
+def test_a_file_grown_since_it_was_looked_at_is_read_whole_within_the_limit(
+        intake: Intake, tmp_path: Path) -> None:
+    path = tmp_path / "growing.jpg"
+    path.write_bytes(b"first ")
+    with path.open("rb") as read, path.open("ab") as write:
+        looked = os.fstat(read.fileno())
+        write.write(b"and more")
+        write.flush()
+        assert read_within(read.fileno(), looked, intake.limits) == b"first and more"
+        write.write(bytes(20_000))
+        write.flush()
+        os.lseek(read.fileno(), 0, os.SEEK_SET)
+        with pytest.raises(InputError, match=r"over the limit of 0\.01 MB"):
+            read_within(read.fileno(), looked, intake.limits)
 
 
 def test_adopt_reads_any_path_bytes_and_drops_notes_of_claims_that_never_happened(

@@ -121,8 +121,11 @@ def read_within(fd: int, st: os.stat_result, limits: LimitsConfig) -> bytes:
     """The whole content of an open file (fstat `st`) within limits.max_file_mb, read once."""
     imaging.check_size(st.st_size, limits)
     with os.fdopen(fd, "rb", closefd=False) as src:
-        data = src.read(limits.max_file_bytes + 1)
-    imaging.check_size(len(data), limits)  # it may have grown since
+        # Its size and a byte more: a buffer of the limit's size costs more than the read.
+        data = src.read(st.st_size + 1)
+        if len(data) > st.st_size:  # it has grown since: the rest, up to the limit
+            data += src.read(limits.max_file_bytes + 1 - len(data))
+    imaging.check_size(len(data), limits)
     return data
 
 
