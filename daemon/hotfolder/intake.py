@@ -21,15 +21,17 @@ Files found together (the start-up backlog above all) are claimed in one batch: 
 read and noted, and the copies and the service's own files are synced all at once, then
 each is renamed into the work folder, then all are recorded in one transaction. Until
 its bytes are synced no file has left the inbox, so the power can take nothing away that
-was claimed. Files are checked, and then claimed, from several threads: creating and
-removing files waits on the filesystem's journal, and those waits overlap.
+was claimed. Files are checked and claimed one after another in the caller's thread (each
+step is a few short system calls, which threads would only make wait for each other); only
+the syncs, which wait for the disk, run from several threads at once. Only the first bytes of
+the service's own file are read at its claim (its type is sniffed from them); anyone else's
+file is read whole, to be copied.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import functools
 import logging
 import os
 import secrets
@@ -41,7 +43,7 @@ from pathlib import Path, PurePosixPath
 from hotfolder import imaging
 from hotfolder.config import Layout, LimitsConfig
 from hotfolder.errors import HotfolderError, InputError
-from hotfolder.files import SyncGroup, concurrently, replace, write_atomic, write_temp
+from hotfolder.files import SyncGroup, replace, write_atomic, write_temp
 from hotfolder.journal import Claim, Job, Journal
 from hotfolder.names import shown
 from hotfolder.sinks import key_parts, renamed
@@ -127,6 +129,13 @@ def read_within(fd: int, st: os.stat_result, limits: LimitsConfig) -> bytes:
             data += src.read(limits.max_file_bytes + 1 - len(data))
     imaging.check_size(len(data), limits)
     return data
+
+
+def read_head(fd: int, st: os.stat_result, limits: LimitsConfig) -> bytes:
+    """The first bytes of an open file (fstat `st`) within limits.max_file_mb, enough to sniff
+    its type."""
+    imaging.check_size(st.st_size, limits)
+    return os.pread(fd, imaging.SNIFF_BYTES, 0)
 
 
 def read_claimed(path: Path, limits: LimitsConfig) -> tuple[bytes, os.stat_result]:
@@ -291,8 +300,7 @@ class Intake:
         work = self._open_work()
         try:
             with SyncGroup() as group:
-                checked = concurrently(functools.partial(self._checked, work=work, group=group),
-                                       entries)
+                checked = [self._checked(entry, work, group) for entry in entries]
                 copied = [(at, file) for at, file in enumerate(checked)
                           if isinstance(file, _Read)]
                 outcomes = [None if isinstance(file, _Read) else file for file in checked]
@@ -304,10 +312,8 @@ class Intake:
                         self._close(file)
                         outcomes[at] = exc
                     copied = []
-            claimed = concurrently(functools.partial(self._claimed, work=work),
-                                   [file for _, file in copied])
-            for (at, _), outcome in zip(copied, claimed, strict=True):
-                outcomes[at] = outcome
+            for at, file in copied:
+                outcomes[at] = self._claimed(file, work)
         finally:
             os.close(work)
         claims = [outcome for outcome in outcomes if isinstance(outcome, Claim)]
@@ -371,19 +377,21 @@ class Intake:
             return self._refuse(path, rel, st, InputError(f"{shown(rel)}: {exc.message}",
                                                           stage="intake"))
         kept = False
+        own = read.st_uid == os.geteuid()  # made private where it is, once claimed
         try:
             try:
-                data = read_within(fd, read, self.limits)
+                data = read_head(fd, read, self.limits) if own else read_within(fd, read,
+                                                                                self.limits)
             except InputError as exc:
                 return self._refuse(path, rel, st, InputError(f"{shown(rel)}: {exc.message}",
                                                               stage="intake"))
             try:
-                kind = imaging.sniff(data[:imaging.SNIFF_BYTES], self.limits.formats)
+                kind = imaging.sniff(data, self.limits.formats)
                 refusal = None
             except InputError as exc:  # claimed all the same: it is scanned before it fails
                 kind, refusal = None, f"{shown(rel)}: {exc.message}"
             job_id = new_job_id()
-            if read.st_uid == os.geteuid():  # made private where it is, once claimed
+            if own:
                 self.work.record(job_id, rel.as_posix(), fd)
                 group.add(fd)
                 kept = True

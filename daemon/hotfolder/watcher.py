@@ -221,6 +221,14 @@ class Action(enum.Enum):
     FORGET = "forget"  # it left the tree
 
 
+# The events that `route` acts on: inotify is asked for these alone (no IN_ATTRIB, IN_MODIFY),
+# so a claim's note and mode change, and every write, raise none.
+ROUTED: list[type[FileSystemEvent]] = [
+    FileMovedEvent, FileDeletedEvent, FileClosedEvent, FileClosedNoWriteEvent, FileOpenedEvent,
+    FileCreatedEvent,
+]
+
+
 def route(event: FileSystemEvent) -> list[tuple[Action, str]]:
     """The actions that one inotify event asks for, in order."""
     if event.is_directory:
@@ -803,7 +811,8 @@ class Watcher:
                                       self._listed, self._polled_change, self._polled_gone)
             else:
                 observer = InotifyObserver(generate_full_events=True)
-                observer.schedule(_Handler(self._act), str(self.inbox), recursive=True)
+                observer.schedule(_Handler(self._act), str(self.inbox), recursive=True,
+                                  event_filter=ROUTED)
             observer.start()
         except OSError as exc:
             if observer is not None:
