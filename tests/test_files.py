@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from hotfolder.files import write_atomic
+from hotfolder.files import concurrently, write_atomic
 
 
 def test_write_atomic_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -33,3 +37,21 @@ def test_a_name_that_cannot_be_replaced_leaves_no_temporary(tmp_path: Path) -> N
         write_atomic(tmp_path / "out.png", b"new")
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
     assert (tmp_path / "out.png" / "inside").read_bytes() == b"kept"
+
+
+def test_concurrent_calls_run_in_a_process_forked_after_some_ran() -> None:
+    # The service forks its workers (and replaces dead ones) after it has synced claims: its
+    # threads are waiting for more then (three at least, as the barrier holds each call).
+    together = threading.Barrier(3, timeout=10)
+    assert concurrently(lambda n: together.wait() >= 0 and n, [1, 2, 3]) == [1, 2, 3]
+    pid = os.fork()
+    if pid == 0:  # the child: its own threads, not the parent's, which it lacks
+        os._exit(0 if concurrently(lambda n: n + 1, [1, 2, 3]) == [2, 3, 4] else 1)
+    deadline = time.monotonic() + 10
+    while (status := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if status[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's concurrent calls never ran")
+    assert os.waitstatus_to_exitcode(status[1]) == 0

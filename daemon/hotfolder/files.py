@@ -16,6 +16,7 @@ import errno
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,17 +30,38 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 UNNAMED_FILE_FLAGS = os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC
 # Calls in flight at once in `concurrently`: enough for the filesystem to serve their waits
-# together, few enough threads to start for each batch.
+# together. The threads are started once per process and kept: starting them for every batch
+# cost more than the calls, on a busy machine above all.
 THREADS = 16
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
 def concurrently(call: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """call(item) for each item, from up to THREADS threads, the results in order: file-system
-    calls that wait on the disk (fsync, freeing a replaced file's blocks) wait together."""
+    calls that wait on the disk (fsync, freeing a replaced file's blocks) wait together.
+    `call` must not call `concurrently` itself."""
     if len(items) <= 1:
         return [call(item) for item in items]
-    with ThreadPoolExecutor(min(len(items), THREADS)) as pool:
-        return list(pool.map(call, items))
+    return list(_threads().map(call, items))
+
+
+def _threads() -> ThreadPoolExecutor:
+    """This process's threads for `concurrently`, started at its first use."""
+    global _pool  # noqa: PLW0603  (one pool per process)
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="hotfolder-io")
+        return _pool
+
+
+def _forget_threads() -> None:
+    """In a forked child: the parent's threads are not there, the child starts its own."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_threads)
 
 
 class SyncGroup:
