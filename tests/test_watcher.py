@@ -825,6 +825,47 @@ def test_the_folders_an_inotify_observer_watches_are_read_from_the_kernel(watch,
     assert not {f.stat().st_ino for f in folders} & watched_inodes()
 
 
+def test_nothing_in_the_work_folder_or_an_ignored_folder_is_watched(watch, inbox):
+    for folder in ("Wood/deep", ".hotfolder/job", "copy.tmp", "work"):
+        (inbox / folder).mkdir(parents=True)
+    _, calls = watch(settle_seconds=0.05, exclude=(inbox / "work",))
+    (inbox / "Glass").mkdir()
+    watched = [inbox, inbox / "Wood", inbox / "Wood" / "deep", inbox / "Glass"]
+    wait_until(lambda: {f.stat().st_ino for f in watched} <= watched_inodes(), DEADLINE,
+               "every folder that can hold inputs in the observer's watches")
+    unwatched = [".hotfolder", ".hotfolder/job", "copy.tmp", "work"]
+    assert not {(inbox / f).stat().st_ino for f in unwatched} & watched_inodes()
+    for folder in unwatched:  # what claims and jobs do there raises no event
+        write(inbox / folder / "photo.jpg")
+    write(inbox / "Glass" / "photo.jpg")
+    assert calls.wait(1)
+    assert calls.names == ["Glass/photo.jpg"]
+
+
+def test_a_folder_renamed_in_the_inbox_is_watched_under_its_new_name(watch, inbox):
+    write(inbox / "Wood" / "old.jpg")
+    _, calls = watch(settle_seconds=0.05, rescan_seconds=3600)
+    assert calls.wait(1)
+    (inbox / "Wood").rename(inbox / "Oak")
+    (inbox / "Oak" / "old.jpg").unlink()
+    write(inbox / "Oak" / "new.jpg")  # the old watch would name it Wood/new.jpg
+    assert calls.wait(2)
+    assert calls.names == ["Wood/old.jpg", "Oak/new.jpg"]
+
+
+def test_a_folder_removed_and_made_again_is_watched_again(watch, inbox, caplog):
+    caplog.set_level(logging.WARNING)
+    write(inbox / "Wood" / "first.jpg")
+    w, calls = watch(settle_seconds=0.05, rescan_seconds=3600)
+    assert calls.wait(1)
+    shutil.rmtree(inbox / "Wood")
+    write(inbox / "Wood" / "second.jpg")
+    assert calls.wait(2)
+    assert calls.names == ["Wood/first.jpg", "Wood/second.jpg"]
+    assert w.healthy
+    assert "restarting" not in caplog.text
+
+
 def test_folders_still_unwatched_a_moment_after_a_rescan_are_counted_and_said_once(
         tmp_path, caplog):
     folders = {}

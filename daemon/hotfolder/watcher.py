@@ -11,6 +11,9 @@ Files already in the tree when the watcher starts have rested while nothing watc
 start-up rescan judges their settle time from the later of their mtime and ctime (a writer can
 set the mtime back, never the ctime), so one unchanged for `settle_seconds` before the start,
 and still unchanged at the next look, is offered at once, not waited out again.
+inotify watches the inbox's own folder and, recursively, each folder in it that can hold inputs
+(InboxWatch), for the events the watcher acts on alone: the work folder, and any other excluded
+or ignored folder there, raise no event, whatever claims and jobs do in it.
 Network mounts (NFS, SMB, FUSE, ...) send no inotify events for changes made elsewhere, so they
 are polled (TreePoller: every folder is looked at on each pass, only the folders whose
 modification time changed are listed, within a small share of a core); their clients cache a
@@ -47,6 +50,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
     FileClosedEvent,
     FileClosedNoWriteEvent,
     FileCreatedEvent,
@@ -56,7 +62,7 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers.api import BaseObserver
+from watchdog.observers.api import EventEmitter, ObservedWatch
 from watchdog.observers.inotify import InotifyObserver
 
 from hotfolder.config import RECIPE_FILE, WatchConfig
@@ -219,6 +225,9 @@ class Action(enum.Enum):
     OPENED = "opened"  # a process opened it
     CLOSED = "closed"  # a process closed it
     FORGET = "forget"  # it left the tree
+    WATCH = "watch"  # a folder was made in the inbox itself: watch it; its files settle
+    ARRIVED = "arrived"  # a folder was moved into the inbox itself: watch it; its files are whole
+    UNWATCH = "unwatch"  # a folder left the inbox itself
 
 
 # The events that `route` acts on: inotify is asked for these alone (no IN_ATTRIB, IN_MODIFY),
@@ -227,6 +236,7 @@ ROUTED: list[type[FileSystemEvent]] = [
     FileMovedEvent, FileDeletedEvent, FileClosedEvent, FileClosedNoWriteEvent, FileOpenedEvent,
     FileCreatedEvent,
 ]
+TOP_ROUTED = [*ROUTED, DirCreatedEvent, DirMovedEvent, DirDeletedEvent]  # see `route_top`
 
 
 def route(event: FileSystemEvent) -> list[tuple[Action, str]]:
@@ -250,6 +260,22 @@ def route(event: FileSystemEvent) -> list[tuple[Action, str]]:
     if isinstance(event, FileCreatedEvent):
         # Synthetic creations list the content of a folder renamed into the tree: complete.
         return [(Action.TAKE if event.is_synthetic else Action.SETTLE, src)]
+    return []
+
+
+def route_top(event: FileSystemEvent) -> list[tuple[Action, str]]:
+    """The actions that an event in the inbox's own folder asks for: a file's as in `route`;
+    a folder made there, moved there or away (a watch of its own sees what is inside)."""
+    if not event.is_directory:
+        return route(event)
+    src, dest = os.fsdecode(event.src_path), os.fsdecode(event.dest_path)
+    if isinstance(event, DirMovedEvent):
+        gone = [(Action.UNWATCH, src)] if src else []
+        return gone + ([(Action.ARRIVED, dest)] if dest else [])
+    if isinstance(event, DirDeletedEvent):
+        return [(Action.UNWATCH, src)]
+    if isinstance(event, DirCreatedEvent):
+        return [(Action.WATCH, src)]
     return []
 
 
@@ -717,12 +743,102 @@ class TreePoller:
 class _Handler(FileSystemEventHandler):
     """Turns each watchdog event into actions for the watcher, and nothing more."""
 
-    def __init__(self, act: Callable[[Action, str], None]) -> None:
+    def __init__(self, act: Callable[[Action, str], None],
+                 routes: Callable[[FileSystemEvent], list[tuple[Action, str]]] = route) -> None:
         self._act = act
+        self._routes = routes
 
     def dispatch(self, event: FileSystemEvent) -> None:
-        for action, path in route(event):
+        for action, path in self._routes(event):
             self._act(action, path)
+
+
+class InboxWatch:
+    """inotify on the inbox (watchdog's observer): one watch on the inbox's own folder, and a
+    recursive one on each folder in it that `wanted` accepts, so that nothing done in the work
+    folder (claims, the workers' reads) or in an ignored folder raises an event. A folder made
+    in the inbox, or moved into it, is watched as its event comes (`refresh` catches up on
+    events lost), then handed to `act` (WATCH, ARRIVED) for what it holds already."""
+
+    def __init__(self, top: str, wanted: Callable[[str], bool],
+                 act: Callable[[Action, str], None]) -> None:
+        self.top = top
+        self._wanted = wanted
+        self._act = act
+        self._observer = InotifyObserver(generate_full_events=True)
+        self._handler = _Handler(act)
+        self._folders: dict[str, ObservedWatch | None] = {}  # by path (None: out of watches)
+        self._lock = threading.Lock()
+
+    @property
+    def emitters(self) -> list[EventEmitter]:
+        """The observer's emitters that should be running: the inbox's, and those of folders
+        still there (a folder's stops when the folder is removed)."""
+        return [emitter for emitter in list(self._observer.emitters)
+                if emitter.watch.path == self.top or os.path.isdir(emitter.watch.path)]
+
+    def start(self) -> None:
+        """Watch the inbox and the folders in it (OSError when the inbox cannot be watched)."""
+        self._observer.schedule(_Handler(self._act_top, route_top), self.top,
+                                event_filter=TOP_ROUTED)
+        self._observer.start()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Watch each wanted folder in the inbox not tried yet, and forget those gone."""
+        with os.scandir(self.top) as listing:
+            folders = {entry.path for entry in listing if entry.is_dir(follow_symlinks=False)}
+        with self._lock:
+            watched = set(self._folders)
+        for path in watched - folders:
+            self._unwatch(path)
+        for path in folders - watched:
+            self._watch(path)
+
+    def stop(self) -> None:
+        """Stop watching."""
+        self._observer.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the observer's threads to end."""
+        self._observer.join(timeout)
+
+    def is_alive(self) -> bool:
+        """True while the observer runs."""
+        return self._observer.is_alive()
+
+    def _act_top(self, action: Action, path: str) -> None:
+        """An action of the inbox's own folder: a folder's watch is added or removed first."""
+        if action is Action.UNWATCH:
+            self._unwatch(path)
+        elif action in (Action.WATCH, Action.ARRIVED) and not self._watch(path):
+            return
+        self._act(action, path)
+
+    def _watch(self, path: str) -> bool:
+        """Watch a folder of the inbox recursively; False when it is not wanted or gone. Out
+        of watches, it is served by the rescan (and counted by `Coverage`) until it is made or
+        moved in again, or the service restarts."""
+        if not self._wanted(path):
+            return False
+        try:
+            watch = self._observer.schedule(self._handler, path, recursive=True,
+                                            event_filter=ROUTED)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            if exc.errno not in INOTIFY_LIMITS:
+                log.warning("cannot watch the folder %s: %s", path, exc.strerror)
+            watch = None  # tried once, as watchdog tries the folders below a watched one
+        with self._lock:
+            self._folders[path] = watch
+        return True
+
+    def _unwatch(self, path: str) -> None:
+        with self._lock:
+            watch = self._folders.pop(path, None)
+        if watch is not None:
+            self._observer.unschedule(watch)
 
 
 class Watcher:
@@ -750,7 +866,7 @@ class Watcher:
         self._clock = clock
         self._settler = Settler(self.settle_seconds, clock)
         self._recent = Recent(DEDUP_SECONDS, clock)
-        self._observer: BaseObserver | TreePoller | None = None
+        self._observer: InboxWatch | TreePoller | None = None
         self._observer_lock = threading.Lock()
         self._call_lock = threading.Lock()
         self._stop = threading.Event()
@@ -804,15 +920,13 @@ class Watcher:
 
     def _start_observer(self) -> bool:
         """Start an observer of the inbox; False when it cannot be watched now."""
-        observer: BaseObserver | TreePoller | None = None
+        observer: InboxWatch | TreePoller | None = None
         try:
             if self.polling:
                 observer = TreePoller(str(self.inbox), poll_interval(self.cfg.settle_seconds),
                                       self._listed, self._polled_change, self._polled_gone)
             else:
-                observer = InotifyObserver(generate_full_events=True)
-                observer.schedule(_Handler(self._act), str(self.inbox), recursive=True,
-                                  event_filter=ROUTED)
+                observer = InboxWatch(str(self.inbox), self._listed_path, self._act)
             observer.start()
         except OSError as exc:
             if observer is not None:
@@ -878,6 +992,13 @@ class Watcher:
     def rescan(self, *, at_start: bool = False) -> int:
         """Walk the tree now; offer each candidate once it looks complete; return how many.
         At start, a file's settle time counts from its last change, not from this look."""
+        observer = self._observer
+        if isinstance(observer, InboxWatch):
+            try:
+                observer.refresh()  # a folder whose event was lost (a full inotify queue)
+            except OSError as exc:
+                log.error("cannot scan %s: %s", self.inbox, exc)
+                return 0
         found = 0
         folders: dict[int, str] = {}
         started = time.time()
@@ -938,7 +1059,11 @@ class Watcher:
 
     def _listed(self, entry: os.DirEntry[str]) -> bool:
         """True for an entry of a walked folder that is neither ignored nor excluded."""
-        return not ignored(entry.name, self.cfg.ignore) and not self._excluded(entry.path)
+        return self._listed_path(entry.path)
+
+    def _listed_path(self, path: str) -> bool:
+        """True for a path in a walked folder whose name is not ignored, and not excluded."""
+        return not ignored(os.path.basename(path), self.cfg.ignore) and not self._excluded(path)
 
     def _polled_change(self, path: str, signature: Signature) -> None:
         """The poller saw a new or changed file: it settles from this look."""
@@ -949,7 +1074,10 @@ class Watcher:
         self._forget(path)
 
     def _act(self, action: Action, path: str) -> None:
-        if not self._candidate(path):
+        if action in (Action.WATCH, Action.ARRIVED):
+            self._arrived(path, whole=action is Action.ARRIVED)
+            return
+        if action is Action.UNWATCH or not self._candidate(path):
             return
         if action is Action.TAKE:
             self._offer([(path, _look(path))])
@@ -961,6 +1089,21 @@ class Watcher:
             self._settler.closed(path)
         else:
             self._forget(path)
+
+    def _arrived(self, folder: str, *, whole: bool) -> None:
+        """A folder new in the inbox, watched now: offer what it holds (moved in whole), or
+        let it settle (made here: it may still be written)."""
+        found = []
+        try:
+            for path, st in self._walk(folder, {}):
+                if whole:
+                    found.append((path, signature_of(st)))
+                else:
+                    self._settler.wait(path)
+        except OSError:
+            return  # gone again
+        for start in range(0, len(found), OFFER_BATCH):
+            self._offer(found[start:start + OFFER_BATCH])
 
     def _forget(self, path: str) -> None:
         self._settler.forget(path)
@@ -998,7 +1141,7 @@ def _look(path: str) -> Signature | None:
     return None if stat.S_ISDIR(st.st_mode) else signature_of(st)
 
 
-def _halt(observer: BaseObserver | TreePoller) -> None:
+def _halt(observer: InboxWatch | TreePoller) -> None:
     """Stop an observer and join its threads."""
     observer.stop()
     if observer.is_alive():
