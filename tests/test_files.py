@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import threading
@@ -55,3 +56,19 @@ def test_concurrent_calls_run_in_a_process_forked_after_some_ran() -> None:
         os.waitpid(pid, 0)
         pytest.fail("the forked child's concurrent calls never ran")
     assert os.waitstatus_to_exitcode(status[1]) == 0
+
+
+def test_every_concurrent_call_runs_before_the_first_error_is_raised() -> None:
+    # A batch of claims whose syncs partly fail is given up whole, with every sync ended.
+    ran = []
+
+    def sync(n: int) -> int:
+        ran.append(n)
+        if n % 5 == 2:
+            raise OSError(errno.EIO, f"file {n}: Input/output error")
+        return n
+
+    with pytest.raises(OSError, match="file 2:"):
+        concurrently(sync, range(40))
+    assert sorted(ran) == list(range(40))
+    assert concurrently(sync, [0, 1, 3, 4] * 10) == [0, 1, 3, 4] * 10

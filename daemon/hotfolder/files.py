@@ -13,6 +13,7 @@ together.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import secrets
 import shutil
@@ -39,11 +40,30 @@ _pool_lock = threading.Lock()
 
 def concurrently(call: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """call(item) for each item, from up to THREADS threads, the results in order: file-system
-    calls that wait on the disk (fsync, freeing a replaced file's blocks) wait together.
-    `call` must not call `concurrently` itself."""
+    calls that wait on the disk (fsync, freeing a replaced file's blocks) wait together. Every
+    call runs, then the first OSError is raised. `call` must not use `concurrently` itself."""
     if len(items) <= 1:
         return [call(item) for item in items]
-    return list(_threads().map(call, items))
+    share = -(-len(items) // THREADS)  # each thread takes a run of items: one task, not many
+    runs = list(_threads().map(functools.partial(_each, call),
+                               [items[start:start + share]
+                                for start in range(0, len(items), share)]))
+    for _, error in runs:
+        if error is not None:
+            raise error
+    return [result for results, _ in runs for result in results]
+
+
+def _each(call: Callable[[T], R], items: Sequence[T]) -> tuple[list[R], OSError | None]:
+    """call(item) for each item in turn, and the first OSError met: the calls after it run."""
+    results: list[R] = []
+    error: OSError | None = None
+    for item in items:
+        try:
+            results.append(call(item))
+        except OSError as exc:
+            error = error or exc
+    return results, error
 
 
 def _threads() -> ThreadPoolExecutor:
