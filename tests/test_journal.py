@@ -437,7 +437,7 @@ class TestSqlite:
         journal = SqliteJournal(tmp_path / "journal.db")
         syncs: list[str] = []
         journal.add("j1", "a.jpg", kind="jpeg", size=1)
-        conn = journal._connect()
+        conn = journal._db.get()
         conn.set_trace_callback(lambda sql: syncs.append(sql) if "synchronous" in sql else None)
         journal.start("j1", pid=1)
         journal.delivered("j1", ["a.png"])

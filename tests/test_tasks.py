@@ -124,7 +124,7 @@ def test_a_repeated_job_after_a_crash_delivers_nothing_twice(tmp_path: Path) -> 
     run_job(ctx, job.id)
     first = dict(ctx.sink.objects)
     # As if the worker died after delivering but before the journal said so:
-    ctx.journal._connect().execute(
+    ctx.journal._db.get().execute(
         "update jobs set state = 'queued', outputs = null where id = ?", (job.id,))
     archived = ctx.layout.archive / "grayscale+png" / "a.jpg"
     archived.rename(work_file(ctx, job))

@@ -18,16 +18,14 @@ folder; from another folder it gets an opaque reference (`result <key prefix>`).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
 import logging
 import shutil
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -36,7 +34,7 @@ from hotfolder import __version__
 from hotfolder.config import CacheConfig, LimitsConfig
 from hotfolder.engine import Output, Rendered, output_name, render
 from hotfolder.files import write_atomic
-from hotfolder.journal import in_every_child
+from hotfolder.journal import ProcessConnection
 from hotfolder.names import loaded_rel, stored_rel
 from hotfolder.recipes import Plan
 
@@ -45,8 +43,6 @@ log = logging.getLogger("hotfolder.cache")
 REFERENCE_CHARS = 12  # of the key, in the `duplicate_of` of a duplicate in another folder
 # Results of at most this many bytes keep their outputs in the index, not in files.
 INLINE_BYTES = 64 * 1024
-# Connections inherited through fork are kept, never used or closed (SQLite forbids both).
-_INHERITED: list[sqlite3.Connection] = []
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -144,9 +140,9 @@ class ResultCache:
         self.clock = clock
         self.inline_bytes = inline_bytes
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        in_every_child(self._after_fork)
+        self._db = ProcessConnection(
+            lambda: sqlite3.connect(self.db, timeout=30, isolation_level=None,
+                                    check_same_thread=False))
         conn = sqlite3.connect(self.db, timeout=30)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -159,47 +155,18 @@ class ResultCache:
         finally:
             conn.close()
 
-    def _after_fork(self) -> None:
-        """In a forked child: a fresh lock, and a connection of its own on first use."""
-        self._lock = threading.Lock()
-        if self._conn is not None:
-            _INHERITED.append(self._conn)
-            self._conn = None
-
-    def _connection(self) -> sqlite3.Connection:
-        """This process's connection (the caller holds the lock); kept open, since closing
-        the last connection to the file checkpoints and syncs it."""
-        if self._conn is None:
-            self._conn = sqlite3.connect(self.db, timeout=30, isolation_level=None,
-                                         check_same_thread=False)
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-        return self._conn
-
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        """This process's connection, in one write transaction that commits on success."""
-        with self._lock:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
     def _path(self, key: str, index: int) -> Path:
         return self.folder / key[:2] / f"{key}.{index}"
 
     def get(self, key: str) -> Hit | None:
         """The stored result for key (and it becomes the most recently used), or None."""
-        with self._lock:  # a read: a miss, the common case, takes no write lock
-            row = self._connection().execute(
+        with self._db.lock:  # a read: a miss, the common case, takes no write lock
+            row = self._db.get().execute(
                 "SELECT origin, sidecar, outputs, data FROM results WHERE key = ?", (key,)
             ).fetchone()
         if row is None:
             return None
-        with self._connect() as conn:
+        with self._db.transaction() as conn:
             conn.execute("UPDATE results SET last_used = ? WHERE key = ?", (self.clock(), key))
         origin, sidecar, listing, inline = row
         outputs, at = [], 0
@@ -233,7 +200,7 @@ class ResultCache:
             listing.append({"name": output.name, "media_type": output.media_type,
                             "size": len(output.data),
                             "sha256": hashlib.sha256(output.data).hexdigest()})
-        with self._connect() as conn:
+        with self._db.transaction() as conn:
             conn.execute("DELETE FROM results WHERE key = ?", (key,))  # counted out of held
             conn.execute(
                 "INSERT INTO results (key, origin, sidecar, outputs, bytes, last_used, data)"
@@ -265,7 +232,7 @@ class ResultCache:
 
     def discard(self, key: str) -> None:
         """Forget one result."""
-        with self._connect() as conn:
+        with self._db.transaction() as conn:
             row = conn.execute("SELECT outputs, data IS NULL FROM results WHERE key = ?",
                                (key,)).fetchone()
             conn.execute("DELETE FROM results WHERE key = ?", (key,))
@@ -280,12 +247,12 @@ class ResultCache:
 
     def usage(self) -> tuple[int, int]:
         """(results, bytes) held now."""
-        with self._connect() as conn:
+        with self._db.transaction() as conn:
             return self._held(conn)
 
     def clear(self) -> tuple[int, int]:
         """Remove every result (also files left by a crash); returns what was held."""
-        with self._connect() as conn:
+        with self._db.transaction() as conn:
             held = self._held(conn)
             conn.execute("DELETE FROM results")
             for sub in self.folder.iterdir():

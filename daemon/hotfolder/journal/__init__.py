@@ -16,10 +16,12 @@ A job's path is any path the file system accepts, stored as text (names.stored_r
 from __future__ import annotations
 
 import os
+import sqlite3
+import threading
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -186,3 +188,61 @@ def in_every_child(method: Callable[[], None]) -> None:
             bound()
 
     os.register_at_fork(after_in_child=call)
+
+
+# Connections inherited through fork are kept, never used or closed (SQLite forbids both).
+_INHERITED: list[sqlite3.Connection] = []
+
+
+class ProcessConnection:
+    """One SQLite connection per process, opened by `opener` at its first use and used under
+    `lock`, at synchronous=normal; a forked child gets a fresh lock and opens its own."""
+
+    def __init__(self, opener: Callable[[], sqlite3.Connection]) -> None:
+        self.lock = threading.Lock()
+        self._opener = opener
+        self._conn: sqlite3.Connection | None = None
+        in_every_child(self._after_fork)
+
+    def get(self) -> sqlite3.Connection:
+        """This process's connection (the caller holds `lock`); kept open, since closing the
+        last connection to the file checkpoints and syncs it."""
+        if self._conn is None:
+            conn = self._opener()
+            conn.execute("pragma synchronous=normal")
+            self._conn = conn
+        return self._conn
+
+    @contextmanager
+    def transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """The connection in one write transaction, committed on success; `durable`: synced
+        to the disk when it commits (synchronous=full for it alone)."""
+        with self.lock:
+            conn = self.get()
+            if durable:
+                conn.execute("pragma synchronous=full")
+            conn.execute("begin immediate")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("rollback")
+                raise
+            else:
+                conn.execute("commit")
+            finally:
+                if durable:
+                    conn.execute("pragma synchronous=normal")
+
+    def close(self) -> None:
+        """Close this process's connection (the next use opens another)."""
+        with self.lock:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+
+    def _after_fork(self) -> None:
+        """In a forked child: a fresh lock, and a connection of its own at its first use."""
+        self.lock = threading.Lock()
+        if self._conn is not None:
+            _INHERITED.append(self._conn)
+            self._conn = None

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hotfolder.journal import ENDED, Claim, Job, in_every_child, pid_exists
+from hotfolder.journal import ENDED, Claim, Job, ProcessConnection, pid_exists
 from hotfolder.names import loaded_rel, stored_rel
 
 SCHEMA = """
@@ -46,10 +45,6 @@ create index if not exists jobs_state on jobs (state, updated);
 """
 
 
-# Connections inherited through fork are kept, never used or closed (SQLite forbids both).
-_INHERITED: list[sqlite3.Connection] = []
-
-
 def _job(row: sqlite3.Row) -> Job:
     data = dict(row)
     data["outputs"] = json.loads(data["outputs"]) if data["outputs"] is not None else None
@@ -62,64 +57,34 @@ class SqliteJournal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        in_every_child(self._after_fork)
-        with self._lock:
-            self._connect().executescript(SCHEMA)
+        self._db = ProcessConnection(self._open)
+        with self._db.lock:
+            self._db.get().executescript(SCHEMA)
 
     @contextmanager
     def fork_guard(self) -> Iterator[None]:
         """Hold the lock every use of this process's connection holds."""
-        with self._lock:
+        with self._db.lock:
             yield
 
-    def _after_fork(self) -> None:
-        """In a forked child: a fresh lock, and a new connection on first use."""
-        self._lock = threading.Lock()
-        if self._conn is not None:
-            _INHERITED.append(self._conn)
-            self._conn = None
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                               check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("pragma journal_mode=wal")
+        return conn
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("pragma journal_mode=wal")
-            conn.execute("pragma synchronous=normal")  # full for the durable transactions
-            self._conn = conn
-        return self._conn
-
-    @contextmanager
-    def _tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+    def _tx(self, *, durable: bool = True) -> AbstractContextManager[sqlite3.Connection]:
         """One write transaction; `durable=False` skips the fsync (the work folder has it)."""
-        with self._lock:
-            conn = self._connect()
-            if durable:
-                conn.execute("pragma synchronous=full")
-            conn.execute("begin immediate")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("rollback")
-                raise
-            else:
-                conn.execute("commit")
-            finally:
-                if durable:
-                    conn.execute("pragma synchronous=normal")
+        return self._db.transaction(durable=durable)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return list(self._connect().execute(sql, params))
+        with self._db.lock:
+            return list(self._db.get().execute(sql, params))
 
     def close(self) -> None:
         """Close this process's connection."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
+        self._db.close()
 
     def add(self, job_id: str, rel: str, *, kind: str | None, size: int | None,
             state: str = "queued", reason: str | None = None) -> None:
