@@ -21,6 +21,7 @@ from clamd_server import (
     SplitReplies,
     image_then_zip_bomb,
 )
+from conftest import MountTmpfs
 from helpers import image_bytes
 from hotfolder.config import ScannerConfig
 from hotfolder.errors import InputError, Unavailable
@@ -369,20 +370,48 @@ def test_make_scanner_follows_the_configuration() -> None:
     assert (scanner.address, scanner.timeout) == ("tcp://127.0.0.1:3310", 7)
 
 
-def test_clamd_local_script_serves_a_demo_root(tmp_path: Path) -> None:
-    script = Path(__file__).resolve().parent.parent / "scripts/clamd-local"
-    started = subprocess.run([str(script), str(tmp_path)], capture_output=True, text=True,
-                             timeout=180, check=False)
+CLAMD_LOCAL = Path(__file__).resolve().parent.parent / "scripts/clamd-local"
+
+
+def clamd_local(root: Path, *options: str, tmpfs: Path) -> subprocess.CompletedProcess[str]:
+    """scripts/clamd-local on root, its temporary folder looked for on `tmpfs`."""
+    return subprocess.run([str(CLAMD_LOCAL), *options, str(root)], capture_output=True,
+                          text=True, timeout=180, check=False,
+                          env={**os.environ, "HOTFOLDER_CLAMD_TMPFS": str(tmpfs)})
+
+
+def temporary_directory(root: Path) -> Path:
+    """The TemporaryDirectory that scripts/clamd-local wrote into the root's clamd.conf."""
+    for line in (root / "state" / "clamd.conf").read_text().splitlines():
+        if line.startswith("TemporaryDirectory "):
+            return Path(line.split(" ", 1)[1])
+    raise AssertionError("clamd.conf sets no TemporaryDirectory")
+
+
+@pytest.mark.parametrize(("size", "on_tmpfs"), [("4g", True), ("3m", False)])
+def test_clamd_local_script_serves_a_demo_root(tmp_path: Path, tmpfs: MountTmpfs, size: str,
+                                               on_tmpfs: bool) -> None:
+    # A tmpfs with room for what clamd's threads may unpack takes its temporary folders
+    # (a folder made and removed for every scan); a small one does not.
+    shm, root = tmpfs("shm", size), tmp_path / "root"
+    root.mkdir()
+    started = clamd_local(root, tmpfs=shm)
     try:
         assert started.returncode == 0, started.stderr
-        assert started.stdout.strip() == f"unix://{tmp_path}/state/clamd.sock"
+        assert started.stdout.strip() == f"unix://{root}/state/clamd.sock"
         assert ("using a TEST database that knows only the EICAR test file" in started.stderr
                 or "using the official signature database" in started.stderr)
+        folder = temporary_directory(root)
+        assert folder.parent == (shm if on_tmpfs else root / "state")
+        assert folder.is_dir()
+        assert folder.stat().st_mode & 0o077 == 0
         verdict = ClamdScanner(started.stdout.strip(), timeout=10).scan(EICAR, "eicar.com")
         assert verdict.signature is not None
         assert verdict.signature.startswith(EICAR_SIGNATURE)
+        assert ClamdScanner(started.stdout.strip(), timeout=10).scan(b"plain text", "a.txt").clean
     finally:
-        stopped = subprocess.run([str(script), "--stop", str(tmp_path)], capture_output=True,
-                                 text=True, timeout=60, check=False)
+        stopped = clamd_local(root, "--stop", tmpfs=shm)
     assert stopped.stdout.startswith("clamd-local: stopped clamd of ")
+    assert not folder.exists()
+    assert list(shm.iterdir()) == []
 
