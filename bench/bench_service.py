@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import socket
 import sqlite3
@@ -201,10 +200,7 @@ def make_root(root: Path, workers: int, fuzzy_hash: bool) -> str:
 def set_fuzzy_hash(root: Path, address: str, *, on: bool) -> None:
     """Restart the root's clamd with ScanImageFuzzyHash yes (Debian's default) or no."""
     clamd_local(root, "--stop")
-    conf = root / "state" / "clamd.conf"
-    text = re.sub(r"(?m)^ScanImageFuzzyHash .*\n", "", conf.read_text())
-    conf.write_text(text + ("" if on else "ScanImageFuzzyHash no\n"))
-    subprocess.run(["clamd", "-c", str(conf)], check=True)
+    clamd_local(root, *([] if on else ["--set", "ScanImageFuzzyHash no"]))
     wait_for(lambda: ClamdScanner(address).ping(), 60, "clamd")
 
 

@@ -7,7 +7,8 @@ the service's cleanup removes), are fsynced, and are given their final name with
 A process killed while writing leaves the old file, or nothing, never a partial one.
 Many files written together can share their wait for the disk (`SyncGroup`): each one's
 bytes are still synced (fdatasync), all at once, so that the filesystem commits them
-together.
+together. The folders that several writes give names in can be synced once for all of
+them, later (`FolderSyncs`, set with `folder_syncs_later`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import os
 import secrets
 import shutil
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -118,6 +121,55 @@ class SyncGroup:
             os.close(fd)
 
 
+class FolderSyncs:
+    """Folders in which new names were made, synced later, together: each one once."""
+
+    def __init__(self) -> None:
+        self._fds: dict[tuple[int, int], int] = {}
+
+    def note(self, folder: int) -> None:
+        """Sync this folder (a descriptor) with the others."""
+        st = os.fstat(folder)
+        if (st.st_dev, st.st_ino) not in self._fds:
+            # Opened anew, not dup'ed: a lock taken on `folder` must end when it is closed.
+            self._fds[st.st_dev, st.st_ino] = os.open(".", os.O_RDONLY | os.O_DIRECTORY
+                                                      | os.O_CLOEXEC, dir_fd=folder)
+
+    def sync(self) -> None:
+        """Sync every folder noted; OSError when any of them failed."""
+        fds, self._fds = list(self._fds.values()), {}
+        try:
+            for fd in fds:
+                os.fsync(fd)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+_later: ContextVar[FolderSyncs | None] = ContextVar("folder_syncs_later", default=None)
+
+
+@contextmanager
+def folder_syncs_later(syncs: FolderSyncs | None) -> Iterator[None]:
+    """Within the block, `sync_names` notes folders in `syncs` (when given) instead of
+    syncing them."""
+    token = _later.set(syncs)
+    try:
+        yield
+    finally:
+        _later.reset(token)
+
+
+def sync_names(folder: int) -> None:
+    """Make the names made in a folder (a descriptor) durable: now, or with the FolderSyncs
+    that `folder_syncs_later` set."""
+    syncs = _later.get()
+    if syncs is None:
+        os.fsync(folder)
+    else:
+        syncs.note(folder)
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename or creation inside `folder` durable."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -178,7 +230,7 @@ def link_new(folder: int, temp: str, name: str) -> bool:
         return False
     finally:
         os.unlink(temp, dir_fd=folder)
-    os.fsync(folder)
+    sync_names(folder)
     return True
 
 
@@ -195,7 +247,7 @@ def replace(folder: int, source: bytes, name: str, mode: int = 0o666, *,
         os.unlink(temp, dir_fd=folder)
         raise
     if sync_folder and sync:
-        os.fsync(folder)
+        sync_names(folder)
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o666, *, sync_folder: bool = True,

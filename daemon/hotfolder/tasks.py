@@ -13,6 +13,13 @@ journal to be retried. A result that waits for its destination is kept in the wo
 folder with its scan verdict, and the next try delivers it: the recipe runs once per
 job, however long the outbox or S3 is away. A retry after a crash repeats only what was
 not recorded as done.
+
+Jobs of small files (under SETTLE_BYTES) take their last steps together: the folders in
+which their outputs and archived originals got their names are synced once for several
+jobs, then each job is recorded as delivered and done and its name leaves the work
+folder. They settle after SETTLE_MOST jobs, when no job is left in the queue, before and
+after a job of a bigger file, and when the worker stops; a worker killed before leaves
+them running, and their next run finds their outputs and archive copies in place.
 """
 
 from __future__ import annotations
@@ -29,13 +36,14 @@ from typing import TYPE_CHECKING, Any
 from hotfolder import engine, imaging
 from hotfolder.cache import render_cached
 from hotfolder.errors import HotfolderError, InputError, RecipeError, Unavailable
+from hotfolder.files import FolderSyncs, folder_syncs_later
 from hotfolder.intake import claimed_bytes
 from hotfolder.journal import Job
 from hotfolder.metrics import UNKNOWN_RECIPE, Metrics
 from hotfolder.names import shown
 from hotfolder.parts import Parts
 from hotfolder.queue import enqueue_all
-from hotfolder.scanahead import ScanAhead, verdict_left
+from hotfolder.scanahead import AHEAD_MIN_BYTES, ScanAhead, verdict_left
 from hotfolder.scanner import Untrusted, Verdict
 
 if TYPE_CHECKING:
@@ -51,6 +59,10 @@ NOT_SCANNED = Verdict(clean=True, signature=None, scanner="none (scanner off)")
 SKIPPED = Verdict(clean=True, signature=None, scanner="skipped (unavailable, allowed)")
 # How many of the next waiting jobs a worker looks at to find one to scan ahead.
 AHEAD_LOOK = 4
+# Jobs of files under this size settle together (the disk's waits weigh most on them), at
+# most this many at once.
+SETTLE_BYTES = AHEAD_MIN_BYTES
+SETTLE_MOST = 32
 
 
 def retry_delay(waits: int) -> float:
@@ -74,17 +86,21 @@ def register(parts: Parts) -> Callable[[Sequence[str]], None]:
     """
     ahead = None if parts.scanner is None else ScanAhead(
         parts.scanner, parts.work, parts.cfg.limits, lambda: waiting_jobs(parts.huey))
+    settling = Settlement(parts)
+    parts.huey.on_shutdown()(settling.settle)
 
     @parts.huey.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
     def process(job_id: str) -> None:
-        if ahead is None:
-            run_job(parts, job_id)
-            return
-        ahead.look()
+        if ahead is not None:
+            ahead.look()
         try:
-            run_job(parts, job_id)
+            run_job(parts, job_id, settling)
         finally:
-            ahead.rest()
+            if ahead is not None:
+                ahead.rest()
+        if settling.jobs and (len(settling.jobs) >= SETTLE_MOST
+                              or not parts.huey.pending(1)):
+            settling.settle()
 
     def submit(job_ids: Sequence[str]) -> None:
         enqueue_all(parts.huey, [process.s(job_id) for job_id in job_ids])
@@ -113,14 +129,74 @@ class JobMeasurements:
                            bytes_in=self.bytes_in, bytes_out=self.bytes_out)
 
 
-def run_job(parts: Parts, job_id: str) -> None:
+@dataclass(frozen=True)
+class Settling:
+    """A job done but for its last steps, which it takes with others (`Settlement`)."""
+
+    job: Job
+    outputs: list[str] | None  # to record as delivered (None: recorded at an earlier try)
+    work_file: Path
+    measured: JobMeasurements
+    summary: str
+
+
+class Settlement:
+    """The last steps of several small jobs at once: the folders their names were made in
+    synced once, then each job recorded as delivered and done, its work-folder name removed."""
+
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+        self.folders = FolderSyncs()
+        self.jobs: list[Settling] = []
+
+    def settle(self) -> None:
+        """Settle the jobs waiting to; while their folders cannot be synced, they wait for the
+        disk (their next run finds their outputs and archive copies in place)."""
+        jobs, self.jobs = self.jobs, []
+        if not jobs:
+            return
+        try:
+            self.folders.sync()
+        except OSError as exc:
+            for settling in jobs:
+                wait_job(self.parts, settling.job, "disk",
+                         f"its output and archived original cannot be made durable ({exc})")
+            return
+        for settling in jobs:
+            job = settling.job
+            try:
+                end_done(self.parts, job, settling.outputs, settling.work_file, remove=True)
+            except OSError as exc:
+                wait_job(self.parts, job, "disk", f"it cannot leave the work folder ({exc})")
+                continue
+            settling.measured.record(self.parts.metrics, "done")
+            log.info("job %s: %s", job.id, settling.summary)
+
+
+def end_done(parts: Parts, job: Job, outputs: list[str] | None, work_file: Path, *,
+             remove: bool) -> None:
+    """Record a job as delivered (when `outputs` are new) and done; `remove` its original's
+    name from the work folder first (its archive copy or outputs now durable)."""
+    if outputs is not None:
+        parts.journal.delivered(job.id, outputs)
+    if remove:
+        work_file.unlink(missing_ok=True)
+    parts.work.release(job.id)
+    parts.journal.finish(job.id, "done")
+
+
+def run_job(parts: Parts, job_id: str, settling: Settlement | None = None) -> None:
     """Take the job if it is still to do, and take it through the stages as far as it can go.
 
-    However a stage ends, the job leaves `running`: done, quarantined, failed, or waiting.
+    However a stage ends, the job leaves `running`: done, quarantined, failed, or waiting;
+    a small one done may first wait in `settling` for its last steps.
     """
     job = parts.journal.start(job_id, os.getpid())
     if job is None:
         return
+    if settling is not None and (job.size is None or job.size >= SETTLE_BYTES):
+        settling.settle()  # none waits for the end of a longer job
+        settling = None
     work_file = parts.work.file(job.id)
     if not os.path.lexists(work_file):
         state = "done" if job.outputs is not None else "failed"
@@ -129,7 +205,7 @@ def run_job(parts: Parts, job_id: str) -> None:
         return
     measured = JobMeasurements()
     try:
-        outcome, summary = run_stages(parts, job, work_file, measured)
+        outcome, summary = run_stages(parts, job, work_file, measured, settling)
     except MustWait as wait:
         wait_job(parts, job, wait.reason, wait.error.message)
         return
@@ -143,8 +219,9 @@ def run_job(parts: Parts, job_id: str) -> None:
         log.exception("job %s: unexpected error in its %s stage", job.id, measured.stage)
         fail_job(parts, job, unexpected(exc, measured.stage), measured)
         return
-    measured.record(parts.metrics, outcome)
-    log.info("job %s: %s", job.id, summary)
+    if outcome != "settling":
+        measured.record(parts.metrics, outcome)
+        log.info("job %s: %s", job.id, summary)
 
 
 def unexpected(exc: Exception, stage: str) -> InputError:
@@ -193,12 +270,16 @@ def fail_running(parts: Parts, job_id: str, reason: str) -> None:
         fail_job(parts, job, InputError(reason, stage="process"))
 
 
-def run_stages(parts: Parts, job: Job, work_file: Path,
-               measured: JobMeasurements) -> tuple[str, str]:
-    """Scan, render, deliver and archive one job; returns its outcome and a summary."""
+def run_stages(parts: Parts, job: Job, work_file: Path, measured: JobMeasurements,
+               settling: Settlement | None = None) -> tuple[str, str]:
+    """Scan, render, deliver and archive one job; returns its outcome and a summary. With
+    `settling`, the job's folders are synced and its end recorded later, with others (the
+    outcome is then `settling`)."""
     rel = PurePosixPath(job.rel)
     outputs = job.outputs
+    new_outputs = None  # delivered by this run, not recorded yet
     sha256 = None  # known once rendered: the original is then not read again to archive it
+    later = None if settling is None else settling.folders  # where folder syncs wait
     if outputs is None:
         kept = parts.work.kept(job.id)
         if kept is not None:
@@ -214,20 +295,27 @@ def run_stages(parts: Parts, job: Job, work_file: Path,
         started = time.perf_counter()
         measured.stage = "deliver"
         try:
-            outputs = deliver(parts, job, rendered, sidecar=notes["sidecar"],
-                              verdict=Verdict(**notes["verdict"]), scanned=notes["scanned"])
+            with folder_syncs_later(later):
+                outputs = new_outputs = deliver(
+                    parts, job, rendered, sidecar=notes["sidecar"],
+                    verdict=Verdict(**notes["verdict"]), scanned=notes["scanned"])
         except MustWait:
             if kept is None:
                 keep_result(parts, job, rendered, notes)
             raise
         measured.timings["deliver"] = time.perf_counter() - started
         measured.bytes_out = sum(len(o.data) for o in rendered.outputs)
-        parts.journal.delivered(job.id, outputs)
+        if settling is None:
+            parts.journal.delivered(job.id, outputs)
     measured.stage = "archive"
-    parts.originals.to_archive(work_file, rel, sha256)
-    parts.work.release(job.id)
-    parts.journal.finish(job.id, "done")
-    return "done", f"{job.rel} done -> {', '.join(outputs) or 'nothing (name taken, skipped)'}"
+    summary = f"{job.rel} done -> {', '.join(outputs) or 'nothing (name taken, skipped)'}"
+    with folder_syncs_later(later):
+        parts.originals.to_archive(work_file, rel, sha256, remove=settling is None)
+    if settling is not None:
+        settling.jobs.append(Settling(job, new_outputs, work_file, measured, summary))
+        return "settling", summary
+    end_done(parts, job, None, work_file, remove=False)
+    return "done", summary
 
 
 def render_job(parts: Parts, job: Job, work_file: Path,

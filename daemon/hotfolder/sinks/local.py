@@ -37,7 +37,15 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from hotfolder.errors import HotfolderError, InputError, Unavailable
-from hotfolder.files import DIR_FLAGS, fsync_dir, link_new, replace, temp_name, write_temp
+from hotfolder.files import (
+    DIR_FLAGS,
+    fsync_dir,
+    link_new,
+    replace,
+    sync_names,
+    temp_name,
+    write_temp,
+)
 from hotfolder.names import readable
 from hotfolder.sinks import KeyedSink, key_parts, renamed
 
@@ -94,7 +102,7 @@ def open_folder(root: Path, parts: Sequence[str], *, private: bool = False) -> I
             except FileNotFoundError:
                 try:
                     os.mkdir(part, mode, dir_fd=fd)
-                    os.fsync(fd)
+                    sync_names(fd)
                 except FileExistsError:  # made by another worker meanwhile
                     pass
                 child = os.open(part, DIR_FLAGS, dir_fd=fd)
@@ -179,13 +187,14 @@ def report_bytes(report: Mapping[str, Any]) -> bytes:
 def move_original(work_file: Path, root: Path, rel: PurePosixPath,
                   report: tuple[str, Mapping[str, Any]] | None = None, *,
                   private: bool = False, sha256: str | None = None,
-                  sync_removal: bool = True) -> Path:
+                  sync_removal: bool = True, remove: bool = True) -> Path:
     """Move work_file to root/rel (renamed on conflict), its report (suffix, fields) first.
 
     `sha256` is the digest of the file's content when the job has it (the bytes it read
     from its private copy), which spares reading the file again to compare it with names
     already taken. Without `sync_removal`, the work folder is not synced after its name
-    is removed (the new name is, before the removal).
+    is removed (the new name is, before the removal); without `remove`, the name is left in
+    the work folder, for the caller to remove once the new one is durable.
     """
     parts = key_parts(rel, portable=False)
     target = root.joinpath(*parts)
@@ -209,6 +218,8 @@ def move_original(work_file: Path, root: Path, rel: PurePosixPath,
                 replace(fd, report_bytes(fields), candidate.name + suffix, file_mode)
             if existing is None:
                 _place(work_file, fd, candidate.name, file_mode)
+            if not remove:
+                return target.with_name(candidate.name)
             work_file.unlink()
             if sync_removal:
                 fsync_dir(work_file.parent)
@@ -234,7 +245,7 @@ def _place(source: Path, folder: int, name: str, mode: int) -> None:
             raise
         if not link_new(folder, _copy_entry(source, folder, mode), name):
             raise FileExistsError(errno.EEXIST, "the name was taken", name) from None
-    os.fsync(folder)
+    sync_names(folder)
 
 
 def _copy_entry(source: Path, folder: int, mode: int) -> str:
@@ -280,12 +291,16 @@ def to_quarantine(  # noqa: PLR0917 - the argument order of the module contract
 
 
 def to_archive(work_file: Path, archive_dir: Path | None, rel: PurePosixPath,
-               sha256: str | None = None) -> Path | None:
+               sha256: str | None = None, *, remove: bool = True) -> Path | None:
     """Move a processed original to archive/ (`sha256`: its digest when known), or delete it
     when archive_dir is None; either way without waiting for the disk to remove it from the
-    work folder (its job is done: the janitor finishes a removal lost with the power)."""
+    work folder (its job is done: the janitor finishes a removal lost with the power).
+    Without `remove`, its work-folder name is left for the caller to remove."""
     if archive_dir is not None:
-        return move_original(work_file, archive_dir, rel, sha256=sha256, sync_removal=False)
+        return move_original(work_file, archive_dir, rel, sha256=sha256, sync_removal=False,
+                             remove=remove)
+    if not remove:
+        return None
     with place_errors(work_file):
         work_file.unlink(missing_ok=True)
     return None

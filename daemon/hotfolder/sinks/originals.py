@@ -37,8 +37,8 @@ class Originals:
         """Move an infected original to quarantine/ with NAME.scan.json."""
         return to_quarantine(work_file, self.quarantine, rel, verdict, sha256, original)
 
-    def to_archive(self, work_file: Path, rel: PurePosixPath,
-                   sha256: str | None = None) -> Path | None:
+    def to_archive(self, work_file: Path, rel: PurePosixPath, sha256: str | None = None, *,
+                   remove: bool = True) -> Path | None:
         """Move a processed original to archive/ (`sha256`: its digest when known), or delete
-        it when archiving is off."""
-        return to_archive(work_file, self.archive, rel, sha256)
+        it when archiving is off (without `remove`, its work-folder name is left)."""
+        return to_archive(work_file, self.archive, rel, sha256, remove=remove)
