@@ -210,6 +210,40 @@ def test_a_job_that_kills_its_worker_is_retried_then_failed(
     assert daemon.stop() == 0
 
 
+def job_states(daemon: Daemon) -> dict[str, int]:
+    """How many jobs the journal holds in each state."""
+    with sqlite3.connect(daemon.root / "state" / "journal.db") as db:
+        return dict(db.execute("select state, count(*) from jobs group by state").fetchall())
+
+
+def test_small_jobs_end_together_and_a_kill_before_leaves_one_copy_of_each(
+        tmp_path: Path, held_clamd: HeldClamd, daemons: list[Daemon]) -> None:
+    config = make_root(tmp_path / "root", held_clamd.address, scanner=HELD_SCAN_TIMEOUT,
+                       queue={"workers": 1})
+    root = config.parent
+    daemon = start(daemons, config)
+    for n in range(5):
+        drop(root, f"grayscale+png/s{n}.jpg", image_bytes("JPEG", seed=n))
+    wait_until(lambda: sum(job_states(daemon).values()) == 5, 30, "five jobs claimed")
+    held_clamd.let_through(3)
+    outbox, archive = root / "outbox" / "grayscale+png", root / "archive" / "grayscale+png"
+    wait_until(lambda: len(files_under(outbox)) == 3 and held_clamd.holding == 1, 30,
+               "three delivered and the fourth held in its scan")
+    # Delivered and archived, the three wait for the next ones to be recorded as done.
+    assert len(files_under(archive)) == 3
+    assert job_states(daemon) == {"running": 4, "queued": 1}
+    os.kill(int(str(running_job(daemon)["pid"])), signal.SIGKILL)
+    held_clamd.let_through()
+    wait_until(lambda: job_states(daemon) == {"done": 5}, 60, "all five done after the kill")
+    names = [f"s{n}" for n in range(5)]
+    assert [p.name for p in files_under(outbox)] == [f"{name}.png" for name in names]
+    assert [p.read_bytes() for p in files_under(archive)] == [
+        image_bytes("JPEG", seed=n) for n in range(5)]
+    assert files_under(root / "inbox" / ".hotfolder") == []
+    assert files_under(root / "failed") == []
+    assert daemon.stop() == 0
+
+
 def test_a_job_over_the_time_limit_is_stopped_and_failed(
         tmp_path: Path, held_clamd: HeldClamd, daemons: list[Daemon]) -> None:
     config = make_root(tmp_path / "root", held_clamd.address, scanner=HELD_SCAN_TIMEOUT,
