@@ -456,11 +456,19 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the service in the foreground: watcher, workers, metrics (systemd Type=notify)."""
-    from hotfolder import service
+    """Run the service in the foreground: watcher, workers, metrics (systemd Type=notify).
+
+    clamd reads the scanner's limits probe while the service's modules load."""
+    from hotfolder.scanner import make_scanner
+
+    cfg = load_config(args.config)
+    scanner = make_scanner(cfg.scanner, cfg.limits.max_file_bytes)
+    if scanner is not None:
+        scanner.probe_ahead()
+    from hotfolder import service  # its modules load while clamd reads the probe
 
     service.setup_logging()
-    return service.run(load_config(args.config))
+    return service.run(cfg, scanner=scanner)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -123,8 +123,9 @@ def build_queue(cfg: Config) -> Huey:
     return make_huey(cfg.queue.url, cfg.layout)
 
 
-def assemble(cfg: Config, *, watching: bool) -> Parts:
-    """Every part of the service for `cfg`; `watching`: this process counts metrics afresh."""
+def assemble(cfg: Config, *, watching: bool, scanner: ClamdScanner | None = None) -> Parts:
+    """Every part of the service for `cfg`; `watching`: this process counts metrics afresh;
+    `scanner`: the one the caller made already for `cfg` (probing ahead, say)."""
     prepare_root(cfg)
     layout = cfg.layout
     metrics_dir = layout.state / "metrics"
@@ -133,7 +134,7 @@ def assemble(cfg: Config, *, watching: bool) -> Parts:
     return Parts(
         cfg=cfg,
         journal=build_journal(cfg),
-        scanner=build_scanner(cfg),
+        scanner=scanner or build_scanner(cfg),
         sink=make_sink(cfg.output, layout.outbox),
         originals=Originals.of(cfg),
         book=build_book(cfg),

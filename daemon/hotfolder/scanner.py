@@ -46,6 +46,7 @@ import time
 import zipfile
 from array import array
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -225,6 +226,7 @@ class ClamdScanner:
         self._trusted = False
         self._next_check = 0.0
         self.passes_fd = isinstance(self._target, str)  # until clamd refuses a descriptor
+        self._ahead: tuple[ThreadPoolExecutor, Future[str | None]] | None = None
 
     def _client(self) -> Any:
         step_timeout = self.timeout / RECEIVE_ATTEMPTS
@@ -399,8 +401,17 @@ class ClamdScanner:
             " its StreamMaxLength; raise StreamMaxLength in clamd.conf above limits.max_file_mb",
             detail=str(detail), stage="scan")
 
+    def probe_ahead(self) -> None:
+        """Have clamd read the limits probe now, in a thread, while the service starts (a
+        file of max_bytes takes it a while): the next `ping` takes that finding."""
+        pool = ThreadPoolExecutor(1, thread_name_prefix="scanner-probe")
+        self._ahead = (pool, pool.submit(self.check_limits))
+
     def ping(self) -> bool:
         """True when clamd answers PING and has found the probe since it last went away."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead[0].shutdown(wait=True)  # no thread of it is left when the service forks
         client = None
         try:
             client = self._client()
@@ -416,7 +427,7 @@ class ClamdScanner:
             return False
         if not self._trusted and time.monotonic() >= self._next_check:
             try:
-                problem = self.check_limits()
+                problem = self.check_limits() if ahead is None else ahead[1].result()
             except Unavailable:
                 return False  # it broke off (clamd restarting): probed again at the next ping
             if problem is None:

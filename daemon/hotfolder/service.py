@@ -44,7 +44,7 @@ from hotfolder.names import OneLineFormatter
 from hotfolder.parts import Parts, assemble
 from hotfolder.queue import QueueErrorsInWords, ServiceConsumer, WakePipe
 from hotfolder.reception import Reception
-from hotfolder.scanner import ScannerWatch
+from hotfolder.scanner import ClamdScanner, ScannerWatch
 from hotfolder.supervisor import Action, Fail, Kill, Requeue, crash_reason, supervise
 from hotfolder.watcher import REPORT_NAME, Watcher
 from hotfolder.web.console import Backend
@@ -264,9 +264,10 @@ def status_line(counts: Mapping[str, int], *, scanner_down: bool) -> str:
     return line + ("; virus scanner not answering" if scanner_down else "")
 
 
-def run(cfg: Config, *, watch: bool = True) -> int:
-    """`hotfolder run` (watch=True) or `hotfolder worker` (watch=False)."""
-    return Service(assemble(cfg, watching=watch), watch=watch).run()
+def run(cfg: Config, *, watch: bool = True, scanner: ClamdScanner | None = None) -> int:
+    """`hotfolder run` (watch=True) or `hotfolder worker` (watch=False); `scanner`: the one
+    made for `cfg` already."""
+    return Service(assemble(cfg, watching=watch, scanner=scanner), watch=watch).run()
 
 
 def setup_logging(environ: Mapping[str, str] = os.environ) -> None:
