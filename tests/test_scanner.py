@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import subprocess
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,6 +198,17 @@ class TestClamdScanner(ScannerContract):
         with pytest.raises(Untrusted, match=r"clean.png could not be scanned: .*MaxFileSize"):
             scan_file(over_file, samples["clean"])
         assert not over_file.ping()
+
+    @pytest.mark.parametrize(("spare", "trusted"), [(-1024, True), (1024, False)])
+    def test_a_probe_ahead_is_what_the_next_ping_finds(
+        self, clamd: Clamd, caplog: pytest.LogCaptureFixture, spare: int, trusted: bool
+    ) -> None:
+        scanner = ClamdScanner(clamd.address, max_bytes=clamd.file_max_bytes + spare)
+        scanner.probe_ahead()
+        with caplog.at_level(logging.ERROR, logger="hotfolder.scanner"):
+            assert scanner.ping() is trusted
+        assert ("raise MaxFileSize and MaxScanSize" in caplog.text) is not trusted
+        assert not any(t.name.startswith("scanner-probe") for t in threading.enumerate())
 
     def test_a_clamd_that_answers_ok_for_what_it_skipped_is_not_trusted(
         self, small_clamd: Clamd, samples: dict[str, Path], tmp_path: Path
