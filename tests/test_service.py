@@ -244,6 +244,26 @@ def test_small_jobs_end_together_and_a_kill_before_leaves_one_copy_of_each(
     assert daemon.stop() == 0
 
 
+def test_a_small_job_ends_soon_when_its_worker_goes_on_to_a_held_one(
+        tmp_path: Path, held_clamd: HeldClamd, daemons: list[Daemon]) -> None:
+    config = make_root(tmp_path / "root", held_clamd.address, scanner=HELD_SCAN_TIMEOUT)
+    root = config.parent
+    daemon = start(daemons, config)
+    for n in range(3):
+        drop(root, f"grayscale+png/t{n}.jpg", image_bytes("JPEG", seed=n))
+    wait_until(lambda: held_clamd.holding == 2, 30, "both workers held in a scan")
+    # One scan answered: its job is done while a third is still queued, so its worker takes
+    # that one (held) with no later job to end the first with; the first ends all the same.
+    held_clamd.let_through(1)
+    wait_until(lambda: held_clamd.holding == 2 and job_states(daemon) == {"done": 1,
+                                                                         "running": 2},
+               10, "the answered job done while both workers are held again")
+    held_clamd.let_through()
+    wait_until(lambda: job_states(daemon) == {"done": 3}, 30, "all three done")
+    assert len(files_under(root / "outbox" / "grayscale+png")) == 3
+    assert daemon.stop() == 0
+
+
 def test_a_job_over_the_time_limit_is_stopped_and_failed(
         tmp_path: Path, held_clamd: HeldClamd, daemons: list[Daemon]) -> None:
     config = make_root(tmp_path / "root", held_clamd.address, scanner=HELD_SCAN_TIMEOUT,

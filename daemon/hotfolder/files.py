@@ -135,15 +135,28 @@ class FolderSyncs:
             self._fds[st.st_dev, st.st_ino] = os.open(".", os.O_RDONLY | os.O_DIRECTORY
                                                       | os.O_CLOEXEC, dir_fd=folder)
 
+    def absorb(self, other: FolderSyncs) -> None:
+        """Take over the folders noted in `other`."""
+        for key, fd in other._fds.items():
+            if key in self._fds:
+                os.close(fd)
+            else:
+                self._fds[key] = fd
+        other._fds = {}
+
     def sync(self) -> None:
         """Sync every folder noted; OSError when any of them failed."""
-        fds, self._fds = list(self._fds.values()), {}
         try:
-            for fd in fds:
+            for fd in self._fds.values():
                 os.fsync(fd)
         finally:
-            for fd in fds:
-                os.close(fd)
+            self.close()
+
+    def close(self) -> None:
+        """Forget the folders, unsynced."""
+        fds, self._fds = list(self._fds.values()), {}
+        for fd in fds:
+            os.close(fd)
 
 
 _later: ContextVar[FolderSyncs | None] = ContextVar("folder_syncs_later", default=None)

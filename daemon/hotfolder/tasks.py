@@ -17,9 +17,10 @@ not recorded as done.
 Jobs of small files (under SETTLE_BYTES) take their last steps together: the folders in
 which their outputs and archived originals got their names are synced once for several
 jobs, then each job is recorded as delivered and done and its name leaves the work
-folder. They settle after SETTLE_MOST jobs, when no job is left in the queue, before and
-after a job of a bigger file, and when the worker stops; a worker killed before leaves
-them running, and their next run finds their outputs and archive copies in place.
+folder. They settle after SETTLE_MOST jobs, when no job is left in the queue, before a job
+of a bigger file, SETTLE_SECONDS after they were done at the latest, and when the worker
+stops; a worker killed before leaves them running, and their next run finds their
+outputs and archive copies in place.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -63,6 +65,7 @@ AHEAD_LOOK = 4
 # most this many at once.
 SETTLE_BYTES = AHEAD_MIN_BYTES
 SETTLE_MOST = 32
+SETTLE_SECONDS = 0.1  # the longest a job waits to settle when no later one settles it
 
 
 def retry_delay(waits: int) -> float:
@@ -138,39 +141,76 @@ class Settling:
     work_file: Path
     measured: JobMeasurements
     summary: str
+    folders: FolderSyncs  # where its names were made
 
 
 class Settlement:
     """The last steps of several small jobs at once: the folders their names were made in
-    synced once, then each job recorded as delivered and done, its work-folder name removed."""
+    synced once, then each job recorded as delivered and done, its work-folder name removed.
+
+    A thread of the worker's own settles a job SETTLE_SECONDS after it joined at the latest,
+    for when no later job of this worker does (the queue emptied by the other workers)."""
 
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
-        self.folders = FolderSyncs()
         self.jobs: list[Settling] = []
+        self._changed = threading.Condition()
+        self._settling = threading.Lock()
+        self._pid: int | None = None
+
+    def add(self, settling: Settling) -> None:
+        """A job done but for its last steps."""
+        with self._changed:
+            if self._pid != os.getpid():  # the first in this (forked) worker
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="settle", daemon=True).start()
+            self.jobs.append(settling)
+            self._changed.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self.jobs:
+                    self._changed.wait()
+                deadline = time.monotonic() + SETTLE_SECONDS
+                while self.jobs and (left := deadline - time.monotonic()) > 0:
+                    self._changed.wait(left)
+            self.settle()
 
     def settle(self) -> None:
         """Settle the jobs waiting to; while their folders cannot be synced, they wait for the
         disk (their next run finds their outputs and archive copies in place)."""
-        jobs, self.jobs = self.jobs, []
-        if not jobs:
-            return
-        try:
-            self.folders.sync()
-        except OSError as exc:
+        with self._settling:
+            with self._changed:
+                jobs, self.jobs = self.jobs, []
+            if not jobs:
+                return
+            folders = FolderSyncs()
             for settling in jobs:
-                wait_job(self.parts, settling.job, "disk",
-                         f"its output and archived original cannot be made durable ({exc})")
-            return
-        for settling in jobs:
-            job = settling.job
+                folders.absorb(settling.folders)
             try:
-                end_done(self.parts, job, settling.outputs, settling.work_file, remove=True)
+                folders.sync()
             except OSError as exc:
-                wait_job(self.parts, job, "disk", f"it cannot leave the work folder ({exc})")
-                continue
-            settling.measured.record(self.parts.metrics, "done")
-            log.info("job %s: %s", job.id, settling.summary)
+                for settling in jobs:
+                    wait_job(self.parts, settling.job, "disk",
+                             f"its output and archived original cannot be made durable ({exc})")
+                return
+            for settling in jobs:
+                self._end(settling)
+
+    def _end(self, settling: Settling) -> None:
+        job = settling.job
+        try:
+            end_done(self.parts, job, settling.outputs, settling.work_file, remove=True)
+        except OSError as exc:
+            wait_job(self.parts, job, "disk", f"it cannot leave the work folder ({exc})")
+            return
+        except Exception as exc:  # as in run_job: the job ends in failed/, the others go on
+            log.exception("job %s: unexpected error in its archive stage", job.id)
+            fail_job(self.parts, job, unexpected(exc, "archive"), settling.measured)
+            return
+        settling.measured.record(self.parts.metrics, "done")
+        log.info("job %s: %s", job.id, settling.summary)
 
 
 def end_done(parts: Parts, job: Job, outputs: list[str] | None, work_file: Path, *,
@@ -275,11 +315,33 @@ def run_stages(parts: Parts, job: Job, work_file: Path, measured: JobMeasurement
     """Scan, render, deliver and archive one job; returns its outcome and a summary. With
     `settling`, the job's folders are synced and its end recorded later, with others (the
     outcome is then `settling`)."""
+    later = None if settling is None else FolderSyncs()  # where its folder syncs wait
+    try:
+        outcome, summary, new_outputs = take_stages(parts, job, work_file, measured, later)
+    except BaseException:
+        if later is not None:
+            later.close()
+        raise
+    if outcome != "archived":
+        if later is not None:
+            later.close()
+        return outcome, summary
+    if settling is None or later is None:
+        end_done(parts, job, None, work_file, remove=False)
+        return "done", summary
+    settling.add(Settling(job, new_outputs, work_file, measured, summary, later))
+    return "settling", summary
+
+
+def take_stages(parts: Parts, job: Job, work_file: Path, measured: JobMeasurements,
+                later: FolderSyncs | None) -> tuple[str, str, list[str] | None]:
+    """Scan, render, deliver and archive one job: its outcome (quarantined or archived), a
+    summary and the outputs delivered by this run. With `later`, its folders are noted there,
+    not synced, and neither its outputs nor its original's removal are recorded or done."""
     rel = PurePosixPath(job.rel)
     outputs = job.outputs
-    new_outputs = None  # delivered by this run, not recorded yet
+    new_outputs = None  # delivered by this run
     sha256 = None  # known once rendered: the original is then not read again to archive it
-    later = None if settling is None else settling.folders  # where folder syncs wait
     if outputs is None:
         kept = parts.work.kept(job.id)
         if kept is not None:
@@ -288,7 +350,8 @@ def run_stages(parts: Parts, job: Job, work_file: Path, measured: JobMeasurement
             measured.timings["scan"] = kept[1]["scanned"]
         result = kept or render_job(parts, job, work_file, measured)
         if isinstance(result, Verdict):
-            return "quarantined", f"{job.rel} quarantined, the scanner found {result.signature}"
+            return ("quarantined", f"{job.rel} quarantined, the scanner found"
+                                   f" {result.signature}", None)
         rendered, notes = result
         sha256 = rendered.sidecar["input"]["sha256"]
         measured.recipe = notes["recipe"]
@@ -305,17 +368,13 @@ def run_stages(parts: Parts, job: Job, work_file: Path, measured: JobMeasurement
             raise
         measured.timings["deliver"] = time.perf_counter() - started
         measured.bytes_out = sum(len(o.data) for o in rendered.outputs)
-        if settling is None:
+        if later is None:
             parts.journal.delivered(job.id, outputs)
     measured.stage = "archive"
-    summary = f"{job.rel} done -> {', '.join(outputs) or 'nothing (name taken, skipped)'}"
     with folder_syncs_later(later):
-        parts.originals.to_archive(work_file, rel, sha256, remove=settling is None)
-    if settling is not None:
-        settling.jobs.append(Settling(job, new_outputs, work_file, measured, summary))
-        return "settling", summary
-    end_done(parts, job, None, work_file, remove=False)
-    return "done", summary
+        parts.originals.to_archive(work_file, rel, sha256, remove=later is None)
+    summary = f"{job.rel} done -> {', '.join(outputs) or 'nothing (name taken, skipped)'}"
+    return "archived", summary, new_outputs
 
 
 def render_job(parts: Parts, job: Job, work_file: Path,
