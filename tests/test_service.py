@@ -216,7 +216,7 @@ def job_states(daemon: Daemon) -> dict[str, int]:
         return dict(db.execute("select state, count(*) from jobs group by state").fetchall())
 
 
-def test_small_jobs_end_together_and_a_kill_before_leaves_one_copy_of_each(
+def test_a_worker_killed_as_small_jobs_end_leaves_one_copy_of_each(
         tmp_path: Path, held_clamd: HeldClamd, daemons: list[Daemon]) -> None:
     config = make_root(tmp_path / "root", held_clamd.address, scanner=HELD_SCAN_TIMEOUT,
                        queue={"workers": 1})
@@ -229,9 +229,8 @@ def test_small_jobs_end_together_and_a_kill_before_leaves_one_copy_of_each(
     outbox, archive = root / "outbox" / "grayscale+png", root / "archive" / "grayscale+png"
     wait_until(lambda: len(files_under(outbox)) == 3 and held_clamd.holding == 1, 30,
                "three delivered and the fourth held in its scan")
-    # Delivered and archived, the three wait for the next ones to be recorded as done.
-    assert len(files_under(archive)) == 3
-    assert job_states(daemon) == {"running": 4, "queued": 1}
+    # Killed whether or not the three have ended yet (they end together, within 0.1 s): those
+    # that had not run again and find their outputs and archive copies in place.
     os.kill(int(str(running_job(daemon)["pid"])), signal.SIGKILL)
     held_clamd.let_through()
     wait_until(lambda: job_states(daemon) == {"done": 5}, 60, "all five done after the kill")

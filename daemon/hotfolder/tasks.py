@@ -17,10 +17,10 @@ not recorded as done.
 Jobs of small files (under SETTLE_BYTES) take their last steps together: the folders in
 which their outputs and archived originals got their names are synced once for several
 jobs, then each job is recorded as delivered and done and its name leaves the work
-folder. They settle after SETTLE_MOST jobs, when no job is left in the queue, before a job
-of a bigger file, SETTLE_SECONDS after they were done at the latest, and when the worker
-stops; a worker killed before leaves them running, and their next run finds their
-outputs and archive copies in place.
+folder. They settle after SETTLE_MOST jobs, before a job of a bigger file, SETTLE_SECONDS
+after the first of them was done at the latest, and when the worker stops; a worker
+killed before leaves them running, and their next run finds their outputs and archive
+copies in place.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ AHEAD_LOOK = 4
 # most this many at once.
 SETTLE_BYTES = AHEAD_MIN_BYTES
 SETTLE_MOST = 32
-SETTLE_SECONDS = 0.1  # the longest a job waits to settle when no later one settles it
+SETTLE_SECONDS = 0.1  # the longest a job waits to settle
 
 
 def retry_delay(waits: int) -> float:
@@ -101,8 +101,7 @@ def register(parts: Parts) -> Callable[[Sequence[str]], None]:
         finally:
             if ahead is not None:
                 ahead.rest()
-        if settling.jobs and (len(settling.jobs) >= SETTLE_MOST
-                              or not parts.huey.pending(1)):
+        if len(settling.jobs) >= SETTLE_MOST:
             settling.settle()
 
     def submit(job_ids: Sequence[str]) -> None:
@@ -148,8 +147,8 @@ class Settlement:
     """The last steps of several small jobs at once: the folders their names were made in
     synced once, then each job recorded as delivered and done, its work-folder name removed.
 
-    A thread of the worker's own settles a job SETTLE_SECONDS after it joined at the latest,
-    for when no later job of this worker does (the queue emptied by the other workers)."""
+    A thread of the worker's own settles them SETTLE_SECONDS after the first joined, unless
+    the worker did before (SETTLE_MOST of them, or before a longer job)."""
 
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
@@ -157,6 +156,7 @@ class Settlement:
         self._changed = threading.Condition()
         self._settling = threading.Lock()
         self._pid: int | None = None
+        self._since = 0.0  # when the first of `jobs` joined
 
     def add(self, settling: Settling) -> None:
         """A job done but for its last steps."""
@@ -164,16 +164,21 @@ class Settlement:
             if self._pid != os.getpid():  # the first in this (forked) worker
                 self._pid = os.getpid()
                 threading.Thread(target=self._run, name="settle", daemon=True).start()
+            if not self.jobs:
+                self._since = time.monotonic()
+                self._changed.notify()
             self.jobs.append(settling)
-            self._changed.notify()
 
     def _run(self) -> None:
         while True:
             with self._changed:
-                while not self.jobs:
-                    self._changed.wait()
-                deadline = time.monotonic() + SETTLE_SECONDS
-                while self.jobs and (left := deadline - time.monotonic()) > 0:
+                while True:
+                    if not self.jobs:
+                        self._changed.wait()
+                        continue
+                    left = self._since + SETTLE_SECONDS - time.monotonic()
+                    if left <= 0:
+                        break
                     self._changed.wait(left)
             self.settle()
 
