@@ -180,7 +180,10 @@ class Settlement:
                     if left <= 0:
                         break
                     self._changed.wait(left)
-            self.settle()
+            try:
+                self.settle()
+            except Exception:  # the journal failing, say: logged, and this thread goes on
+                log.exception("small jobs could not be ended together")
 
     def settle(self) -> None:
         """Settle the jobs waiting to; while their folders cannot be synced, they wait for the
