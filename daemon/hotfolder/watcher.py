@@ -24,10 +24,11 @@ that went away), and the folders inotify could not watch once the user's watches
 (`Coverage` counts them). No link is followed into a folder, in any mode: a link is offered as
 a file (intake refuses it), so links to other folders or loops (`a -> .`) are never walked. A
 folder's recipe.yaml is configuration, never offered. on_files gets the files found complete
-together (up to OFFER_BATCH at a time: a rescan's thousands are claimed in batches), from one
-thread at a time; it may get the same file again (intake makes that harmless) but not the same
-version within a few seconds, unless it left the tree in between (claimed, then moved back by
-`hotfolder retry`).
+together (up to OFFER_BATCH at a time: a rescan's thousands are claimed in batches, two
+batches at once, so that one batch's syncs wait for the disk while the next is checked),
+from at most OFFER_CALLS threads at a time; it may get the same file again (intake makes that
+harmless) but not the same version within a few seconds, unless it left the tree in between
+(claimed, then moved back by `hotfolder retry`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import enum
 import errno
 import fnmatch
 import functools
+import itertools
 import json
 import logging
 import os
@@ -45,6 +47,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -103,6 +106,7 @@ CONFIRM_SECONDS = 1.0
 _WATCH_LINE = re.compile(r"^inotify wd:\S+ ino:([0-9a-f]+) ", re.MULTILINE)
 
 OFFER_BATCH = 128  # files handed to on_files in one call, at most
+OFFER_CALLS = 2  # calls of on_files at once, at most
 DEDUP_SECONDS = 10.0  # the same version of a file is offered at most once in this window
 STALE_OPEN_SECONDS = 600.0  # an open writer unseen for this long is presumed gone (lost events)
 RESTART_SECONDS = 1.0  # least time between two attempts to start an observer
@@ -868,7 +872,7 @@ class Watcher:
         self._recent = Recent(DEDUP_SECONDS, clock)
         self._observer: InboxWatch | TreePoller | None = None
         self._observer_lock = threading.Lock()
-        self._call_lock = threading.Lock()
+        self._calls = threading.BoundedSemaphore(OFFER_CALLS)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_start = 0.0
@@ -1102,19 +1106,30 @@ class Watcher:
                     self._settler.wait(path)
         except OSError:
             return  # gone again
-        for start in range(0, len(found), OFFER_BATCH):
-            self._offer(found[start:start + OFFER_BATCH])
+        self._offer_batches(found)
 
     def _forget(self, path: str) -> None:
         self._settler.forget(path)
         self._recent.forget(path)
 
     def _settle(self) -> None:
-        ready = self._settler.due(_look)
-        for start in range(0, len(ready), OFFER_BATCH):
-            if self._stop.is_set():
-                return
-            self._offer(ready[start:start + OFFER_BATCH])
+        self._offer_batches(self._settler.due(_look))
+
+    def _offer_batches(self, found: Sequence[tuple[str, Signature | None]]) -> None:
+        """Offer files in batches of OFFER_BATCH, two batches at once when there are more."""
+        batches = [found[start:start + OFFER_BATCH] for start in range(0, len(found),
+                                                                       OFFER_BATCH)]
+        if len(batches) == 1:
+            self._offer(batches[0])
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="hotfolder-offer") as helper:
+            for first, second in itertools.zip_longest(batches[::2], batches[1::2]):
+                if self._stop.is_set():
+                    return
+                other = helper.submit(self._offer, first)
+                if second is not None:
+                    self._offer(second)
+                other.result()
 
     def _offer(self, found: Sequence[tuple[str, Signature | None]]) -> None:
         paths = []
@@ -1124,7 +1139,7 @@ class Watcher:
                 paths.append(Path(path))
         if not paths:
             return
-        with self._call_lock:
+        with self._calls:
             try:
                 self.on_files(paths)
             except Exception:
