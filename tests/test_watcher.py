@@ -29,6 +29,8 @@ from hotfolder import watcher as watcher_module
 from hotfolder.config import WatchConfig
 from hotfolder.watcher import (
     CONFIRM_SECONDS,
+    OFFER_BATCH,
+    OFFER_CALLS,
     Action,
     Coverage,
     Mount,
@@ -281,6 +283,45 @@ def test_the_first_rescan_finds_files_present_before_start(watch, inbox):
     assert calls.wait(3)
     assert sorted(calls.names) == ["A/B/c.jpg", "A/b.jpg", "a.jpg"]
     assert w.last_scan >= before
+
+
+class OverlappingCalls(Calls):
+    """Calls whose first waits (up to DEADLINE) for a second to begin, counting how many run
+    at once."""
+
+    def __init__(self, inbox: Path) -> None:
+        super().__init__(inbox)
+        self.running = self.most = 0
+
+    def __call__(self, paths: list[Path]) -> None:
+        with self._changed:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self._changed.notify_all()
+            if len(self.seen) == 0:
+                self._changed.wait_for(lambda: self.most > 1, DEADLINE)
+        super().__call__(paths)
+        with self._changed:
+            self.running -= 1
+
+
+def test_a_big_backlog_is_offered_two_batches_at_once_each_file_once(inbox):
+    names = [f"d{n % 7}/f{n:04d}.jpg" for n in range(4 * OFFER_BATCH + 3)]  # five batches
+    for name in names:
+        write(inbox / name)
+    last = inbox / names[-1]
+    wait_until(lambda: time.time() - last.stat().st_mtime > 0.5, DEADLINE, "rested files")
+    calls = OverlappingCalls(inbox)
+    # The watcher's clock stands still: the files, rested, are all offered at the first
+    # rescan's end, in one go of five batches.
+    w = Watcher(inbox, WatchConfig(mode="events", settle_seconds=0.5), calls, clock=Clock())
+    w.start()
+    try:
+        assert calls.wait(len(names), POLL_DEADLINE)
+    finally:
+        w.stop()
+    assert sorted(calls.names) == sorted(names)  # each once, the odd fifth batch too
+    assert calls.most == OFFER_CALLS == 2
 
 
 def test_at_start_a_file_unchanged_for_settle_seconds_is_taken_without_a_settle_wait(inbox):
