@@ -1119,8 +1119,9 @@ class Watcher:
         """Offer files in batches of OFFER_BATCH, two batches at once when there are more."""
         batches = [found[start:start + OFFER_BATCH] for start in range(0, len(found),
                                                                        OFFER_BATCH)]
-        if len(batches) == 1:
-            self._offer(batches[0])
+        if len(batches) < 2:  # none or one (an idle tree's pass starts no thread)
+            for batch in batches:
+                self._offer(batch)
             return
         with ThreadPoolExecutor(1, thread_name_prefix="hotfolder-offer") as helper:
             for first, second in itertools.zip_longest(batches[::2], batches[1::2]):
