@@ -153,7 +153,7 @@ class HeldClamd:
     Every scan (INSTREAM read whole, or FILDES: the passed file read) is then held without
     a reply (its client waits, as on a clamd that hangs) until `let_through` allows it; a
     scan let through is clean. A file holding the EICAR test file (hotfolder's scan-limit
-    probe) is found at once.
+    probe, or the bare test file) is found at once, and counted (`found`).
     """
 
     def __init__(self, directory: Path) -> None:
@@ -161,6 +161,7 @@ class HeldClamd:
         self.address = f"unix://{self.socket}"
         self.holding = 0  # scans read whole, waiting for a verdict, their client still there
         self.answered = 0
+        self.found = 0  # scans of files holding the EICAR test file (answered at once)
         self.streams: list[bytes] = []  # what each scan got, in order (the probes left out)
         self._allowed = 0.0
         self._closed = False
@@ -250,6 +251,7 @@ class _HeldRequest(socketserver.StreamRequestHandler):
             if scanned is None:
                 return
             if EICAR in scanned:  # hotfolder's scan-limit probe: found at once, as clamd would
+                self.server.clamd.found += 1
                 self.wfile.write(f"{where}: {EICAR_SIGNATURE} FOUND\n".encode())
                 return
             self.server.clamd.streams.append(scanned)

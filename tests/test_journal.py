@@ -207,6 +207,22 @@ class TestContract:
         job = journal.get("j1")
         assert job is not None and job.outputs == ["a.png", "a.png.json"]
 
+    def test_many_jobs_delivered_and_done_at_once_leave_the_others(self,
+                                                                   journal: Journal) -> None:
+        for name in ("a", "b", "c", "ended"):
+            journal.add(name, f"{name}.jpg", kind="jpeg", size=1)
+            journal.start(name, pid=1)
+        journal.finish("ended", "failed", "bad")
+        journal.delivered_all({"a": ["a.png"], "b": ["b.png", "b.png.json"]})
+        journal.finish_all(["a", "b", "ended"], "done")
+        outcome = {name: (job.state, job.outputs, job.pid) for name in ("a", "b", "c", "ended")
+                   if (job := journal.get(name)) is not None}
+        assert outcome == {"a": ("done", ["a.png"], None),
+                           "b": ("done", ["b.png", "b.png.json"], None),
+                           "c": ("running", None, 1), "ended": ("failed", None, None)}
+        with pytest.raises(ValueError, match="not an end state"):
+            journal.finish_all(["c"], "running")
+
     def test_jobs_by_state_oldest_first(self, journal: Journal) -> None:
         for name in ("a", "b", "c", "d"):
             journal.add(name, f"{name}.jpg", kind="jpeg", size=1)

@@ -8,9 +8,17 @@ from pathlib import Path
 import pytest
 
 from conftest import YAML_BOMB
+from hotfolder import recipes as recipes_module
 from hotfolder.errors import RecipeError
 from hotfolder.ops.registry import REGISTRY
-from hotfolder.recipes import Recipe, RecipeBook, load_recipe, parse_chain, recipe_name
+from hotfolder.recipes import (
+    CHAINS_KEPT,
+    Recipe,
+    RecipeBook,
+    load_recipe,
+    parse_chain,
+    recipe_name,
+)
 
 
 def write(path: Path, text: str) -> Path:
@@ -229,6 +237,22 @@ def test_a_folder_that_is_no_recipe_names_the_folder_and_the_closest_operation(
             r"folder 'grayscal\+png' is not a recipe: unknown operation 'grayscal' "
             r"\(did you mean 'grayscale'\?\)")):
         book(root).resolve(root / "inbox", folder / "a.jpg")
+
+
+def test_folder_names_are_read_once_for_their_jobs_within_a_bounded_memory(
+        root: Path) -> None:
+    recipes = book(root)
+    inbox = root / "inbox"
+    good, bad = inbox / "grayscale+png", inbox / "grayscal+png"
+    for _ in range(2):  # the second reading comes from what the first kept, the same
+        assert ops(recipes.resolve(inbox, good / "dpi=300" / "order-7" / "a.jpg").steps) == [
+            "grayscale", "format", "dpi"]
+        with pytest.raises(RecipeError, match=r"unknown operation 'grayscal' \(did you mean"):
+            recipes.resolve(inbox, bad / "a.jpg")
+    # Names made on the share without end keep no more than CHAINS_KEPT readings.
+    for n in range(CHAINS_KEPT + 50):
+        recipes.resolve(inbox, good / f"dpi={n + 1}" / "a.jpg")
+    assert recipes_module._folder_chain.cache_info().currsize <= CHAINS_KEPT
 
 
 def test_a_broken_recipe_file_fails_with_its_own_location(root: Path) -> None:

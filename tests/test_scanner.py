@@ -19,11 +19,12 @@ from clamd_server import (
     EICAR_SIGNATURE,
     IMAGE_SIGNATURE,
     Clamd,
+    HeldClamd,
     SplitReplies,
     image_then_zip_bomb,
 )
 from conftest import MountTmpfs
-from helpers import image_bytes
+from helpers import image_bytes, wait_until
 from hotfolder.config import ScannerConfig
 from hotfolder.errors import InputError, Unavailable
 from hotfolder.scanner import (
@@ -209,6 +210,25 @@ class TestClamdScanner(ScannerContract):
             assert scanner.ping() is trusted
         assert ("raise MaxFileSize and MaxScanSize" in caplog.text) is not trusted
         assert not any(t.name.startswith("scanner-probe") for t in threading.enumerate())
+
+    def test_the_eicar_check_is_scanned_while_the_file_is(
+        self, held_clamd: HeldClamd, samples: dict[str, Path]
+    ) -> None:
+        # Passed alongside the file, not after its verdict: clamd scans both at once.
+        scanner = ClamdScanner(held_clamd.address, timeout=30)
+        assert scanner.ping()  # the probe, found
+        before = held_clamd.found
+        verdicts: list[Verdict] = []
+        scanning = threading.Thread(target=lambda: verdicts.append(
+            scan_file(scanner, samples["clean"])))
+        scanning.start()
+        try:
+            wait_until(lambda: held_clamd.holding == 1 and held_clamd.found == before + 1, 10,
+                       "the EICAR check found while the file's scan is held")
+        finally:
+            held_clamd.let_through()
+            scanning.join(30)
+        assert verdicts == [Verdict(clean=True, signature=None, scanner=scanner.name)]
 
     def test_a_clamd_that_answers_ok_for_what_it_skipped_is_not_trusted(
         self, small_clamd: Clamd, samples: dict[str, Path], tmp_path: Path

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import os
 import re
 import string
@@ -49,6 +50,9 @@ NAME_FIELDS = {"stem", "ext", "recipe", "date", "sha8", "width", "height"}
 MAX_STEPS = 50
 CHAIN_MARKS = frozenset("=+")  # a folder name holding one of these is meant as a chain
 FOLDER_NAME = "folder name"  # the source of a part read from a folder's name as a chain
+# Folder names whose reading as a chain is kept (each job of a folder asks again): at most
+# this many, the last seen, so names made on the share cost a bounded amount of memory.
+CHAINS_KEPT = 512
 
 
 def word_to_step(word: str, args: Any) -> Step:
@@ -277,6 +281,23 @@ def parse_chain(text: str) -> Recipe:
     return Recipe(steps=steps)
 
 
+@functools.lru_cache(maxsize=CHAINS_KEPT)
+def _folder_chain(name: str) -> Recipe | RecipeError:
+    try:
+        return parse_chain(name)
+    except RecipeError as exc:
+        return exc
+
+
+def folder_chain(name: str) -> Recipe:
+    """`parse_chain` of a folder name, read once for the CHAINS_KEPT names seen last (a
+    recipe is shared, as the recipe files' are; an error is raised anew each time)."""
+    found = _folder_chain(name)
+    if isinstance(found, RecipeError):
+        raise RecipeError(found.message, detail=found.detail, stage=found.stage)
+    return found
+
+
 def too_many_steps(count: int) -> str:
     """The reason a job with `count` steps is refused."""
     return f"{count} steps, more than the limit of {MAX_STEPS} steps per job"
@@ -411,7 +432,7 @@ class RecipeBook:
                 " off (recipes.inline: deny)"
             )
         try:
-            return folder.name, FOLDER_NAME, parse_chain(folder.name)
+            return folder.name, FOLDER_NAME, folder_chain(folder.name)
         except RecipeError as exc:
             raise RecipeError(
                 f"folder {folder.name!r} is not a recipe: {exc.message}", detail=exc.detail
@@ -427,7 +448,7 @@ class RecipeBook:
         if CHAIN_MARKS & set(folder.name):
             return False
         try:
-            parse_chain(folder.name)
+            folder_chain(folder.name)
         except RecipeError:
             return True
         return False

@@ -10,8 +10,9 @@ behind a relay, or kept from it by its confinement: it answers that it received 
 the bytes are streamed (INSTREAM); a refusal is remembered until clamd goes away, and
 the stream's own limit (StreamMaxLength) is probed before the next file is taken as clean.
 
-A verdict is clean only when clamd answered `OK` for the whole file and then found the
-bare EICAR test file scanned right after it: clamd answers OK without scanning when it
+A verdict is clean only when clamd answered `OK` for the whole file and found the bare
+EICAR test file scanned with it (passed alongside it over FILDES, so that clamd scans both
+at once; streamed right after it over INSTREAM): clamd answers OK without scanning when it
 cannot create the temporary folder of a scan, even for a file passed to it. A signature
 is infected. A `Heuristics.Limits.Exceeded` alert (the file is past MaxFileSize,
 MaxScanSize, MaxRecursion, MaxScanTime... of clamd: it stopped reading, so nothing was
@@ -45,9 +46,9 @@ import socket
 import time
 import zipfile
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -241,7 +242,7 @@ class ClamdScanner:
     def scan(self, data: bytes, name: str) -> Verdict:
         """clamd's verdict on the bytes of the file `name`, or Unavailable."""
         self._ensure_trusted(name)
-        status, reason = self._verdict(data, name)
+        (status, reason), eicar = self._verdicts([data, EICAR], name)
         if status == "FOUND" and reason.startswith(LIMIT_ALERT):
             raise InputError(
                 f"{name} could not be scanned whole: it is over a scanning limit of clamd"
@@ -250,7 +251,7 @@ class ClamdScanner:
         if status == "FOUND":
             return Verdict(clean=False, signature=reason, scanner=self.name)
         if status == "OK":
-            problem = self._blindness(name)
+            problem = self._blind(*eicar)
             if problem is not None:
                 self._trusted = False
                 raise Untrusted(f"{name} could not be scanned: {problem}", stage="scan")
@@ -258,12 +259,16 @@ class ClamdScanner:
         raise self._unavailable(name, f"clamd at {self.address} reported an error", reason)
 
     def _blindness(self, name: str) -> str | None:
-        """None when clamd finds the bare EICAR test file, else why its OK proves nothing.
+        """None when clamd finds the bare EICAR test file, else why its OK proves nothing."""
+        return self._blind(*self._verdict(EICAR, name))
+
+    def _blind(self, status: str, reason: str) -> str | None:
+        """None when clamd's verdict on the bare EICAR test file is that it found it, else why
+        an OK of clamd's proves nothing.
 
         clamd answers OK without scanning when it cannot create the temporary folder of a
         scan (its TemporaryDirectory gone, unwritable or full), even for a file passed to it.
         """
-        status, reason = self._verdict(EICAR, name)
         if status == "FOUND" and not reason.startswith(LIMIT_ALERT):
             return None
         said = "OK" if status == "OK" else f"{status} {reason}"
@@ -304,13 +309,19 @@ class ClamdScanner:
         return f"clamd at {self.address} reported an error for the probe: {reason}"
 
     def _verdict(self, data: bytes, name: str) -> tuple[str, str]:
-        """clamd's (status, reason) for the bytes: OK, FOUND or ERROR; Unavailable when none.
+        """clamd's (status, reason) for the bytes: OK, FOUND or ERROR; Unavailable when none."""
+        return self._verdicts([data], name)[0]
 
-        By FILDES while clamd takes descriptors; once it refuses one, by INSTREAM, and this
-        clamd is probed again first (its StreamMaxLength counts now) unless this is the probe.
+    def _verdicts(self, payloads: Sequence[bytes], name: str) -> list[tuple[str, str]]:
+        """clamd's (status, reason) for each of the payloads (see `_verdict`).
+
+        By FILDES while clamd takes descriptors, all of them sent before the first reply is
+        read, so that clamd's threads scan them at once; once it refuses one, by INSTREAM,
+        one after another, and this clamd is probed again first (its StreamMaxLength counts
+        now) unless this is the probe.
         """
         if self.passes_fd:
-            said = self._fildes(data, name)
+            said = self._fildes(payloads, name)
             if said is not None:
                 return said
             log.info("clamd at %s takes no file descriptor (FILDES): files are streamed to it"
@@ -319,31 +330,49 @@ class ClamdScanner:
             if self._trusted:
                 self._trusted = False
                 self._ensure_trusted(name)
-        return self._instream(io.BytesIO(data), name)
+        return [self._instream(io.BytesIO(payload), name) for payload in payloads]
 
     def _forget(self) -> None:
         """clamd went away: it may come back with other limits, taking descriptors or not."""
         self._trusted = False
         self.passes_fd = isinstance(self._target, str)
 
-    def _fildes(self, data: bytes, name: str) -> tuple[str, str] | None:
-        """clamd's (status, reason) for the bytes passed in a sealed memory file, or None when
-        clamd refuses the descriptor."""
-        with sealed_copy(data) as fd, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            connection = None
-            try:
-                sock.settimeout(self.timeout)
-                sock.connect(self._target)
-                connection = _Connection(sock)
-                connection.send(b"nFILDES\n")
-                sock.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array("i", [fd]))])
-                reply = connection.recv(4096).decode("utf-8", "replace")
-            except OSError as exc:
-                self._forget()
-                raise self._failure(name, connection, exc) from None
+    def _fildes(self, payloads: Sequence[bytes], name: str) -> list[tuple[str, str]] | None:
+        """clamd's (status, reason) for each of the payloads, each passed in a sealed memory
+        file on a connection of its own, or None when clamd refuses a descriptor."""
+        with ExitStack() as stack:
+            sent = [self._fildes_send(stack, payload, name) for payload in payloads]
+            replies = [self._fildes_reply(connection, name) for connection in sent]
+        said = [parse_fd_reply(reply) for reply in replies]
+        return None if None in said else [verdict for verdict in said if verdict is not None]
+
+    def _fildes_send(self, stack: ExitStack, payload: bytes, name: str
+                     ) -> _Connection:
+        """A connection to clamd (closed with `stack`) that has sent the payload by FILDES."""
+        fd = stack.enter_context(sealed_copy(payload))
+        sock = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        connection = None
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._target)
+            connection = _Connection(sock)
+            connection.send(b"nFILDES\n")
+            sock.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array("i", [fd]))])
+        except OSError as exc:
+            self._forget()
+            raise self._failure(name, connection, exc) from None
+        return connection
+
+    def _fildes_reply(self, connection: _Connection, name: str) -> str:
+        """clamd's reply on a connection that sent a descriptor."""
+        try:
+            reply = connection.recv(4096).decode("utf-8", "replace")
+        except OSError as exc:
+            self._forget()
+            raise self._failure(name, connection, exc) from None
         if not reply:
             raise self._hung_up(name, reply)
-        return parse_fd_reply(reply)
+        return reply
 
     def _instream(self, stream: Any, name: str) -> tuple[str, str]:
         """clamd's (status, reason) for a stream: OK, FOUND or ERROR; Unavailable when none."""

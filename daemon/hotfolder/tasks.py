@@ -203,22 +203,48 @@ class Settlement:
                     wait_job(self.parts, settling.job, "disk",
                              f"its output and archived original cannot be made durable ({exc})")
                 return
-            for settling in jobs:
-                self._end(settling)
+            try:
+                ended = self._end_together(jobs)
+            except Exception:  # the journal failing, say: each job then ends on its own
+                log.exception("%d small jobs could not be recorded done together, so each"
+                              " ends on its own", len(jobs))
+                ended = [settling for settling in jobs if self._end(settling)]
+            for settling in ended:
+                settling.measured.record(self.parts.metrics, "done")
+                log.info("job %s: %s", settling.job.id, settling.summary)
 
-    def _end(self, settling: Settling) -> None:
+    def _end_together(self, jobs: list[Settling]) -> list[Settling]:
+        """Record the jobs delivered, remove their work-folder names, and record done those
+        whose name is gone: two journal transactions for them all. The jobs ended."""
+        self.parts.journal.delivered_all({settling.job.id: settling.outputs for settling in jobs
+                                          if settling.outputs is not None})
+        left = [settling for settling in jobs if self._leave_work(settling)]
+        self.parts.journal.finish_all([settling.job.id for settling in left], "done")
+        return left
+
+    def _leave_work(self, settling: Settling) -> bool:
+        """Remove the job's work-folder name; False when it cannot be (the job waits)."""
+        try:
+            settling.work_file.unlink(missing_ok=True)
+        except OSError as exc:
+            wait_job(self.parts, settling.job, "disk", f"it cannot leave the work folder ({exc})")
+            return False
+        self.parts.work.release(settling.job.id)
+        return True
+
+    def _end(self, settling: Settling) -> bool:
+        """End one job (as `_end_together`); False when it waits or failed."""
         job = settling.job
         try:
             end_done(self.parts, job, settling.outputs, settling.work_file, remove=True)
         except OSError as exc:
             wait_job(self.parts, job, "disk", f"it cannot leave the work folder ({exc})")
-            return
+            return False
         except Exception as exc:  # as in run_job: the job ends in failed/, the others go on
             log.exception("job %s: unexpected error in its archive stage", job.id)
             fail_job(self.parts, job, unexpected(exc, "archive"), settling.measured)
-            return
-        settling.measured.record(self.parts.metrics, "done")
-        log.info("job %s: %s", job.id, settling.summary)
+            return False
+        return True
 
 
 def end_done(parts: Parts, job: Job, outputs: list[str] | None, work_file: Path, *,

@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +108,14 @@ class Journal(Protocol):
 
     def finish(self, job_id: str, state: str, reason: str | None = None) -> bool:
         """End an unfinished job as done, failed or quarantined; False if it had ended already."""
+        ...
+
+    def delivered_all(self, outputs: Mapping[str, list[str]]) -> None:
+        """`delivered` for many jobs (by id) at once, in one transaction where there are."""
+        ...
+
+    def finish_all(self, job_ids: Sequence[str], state: str) -> None:
+        """`finish` for many jobs at once, in one transaction where there are."""
         ...
 
     def in_state(self, *states: str) -> list[Job]:

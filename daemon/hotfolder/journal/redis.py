@@ -23,7 +23,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit
@@ -332,6 +332,16 @@ class RedisJournal:
         return self._change(job_id, UNFINISHED, state,
                             {"reason": reason if reason is not None else False,
                              "owner": False, "next_try": False})
+
+    def delivered_all(self, outputs: Mapping[str, list[str]]) -> None:
+        """`delivered` for many jobs, one change each."""
+        for job_id, stored in outputs.items():
+            self.delivered(job_id, stored)
+
+    def finish_all(self, job_ids: Sequence[str], state: str) -> None:
+        """`finish` for many jobs, one change each."""
+        for job_id in job_ids:
+            self.finish(job_id, state)
 
     @_in_words
     def in_state(self, *states: str) -> list[Job]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -157,23 +157,36 @@ class SqliteJournal:
 
     def delivered(self, job_id: str, outputs: list[str]) -> None:
         """Record that the outputs are stored (a retry then only finishes the original)."""
+        self.delivered_all({job_id: outputs})
+
+    def delivered_all(self, outputs: Mapping[str, list[str]]) -> None:
+        """`delivered` for many jobs, in one transaction."""
+        now = time.time()
         with self._tx(durable=False) as conn:
-            conn.execute(
-                "update jobs set outputs = ?, updated = ? where id = ?",
-                (json.dumps(outputs), time.time(), job_id),
-            )
+            conn.executemany("update jobs set outputs = ?, updated = ? where id = ?",
+                             [(json.dumps(stored), now, job_id)
+                              for job_id, stored in outputs.items()])
 
     def finish(self, job_id: str, state: str, reason: str | None = None) -> bool:
         """End an unfinished job as done, failed or quarantined; False if it had ended already."""
+        return self._finish([job_id], state, reason) == 1
+
+    def finish_all(self, job_ids: Sequence[str], state: str) -> None:
+        """`finish` for many jobs, in one transaction."""
+        self._finish(job_ids, state, None)
+
+    def _finish(self, job_ids: Sequence[str], state: str, reason: str | None) -> int:
+        """How many of the jobs were unfinished and are ended now."""
         if state not in ENDED:
             raise ValueError(f"not an end state: {state}")
+        now = time.time()
         with self._tx(durable=state != "done") as conn:
-            cur = conn.execute(
+            cur = conn.executemany(
                 "update jobs set state = ?, reason = ?, pid = null, updated = ?, next_try = null"
                 " where id = ? and state in ('queued', 'running', 'waiting')",
-                (state, reason, time.time(), job_id),
+                [(state, reason, now, job_id) for job_id in job_ids],
             )
-            return cur.rowcount == 1
+            return cur.rowcount
 
     def in_state(self, *states: str) -> list[Job]:
         """The jobs in any of these states, oldest first."""

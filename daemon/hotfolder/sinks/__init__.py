@@ -10,6 +10,7 @@ counts as delivered, so a job repeated after a crash leaves no duplicate.
 from __future__ import annotations
 
 import hashlib
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from hotfolder.errors import InputError, Unavailable
 
 ON_CONFLICT = ("rename", "overwrite", "skip")
 MAX_RENAMES = 1000
+CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 class Sink(Protocol):
@@ -57,7 +59,7 @@ def key_parts(key: PurePosixPath | str, *, portable: bool = True) -> list[str]:
         problem = "contains a NUL character"
     elif portable and "\\" in text:
         problem = "contains a backslash"
-    elif portable and any(ord(c) < 32 or ord(c) == 127 for c in text):
+    elif portable and CONTROL.search(text):
         problem = "contains a control character"
     elif text.startswith("/"):
         problem = "is absolute"
