@@ -108,6 +108,8 @@ def watch(inbox: Path) -> Iterator[Callable[..., tuple[Watcher, Calls]]]:
         w = Watcher(inbox, WatchConfig(**settings), calls, exclude=exclude)
         w.start()
         started.append(w)
+        # inotify watches once what rested before the start is offered (`_claim_backlog`).
+        wait_until(lambda: w.healthy, DEADLINE, "the watch to start")
         return w, calls
 
     yield start
@@ -322,6 +324,32 @@ def test_a_big_backlog_is_offered_two_batches_at_once_each_file_once(inbox):
         w.stop()
     assert sorted(calls.names) == sorted(names)  # each once, the odd fifth batch too
     assert calls.most == OFFER_CALLS == 2
+
+
+def test_a_backlog_is_offered_before_inotify_watches_and_a_file_dropped_meanwhile_too(inbox):
+    names = [f"Wood/old{n}.jpg" for n in range(3)]
+    for name in names:
+        write(inbox / name)
+    last = inbox / names[-1]
+    wait_until(lambda: time.time() - last.stat().st_mtime > 0.5, DEADLINE, "rested files")
+    calls = Calls(inbox)
+    watching: list[bool] = []  # whether inotify watched the tree, at each call
+
+    def on_files(paths: list[Path]) -> None:
+        watching.append(w.healthy)
+        if len(watching) == 1:  # while the backlog is claimed, a file comes
+            write(inbox / "Wood" / "new.jpg")
+        calls(paths)
+
+    w = Watcher(inbox, WatchConfig(mode="events", settle_seconds=0.5), on_files)
+    w.start()
+    try:
+        assert calls.wait(len(names) + 1)
+    finally:
+        w.stop()
+    assert sorted(calls.names) == sorted([*names, "Wood/new.jpg"])
+    # The backlog's claims (each opens, closes and moves a file) raised no event to read.
+    assert watching[0] is False and watching[-1] is True
 
 
 def test_at_start_a_file_unchanged_for_settle_seconds_is_taken_without_a_settle_wait(inbox):

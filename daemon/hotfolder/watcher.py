@@ -10,7 +10,10 @@ A file is offered to intake only when it looks complete:
 Files already in the tree when the watcher starts have rested while nothing watched: the
 start-up rescan judges their settle time from the later of their mtime and ctime (a writer can
 set the mtime back, never the ctime), so one unchanged for `settle_seconds` before the start,
-and still unchanged at the next look, is offered at once, not waited out again.
+and still unchanged at the next look, is offered at once, not waited out again. On inotify,
+those are offered before the tree is watched (its claims, each opening, closing and moving a
+file, then raise no event to read), and the rescan right after the watch starts finds what
+came meanwhile; until then the watcher is not `healthy` (the service not ready).
 inotify watches the inbox's own folder and, recursively, each folder in it that can hold inputs
 (InboxWatch), for the events the watcher acts on alone: the work folder, and any other excluded
 or ignored folder there, raise no event, whatever claims and jobs do in it.
@@ -33,6 +36,7 @@ harmless) but not the same version within a few seconds, unless it left the tree
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import fnmatch
@@ -890,7 +894,8 @@ class Watcher:
         )
         self._stop.clear()
         self.coverage.clear()
-        self._start_observer()
+        if self.polling:
+            self._start_observer()  # inotify's starts in the thread, after `_claim_backlog`
         self._thread = threading.Thread(target=self._loop, name="hotfolder-rescan", daemon=True)
         self._thread.start()
 
@@ -962,6 +967,8 @@ class Watcher:
 
     def _loop(self) -> None:
         period = tick_interval(self.settle_seconds)
+        if not self.polling:
+            self._claim_backlog()
         next_scan = self._clock()
         at_start = True
         while not self._stop.is_set():
@@ -976,6 +983,15 @@ class Watcher:
             self._settle()
             self.coverage.confirm()
             self._stop.wait(period)
+
+    def _claim_backlog(self) -> None:
+        """Offer the files that rested before the start while inotify does not watch the tree
+        yet: their claims (each opens, reads, closes and moves a file) raise no event for the
+        observer to read meanwhile. The rescan that follows its start finds what came since,
+        and a file of the first look that had not rested waits there as always."""
+        with contextlib.suppress(OSError):  # the rescan after the watch's start says why
+            self._look_at_all({}, at_start=True)
+            self._settle()
 
     def _learnt(self) -> bool:
         """False while a poller learns the tree (a rescan before it could miss a change)."""
@@ -1003,25 +1019,31 @@ class Watcher:
             except OSError as exc:
                 log.error("cannot scan %s: %s", self.inbox, exc)
                 return 0
-        found = 0
         folders: dict[int, str] = {}
-        started = time.time()
-        period = tick_interval(self.settle_seconds)
-        next_settle = self._clock() + period
         try:
-            for path, st in self._walk(str(self.inbox), folders):
-                found += 1
-                rested = rested_seconds(st, started) if at_start else 0.0
-                self._settler.wait(path, signature_of(st), rested)
-                if self._clock() >= next_settle:  # a long walk (a slow share) holds nothing back
-                    self._settle()
-                    next_settle = self._clock() + period
+            found = self._look_at_all(folders, at_start=at_start)
         except OSError as exc:
             log.error("cannot scan %s: %s", self.inbox, exc)
-            return found
+            return 0
         self.last_scan = time.time()
         self.coverage.suspect({} if self.polling else folders)  # polling watches every folder
         self._settle()
+        return found
+
+    def _look_at_all(self, folders: dict[int, str], *, at_start: bool) -> int:
+        """Walk the tree (its folders into `folders`), each file waiting to settle, offered
+        as it does; how many were found. OSError when the inbox cannot be read."""
+        found = 0
+        started = time.time()
+        period = tick_interval(self.settle_seconds)
+        next_settle = self._clock() + period
+        for path, st in self._walk(str(self.inbox), folders):
+            found += 1
+            rested = rested_seconds(st, started) if at_start else 0.0
+            self._settler.wait(path, signature_of(st), rested)
+            if self._clock() >= next_settle:  # a long walk (a slow share) holds nothing back
+                self._settle()
+                next_settle = self._clock() + period
         return found
 
     def _walk(self, top: str, seen: dict[int, str]) -> Iterator[tuple[str, os.stat_result]]:
