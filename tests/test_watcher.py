@@ -352,6 +352,32 @@ def test_a_backlog_is_offered_before_inotify_watches_and_a_file_dropped_meanwhil
     assert watching[0] is False and watching[-1] is True
 
 
+def test_a_backlog_file_moved_back_at_once_after_its_claim_is_offered_again(inbox, tmp_path):
+    """The backlog is claimed while inotify does not watch: no event says its files left."""
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    photo = write(inbox / "Wood" / "photo.jpg", b"x" * 5000)
+    wait_until(lambda: time.time() - photo.stat().st_ctime > 0.5, DEADLINE, "a rested file")
+    calls = Calls(inbox)
+
+    def claim(paths: list[Path]) -> None:
+        calls(paths)
+        for path in paths:
+            path.rename(failed / path.name)  # claimed, failed...
+
+    w = Watcher(inbox, WatchConfig(mode="events", settle_seconds=0.5, rescan_seconds=3600),
+                claim)
+    w.start()
+    try:
+        assert calls.wait(1)
+        wait_until(lambda: w.healthy, DEADLINE, "the watch to start")
+        (failed / "photo.jpg").rename(photo)  # ...and retried, within the de-duplication window
+        assert calls.wait(2, timeout=2.0)
+    finally:
+        w.stop()
+    assert calls.names == ["Wood/photo.jpg", "Wood/photo.jpg"]
+
+
 def test_at_start_a_file_unchanged_for_settle_seconds_is_taken_without_a_settle_wait(inbox):
     rested = write(inbox / "A" / "rested.jpg")
     wait_until(lambda: time.time() - rested.stat().st_ctime > 2.0, DEADLINE, "a rested file")

@@ -411,6 +411,14 @@ class Recent:
         with self._lock:
             self._seen.pop(path, None)
 
+    def forget_gone(self) -> None:
+        """Drop every path that left the tree (when no event said so: none was watched)."""
+        with self._lock:
+            paths = list(self._seen)
+        for path in paths:
+            if not os.path.lexists(path):
+                self.forget(path)
+
 
 def signature_of(st: os.stat_result) -> Signature:
     """What tells two versions of a file apart."""
@@ -992,6 +1000,7 @@ class Watcher:
         with contextlib.suppress(OSError):  # the rescan after the watch's start says why
             self._look_at_all({}, at_start=True)
             self._settle()
+        self._recent.forget_gone()  # the claimed files: no event made them forgotten
 
     def _learnt(self) -> bool:
         """False while a poller learns the tree (a rescan before it could miss a change)."""
