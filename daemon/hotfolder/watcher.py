@@ -411,14 +411,6 @@ class Recent:
         with self._lock:
             self._seen.pop(path, None)
 
-    def forget_gone(self) -> None:
-        """Drop every path that left the tree (when no event said so: none was watched)."""
-        with self._lock:
-            paths = list(self._seen)
-        for path in paths:
-            if not os.path.lexists(path):
-                self.forget(path)
-
 
 def signature_of(st: os.stat_result) -> Signature:
     """What tells two versions of a file apart."""
@@ -1000,7 +992,6 @@ class Watcher:
         with contextlib.suppress(OSError):  # the rescan after the watch's start says why
             self._look_at_all({}, at_start=True)
             self._settle()
-        self._recent.forget_gone()  # the claimed files: no event made them forgotten
 
     def _learnt(self) -> bool:
         """False while a poller learns the tree (a rescan before it could miss a change)."""
@@ -1177,6 +1168,10 @@ class Watcher:
             except Exception:
                 log.exception("intake of %s failed", paths[0] if len(paths) == 1
                               else f"{len(paths)} files from {paths[0]} on")
+        if self._observer is None:  # no event will say which left the tree (were claimed)
+            for offered in paths:
+                if not os.path.lexists(offered):
+                    self._recent.forget(str(offered))
 
 
 def _look(path: str) -> Signature | None:
