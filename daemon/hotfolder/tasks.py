@@ -208,7 +208,7 @@ class Settlement:
             except Exception:  # the journal failing, say: each job then ends on its own
                 log.exception("%d small jobs could not be recorded done together, so each"
                               " ends on its own", len(jobs))
-                ended = [settling for settling in jobs if self._end(settling)]
+                ended = [settling for settling in jobs if self._end_alone(settling)]
             for settling in ended:
                 settling.measured.record(self.parts.metrics, "done")
                 log.info("job %s: %s", settling.job.id, settling.summary)
@@ -223,40 +223,24 @@ class Settlement:
         return left
 
     def _leave_work(self, settling: Settling) -> bool:
-        """Remove the job's work-folder name; False when it cannot be (the job waits)."""
+        """Remove the job's work-folder name and what lies beside it; False when they cannot
+        be (the job waits)."""
         try:
             settling.work_file.unlink(missing_ok=True)
+            self.parts.work.release(settling.job.id)
         except OSError as exc:
             wait_job(self.parts, settling.job, "disk", f"it cannot leave the work folder ({exc})")
             return False
-        self.parts.work.release(settling.job.id)
         return True
 
-    def _end(self, settling: Settling) -> bool:
-        """End one job (as `_end_together`); False when it waits or failed."""
-        job = settling.job
+    def _end_alone(self, settling: Settling) -> bool:
+        """`_end_together` for one job; False when it waits or failed."""
         try:
-            end_done(self.parts, job, settling.outputs, settling.work_file, remove=True)
-        except OSError as exc:
-            wait_job(self.parts, job, "disk", f"it cannot leave the work folder ({exc})")
-            return False
+            return bool(self._end_together([settling]))
         except Exception as exc:  # as in run_job: the job ends in failed/, the others go on
-            log.exception("job %s: unexpected error in its archive stage", job.id)
-            fail_job(self.parts, job, unexpected(exc, "archive"), settling.measured)
+            log.exception("job %s: unexpected error in its archive stage", settling.job.id)
+            fail_job(self.parts, settling.job, unexpected(exc, "archive"), settling.measured)
             return False
-        return True
-
-
-def end_done(parts: Parts, job: Job, outputs: list[str] | None, work_file: Path, *,
-             remove: bool) -> None:
-    """Record a job as delivered (when `outputs` are new) and done; `remove` its original's
-    name from the work folder first (its archive copy or outputs now durable)."""
-    if outputs is not None:
-        parts.journal.delivered(job.id, outputs)
-    if remove:
-        work_file.unlink(missing_ok=True)
-    parts.work.release(job.id)
-    parts.journal.finish(job.id, "done")
 
 
 def run_job(parts: Parts, job_id: str, settling: Settlement | None = None) -> None:
@@ -360,8 +344,9 @@ def run_stages(parts: Parts, job: Job, work_file: Path, measured: JobMeasurement
         if later is not None:
             later.close()
         return outcome, summary
-    if settling is None or later is None:
-        end_done(parts, job, None, work_file, remove=False)
+    if settling is None or later is None:  # its outputs recorded, its name gone already
+        parts.work.release(job.id)
+        parts.journal.finish(job.id, "done")
         return "done", summary
     settling.add(Settling(job, new_outputs, work_file, measured, summary, later))
     return "settling", summary

@@ -19,6 +19,7 @@ import os
 import sqlite3
 import threading
 import weakref
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -149,6 +150,29 @@ class Journal(Protocol):
     def forget(self, job_id: str) -> bool:
         """Drop one ended job (its files were deleted); False when unknown or unfinished."""
         ...
+
+
+class OneByOne(ABC):
+    """`delivered_all` and `finish_all` as one change per job, for journals whose changes
+    are each atomic but have no transaction over many (memory, Redis)."""
+
+    @abstractmethod
+    def delivered(self, job_id: str, outputs: list[str]) -> None:
+        """See `Journal.delivered`."""
+
+    @abstractmethod
+    def finish(self, job_id: str, state: str, reason: str | None = None) -> bool:
+        """See `Journal.finish`."""
+
+    def delivered_all(self, outputs: Mapping[str, list[str]]) -> None:
+        """`delivered` for many jobs, one change each."""
+        for job_id, stored in outputs.items():
+            self.delivered(job_id, stored)
+
+    def finish_all(self, job_ids: Sequence[str], state: str) -> None:
+        """`finish` for many jobs, one change each."""
+        for job_id in job_ids:
+            self.finish(job_id, state)
 
 
 def is_shared(queue_url: str) -> bool:

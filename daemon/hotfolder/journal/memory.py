@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -16,13 +16,14 @@ from hotfolder.journal import (
     UNFINISHED,
     Claim,
     Job,
+    OneByOne,
     count_by_reason,
     in_every_child,
     pid_exists,
 )
 
 
-class MemoryJournal:
+class MemoryJournal(OneByOne):
     """Jobs in a dict behind one lock."""
 
     def __init__(self) -> None:
@@ -119,16 +120,6 @@ class MemoryJournal:
             raise ValueError(f"not an end state: {state}")
         return self._change(job_id, UNFINISHED, lambda job: replace(
             job, state=state, reason=reason, pid=None, next_try=None)) is not None
-
-    def delivered_all(self, outputs: Mapping[str, list[str]]) -> None:
-        """`delivered` for many jobs."""
-        for job_id, stored in outputs.items():
-            self.delivered(job_id, stored)
-
-    def finish_all(self, job_ids: Sequence[str], state: str) -> None:
-        """`finish` for many jobs."""
-        for job_id in job_ids:
-            self.finish(job_id, state)
 
     def in_state(self, *states: str) -> list[Job]:
         """The jobs in any of these states, oldest first."""

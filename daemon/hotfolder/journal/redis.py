@@ -23,7 +23,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit
@@ -33,7 +33,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from hotfolder.errors import Unavailable
-from hotfolder.journal import ENDED, UNFINISHED, Claim, Job, count_by_reason
+from hotfolder.journal import ENDED, UNFINISHED, Claim, Job, OneByOne, count_by_reason
 from hotfolder.names import loaded_rel, stored_rel
 
 PREFIX = "hotfolder:"
@@ -191,7 +191,7 @@ def _in_words(method: Callable[Concatenate[RedisJournal, P], R],
     return call
 
 
-class RedisJournal:
+class RedisJournal(OneByOne):
     """The journal in one Redis database; any number of processes and machines share it."""
 
     def __init__(self, url: str, *, prefix: str = PREFIX, lease_seconds: float = LEASE_SECONDS,
@@ -332,16 +332,6 @@ class RedisJournal:
         return self._change(job_id, UNFINISHED, state,
                             {"reason": reason if reason is not None else False,
                              "owner": False, "next_try": False})
-
-    def delivered_all(self, outputs: Mapping[str, list[str]]) -> None:
-        """`delivered` for many jobs, one change each."""
-        for job_id, stored in outputs.items():
-            self.delivered(job_id, stored)
-
-    def finish_all(self, job_ids: Sequence[str], state: str) -> None:
-        """`finish` for many jobs, one change each."""
-        for job_id in job_ids:
-            self.finish(job_id, state)
 
     @_in_words
     def in_state(self, *states: str) -> list[Job]:
