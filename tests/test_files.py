@@ -11,7 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from hotfolder.files import concurrently, write_atomic
+from hotfolder import files
+from hotfolder.files import concurrently, create_new, write_atomic
+
+
+@pytest.fixture(params=["unnamed files", "named temporaries"])
+def writes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Writes through unnamed files (O_TMPFILE), or as on a filesystem without them (NFS,
+    CIFS): there the folder cannot be opened for writing, and the writer falls back on a
+    temporary name."""
+    if request.param == "named temporaries":
+        monkeypatch.setattr(files, "UNNAMED_FILE_FLAGS", os.O_WRONLY | os.O_CLOEXEC)  # EISDIR
+    return str(request.param)
 
 
 def test_write_atomic_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -20,6 +31,26 @@ def test_write_atomic_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
     write_atomic(target, b"new")
     assert target.read_bytes() == b"new"
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+def test_a_new_file_gets_its_name_once_and_leaves_no_temporary(tmp_path: Path,
+                                                                writes: str) -> None:
+    folder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert create_new(folder, b"first", "out.png")
+        assert not create_new(folder, b"second", "out.png")  # the name is taken: kept as it is
+    finally:
+        os.close(folder)
+    assert (tmp_path / "out.png").read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+def test_write_atomic_makes_a_name_then_replaces_it(tmp_path: Path, writes: str) -> None:
+    target = tmp_path / "out.png.json"
+    write_atomic(target, b"{}")
+    write_atomic(target, b"[]")
+    assert target.read_bytes() == b"[]"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png.json"]
 
 
 def test_write_atomic_failure_leaves_old_file(tmp_path: Path) -> None:

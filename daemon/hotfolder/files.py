@@ -1,9 +1,10 @@
 """Atomic file writes: the one writer behind the outbox, failed/, quarantine/, the cache and init.
 
-The bytes go to an unnamed file in the destination folder (O_TMPFILE; on filesystems
-without it, to a temporary dot-name `.hf-<random>.tmp`, which the watcher ignores and
-the service's cleanup removes), are fsynced, and are given their final name with
-`link` (never replaces anything) or `rename` (replaces); then the folder is fsynced.
+The bytes go to an unnamed file in the destination folder (O_TMPFILE), are fsynced, and
+are linked to their final name (`link` never replaces anything); to replace a file, the
+unnamed file is linked to a temporary dot-name `.hf-<random>.tmp` (which the watcher
+ignores and the service's cleanup removes) and renamed over it. On filesystems without
+unnamed files the bytes go to such a temporary name first. Then the folder is fsynced.
 A process killed while writing leaves the old file, or nothing, never a partial one.
 Many files written together can share their wait for the disk (`SyncGroup`): each one's
 bytes are still synced (fdatasync), all at once, so that the filesystem commits them
@@ -205,16 +206,36 @@ def write_temp(folder: int, source: bytes | BinaryIO, mode: int = 0o666,
     Where the filesystem allows, the bytes go to an unnamed file (O_TMPFILE) that gets its
     temporary name only once complete, so a process killed while writing leaves nothing.
     """
-    name = temp_name()
+    return _write(folder, source, mode, group, sync=sync)
+
+
+def create_new(folder: int, data: bytes, name: str, mode: int = 0o666) -> bool:
+    """Write data under `name` in folder unless that name is taken (False), the bytes synced
+    before the name exists, the name with `sync_names`: an unnamed file gets it at once,
+    elsewhere a temporary name is linked to it."""
+    try:
+        made = _write(folder, data, mode, None, sync=True, name=name)
+    except FileExistsError:
+        return False
+    if made != name:  # no unnamed files here: the temporary name was written
+        return link_new(folder, made, name)
+    sync_names(folder)
+    return True
+
+
+def _write(folder: int, source: bytes | BinaryIO, mode: int, group: SyncGroup | None, *,
+           sync: bool, name: str | None = None, taken_ok: bool = False) -> str:
+    """`write_temp`, the unnamed file linked to `name` instead when one is given; when that
+    name is taken, FileExistsError, or with `taken_ok` a temporary name. The name the bytes
+    got."""
+    temp = None
     try:
         fd = os.open(".", UNNAMED_FILE_FLAGS, mode, dir_fd=folder)
     except OSError as exc:  # NFS, CIFS and others have no unnamed files
         if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
             raise
-        fd = os.open(name, NEW_FILE_FLAGS, mode, dir_fd=folder)
-        unnamed = False
-    else:
-        unnamed = True
+        temp = temp_name()
+        fd = os.open(temp, NEW_FILE_FLAGS, mode, dir_fd=folder)
     try:
         with os.fdopen(fd, "wb") as out:
             if hasattr(source, "read"):
@@ -226,13 +247,21 @@ def write_temp(folder: int, source: bytes | BinaryIO, mode: int = 0o666,
                 group.add(out.fileno())
             elif sync:
                 os.fsync(out.fileno())
-            if unnamed:
-                os.link(f"/proc/self/fd/{out.fileno()}", name, dst_dir_fd=folder)
+            if temp is None:
+                made = name or temp_name()
+                try:
+                    os.link(f"/proc/self/fd/{out.fileno()}", made, dst_dir_fd=folder)
+                except FileExistsError:
+                    if not taken_ok:
+                        raise
+                    made = temp_name()
+                    os.link(f"/proc/self/fd/{out.fileno()}", made, dst_dir_fd=folder)
+                return made
     except BaseException:
-        if not unnamed:
-            os.unlink(name, dir_fd=folder)
+        if temp is not None:
+            os.unlink(temp, dir_fd=folder)
         raise
-    return name
+    return temp
 
 
 def link_new(folder: int, temp: str, name: str) -> bool:
@@ -253,12 +282,13 @@ def replace(folder: int, source: bytes, name: str, mode: int = 0o666, *,
     `sync_folder`, the rename may be lost with the power (the old file is then left); without
     `sync`, neither the bytes nor the rename are synced (the power may leave the old file, a
     new one cut short, or nothing)."""
-    temp = write_temp(folder, source, mode, sync=sync)
-    try:
-        os.rename(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
-    except BaseException:
-        os.unlink(temp, dir_fd=folder)
-        raise
+    made = _write(folder, source, mode, None, sync=sync, name=name, taken_ok=True)
+    if made != name:  # a temporary name, renamed over the one taken
+        try:
+            os.rename(made, name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            os.unlink(made, dir_fd=folder)
+            raise
     if sync_folder and sync:
         sync_names(folder)
 

@@ -246,6 +246,7 @@ class Intake:
         self.journal = journal
         self.work = WorkFolder(layout.work)
         self._left: set[tuple[int, int]] = set()
+        self._top = os.path.join(layout.inbox, "")  # what the path of a file inside begins with
 
     def offer(self, path: Path) -> Job | None:
         """Check and claim one file: a queued job, a failed one when refused, None when gone."""
@@ -267,32 +268,34 @@ class Intake:
         Their notes and private copies are synced together, then they are renamed into the
         work folder, then recorded in one transaction: one wait for the disk for them all.
         """
-        folders: dict[PurePosixPath, int] = {}
+        folders: dict[str, int] = {}
         try:
             return self._claim_many([self._located(path, folders) for path in paths])
         finally:
             for fd in folders.values():
                 os.close(fd)
 
-    def _located(self, path: Path, folders: dict[PurePosixPath, int]
+    def _located(self, path: Path, folders: dict[str, int]
                  ) -> tuple[Path, PurePosixPath] | OSError | None:
         """The path through its folder's descriptor (kept in `folders`), and its inbox path."""
-        try:
-            rel = inbox_path(path.relative_to(self.layout.inbox).as_posix())
-        except ValueError:
-            return None
+        text, top = str(path), self._top
+        if not text.startswith(top) and text + os.sep != top:
+            return None  # outside the inbox
+        inside = text[len(top):]  # empty for the inbox itself
+        rel = inbox_path(inside)
         if rel is None:
             log.warning("%s is not a file's path inside the inbox; left alone", path)
             return None
-        if rel.parent not in folders:
+        parent = inside.rpartition("/")[0]
+        if parent not in folders:
             try:
-                folders[rel.parent] = open_below(self.layout.inbox, rel.parent)
+                folders[parent] = open_below(self.layout.inbox, rel.parent)
             except OSError as exc:
                 if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                     return None  # gone, or reached through a link (the link itself is refused)
                 return exc
         # The folder's descriptor stands in for the path to it: no link in it is resolved.
-        return Path(f"/proc/self/fd/{folders[rel.parent]}") / rel.name, rel
+        return Path(f"/proc/self/fd/{folders[parent]}/{rel.name}"), rel
 
     def _claim_many(self, entries: Sequence[tuple[Path, PurePosixPath] | OSError | None]
                     ) -> list[Outcome]:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from hotfolder.errors import HotfolderError, InputError, Unavailable
 from hotfolder.files import (
     DIR_FLAGS,
+    create_new,
     fsync_dir,
     link_new,
     replace,
@@ -167,7 +168,7 @@ class OutboxSink(KeyedSink):
     def _create(self, key: PurePosixPath, data: bytes, media_type: str,
                 metadata: Mapping[str, str]) -> bool:
         with self._folder(key) as fd:
-            return link_new(fd, write_temp(fd, data), key.name)
+            return create_new(fd, data, key.name)
 
     def _replace(self, key: PurePosixPath, data: bytes, media_type: str,
                  metadata: Mapping[str, str]) -> None:
