@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 
 from helpers import image_bytes
@@ -148,3 +149,26 @@ def test_a_small_file_is_left_to_its_job_to_scan(tmp_path: Path) -> None:
     assert scanner_of(ctx).scanned == []
     assert scan_ahead(scanner_of(ctx), ctx.work, small.id, ctx.cfg.limits, smallest=size)
     assert made(ctx.work.verdict(small.id))
+
+
+def test_jobs_starting_in_quick_succession_do_not_each_make_a_look_at_the_queue(
+        tmp_path: Path) -> None:
+    ctx, _ = setup(tmp_path)
+    looks: list[float] = []
+
+    def waiting() -> list[str]:
+        looks.append(time.monotonic())
+        return []
+
+    ahead = ScanAhead(scanner_of(ctx), ctx.work, ctx.cfg.limits, waiting)
+    started = time.monotonic()
+    for _ in range(50):  # jobs of small files, a millisecond or two each
+        ahead.look()
+        time.sleep(0.001)
+        ahead.rest()
+    ahead.look()
+    wait_until(lambda: len(looks) >= 1, 10, "the thread's first look at the queue")
+    ahead.rest()
+    elapsed = time.monotonic() - started
+    # The thread looks when it starts, then once per POLL_SECONDS while the jobs run.
+    assert len(looks) <= 2 + elapsed / ScanAhead.POLL_SECONDS + 1, (len(looks), elapsed)

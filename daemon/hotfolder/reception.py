@@ -41,15 +41,18 @@ class Reception:
     def _receive(self, paths: Sequence[Path], outcomes: Sequence[Outcome]) -> None:
         """Count what was claimed or refused, queue what was claimed, log what stays put."""
         queued = []
+        detected = 0
         for path, outcome in zip(paths, outcomes, strict=True):
             if isinstance(outcome, HotfolderError | OSError):
                 log.error("cannot claim %s now, it stays in the inbox: %s", path, outcome)
             elif outcome is not None:
-                self.metrics.files_detected.inc()
+                detected += 1
                 if outcome.state == "queued":
                     queued.append(outcome.id)
                 else:
                     self.metrics.record_job(UNKNOWN_RECIPE, "failed", timings={})
+        if detected:
+            self.metrics.files_detected.inc(detected)
         if queued:
             self.submit(queued)
 
