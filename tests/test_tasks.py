@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 from huey import MemoryHuey
 
 from helpers import image_bytes
+from hotfolder.cache import ResultCache
 from hotfolder.config import Config
 from hotfolder.intake import Intake
 from hotfolder.journal import Job
 from hotfolder.journal.sqlite import SqliteJournal
 from hotfolder.metrics import Metrics
 from hotfolder.parts import Parts, build_book, journal_file
-from hotfolder.scanner import MemoryScanner
+from hotfolder.scanner import MemoryScanner, Verdict
 from hotfolder.sinks import MemorySink
 from hotfolder.sinks.originals import Originals
 from hotfolder.tasks import retry_delay, run_job
@@ -115,6 +119,65 @@ def test_an_infected_file_is_quarantined_and_never_delivered(tmp_path: Path) -> 
         (ctx.layout.quarantine / "grayscale+png" / "bad.jpg.scan.json").read_text())
     assert report["signature"] == "Test-Signature"
     assert ctx.sink.objects == {}
+
+
+def test_an_infected_file_in_a_folder_that_is_no_recipe_is_quarantined_not_failed(
+        tmp_path: Path) -> None:
+    ctx, intake = setup(tmp_path)
+    assert isinstance(ctx.scanner, MemoryScanner) and isinstance(ctx.sink, MemorySink)
+    ctx.scanner.sign(image_bytes("JPEG", seed=3), "Test-Signature")
+    bad = claim(ctx, intake, "resize=huge/bad.jpg", image_bytes("JPEG", seed=3))
+    clean = claim(ctx, intake, "resize=huge/good.jpg", image_bytes("JPEG", seed=4))
+    run_job(ctx, bad.id)
+    run_job(ctx, clean.id)
+    assert state(ctx, bad).state == "quarantined"
+    assert (ctx.layout.quarantine / "resize=huge" / "bad.jpg").exists()
+    assert state(ctx, clean).state == "failed"
+    report = json.loads((ctx.layout.failed / "resize=huge" / "good.jpg.error.json").read_text())
+    assert report["message"].startswith("resize=huge/good.jpg: folder 'resize=huge' is not a"
+                                        " recipe")
+    assert ctx.sink.objects == {}
+
+
+class OrderedScanner(MemoryScanner):
+    """Notes when a scan begins and when its verdict is asked for."""
+
+    def __init__(self, events: list[str]) -> None:
+        super().__init__()
+        self.events = events
+
+    @contextmanager
+    def scanning(self, data: bytes, name: str) -> Iterator[Callable[[], Verdict]]:
+        self.events.append("scan begun")
+
+        def verdict() -> Verdict:
+            self.events.append("verdict asked for")
+            return self.scan(data, name)
+
+        yield verdict
+
+
+def test_the_recipe_and_the_result_cache_are_looked_at_while_the_file_is_scanned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx, intake = setup(tmp_path)
+    events: list[str] = []
+    ctx.scanner = OrderedScanner(events)
+    ctx.cache = ResultCache(ctx.layout.state, 1 << 20)
+    for name, event in [("resolve", "recipe found"), ("get", "result cache read")]:
+        owner = ctx.book if name == "resolve" else ctx.cache
+        original = getattr(owner, name)
+
+        def noted(*args: object, original: Any = original, event: str = event) -> Any:
+            events.append(event)
+            return original(*args)
+
+        monkeypatch.setattr(owner, name, noted)
+    job = claim(ctx, intake, "grayscale+png/a.jpg", image_bytes("JPEG", seed=5))
+    run_job(ctx, job.id)
+    assert events == ["scan begun", "recipe found", "result cache read", "verdict asked for"]
+    assert state(ctx, job).state == "done"
+    assert isinstance(ctx.sink, MemorySink)
+    assert list(ctx.sink.objects) == [PurePosixPath("grayscale+png/a.png")]
 
 
 def test_a_repeated_job_after_a_crash_delivers_nothing_twice(tmp_path: Path) -> None:

@@ -276,19 +276,27 @@ def open_cache(cfg: CacheConfig, state: Path) -> ResultCache | None:
     return stored_results(cfg, state) if cfg.enabled and cfg.max_bytes > 0 else None
 
 
+def look_up(cache: ResultCache, sha256: str, plan: Plan, origin: str) -> tuple[str, Hit | None]:
+    """The key of the plan's result for content of SHA-256 `sha256` (the file at `origin`),
+    and the result kept under it, if any."""
+    key = cache_key(sha256, plan)
+    try:
+        return key, cache.get(key)
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("the result cache cannot be read, %s is processed: %s", origin, exc)
+        return key, None
+
+
 def render_cached(cache: ResultCache | None, data: bytes, name: str, plan: Plan, *,
-                  origin: str, limits: LimitsConfig, sha256: str | None = None) -> Rendered:
+                  origin: str, limits: LimitsConfig, sha256: str | None = None,
+                  found: tuple[str, Hit | None] | None = None) -> Rendered:
     """The plan's result for `data` (of SHA-256 `sha256` when the caller has it): reused for
-    a duplicate, else rendered and kept."""
+    a duplicate, else rendered and kept. `found` is what `look_up` found, when the caller
+    looked already."""
     sha256 = sha256 or hashlib.sha256(data).hexdigest()
     if cache is None:
         return render(data, name, plan, limits, sha256)
-    key = cache_key(sha256, plan)
-    try:
-        hit = cache.get(key)
-    except (OSError, sqlite3.Error) as exc:
-        log.warning("the result cache cannot be read, %s is processed: %s", origin, exc)
-        hit = None
+    key, hit = found or look_up(cache, sha256, plan, origin)
     if hit is not None:
         log.info("%s is a duplicate of %s (%s), its result is reused", origin, hit.origin,
                  hit.reference(origin))

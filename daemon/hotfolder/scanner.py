@@ -46,9 +46,9 @@ import socket
 import time
 import zipfile
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -90,6 +90,10 @@ class Scanner(Protocol):
     cannot prove them clean or infected."""
 
     def scan(self, data: bytes, name: str) -> Verdict: ...
+
+    def scanning(self, data: bytes, name: str) -> AbstractContextManager[Callable[[], Verdict]]:
+        """The scan of the bytes begun; its verdict (or what `scan` raises) comes from calling
+        what this yields, so that the caller may do meanwhile what needs none."""
 
     def ping(self) -> bool: ...
 
@@ -241,8 +245,33 @@ class ClamdScanner:
 
     def scan(self, data: bytes, name: str) -> Verdict:
         """clamd's verdict on the bytes of the file `name`, or Unavailable."""
-        self._ensure_trusted(name)
-        (status, reason), eicar = self._verdicts([data, EICAR], name)
+        with self.scanning(data, name) as verdict:
+            return verdict()
+
+    @contextmanager
+    def scanning(self, data: bytes, name: str) -> Iterator[Callable[[], Verdict]]:
+        """`scan`, the bytes and the EICAR test file passed to a trusted clamd that takes
+        descriptors at once, its replies read when the verdict is asked for: clamd scans in a
+        process of its own meanwhile."""
+        with ExitStack() as stack:
+            sent: list[_Connection] | Unavailable | None = None
+            if self._trusted and self.passes_fd:  # else it all happens when asked for
+                try:
+                    sent = [self._fildes_send(stack, payload, name) for payload in (data, EICAR)]
+                except Unavailable as exc:
+                    sent = exc
+
+            def verdict() -> Verdict:
+                if isinstance(sent, Unavailable):
+                    raise sent
+                self._ensure_trusted(name)
+                return self._judged(name, self._verdicts([data, EICAR], name, sent))
+
+            yield verdict
+
+    def _judged(self, name: str, said: list[tuple[str, str]]) -> Verdict:
+        """The verdict from clamd's (status, reason) for a file and for the EICAR test file."""
+        (status, reason), eicar = said
         if status == "FOUND" and reason.startswith(LIMIT_ALERT):
             raise InputError(
                 f"{name} could not be scanned whole: it is over a scanning limit of clamd"
@@ -312,8 +341,10 @@ class ClamdScanner:
         """clamd's (status, reason) for the bytes: OK, FOUND or ERROR; Unavailable when none."""
         return self._verdicts([data], name)[0]
 
-    def _verdicts(self, payloads: Sequence[bytes], name: str) -> list[tuple[str, str]]:
-        """clamd's (status, reason) for each of the payloads (see `_verdict`).
+    def _verdicts(self, payloads: Sequence[bytes], name: str,
+                  sent: Sequence[_Connection] | None = None) -> list[tuple[str, str]]:
+        """clamd's (status, reason) for each of the payloads (see `_verdict`), on the
+        connections that `sent` them already when given.
 
         By FILDES while clamd takes descriptors, all of them sent before the first reply is
         read, so that clamd's threads scan them at once; once it refuses one, by INSTREAM,
@@ -321,7 +352,7 @@ class ClamdScanner:
         now) unless this is the probe.
         """
         if self.passes_fd:
-            said = self._fildes(payloads, name)
+            said = self._fildes(payloads, name) if sent is None else self._fildes_said(sent, name)
             if said is not None:
                 return said
             log.info("clamd at %s takes no file descriptor (FILDES): files are streamed to it"
@@ -341,9 +372,14 @@ class ClamdScanner:
         """clamd's (status, reason) for each of the payloads, each passed in a sealed memory
         file on a connection of its own, or None when clamd refuses a descriptor."""
         with ExitStack() as stack:
-            sent = [self._fildes_send(stack, payload, name) for payload in payloads]
-            replies = [self._fildes_reply(connection, name) for connection in sent]
-        said = [parse_fd_reply(reply) for reply in replies]
+            return self._fildes_said(
+                [self._fildes_send(stack, payload, name) for payload in payloads], name)
+
+    def _fildes_said(self, sent: Sequence[_Connection], name: str
+                     ) -> list[tuple[str, str]] | None:
+        """clamd's (status, reason) on each connection that sent a descriptor, or None when
+        it refused one."""
+        said = [parse_fd_reply(self._fildes_reply(connection, name)) for connection in sent]
         return None if None in said else [verdict for verdict in said if verdict is not None]
 
     def _fildes_send(self, stack: ExitStack, payload: bytes, name: str
@@ -497,6 +533,11 @@ class MemoryScanner:
         self.scanned.append(name)
         signature = self.signatures.get(digest)
         return Verdict(clean=signature is None, signature=signature, scanner=self.name)
+
+    @contextmanager
+    def scanning(self, data: bytes, name: str) -> Iterator[Callable[[], Verdict]]:
+        """`scan`, when the verdict is asked for."""
+        yield lambda: self.scan(data, name)
 
     def ping(self) -> bool:
         """True while switched on."""

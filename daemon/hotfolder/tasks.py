@@ -30,13 +30,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from hotfolder import engine, imaging
-from hotfolder.cache import render_cached
+from hotfolder.cache import Hit, look_up, render_cached
 from hotfolder.errors import HotfolderError, InputError, RecipeError, Unavailable
 from hotfolder.files import FolderSyncs, folder_syncs_later
 from hotfolder.intake import claimed_bytes
@@ -45,6 +46,7 @@ from hotfolder.metrics import UNKNOWN_RECIPE, Metrics
 from hotfolder.names import shown
 from hotfolder.parts import Parts
 from hotfolder.queue import enqueue_all
+from hotfolder.recipes import Plan
 from hotfolder.scanahead import AHEAD_MIN_BYTES, ScanAhead, verdict_left
 from hotfolder.scanner import Untrusted, Verdict
 
@@ -406,9 +408,7 @@ def render_job(parts: Parts, job: Job, work_file: Path,
     data = claimed_bytes(work_file, parts.cfg.limits)
     measured.bytes_in = len(data)
     sha256 = hashlib.sha256(data).hexdigest()  # once: the scan, the cache, the sidecar, the move
-    started = time.perf_counter()
-    verdict = scan(parts, job, data, sha256)
-    measured.timings["scan"] = time.perf_counter() - started
+    verdict, plan, found = scan_and_plan(parts, job, data, sha256, measured)
     if not verdict.clean:
         parts.originals.to_quarantine(work_file, rel, verdict, sha256, parts.layout.inbox / rel)
         parts.work.release(job.id)
@@ -417,14 +417,39 @@ def render_job(parts: Parts, job: Job, work_file: Path,
     if job.kind is None:  # refused at intake (or adopted): judged again, now known clean
         imaging.sniff(data, parts.cfg.limits.formats)
     measured.stage = "process"
-    plan = parts.book.resolve(parts.layout.inbox, parts.layout.inbox / rel)
+    if isinstance(plan, Exception):
+        raise plan
     measured.recipe = plan.metric_name
     rendered = render_cached(parts.cache, data, rel.name, plan, origin=job.rel,
-                             limits=parts.cfg.limits, sha256=sha256)
+                             limits=parts.cfg.limits, sha256=sha256, found=found)
     parts.metrics.record_stages(rendered.sidecar.get("timings", {}))  # each time they run
     notes = {"recipe": plan.metric_name, "sidecar": plan.sidecar, "verdict": asdict(verdict),
              "scanned": measured.timings["scan"]}
     return rendered, notes
+
+
+def scan_and_plan(parts: Parts, job: Job, data: bytes, sha256: str, measured: JobMeasurements
+                  ) -> tuple[Verdict, Plan | Exception, tuple[str, Hit | None] | None]:
+    """The verdict on the job's bytes; its plan, or the error that finding it met; and what
+    the result cache holds for them. The last two are found while clamd scans: they come from
+    the folders and the bytes' SHA-256, nothing is decoded. That error counts only once the
+    file is known clean (an infected file is quarantined whatever its folder). The time the
+    scan took the job goes to `measured`."""
+    started = time.perf_counter()
+    found = None
+    with scanning(parts, job, data, sha256) as verdict_of:
+        meanwhile = time.perf_counter()
+        try:
+            plan: Plan | Exception = parts.book.resolve(parts.layout.inbox,
+                                                        parts.layout.inbox / job.rel)
+        except Exception as exc:  # noqa: BLE001  (raised once the file is known clean)
+            plan = exc
+        if parts.cache is not None and isinstance(plan, Plan):
+            found = look_up(parts.cache, sha256, plan, job.rel)
+        meanwhile = time.perf_counter() - meanwhile
+        verdict = verdict_of()
+    measured.timings["scan"] = time.perf_counter() - started - meanwhile
+    return verdict, plan, found
 
 
 def keep_result(parts: Parts, job: Job, rendered: engine.Rendered, notes: dict[str, Any]) -> None:
@@ -436,16 +461,26 @@ def keep_result(parts: Parts, job: Job, rendered: engine.Rendered, notes: dict[s
                     " again: %s", job.id, exc)
 
 
-def scan(parts: Parts, job: Job, data: bytes, sha256: str) -> Verdict:
-    """The scanner's verdict on the job's bytes (of SHA-256 `sha256`): the one scanned ahead
-    for them, else a scan now, applying `on_unavailable` when it has none."""
+@contextmanager
+def scanning(parts: Parts, job: Job, data: bytes, sha256: str) -> Iterator[Callable[[], Verdict]]:
+    """The scan of the job's bytes (of SHA-256 `sha256`) begun; calling what this yields gives
+    the verdict: the one scanned ahead for them, else the scanner's, applying
+    `on_unavailable` when it has none."""
     if parts.scanner is None:
-        return NOT_SCANNED
+        yield lambda: NOT_SCANNED
+        return
     ahead = verdict_left(parts.work, job.id, sha256)
     if ahead is not None:
-        return ahead
+        yield lambda: ahead
+        return
+    with parts.scanner.scanning(data, PurePosixPath(job.rel).name) as verdict:
+        yield lambda: judged(parts, job, verdict)
+
+
+def judged(parts: Parts, job: Job, verdict: Callable[[], Verdict]) -> Verdict:
+    """The scanner's `verdict`, or what `on_unavailable` makes of its absence."""
     try:
-        return parts.scanner.scan(data, PurePosixPath(job.rel).name)
+        return verdict()
     except Unavailable as exc:
         policy = parts.cfg.scanner.on_unavailable
         if policy == "allow" and not isinstance(exc, Untrusted):  # it would pass unread files
