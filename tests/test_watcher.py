@@ -326,6 +326,35 @@ def test_a_big_backlog_is_offered_two_batches_at_once_each_file_once(inbox):
     assert calls.most == OFFER_CALLS == 2
 
 
+def test_a_big_backlog_is_offered_while_the_walk_goes_on_not_held_until_its_end(
+        inbox, monkeypatch):
+    monkeypatch.setattr(watcher_module, "WALK_OFFER_FILES", 100)
+    names = [f"d{n % 5}/f{n:04d}.jpg" for n in range(450)]
+    for name in names:
+        write(inbox / name)
+    last = inbox / names[-1]
+    wait_until(lambda: time.time() - last.stat().st_mtime > 0.5, DEADLINE, "rested files")
+    calls = Calls(inbox)
+    # The watcher's clock stands still: only the number of files found makes it offer them
+    # before the walk ends.
+    w = Watcher(inbox, WatchConfig(mode="events", settle_seconds=0.5), calls, clock=Clock())
+    held: list[int] = []  # files waiting in memory, after each the walk found
+    wait = w._settler.wait
+
+    def noted(*args: Any) -> None:
+        wait(*args)
+        held.append(len(w._settler))
+
+    monkeypatch.setattr(w._settler, "wait", noted)
+    w.start()
+    try:
+        assert calls.wait(len(names), POLL_DEADLINE)
+    finally:
+        w.stop()
+    assert sorted(calls.names) == sorted(names)  # each once
+    assert max(held[:len(names)]) == 100  # the start's walk, not the rescan after it
+
+
 def test_a_backlog_is_offered_before_inotify_watches_and_a_file_dropped_meanwhile_too(inbox):
     names = [f"Wood/old{n}.jpg" for n in range(3)]
     for name in names:
