@@ -300,7 +300,7 @@ class Signature(NamedTuple):
     inode: int
 
 
-@dataclass
+@dataclass(slots=True)  # one for every file waiting to settle
 class _Waiting:
     signature: Signature | None  # as last seen, None before the first look
     since: float  # clock time since when it has looked like that
