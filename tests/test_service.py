@@ -17,6 +17,7 @@ from PIL import Image
 
 from clamd_server import EICAR_SIGNATURE, IMAGE_SIGNATURE, Clamd, HeldClamd
 from helpers import drop, image_bytes, wait_until
+from hotfolder.queue import WORKER_NICE
 from service_helpers import Daemon, alive, files_under, make_root, start
 
 GRAY_RECIPE = """\
@@ -291,6 +292,10 @@ def test_workers_die_with_the_service_and_a_restart_finishes_the_work(
     daemon = start(daemons, config)
     workers = daemon.children()
     assert len(workers) == 2  # the workers alone: no scheduler process
+    assert daemon.process is not None
+    service = os.getpriority(os.PRIO_PROCESS, daemon.process.pid)
+    wait_until(lambda: all(os.getpriority(os.PRIO_PROCESS, pid) == service + WORKER_NICE
+                           for pid in workers), 10, "the workers to yield to the service")
     drop(root, "grayscale+png/big.jpg", image_bytes("JPEG"))
     wait_until(lambda: running_job(daemon) and held_clamd.holding == 1, 30, "the job running")
     daemon.kill()
