@@ -4,8 +4,9 @@ A job in a worker, in order: mark it running in the journal (a second copy of th
 finds it taken and stops); read the claimed file once and scan those bytes, which are
 then the ones hashed, decoded and archived (the worker's scan-ahead thread, which scans
 the next waiting jobs while this one runs, has often made that verdict already: it
-counts only for the very bytes read, see hotfolder.scanahead); resolve the recipe from
-its folders and render it; deliver the outputs and the sidecar; record the delivery;
+counts only for the very bytes read, see hotfolder.scanahead), and while clamd scans
+them, resolve the recipe from its folders and look for its result in the cache; render
+it once the verdict is clean; deliver the outputs and the sidecar; record the delivery;
 move the original to archive/ (or delete it); end the job. An infected file goes to
 quarantine/, a bad one to failed/ with its reason (an error no stage foresaw too, named
 with its stage), and a job whose scanner or destination is unavailable waits in the
