@@ -124,6 +124,14 @@ def write(path: Path, data: bytes = b"picture") -> Path:
     return path
 
 
+def write_rested(inbox: Path, names: list[str]) -> None:
+    """Write the files, then wait until the last is more than 0.5 s old (a backlog)."""
+    for name in names:
+        write(inbox / name)
+    last = inbox / names[-1]
+    wait_until(lambda: time.time() - last.stat().st_mtime > 0.5, DEADLINE, "rested files")
+
+
 # -- with real files ------------------------------------------------------------------------
 
 
@@ -309,10 +317,7 @@ class OverlappingCalls(Calls):
 
 def test_a_big_backlog_is_offered_two_batches_at_once_each_file_once(inbox):
     names = [f"d{n % 7}/f{n:04d}.jpg" for n in range(4 * OFFER_BATCH + 3)]  # five batches
-    for name in names:
-        write(inbox / name)
-    last = inbox / names[-1]
-    wait_until(lambda: time.time() - last.stat().st_mtime > 0.5, DEADLINE, "rested files")
+    write_rested(inbox, names)
     calls = OverlappingCalls(inbox)
     # The watcher's clock stands still: the files, rested, are all offered at the first
     # rescan's end, in one go of five batches.
@@ -330,10 +335,7 @@ def test_a_big_backlog_is_offered_while_the_walk_goes_on_not_held_until_its_end(
         inbox, monkeypatch):
     monkeypatch.setattr(watcher_module, "WALK_OFFER_FILES", 100)
     names = [f"d{n % 5}/f{n:04d}.jpg" for n in range(450)]
-    for name in names:
-        write(inbox / name)
-    last = inbox / names[-1]
-    wait_until(lambda: time.time() - last.stat().st_mtime > 0.5, DEADLINE, "rested files")
+    write_rested(inbox, names)
     calls = Calls(inbox)
     # The watcher's clock stands still: only the number of files found makes it offer them
     # before the walk ends.
@@ -357,10 +359,7 @@ def test_a_big_backlog_is_offered_while_the_walk_goes_on_not_held_until_its_end(
 
 def test_a_backlog_is_offered_before_inotify_watches_and_a_file_dropped_meanwhile_too(inbox):
     names = [f"Wood/old{n}.jpg" for n in range(3)]
-    for name in names:
-        write(inbox / name)
-    last = inbox / names[-1]
-    wait_until(lambda: time.time() - last.stat().st_mtime > 0.5, DEADLINE, "rested files")
+    write_rested(inbox, names)
     calls = Calls(inbox)
     watching: list[bool] = []  # whether inotify watched the tree, at each call
 
