@@ -163,8 +163,9 @@ def test_the_recipe_and_the_result_cache_are_looked_at_while_the_file_is_scanned
     events: list[str] = []
     ctx.scanner = OrderedScanner(events)
     ctx.cache = ResultCache(ctx.layout.state, 1 << 20)
-    for name, event in [("resolve", "recipe found"), ("get", "result cache read")]:
-        owner = ctx.book if name == "resolve" else ctx.cache
+    owners: list[tuple[object, str, str]] = [(ctx.book, "resolve", "recipe found"),
+                                             (ctx.cache, "get", "result cache read")]
+    for owner, name, event in owners:
         original = getattr(owner, name)
 
         def noted(*args: object, original: Any = original, event: str = event) -> Any:
