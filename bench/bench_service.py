@@ -76,6 +76,8 @@ TARGET_MEMORY_MB = 250
 TARGET_IDLE_CPU = 1.0
 PARTS = ("throughput", "latency", "backlog", "idle")
 TICKS = os.sysconf("SC_CLK_TCK")
+SPEED_LOOP = 2_000_000  # iterations of machine_speed's loop
+SPEED_FILES = 200  # files machine_speed makes
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
@@ -378,6 +380,27 @@ class Backlog:
     rss: float  # peak sum of the service's processes' RSS, MB
     pss: float  # the same in PSS, MB
     load: tuple[float, float]  # load average before and after
+    speed: tuple[float, float]  # machine_speed() just before the start
+
+
+def machine_speed(folder: Path) -> tuple[float, float]:
+    """How fast the machine is just now, to read a run's figures against: the CPU time of a
+    fixed loop of Python in ms (best of three), and of making a small file in `folder` in µs
+    (ext4 without a journal looks past every inode freed in the last minutes for a new one,
+    so a run right after a big clean-up, another benchmark's say, pays for each new file).
+    The probe's files are left in place: removing them would cost the run itself."""
+    loops = []
+    for _ in range(3):
+        started, total = time.thread_time(), 0
+        for n in range(SPEED_LOOP):
+            total += n
+        loops.append(time.thread_time() - started)
+    probe = folder / f"speed-probe-{time.time_ns()}"
+    probe.mkdir()
+    started = time.thread_time()
+    for n in range(SPEED_FILES):
+        (probe / str(n)).write_bytes(b"x" * 300)
+    return min(loops) * 1000, (time.thread_time() - started) / SPEED_FILES * 1e6
 
 
 def backlog(root: Path, service: Service, count: int) -> Backlog:
@@ -391,6 +414,7 @@ def backlog(root: Path, service: Service, count: int) -> Backlog:
         image.putpixel((0, 0), (n & 255, n >> 8 & 255, n >> 16 & 255))
         image.save(folder / f"w{n:06d}.jpg", quality=90)
     time.sleep(WatchConfig().settle_seconds)  # a backlog has rested: none is still settling
+    speed = machine_speed(root)
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     ready = service.start()
@@ -412,7 +436,9 @@ def backlog(root: Path, service: Service, count: int) -> Backlog:
     if jobs(root, "failed"):
         raise SystemExit(f"{jobs(root, 'failed')} jobs failed: see {root}/failed")
     run = Backlog(count, ready, claimed_at, count / processed, peak_rss, peak_pss,
-                  (load_before, os.getloadavg()[0]))
+                  (load_before, os.getloadavg()[0]), speed)
+    print(f"the machine just before: {speed[0]:.0f} ms of CPU for the reference loop, a new"
+          f" small file {speed[1]:.0f} µs of CPU")
     print(f"{count} files waiting at start-up (load average {run.load[0]:.1f} before,"
           f" {run.load[1]:.1f} after): ready in {ready:.1f} s, all claimed and queued in"
           f" {claimed_at:.1f} s (target <= {TARGET_CLAIM_SECONDS} s), all processed in"
