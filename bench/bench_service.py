@@ -380,7 +380,6 @@ class Backlog:
     rss: float  # peak sum of the service's processes' RSS, MB
     pss: float  # the same in PSS, MB
     load: tuple[float, float]  # load average before and after
-    speed: tuple[float, float]  # machine_speed() just before the start
 
 
 def machine_speed(folder: Path) -> tuple[float, float]:
@@ -436,7 +435,7 @@ def backlog(root: Path, service: Service, count: int) -> Backlog:
     if jobs(root, "failed"):
         raise SystemExit(f"{jobs(root, 'failed')} jobs failed: see {root}/failed")
     run = Backlog(count, ready, claimed_at, count / processed, peak_rss, peak_pss,
-                  (load_before, os.getloadavg()[0]), speed)
+                  (load_before, os.getloadavg()[0]))
     print(f"the machine just before: {speed[0]:.0f} ms of CPU for the reference loop, a new"
           f" small file {speed[1]:.0f} µs of CPU")
     print(f"{count} files waiting at start-up (load average {run.load[0]:.1f} before,"
