@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -274,6 +275,30 @@ def test_files_found_together_are_claimed_at_once_each_into_a_private_job(
     # Another user's file is copied, its path noted beside it (a link, never followed).
     assert os.readlink(layout.work / f"{claims[0].id}.path") == claims[0].rel
     assert not list(layout.work.glob(".hf-*"))  # no copy left behind
+
+
+def test_a_lone_claim_is_a_log_line_of_its_own_and_a_batch_one_line(
+        layout: Layout, intake: Intake, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="hotfolder.intake")
+    lone = intake.offer(drop(layout.root, "Engrave/one.jpg", image_bytes("JPEG")))
+    assert lone is not None
+    assert caplog.messages == [f"job {lone.id}: claimed Engrave/one.jpg (jpeg, {lone.size} bytes)"]
+    caplog.clear()
+    paths = [drop(layout.root, f"Engrave/p{n}.jpg", image_bytes("JPEG", (8, 8), seed=n))
+             for n in range(5)]
+    paths.append(drop(layout.root, "Engrave/notes.jpg", b"just some notes\n"))
+    claims = [outcome for outcome in intake.claim_all(paths) if isinstance(outcome, Claim)]
+    assert len(claims) == 6
+    first, last = claims[0], claims[-1]
+    assert caplog.messages == [f"claimed 6 files, Engrave/p0.jpg (job {first.id}) to"
+                               f" Engrave/notes.jpg (job {last.id})"]
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="hotfolder.intake")  # each file's line
+    again = [drop(layout.root, f"Engrave/q{n}.jpg", image_bytes("JPEG")) for n in range(3)]
+    intake.claim_all(again)
+    assert [message.split(": ", 1)[1].split(" (")[0] for message in caplog.messages[:3]] == [
+        "claimed Engrave/q0.jpg", "claimed Engrave/q1.jpg", "claimed Engrave/q2.jpg"]
+    assert caplog.messages[3].startswith("claimed 3 files, Engrave/q0.jpg")
 
 
 def test_a_batch_cut_short_before_its_record_is_found_again_from_the_work_folder(

@@ -219,6 +219,21 @@ def park_special(path: Path, failed_dir: Path, rel: PurePosixPath, error: InputE
     return False
 
 
+def say_claimed(claims: Sequence[Claim]) -> None:
+    """One INFO line for the files a batch claimed (a backlog of thousands would otherwise
+    cost a line each): a lone file's job, path, type and size, or how many and the first and
+    last of them. Each file's own line is at DEBUG; a refusal has its WARNING already."""
+    claimed = [claim for claim in claims if claim.state == "queued"]
+    if len(claimed) == 1:
+        claim = claimed[0]
+        log.info("job %s: claimed %s (%s, %d bytes)", claim.id, claim.rel,
+                 claim.kind or "refused", claim.size)
+    elif claimed:
+        first, last = claimed[0], claimed[-1]
+        log.info("claimed %d files, %s (job %s) to %s (job %s)", len(claimed), first.rel,
+                 first.id, last.rel, last.id)
+
+
 @dataclass(frozen=True)
 class _Read:
     """A checked file, read, its path noted, and either copied (`copy`) or, when it is the
@@ -322,6 +337,7 @@ class Intake:
         claims = [outcome for outcome in outcomes if isinstance(outcome, Claim)]
         if claims:
             self.journal.add_all(claims)
+            say_claimed(claims)
         return outcomes
 
     def _checked(self, entry: tuple[Path, PurePosixPath] | OSError | None, work: int,
@@ -450,8 +466,8 @@ class Intake:
                 return claim
             except OSError as exc:  # a full disk, say: the job makes the copy before it reads
                 log.warning("job %s: %s not made private at its claim: %s", job_id, rel, exc)
-        log.info("job %s: claimed %s (%s, %d bytes)", job_id, rel, file.kind or "refused",
-                 file.read.st_size)
+        log.debug("job %s: claimed %s (%s, %d bytes)", job_id, rel, file.kind or "refused",
+                  file.read.st_size)
         return Claim(job_id, rel.as_posix(), file.kind, file.read.st_size, reason=file.refusal)
 
     def _undo(self, file: _Read, work: int) -> None:

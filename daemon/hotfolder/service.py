@@ -278,5 +278,7 @@ def setup_logging(environ: Mapping[str, str] = os.environ) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(OneLineFormatter(fmt if under_systemd else "%(asctime)s " + fmt))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    # No line shows a thread's or a process's name: each record need not look them up.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.getLogger("huey").setLevel(logging.WARNING)
     logging.getLogger("huey.consumer.Worker").addFilter(QueueErrorsInWords())
