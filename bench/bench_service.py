@@ -412,7 +412,10 @@ def backlog(root: Path, service: Service, count: int) -> Backlog:
         image = Image.new("RGB", (32, 24), (n % 256, 90, 90))
         image.putpixel((0, 0), (n & 255, n >> 8 & 255, n >> 16 & 255))
         image.save(folder / f"w{n:06d}.jpg", quality=90)
-    time.sleep(WatchConfig().settle_seconds)  # a backlog has rested: none is still settling
+    # A backlog has rested: none is still settling, and its files are on disk (not still in
+    # the page cache for the kernel to write back while the service claims them).
+    os.sync()
+    time.sleep(WatchConfig().settle_seconds)
     speed = machine_speed(root)
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
