@@ -45,7 +45,7 @@ QUEUE_NAME = "hotfolder"
 WAKE_MOST = 64
 # Workers yield the CPU to the service's watcher and intake, so that a backlog is claimed
 # (and `status` tells the truth about it) while the first jobs run.
-WORKER_NICE = 5
+WORKER_NICE = 10
 # A worker that cannot read the queue says so in one line at most this often.
 QUEUE_ERROR_REPEAT_SECONDS = 60.0
 # Connections inherited through fork are kept, never used or closed (SQLite forbids both).
