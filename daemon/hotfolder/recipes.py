@@ -15,6 +15,7 @@ import errno
 import functools
 import os
 import re
+import stat
 import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ NAME_FIELDS = {"stem", "ext", "recipe", "date", "sha8", "width", "height"}
 MAX_STEPS = 50
 CHAIN_MARKS = frozenset("=+")  # a folder name holding one of these is meant as a chain
 FOLDER_NAME = "folder name"  # the source of a part read from a folder's name as a chain
+# Why a named recipe's file cannot be looked at, when it is simply not there.
+NO_FILE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG})
 # Folder names whose reading as a chain is kept (each job of a folder asks again): at most
 # this many, the last seen, so names made on the share cost a bounded amount of memory.
 CHAINS_KEPT = 512
@@ -376,35 +379,38 @@ class RecipeBook:
         self.recipes_dir = recipes_dir
         self.default_recipe = default_recipe
         self.inline = inline
-        self._cache: dict[Path, tuple[tuple[int, ...], Recipe]] = {}
+        # Paths are joined as text: a job's folders are looked up at every job.
+        self._recipes = str(recipes_dir)
+        self._cache: dict[str, tuple[tuple[int, ...], Recipe]] = {}
 
-    def _load(self, path: Path) -> Recipe:
-        st = path.lstat()
+    def _load(self, path: str) -> Recipe:
+        st = os.lstat(path)
         # A file saved again, or replaced by another one, differs in one of these.
         version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         cached = self._cache.get(path)
         if cached and cached[0] == version:
             return cached[1]
-        recipe = load_recipe(path)
+        recipe = load_recipe(Path(path))
         self._cache[path] = (version, recipe)
         return recipe
 
     def named(self, name: str) -> Recipe | None:
         """The recipe `recipes/NAME.yaml`, or None."""
-        path = self.recipes_dir / f"{recipe_name(name)}.yaml"
+        path = os.path.join(self._recipes, f"{recipe_name(name)}.yaml")
         try:
-            found = path.is_file()
+            st = os.stat(path)
         except OSError as exc:
-            if exc.errno != errno.ENAMETOOLONG:
+            # A folder name near the length limit (ENAMETOOLONG) names no recipe file either.
+            if exc.errno not in NO_FILE:
                 raise
-            return None  # a folder name near the length limit: no recipe file can have it
-        return self._load(path) if found else None
+            return None
+        return self._load(path) if stat.S_ISREG(st.st_mode) else None
 
     def get(self, name_or_path: str) -> Plan:
         """A plan for `-r`: a recipe name or a path to a recipe file."""
         path = Path(name_or_path)
         if path.suffix in (".yaml", ".yml") and path.is_file():
-            return combine([(path.stem, str(path), self._load(path))])
+            return combine([(path.stem, str(path), self._load(str(path)))])
         recipe = self.named(name_or_path)
         if recipe is None:
             known = ", ".join(self.names()) or "none"
@@ -419,36 +425,39 @@ class RecipeBook:
 
     def folder(self, folder: Path) -> tuple[str, str, Recipe]:
         """The (label, source, recipe) that one inbox folder contributes."""
-        local = folder / RECIPE_FILE
+        return self._folder(str(folder), folder.name)
+
+    def _folder(self, folder: str, name: str) -> tuple[str, str, Recipe]:
+        local = os.path.join(folder, RECIPE_FILE)
         if os.path.lexists(local):  # a link or anything but a file fails, with the reason
-            return folder.name, str(local), self._load(local)
-        recipe = self.named(folder.name)
+            return name, local, self._load(local)
+        recipe = self.named(name)
         if recipe is not None:
-            return recipe_name(folder.name), f"recipes/{recipe_name(folder.name)}.yaml", recipe
+            return recipe_name(name), f"recipes/{recipe_name(name)}.yaml", recipe
         if not self.inline:
             raise RecipeError(
-                f"folder {folder.name!r} is not a recipe: it has no {RECIPE_FILE}, there is no"
-                f" recipes/{recipe_name(folder.name)}.yaml, and inline folder names are turned"
+                f"folder {name!r} is not a recipe: it has no {RECIPE_FILE}, there is no"
+                f" recipes/{recipe_name(name)}.yaml, and inline folder names are turned"
                 " off (recipes.inline: deny)"
             )
         try:
-            return folder.name, FOLDER_NAME, folder_chain(folder.name)
+            return name, FOLDER_NAME, folder_chain(name)
         except RecipeError as exc:
             raise RecipeError(
-                f"folder {folder.name!r} is not a recipe: {exc.message}", detail=exc.detail
+                f"folder {name!r} is not a recipe: {exc.message}", detail=exc.detail
             ) from None
 
-    def plain(self, folder: Path) -> bool:
+    def _plain(self, folder: str, name: str) -> bool:
         """Whether a folder below one that chose steps is a plain sub-folder (a customer, an
         order): no recipe file, no named recipe, and a name that is not written as a chain."""
-        if os.path.lexists(folder / RECIPE_FILE) or self.named(folder.name) is not None:
+        if os.path.lexists(os.path.join(folder, RECIPE_FILE)) or self.named(name) is not None:
             return False
         if not self.inline:
             return True
-        if CHAIN_MARKS & set(folder.name):
+        if CHAIN_MARKS & set(name):
             return False
         try:
-            folder_chain(folder.name)
+            folder_chain(name)
         except RecipeError:
             return True
         return False
@@ -457,12 +466,12 @@ class RecipeBook:
         """The plan for `file` inside `inbox`, from its folders (SPEC 3)."""
         rel = file.parent.relative_to(inbox)
         parts: list[tuple[str, str, Recipe]] = []
-        folder = inbox
+        folder = str(inbox)
         for name in rel.parts:
-            folder = folder / name
-            if parts and self.plain(folder):
+            folder = os.path.join(folder, name)
+            if parts and self._plain(folder, name):
                 continue
-            parts.append(self.folder(folder))
+            parts.append(self._folder(folder, name))
         if not parts and self.default_recipe:
             plan = self.get(self.default_recipe)
             return plan
