@@ -434,7 +434,7 @@ def hooked(intake: Intake, between: Callable[[Path], None],
 
     def late_claim(file: Any, *args: Any) -> Job | None:
         while pending:
-            pending.pop()(file.source)
+            pending.pop()(file.source.path)
         return claim(file, *args)
 
     monkeypatch.setattr(intake, "_claim", late_claim)

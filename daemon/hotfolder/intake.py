@@ -39,6 +39,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 from hotfolder import imaging
 from hotfolder.config import Layout, LimitsConfig
@@ -97,12 +98,14 @@ def special_kind(st: os.stat_result) -> str | None:
     return None
 
 
-def open_regular(path: Path, *, expect: os.stat_result | None = None
-                 ) -> tuple[int, os.stat_result]:
-    """A read-only descriptor of a regular file and its fstat, never through a link (and,
-    with `expect`, of the file that was looked at)."""
+def open_regular(path: str | Path, *, expect: os.stat_result | None = None,
+                 dir_fd: int | None = None) -> tuple[int, os.stat_result]:
+    """A read-only descriptor of a regular file (`path` in the folder open as dir_fd, if
+    given) and its fstat, never through a link (and, with `expect`, of the file that was
+    looked at)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno != errno.ELOOP:
             raise
@@ -234,12 +237,37 @@ def say_claimed(claims: Sequence[Claim]) -> None:
                  first.id, last.rel, last.id)
 
 
+class Source(NamedTuple):
+    """A file to claim: its name in the folder open as `folder`, or its own path (None).
+
+    A claim's system calls reach the file through the folder's descriptor, with no path to
+    resolve again; only a refusal, which moves it to failed/, needs a path (through /proc)."""
+
+    folder: int | None
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return Path(self.name if self.folder is None
+                    else f"/proc/self/fd/{self.folder}/{self.name}")
+
+    def lstat(self) -> os.stat_result:
+        return os.lstat(self.name, dir_fd=self.folder)
+
+    def exists(self) -> bool:
+        try:
+            self.lstat()
+        except OSError:
+            return False
+        return True
+
+
 @dataclass(frozen=True)
 class _Read:
     """A checked file, read, its path noted, and either copied (`copy`) or, when it is the
     service's own, kept open (`fd`): claimed once its group is synced."""
 
-    source: Path
+    source: Source
     rel: PurePosixPath
     read: os.stat_result  # of the file as read
     kind: str | None
@@ -270,7 +298,7 @@ class Intake:
     def offer_as(self, path: Path, rel: PurePosixPath) -> Job | None:
         """Check and claim a file kept elsewhere on the inbox's filesystem (an upload) as if
         it had been dropped at inbox/rel."""
-        return self._job(self._claim_many([(path, rel)])[0])
+        return self._job(self._claim_many([(Source(None, str(path)), rel)])[0])
 
     def _job(self, outcome: Outcome) -> Job | None:
         if isinstance(outcome, HotfolderError | OSError):
@@ -291,8 +319,8 @@ class Intake:
                 os.close(fd)
 
     def _located(self, path: Path, folders: dict[str, int]
-                 ) -> tuple[Path, PurePosixPath] | OSError | None:
-        """The path through its folder's descriptor (kept in `folders`), and its inbox path."""
+                 ) -> tuple[Source, PurePosixPath] | OSError | None:
+        """The file by its folder's descriptor (kept in `folders`), and its inbox path."""
         text, top = str(path), self._top
         if not text.startswith(top) and text + os.sep != top:
             return None  # outside the inbox
@@ -310,11 +338,11 @@ class Intake:
                     return None  # gone, or reached through a link (the link itself is refused)
                 return exc
         # The folder's descriptor stands in for the path to it: no link in it is resolved.
-        return Path(f"/proc/self/fd/{folders[parent]}/{rel.name}"), rel
+        return Source(folders[parent], rel.name), rel
 
-    def _claim_many(self, entries: Sequence[tuple[Path, PurePosixPath] | OSError | None]
+    def _claim_many(self, entries: Sequence[tuple[Source, PurePosixPath] | OSError | None]
                     ) -> list[Outcome]:
-        """Check, sync, claim and record the files at these paths (inbox-relative rel)."""
+        """Check, sync, claim and record these files (inbox-relative rel)."""
         work = self._open_work()
         try:
             with SyncGroup() as group:
@@ -340,7 +368,7 @@ class Intake:
             say_claimed(claims)
         return outcomes
 
-    def _checked(self, entry: tuple[Path, PurePosixPath] | OSError | None, work: int,
+    def _checked(self, entry: tuple[Source, PurePosixPath] | OSError | None, work: int,
                  group: SyncGroup) -> Outcome | _Read:
         """What `_check` made of an entry, or the error it met."""
         if not isinstance(entry, tuple):
@@ -372,13 +400,13 @@ class Intake:
             self.layout.work.mkdir(mode=0o700, parents=True, exist_ok=True)
             return os.open(self.layout.work, WORK_FLAGS)
 
-    def _check(self, path: Path, rel: PurePosixPath, work: int, group: SyncGroup
+    def _check(self, source: Source, rel: PurePosixPath, work: int, group: SyncGroup
                ) -> Claim | _Read | None:
-        """Check the file at path (inbox-relative rel) and refuse it, or read it and note its
-        path: the service's own file is kept open, anyone else's is copied, and the bytes
-        are synced with `group`."""
+        """Check the file (inbox-relative rel) and refuse it, or read it and note its path:
+        the service's own file is kept open, anyone else's is copied, and the bytes are
+        synced with `group`."""
         try:
-            st = os.lstat(path)
+            st = source.lstat()
         except FileNotFoundError:
             return None
         if stat.S_ISDIR(st.st_mode):
@@ -386,15 +414,15 @@ class Intake:
         why = special_kind(st)
         if why is not None:
             error = InputError(f"{shown(rel)}: refused, {why}", stage="intake")
-            return self._refuse(path, rel, st, error)
+            return self._refuse(source.path, rel, st, error)
         try:
             imaging.check_size(st.st_size, self.limits)
-            fd, read = open_regular(path, expect=st)
+            fd, read = open_regular(source.name, expect=st, dir_fd=source.folder)
         except FileNotFoundError:
             return None
         except InputError as exc:
-            return self._refuse(path, rel, st, InputError(f"{shown(rel)}: {exc.message}",
-                                                          stage="intake"))
+            return self._refuse(source.path, rel, st,
+                                InputError(f"{shown(rel)}: {exc.message}", stage="intake"))
         kept = False
         own = read.st_uid == os.geteuid()  # made private where it is, once claimed
         try:
@@ -402,8 +430,8 @@ class Intake:
                 data = read_head(fd, read, self.limits) if own else read_within(fd, read,
                                                                                 self.limits)
             except InputError as exc:
-                return self._refuse(path, rel, st, InputError(f"{shown(rel)}: {exc.message}",
-                                                              stage="intake"))
+                return self._refuse(source.path, rel, st,
+                                    InputError(f"{shown(rel)}: {exc.message}", stage="intake"))
             try:
                 kind = imaging.sniff(data, self.limits.formats)
                 refusal = None
@@ -414,14 +442,14 @@ class Intake:
                 self.work.record(job_id, rel.as_posix(), fd)
                 group.add(fd)
                 kept = True
-                return _Read(path, rel, read, kind, refusal, job_id, copy=None, fd=fd)
+                return _Read(source, rel, read, kind, refusal, job_id, copy=None, fd=fd)
             self.work.record(job_id, rel.as_posix())
             try:
                 copy: str | None = write_temp(work, data, PRIVATE_FILE, group)
             except OSError as exc:  # a full disk, say: the job makes the copy before it reads
                 log.warning("job %s: %s not made private at its claim: %s", job_id, rel, exc)
                 copy = None
-            return _Read(path, rel, read, kind, refusal, job_id, copy=copy, fd=None)
+            return _Read(source, rel, read, kind, refusal, job_id, copy=copy, fd=None)
         finally:
             if not kept:
                 os.close(fd)
@@ -434,10 +462,10 @@ class Intake:
         rel, job_id = file.rel, file.job_id
         target = self.work.file(job_id)
         try:
-            os.rename(file.source, target)
+            os.rename(file.source.name, target, src_dir_fd=file.source.folder)
         except OSError:  # claimed by a concurrent offer, removed meanwhile, or a fault
             self._undo(file, work)
-            if not os.path.lexists(file.source):
+            if not file.source.exists():
                 return None
             raise
         moved = os.lstat(target)
