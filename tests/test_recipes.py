@@ -244,15 +244,18 @@ def test_folder_names_are_read_once_for_their_jobs_within_a_bounded_memory(
     recipes = book(root)
     inbox = root / "inbox"
     good, bad = inbox / "grayscale+png", inbox / "grayscal+png"
+    plans = []
     for _ in range(2):  # the second reading comes from what the first kept, the same
-        assert ops(recipes.resolve(inbox, good / "dpi=300" / "order-7" / "a.jpg").steps) == [
-            "grayscale", "format", "dpi"]
+        plans.append(recipes.resolve(inbox, good / "dpi=300" / "order-7" / "a.jpg"))
+        assert ops(plans[-1].steps) == ["grayscale", "format", "dpi"]
         with pytest.raises(RecipeError, match=r"unknown operation 'grayscal' \(did you mean"):
             recipes.resolve(inbox, bad / "a.jpg")
     # Names made on the share without end keep no more than CHAINS_KEPT readings.
     for n in range(CHAINS_KEPT + 50):
         recipes.resolve(inbox, good / f"dpi={n + 1}" / "a.jpg")
+    assert plans[0] is plans[1]  # combined once
     assert recipes_module._folder_chain.cache_info().currsize <= CHAINS_KEPT
+    assert len(recipes._plans) <= CHAINS_KEPT
 
 
 def test_a_broken_recipe_file_fails_with_its_own_location(root: Path) -> None:

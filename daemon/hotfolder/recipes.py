@@ -17,6 +17,7 @@ import os
 import re
 import stat
 import string
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,6 +383,11 @@ class RecipeBook:
         # Paths are joined as text: a job's folders are looked up at every job.
         self._recipes = str(recipes_dir)
         self._cache: dict[str, tuple[tuple[int, ...], Recipe]] = {}
+        # The plans of the CHAINS_KEPT combinations of parts seen last, by each part's label,
+        # source and recipe (a recipe read again is another object, and makes another key;
+        # the parts are kept with the plan, so no recipe's id is reused while it is kept).
+        self._plans: OrderedDict[tuple[tuple[str, str, int], ...],
+                                 tuple[list[tuple[str, str, Recipe]], Plan]] = OrderedDict()
 
     def _load(self, path: str) -> Recipe:
         st = os.lstat(path)
@@ -475,4 +481,17 @@ class RecipeBook:
         if not parts and self.default_recipe:
             plan = self.get(self.default_recipe)
             return plan
-        return combine(parts)
+        return self._combined(parts)
+
+    def _combined(self, parts: list[tuple[str, str, Recipe]]) -> Plan:
+        """`combine(parts)`, made once for the CHAINS_KEPT combinations seen last."""
+        key = tuple((label, source, id(recipe)) for label, source, recipe in parts)
+        kept = self._plans.get(key)
+        if kept is not None:
+            self._plans.move_to_end(key)
+            return kept[1]
+        plan = combine(parts)
+        self._plans[key] = (parts, plan)
+        if len(self._plans) > CHAINS_KEPT:
+            self._plans.popitem(last=False)
+        return plan
