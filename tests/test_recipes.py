@@ -367,6 +367,29 @@ def test_a_chain_of_hundreds_of_steps_is_refused_before_its_steps_are_read() -> 
         parse_chain("+".join(["nosuchop"] * 300))
 
 
+@pytest.mark.parametrize("inline", [True, False])
+def test_below_a_recipe_folder_only_plain_sub_folders_add_no_steps(root: Path,
+                                                                  inline: bool) -> None:
+    write(root / "recipes" / "engrave-wood.yaml", "steps: [grayscale]\n")
+    write(root / "recipes" / "extra.yaml", "steps: [autocontrast]\n")
+    inbox = root / "inbox"
+    write(inbox / "engrave-wood" / "Own" / "recipe.yaml", "steps: [invert]\n")
+    # A recipe file in a folder whose name is a chain: the file chooses, not the name.
+    write(inbox / "engrave-wood" / "invert+png" / "recipe.yaml", "steps: [autocontrast]\n")
+    recipes = RecipeBook(root / "recipes", inline=inline)
+    expected = {
+        "customer-7/order-12": ["grayscale"],  # plain, whatever the setting
+        "Own": ["grayscale", "invert"],  # its recipe.yaml
+        "extra": ["grayscale", "autocontrast"],  # a named recipe
+        "invert+png": ["grayscale", "autocontrast"],  # its recipe.yaml
+        "invert": ["grayscale", "invert"] if inline else ["grayscale"],  # a step's name
+        "dpi=300/customer-7": ["grayscale", "dpi"] if inline else ["grayscale"],
+    }
+    for below, steps in expected.items():
+        photo = inbox / "engrave-wood" / below / "a.jpg"
+        assert ops(recipes.resolve(inbox, photo).steps) == steps, below
+
+
 def test_with_inline_names_denied_only_recipe_files_choose_steps(root: Path) -> None:
     write(root / "inbox" / "Own" / "recipe.yaml", "steps: [invert]\n")
     write(root / "recipes" / "engrave-wood.yaml", "steps: [grayscale]\n")

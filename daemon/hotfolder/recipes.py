@@ -293,6 +293,11 @@ def _folder_chain(name: str) -> Recipe | RecipeError:
         return exc
 
 
+def _reads_as_chain(name: str) -> bool:
+    """Whether a folder name without chain marks still reads as a chain (one step's name)."""
+    return not isinstance(_folder_chain(name), RecipeError)
+
+
 def folder_chain(name: str) -> Recipe:
     """`parse_chain` of a folder name, read once for the CHAINS_KEPT names seen last (a
     recipe is shared, as the recipe files' are; an error is raised anew each time)."""
@@ -455,18 +460,14 @@ class RecipeBook:
 
     def _plain(self, folder: str, name: str) -> bool:
         """Whether a folder below one that chose steps is a plain sub-folder (a customer, an
-        order): no recipe file, no named recipe, and a name that is not written as a chain."""
-        if os.path.lexists(os.path.join(folder, RECIPE_FILE)) or self.named(name) is not None:
+        order): no recipe file, no named recipe, and a name that is not written as a chain.
+
+        The name is looked at first: a chain's folder is not plain whatever it holds, and its
+        recipe file and named recipe are then looked up once, by `_folder`, not twice."""
+        if self.inline and (CHAIN_MARKS & set(name) or _reads_as_chain(name)):
             return False
-        if not self.inline:
-            return True
-        if CHAIN_MARKS & set(name):
-            return False
-        try:
-            folder_chain(name)
-        except RecipeError:
-            return True
-        return False
+        return not (os.path.lexists(os.path.join(folder, RECIPE_FILE))
+                    or self.named(name) is not None)
 
     def resolve(self, inbox: Path, file: Path) -> Plan:
         """The plan for `file` inside `inbox`, from its folders (SPEC 3)."""
