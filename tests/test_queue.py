@@ -36,3 +36,24 @@ def test_a_batch_of_jobs_wakes_at_most_wake_most_workers() -> None:
         assert len(os.read(wake.read_fd, 1 << 16)) == 3
     finally:
         wake.close()
+
+
+def test_a_job_taken_from_sqlite_costs_one_write_and_no_look_for_revocations(
+        tmp_path: Path) -> None:
+    huey = make_huey("sqlite:///state/queue.db", Config(root=tmp_path).layout)
+    done: list[str] = []
+
+    @huey.task()
+    def process(job_id: str) -> None:
+        done.append(job_id)
+
+    enqueue_all(huey, [process.s("job1"), process.s("job2")])
+    statements: list[str] = []
+    huey.storage.conn.set_trace_callback(statements.append)
+    while (task := huey.dequeue()) is not None:
+        huey.execute(task)
+    assert done == ["job1", "job2"]
+    # One write transaction per job (its dequeue), nothing read from or written to Huey's
+    # key-value table (where revocations would be): the service revokes nothing.
+    assert [s.split()[0].lower() for s in statements].count("begin") == 2
+    assert not [s for s in statements if " kv " in s.lower()]

@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from huey import MemoryHuey, RedisHuey, SqliteHuey
 from huey.api import Huey
 from huey.consumer import Consumer, ProcessEnvironment, Worker
-from huey.storage import SqliteStorage
+from huey.storage import MemoryStorage, RedisStorage, SqliteStorage
 
 from hotfolder import memory
 from hotfolder.config import Layout
@@ -52,6 +51,25 @@ QUEUE_ERROR_REPEAT_SECONDS = 60.0
 INHERITED: list[Any] = []
 
 
+# The prefix of Huey's key for a revoked task (Task.revoke_id).
+REVOKED_PREFIX = "r:"
+
+
+class ServiceHuey(Huey):  # type: ignore[misc]
+    """Huey without revocations: the service revokes no task (its journal says which jobs are
+    to do). Huey looks for a task's revocation before it runs it and deletes it after, which
+    on SQLite costs two reads and a write transaction per job, under the lock that every
+    worker and the intake take too."""
+
+    def is_revoked(self, task: Any, timestamp: Any = None, peek: bool = True) -> bool:
+        return False
+
+    def delete(self, key: str) -> bool:
+        if key.startswith(REVOKED_PREFIX):  # none is ever written
+            return False
+        return bool(super().delete(key))
+
+
 def make_huey(url: str, layout: Layout) -> Huey:
     """The Huey instance for `queue.url`; sqlite paths are relative to the root."""
     split = urlsplit(url)
@@ -60,11 +78,12 @@ def make_huey(url: str, layout: Layout) -> Huey:
         if not url.startswith("sqlite:////"):
             path = layout.root / path.relative_to("/")
         path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteHuey(QUEUE_NAME, filename=str(path), results=False, fsync=False)
+        return ServiceHuey(QUEUE_NAME, storage_class=SqliteStorage, filename=str(path),
+                           results=False, fsync=False)
     if split.scheme in ("redis", "rediss"):
-        return RedisHuey(QUEUE_NAME, url=url, results=False)
+        return ServiceHuey(QUEUE_NAME, storage_class=RedisStorage, url=url, results=False)
     if split.scheme == "memory":
-        return MemoryHuey(QUEUE_NAME, results=False)
+        return ServiceHuey(QUEUE_NAME, storage_class=MemoryStorage, results=False)
     raise ConfigError(f"queue.url {url!r}: unknown scheme {split.scheme!r}")
 
 
