@@ -314,3 +314,15 @@ def test_a_duplicate_in_another_folder_learns_no_name_of_the_first(
     assert re.fullmatch(r"result [0-9a-f]{12}", json.loads(text)["duplicate_of"])
     assert (root / "outbox" / "Grey" / "mine.png").read_bytes() == (
         root / "outbox" / "Gray" / "Customer photo.png").read_bytes()
+
+
+def test_a_plans_part_of_the_key_is_made_once_per_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    made = plan("resize=64x64+png")
+    first = cache_key("a" * 64, made)
+    described: list[int] = []
+    monkeypatch.setattr(type(made), "describe", lambda self: described.append(1) or [])
+    # Each job's key is looked up from its content and its (kept) plan: the steps and output
+    # settings are not described and serialized again for every file.
+    assert cache_key("a" * 64, made) == first
+    assert cache_key("b" * 64, made) != first
+    assert described == []

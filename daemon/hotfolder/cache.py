@@ -28,15 +28,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
-from hotfolder import __version__
 from hotfolder.config import CacheConfig, LimitsConfig
 from hotfolder.engine import Output, Rendered, output_name, render
 from hotfolder.files import write_atomic
 from hotfolder.journal import ProcessConnection
 from hotfolder.names import loaded_rel, stored_rel
-from hotfolder.recipes import Plan
+from hotfolder.recipes import Plan, canonical
 
 log = logging.getLogger("hotfolder.cache")
 
@@ -70,18 +68,9 @@ END;
 """
 
 
-def canonical(value: Any) -> bytes:
-    """JSON with sorted keys and no spaces: equal values give equal bytes."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def cache_key(input_sha256: str, plan: Plan) -> str:
     """The key of a result: the input's content, what the plan does to it, and our version."""
-    recipe = {"steps": plan.describe(), "output": plan.output.model_dump(mode="json"),
-              "hotfolder": __version__}
-    return hashlib.sha256(
-        canonical({"input": input_sha256, "recipe": hashlib.sha256(canonical(recipe)).hexdigest()})
-    ).hexdigest()
+    return hashlib.sha256(canonical({"input": input_sha256, "recipe": plan.digest})).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import errno
 import functools
+import hashlib
+import json
 import os
 import re
 import stat
@@ -38,7 +40,7 @@ from pydantic import (
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from hotfolder import yamlfile
+from hotfolder import __version__, yamlfile
 from hotfolder.config import RECIPE_FILE
 from hotfolder.errors import RecipeError
 from hotfolder.formats import NAMES, WORDS, FormatName
@@ -333,6 +335,20 @@ class Plan:
     def describe(self) -> list[dict[str, Any]]:
         """The steps as recorded in the sidecar."""
         return [s.describe() for s in self.steps]
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """The SHA-256 of what the plan does to a file in this version of hotfolder (its steps
+        and output settings, not its folders' names), made once per plan: its results are
+        cached under it and their inputs' SHA-256."""
+        recipe = {"steps": self.describe(), "output": self.output.model_dump(mode="json"),
+                  "hotfolder": __version__}
+        return hashlib.sha256(canonical(recipe)).hexdigest()
+
+
+def canonical(value: Any) -> bytes:
+    """JSON with sorted keys and no spaces: equal values give equal bytes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def combine(parts: list[tuple[str, str, Recipe]]) -> Plan:
